@@ -1,0 +1,1 @@
+"""Shared pieces every method builds on. ``core`` never imports a method."""

@@ -1,0 +1,357 @@
+"""Errors, checkpoints, run directories and safe file loading shared by every method.
+
+Checkpoints are a pair ``NAME.safetensors`` (every tensor, flat keys) + ``NAME.json`` (the
+structure, every non-tensor leaf, and a header naming the method and format version). Nothing
+is pickled, so loading a checkpoint can never run code. Third-party ``.pth``/``.th`` files load
+with ``torch.load(weights_only=True)``; SMPL-layout ``.pkl`` files go through
+:class:`RestrictedUnpickler`, which accepts arrays and nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: one family. The CLI prints ``error: <message>`` and exits 2 for any of them.
+# --------------------------------------------------------------------------------------------
+class TenfoldError(Exception):
+    """Base of every error a user can cause; its message says what is wrong and how to fix it."""
+
+
+class DataError(TenfoldError):
+    """A data file is missing, unreadable or corrupt."""
+
+
+class CheckpointError(TenfoldError):
+    """A checkpoint is missing, corrupt, or was written by another method or format version."""
+
+
+class ConfigError(TenfoldError):
+    """An unknown preset, an unknown override key, or a value of the wrong type."""
+
+
+class InputError(TenfoldError):
+    """A tensor or array argument has the wrong shape or dtype, or holds NaN/Inf."""
+
+
+class DependencyError(TenfoldError):
+    """An optional dependency that this feature needs is not installed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary checks
+# --------------------------------------------------------------------------------------------
+def check_tensor(
+    x: Any,
+    name: str,
+    shape: Sequence[int | str | None] | None = None,
+    *,
+    dtype: torch.dtype | Iterable[torch.dtype] | None = None,
+    finite: bool = True,
+) -> torch.Tensor:
+    """Check a tensor argument at an API boundary and return it.
+
+    ``shape`` entries are ints (must match), strings (symbolic: equal names must have equal
+    sizes) or ``None`` (anything). ``"..."`` as the first entry allows any leading dims.
+    Raises :class:`InputError` with one line naming the argument and the expected layout.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if shape is not None:
+        spec = list(shape)
+        lead = bool(spec) and spec[0] == "..."
+        if lead:
+            spec = spec[1:]
+        want = "(" + ", ".join(str(s) for s in shape) + ")"
+        dims = tuple(x.shape)
+        ok = len(dims) >= len(spec) if lead else len(dims) == len(spec)
+        if ok:
+            tail = dims[len(dims) - len(spec):] if spec else ()
+            bound: dict[str, int] = {}
+            for s, d in zip(spec, tail):
+                if isinstance(s, int) and s != d:
+                    ok = False
+                elif isinstance(s, str):
+                    if bound.setdefault(s, d) != d:
+                        ok = False
+        if not ok:
+            raise InputError(f"{name} must have shape {want}, got {tuple(dims)}")
+    if dtype is not None:
+        allowed = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
+        if x.dtype not in allowed:
+            names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+            raise InputError(f"{name} must have dtype {names}, got {str(x.dtype).replace('torch.', '')}")
+    if finite and x.is_floating_point() and x.numel() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise InputError(f"{name} holds {bad} NaN/Inf value(s); clean the input before calling")
+    return x
+
+
+def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") -> Path:
+    """Return ``path`` as a Path, or raise :class:`DataError` naming it when it is missing."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        extra = f"; {hint}" if hint else ""
+        raise DataError(f"{what} not found: {p}{extra}")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes and run directories
+# --------------------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (numpy/torch scalars converted)."""
+    return atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars, Paths, tuples and dataclasses into plain JSON values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def new_run_dir(out: str | os.PathLike) -> Path:
+    """Create and return a fresh run directory at ``out``; if it already holds files, use
+    ``out-1``, ``out-2``, ... so that a run never overwrites earlier results."""
+    base = Path(out).expanduser()
+    cand, i = base, 0
+    while cand.exists() and any(cand.iterdir()):
+        i += 1
+        cand = base.with_name(f"{base.name}-{i}")
+    cand.mkdir(parents=True, exist_ok=True)
+    return cand
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: safetensors (tensors) + JSON (structure and everything else)
+# --------------------------------------------------------------------------------------------
+_TENSOR = "__tensor__"
+_TUPLE = "__tuple__"
+_INTKEYS = "__intkeys__"
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "_"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {_TENSOR: key}
+    if isinstance(obj, np.ndarray):
+        return _flatten(torch.from_numpy(np.ascontiguousarray(obj)), prefix, tensors)
+    if isinstance(obj, Mapping):
+        keys = list(obj.keys())
+        out = {str(k): _flatten(v, f"{prefix}/{k}" if prefix else str(k), tensors) for k, v in obj.items()}
+        ints = [str(k) for k in keys if isinstance(k, int)]
+        if ints:
+            out[_INTKEYS] = ints
+        return out
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise CheckpointError(f"cannot store a {type(obj).__name__} at '{prefix}' in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if _TENSOR in obj:
+            return tensors[obj[_TENSOR]]
+        if _TUPLE in obj:
+            return tuple(_unflatten(v, tensors) for v in obj[_TUPLE])
+        ints = set(obj.get(_INTKEYS, []))
+        return {(int(k) if k in ints else k): _unflatten(v, tensors) for k, v in obj.items() if k != _INTKEYS}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], *, method: str,
+                    config: Any = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save a nested ``state`` (tensors, dicts, lists, numbers) without pickling.
+
+    Writes ``<path>.safetensors`` and ``<path>.json`` atomically (tensors first, so the JSON
+    header, written last, marks a complete checkpoint). Returns the JSON path.
+    """
+    from safetensors.torch import save as st_save
+
+    base = Path(path)
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(dict(state), "", tensors)
+    atomic_write_bytes(base.with_suffix(".safetensors"), st_save(tensors))
+    header = {"tenfold_checkpoint": FORMAT_VERSION, "method": method,
+              "config": to_jsonable(config) if config is not None else None,
+              "extra": to_jsonable(dict(extra or {})), "state": tree}
+    return write_json(base.with_suffix(".json"), header)
+
+
+def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns ``(state, header)``.
+
+    Raises :class:`CheckpointError` (one line) when the files are missing or corrupt, or when
+    the checkpoint belongs to another method or format version.
+    """
+    from safetensors.torch import load as st_load
+
+    base = Path(path)
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    jpath, tpath = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    for p in (jpath, tpath):
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file not found: {p}")
+    try:
+        header = json.loads(jpath.read_text())
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt checkpoint {jpath}: {e}") from None
+    version = header.get("tenfold_checkpoint")
+    if version is None:
+        raise CheckpointError(f"{jpath} is not a tenfold checkpoint (no 'tenfold_checkpoint' header)")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{jpath} has checkpoint format {version}; this tenfold reads format {FORMAT_VERSION}")
+    if method is not None and header.get("method") != method:
+        raise CheckpointError(f"{jpath} is a '{header.get('method')}' checkpoint, not a '{method}' one")
+    try:
+        tensors = st_load(tpath.read_bytes())
+        state = _unflatten(header["state"], tensors)
+    except Exception as e:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"corrupt checkpoint {tpath}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if str(map_location) != "cpu":
+        state = _to_device(state, map_location)
+    return state, header
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_device(v, device) for v in obj)
+    return obj
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
+    """Load a third-party ``.pth``/``.th`` file with ``weights_only=True`` onto the CPU."""
+    p = require_file(path, what)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
+        raise CheckpointError(f"{p} cannot be loaded safely (weights_only): {first}") from None
+    except Exception as e:
+        raise CheckpointError(f"corrupt {what} {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Restricted unpickling for third-party array pickles (SMPL/MANO layout)
+# --------------------------------------------------------------------------------------------
+_ALLOWED_GLOBALS: set[tuple[str, str]] = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # Python-2 pickles store bytes through _codecs.encode(str, 'latin1')
+    ("copy_reg", "_reconstructor"),
+    ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"),
+    ("builtins", "object"),
+    ("scipy.sparse.csc", "csc_matrix"),
+    ("scipy.sparse._csc", "csc_matrix"),
+    ("scipy.sparse.csr", "csr_matrix"),
+    ("scipy.sparse._csr", "csr_matrix"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that accepts numpy arrays, scalars, scipy sparse matrices and plain
+    containers, and refuses every other global, so a malicious file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith("chumpy"):
+            raise pickle.UnpicklingError(
+                f"file holds chumpy objects ({module}.{name}); convert it to plain arrays (.npz) first")
+        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only arrays are accepted)")
+
+
+def restricted_load(path: str | os.PathLike, what: str = "pickle file") -> Any:
+    """Load an arrays-only pickle (e.g. an SMPL-layout ``.pkl``) through :class:`RestrictedUnpickler`."""
+    p = require_file(path, what)
+    try:
+        with open(p, "rb") as f:
+            return RestrictedUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{p}: {e}") from None
+    except Exception as e:
+        raise DataError(f"corrupt {what} {p}: {type(e).__name__}: {e}") from None
+
+
+def restricted_loads(data: bytes) -> Any:
+    """In-memory variant of :func:`restricted_load` (raises :class:`DataError`)."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(str(e)) from None
