@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,9 +39,10 @@ def _tyro_message(text: str) -> str:
     """Squeeze tyro's boxed error text into one line."""
     lines = [ln.strip(" -|\u2502\u2500\u256d\u256e\u2570\u256f") for ln in text.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("For full helptext")]
-    for ln in lines:
-        if re.search(r"Error parsing|invalid choice|could not|Expected|expected|Unrecognized", ln):
-            return ln
+    hits = [ln for ln in lines if re.search(r"Error parsing|invalid choice|could not|Expected|expected|"
+                                             r"Unrecognized|required", ln)]
+    if hits:
+        return max(hits, key=len)  # the detailed line, not the box title
     return lines[-1] if lines else "invalid value"
 
 
@@ -73,9 +75,12 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any] | Sequence[str]) -> C:
             raise ConfigError(f"unknown config key '{k}'; valid keys: {', '.join(valid)}")
     import tyro
 
+    hints = typing.get_type_hints(type(cfg))
     args: list[str] = []
     for k, v in overrides.items():
-        if isinstance(v, str):
+        if isinstance(v, str) and typing.get_origin(hints.get(k)) in (tuple, list):
+            vals = [x for x in re.split(r"[,\s]+", v.strip("()[] ")) if x]  # "3,4" or "3 4"
+        elif isinstance(v, str):
             vals = [v]
         elif isinstance(v, (list, tuple)):
             vals = [str(x) for x in v]

@@ -1,0 +1,283 @@
+"""The ``tenfold`` command line.
+
+    tenfold --help
+    tenfold demo [--out DIR] [--json]
+    tenfold data [--json]
+    tenfold eval --model NAME --weights FILE --data SPEC [--json]
+    tenfold bench METHOD [benchmark args...]
+    tenfold METHOD VERB [--preset NAME] [--set key=value ...] [--dry-run] [--json] [--out DIR]
+                        [--resume] [verb options...]
+
+Verbs are plain functions ``verb(cfg, run_dir, **options) -> dict``; their keyword options
+become flags (parsed by tyro from the type hints), the config is the method's frozen ``Config``
+preset with ``--set`` overrides. A user mistake prints ``error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import inspect
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tenfold import __version__
+from tenfold.core.io import ConfigError, TenfoldError, to_jsonable
+from tenfold.registry import METHODS, load_method
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line ``error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _print_result(metrics: dict[str, Any], as_json: bool, title: str = "") -> None:
+    """Human summary, then (with --json) one JSON object as the last line of stdout."""
+    if not as_json:
+        if title:
+            print(title)
+        for k, v in metrics.items():
+            if isinstance(v, float):
+                v = f"{v:.6g}"
+            elif isinstance(v, (dict, list)):
+                v = json.dumps(to_jsonable(v))
+            print(f"  {k}: {v}")
+    else:
+        sys.stdout.flush()
+        print(json.dumps(to_jsonable(metrics)), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verb options from a function signature, parsed by tyro
+# ---------------------------------------------------------------------------------------------
+def verb_options(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    """The keyword options of a verb: every parameter after ``cfg`` and ``run_dir``."""
+    params = list(inspect.signature(fn).parameters.values())
+    return [p for p in params if p.name not in ("cfg", "run_dir")
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -> dict[str, Any]:
+    """Parse ``args`` into the verb's typed keyword options with tyro (errors: one line)."""
+    import typing
+
+    import tyro
+
+    from tenfold.core.config import _tyro_message
+
+    hints = typing.get_type_hints(fn)
+    fields = []
+    for p in verb_options(fn):
+        ann = hints.get(p.name, str)
+        default = p.default if p.default is not inspect.Parameter.empty else dataclasses.MISSING
+        fields.append((p.name, ann, dataclasses.field(default=default)))
+    if not fields:
+        if args:
+            raise ConfigError(f"{prog} takes no options, got: {' '.join(args)}")
+        return {}
+    opts_cls = dataclasses.make_dataclass(f"{prog.replace(' ', '_')}_options", fields)
+    if any(a in ("-h", "--help") for a in args):
+        tyro.cli(opts_cls, args=list(args), prog=prog, config=(tyro.conf.FlagConversionOff,))
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+            parsed = tyro.cli(opts_cls, args=list(args), prog=prog, config=(tyro.conf.FlagConversionOff,))
+    except SystemExit:
+        raise ConfigError(f"{prog}: {_tyro_message(buf.getvalue())}") from None
+    return {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_method(method: str, argv: Sequence[str]) -> int:
+    """``tenfold METHOD VERB ...``: resolve the config, make the run dir, call the verb."""
+    from tenfold.core.config import apply_overrides, config_dict, get_preset, load_config, save_config
+    from tenfold.core.io import new_run_dir
+
+    mod = load_method(method)
+    if mod is None:
+        raise ConfigError(f"method '{method}' is not implemented yet; implemented: "
+                          f"{', '.join(m for m in METHODS if load_method(m)) or 'none'}")
+    verbs: dict[str, Callable[..., dict]] = mod.VERBS
+    p = _Parser(prog=f"tenfold {method}", description=METHODS[method])
+    p.add_argument("verb", choices=list(verbs), help="what to do")
+    p.add_argument("--preset", default="smoke", help=f"one of: {', '.join(mod.PRESETS)}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (never overwritten)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument("--json", action="store_true", help="last stdout line is one JSON object of metrics")
+    if argv and argv[0] in ("-h", "--help"):
+        p.print_help()
+        print("\nverbs and their options: tenfold " + method + " VERB --help")
+        return 0
+    ns, rest = p.parse_known_args(argv)
+    fn = verbs[ns.verb]
+    prog = f"tenfold {method} {ns.verb}"
+    options = parse_verb_options(fn, rest, prog)
+
+    if ns.resume:
+        if ns.out is None or not (ns.out / "config.json").is_file():
+            raise ConfigError("--resume needs --out pointing at an earlier run directory (with config.json)")
+        if "resume" not in options:
+            raise ConfigError(f"{prog} cannot resume")
+        cfg = load_config(mod.Config, ns.out / "config.json")
+        if ns.overrides:
+            raise ConfigError("--set cannot be combined with --resume (the run keeps its saved config)")
+        options["resume"] = True
+    else:
+        cfg = apply_overrides(get_preset(mod.PRESETS, ns.preset), ns.overrides)
+    if ns.dry_run:
+        print(json.dumps({"method": method, "verb": ns.verb, "preset": ns.preset,
+                          "config": config_dict(cfg), "options": to_jsonable(options)}, indent=2))
+        return 0
+    run_dir = ns.out if ns.resume else new_run_dir(ns.out or _default_out(f"{method}-{ns.verb}"))
+    if not ns.resume:
+        save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
+                    overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
+    t0 = time.perf_counter()
+    metrics = dict(fn(cfg, run_dir, **options))
+    metrics.setdefault("run_dir", str(run_dir))
+    metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
+    _print_result(metrics, ns.json, title=f"{prog}: done, outputs in {run_dir}")
+    return 0
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    """``tenfold eval``: classification accuracy of a model on a dataset."""
+    from tenfold.core.evaluate import run_eval
+
+    p = _Parser(prog="tenfold eval", description="top-1/top-5 accuracy of a classifier on a dataset")
+    p.add_argument("--model", required=True, help="e.g. cifar10-resnet20 (see tenfold.core.models)")
+    p.add_argument("--weights", default=None, help="weights file (.th/.pth or tenfold checkpoint)")
+    p.add_argument("--data", required=True, help="dataset spec, e.g. cifar10-test or cifar10-test:PATH.zip")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=None, help="evaluate a class-balanced subset of this size")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args(argv)
+    metrics = run_eval(ns.model, ns.weights, ns.data, batch_size=ns.batch_size, device=ns.device,
+                       limit=ns.limit, progress=not ns.json)
+    _print_result(metrics, ns.json, title=f"tenfold eval {ns.model} on {ns.data}")
+    return 0
+
+
+def cmd_data(argv: Sequence[str]) -> int:
+    """``tenfold data``: every dataset and weight file found, with sizes, and what is missing."""
+    from tenfold.core.data import data_root, list_data
+
+    p = _Parser(prog="tenfold data", description="list the real data and weights tenfold can find")
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args(argv)
+    items = list_data()
+    found = [d for d in items if d["exists"]]
+    missing = [d for d in items if not d["exists"]]
+    if not ns.json:
+        print(f"data root: {data_root()} (set TENFOLD_DATA to change)")
+        for d in items:
+            size = f"{d['size_bytes'] / 1e6:9.2f} MB" if d["exists"] else "  MISSING   "
+            print(f"  {size}  {d['name']:<28} {d['path']}")
+        print(f"{len(found)} found, {len(missing)} missing")
+    else:
+        print(json.dumps({"root": str(data_root()), "found": len(found), "missing": len(missing),
+                          "items": to_jsonable(items)}))
+    return 0
+
+
+def cmd_demo(argv: Sequence[str]) -> int:
+    """``tenfold demo``: the smoke preset of every implemented method, one HTML report."""
+    from tenfold.demo import run_demo
+
+    p = _Parser(prog="tenfold demo", description="run every implemented method's smoke demo; write report.html")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--only", action="append", default=None, help="run only these sections (repeatable)")
+    p.add_argument("--json", action="store_true")
+    ns = p.parse_args(argv)
+    metrics = run_demo(ns.out, only=ns.only, progress=not ns.json)
+    _print_result(metrics, ns.json, title=f"tenfold demo: report at {metrics['report']}")
+    return 0
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    """``tenfold bench METHOD [args]``: run ``benchmarks/METHOD.py`` from a repository checkout."""
+    import runpy
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: tenfold bench METHOD [benchmark args...]   (runs benchmarks/METHOD.py)")
+        return 0
+    method, rest = argv[0], list(argv[1:])
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    for root in candidates:
+        script = root / f"{method}.py"
+        if script.is_file():
+            sys.path.insert(0, str(root.parent))
+            sys.argv = [str(script), *rest]
+            runpy.run_module(f"benchmarks.{method}", run_name="__main__")
+            return 0
+    raise ConfigError(f"no benchmark '{method}': benchmarks/{method}.py not found "
+                      "(benchmarks ship with the repository, not the installed package)")
+
+
+def _top_help() -> str:
+    lines = [f"tenfold {__version__}: ten 2021 vision research methods, one toolkit.", "",
+             "usage:",
+             "  tenfold demo [--out DIR]                 smoke demo of every implemented method -> report.html",
+             "  tenfold data                             list the real data and weights found",
+             "  tenfold eval --model M --weights F --data SPEC [--json]   classification accuracy",
+             "  tenfold bench METHOD [args]              run benchmarks/METHOD.py",
+             "  tenfold METHOD VERB [--preset P] [--set k=v ...] [--dry-run] [--json] [--out DIR] [opts]",
+             "", "methods:"]
+    for name, title in METHODS.items():
+        mod = load_method(name)
+        state = ("verbs: " + ", ".join(mod.VERBS)) if mod else "not implemented yet"
+        lines.append(f"  {name:<14} {title}  [{state}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tenfold`` script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(_top_help())
+            return 0
+        if argv[0] in ("-V", "--version"):
+            print(__version__)
+            return 0
+        cmd, rest = argv[0], argv[1:]
+        commands = {"demo": cmd_demo, "data": cmd_data, "eval": cmd_eval, "bench": cmd_bench}
+        if cmd in commands:
+            return commands[cmd](rest)
+        if cmd in METHODS:
+            return cmd_method(cmd, rest)
+        raise ConfigError(f"unknown command '{cmd}'; choose one of: {', '.join([*commands, *METHODS])}")
+    except TenfoldError as e:
+        msg = " ".join(str(e).split("\n")).strip()
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted (a training run can continue with --resume --out RUN_DIR)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""core.config: typed overrides through tyro, unknown keys listed, presets checked, JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from tenfold.core.config import apply_overrides, get_preset, load_config, save_config
+from tenfold.core.io import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    lr: float = 0.1
+    steps: int = 10
+    amp: bool = False
+    mode: Literal["a", "b"] = "a"
+    dims: tuple[int, ...] = (1, 2)
+
+
+PRESETS = {"smoke": Cfg(steps=2), "paper": Cfg(steps=1000)}
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(PRESETS["smoke"], ["lr=0.5", "amp=True", "mode=b", "dims=3 4"])
+    assert cfg == Cfg(lr=0.5, steps=2, amp=True, mode="b", dims=(3, 4))
+    assert isinstance(cfg.lr, float)
+    assert apply_overrides(cfg, {"steps": 7}).steps == 7
+
+
+def test_unknown_key_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown config key 'lrr'; valid keys: lr, steps, amp, mode, dims"):
+        apply_overrides(Cfg(), ["lrr=1"])
+
+
+@pytest.mark.parametrize("bad, pattern", [("steps=abc", "steps"), ("mode=c", "'c'"), ("lr", "key=value")])
+def test_wrong_type_is_one_line(bad, pattern):
+    with pytest.raises(ConfigError, match=pattern) as e:
+        apply_overrides(Cfg(), [bad])
+    assert "\n" not in str(e.value)
+
+
+def test_presets():
+    assert get_preset(PRESETS, "paper").steps == 1000
+    with pytest.raises(ConfigError, match="smoke, paper"):
+        get_preset(PRESETS, "large")
+
+
+def test_save_load_roundtrip(tmp_path):
+    cfg = Cfg(lr=0.3, dims=(5,))
+    save_config(cfg, tmp_path, method="unit")
+    assert load_config(Cfg, tmp_path / "config.json") == cfg

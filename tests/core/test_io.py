@@ -1,0 +1,131 @@
+"""core.io: checkpoints round-trip without pickle, corrupt files fail in one line, the restricted
+unpickler refuses code, run directories are never overwritten, boundary checks catch bad tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from tenfold.core.io import (
+    CheckpointError,
+    DataError,
+    InputError,
+    check_tensor,
+    load_checkpoint,
+    new_run_dir,
+    restricted_load,
+    restricted_loads,
+    save_checkpoint,
+)
+
+
+def _nested_state() -> dict:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 7,
+            "rng": torch.get_rng_state(), "pair": (1, 2.5), "none": None, "arr": np.arange(3)}
+
+
+def test_checkpoint_roundtrip_preserves_structure_and_values(tmp_path):
+    state = _nested_state()
+    path = save_checkpoint(tmp_path / "ckpt", state, method="unit", config={"lr": 0.1})
+    loaded, header = load_checkpoint(path, method="unit")
+    assert header["config"] == {"lr": 0.1}
+    for k, v in state["model"].items():
+        assert torch.equal(loaded["model"][k], v)
+    # optimizer state dicts use int keys: they must come back as ints so load_state_dict works
+    assert set(loaded["optimizer"]["state"]) == set(state["optimizer"]["state"])
+    opt = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
+    opt.load_state_dict(loaded["optimizer"])
+    assert torch.equal(loaded["rng"], state["rng"])
+    assert loaded["pair"] == (1, 2.5) and loaded["step"] == 7 and loaded["none"] is None
+    assert torch.equal(loaded["arr"], torch.arange(3))
+
+
+def test_checkpoint_files_are_not_pickles(tmp_path):
+    save_checkpoint(tmp_path / "c", {"w": torch.ones(2)}, method="unit")
+    json.loads((tmp_path / "c.json").read_text())  # plain JSON
+    raw = (tmp_path / "c.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")  # safetensors: 8-byte header length + JSON header
+    assert json.loads(raw[8:8 + n])["w"]["dtype"] == "F32"
+    assert not raw.startswith(b"\x80")  # no pickle protocol marker
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+@pytest.mark.parametrize("damage", ["truncate_tensors", "garbage_json", "missing", "other_method", "not_ours"])
+def test_bad_checkpoint_is_one_clear_error(tmp_path, damage):
+    path = save_checkpoint(tmp_path / "c", {"w": torch.ones(100)}, method="unit")
+    st = tmp_path / "c.safetensors"
+    method = "unit"
+    if damage == "truncate_tensors":
+        st.write_bytes(st.read_bytes()[:50])
+    elif damage == "garbage_json":
+        path.write_text("{not json")
+    elif damage == "missing":
+        st.unlink()
+    elif damage == "other_method":
+        method = "lsgm"
+    elif damage == "not_ours":
+        path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, method=method)
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value) or damage == "other_method"
+
+
+def test_new_run_dir_never_overwrites(tmp_path):
+    a = new_run_dir(tmp_path / "run")
+    (a / "result.txt").write_text("keep")
+    b = new_run_dir(tmp_path / "run")
+    assert a != b and (a / "result.txt").read_text() == "keep"
+    assert new_run_dir(tmp_path / "empty") == new_run_dir(tmp_path / "empty")  # empty dir is reused
+
+
+def test_restricted_unpickler_accepts_arrays_python2_style(tmp_path):
+    data = {"v_template": np.random.rand(5, 3), "f": np.arange(6, dtype=np.uint32).reshape(2, 3),
+            "kintree_table": np.array([[-1, 0], [0, 1]])}
+    p = tmp_path / "model.pkl"
+    p.write_bytes(pickle.dumps(data, protocol=2))
+    out = restricted_load(p)
+    for k, v in data.items():
+        np.testing.assert_array_equal(out[k], v)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_PICKLE",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    payload = pickle.dumps({"x": np.zeros(2), "y": _Evil()})
+    with pytest.raises(DataError, match="refusing"):
+        restricted_loads(payload)
+    assert not (tmp_path / "PWNED_BY_PICKLE").exists()
+
+
+def test_restricted_load_missing_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        restricted_load(tmp_path / "nope.pkl")
+
+
+def test_check_tensor():
+    x = torch.zeros(2, 3, 4, 4)
+    assert check_tensor(x, "x", ("B", 3, "H", "H")) is x
+    assert check_tensor(x, "x", ("...", 4, 4)) is x
+    with pytest.raises(InputError, match=r"x must have shape \(B, 1, H, W\), got \(2, 3, 4, 4\)"):
+        check_tensor(x, "x", ("B", 1, "H", "W"))
+    with pytest.raises(InputError, match="shape"):
+        check_tensor(torch.zeros(2, 3, 4, 5), "x", ("B", 3, "H", "H"))
+    with pytest.raises(InputError, match="NaN"):
+        check_tensor(torch.tensor([1.0, float("nan")]), "x")
+    with pytest.raises(InputError, match="dtype"):
+        check_tensor(torch.zeros(2, dtype=torch.int64), "x", dtype=torch.float32)
+    with pytest.raises(InputError, match="torch.Tensor"):
+        check_tensor(np.zeros(2), "x")

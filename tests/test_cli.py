@@ -1,0 +1,107 @@
+"""The CLI: help, one-line errors with exit 2, --set/--dry-run/--json/--out/--resume, typed verb options.
+
+A stand-in method module exercises the method/verb path, so these tests hold before any method lands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from tenfold import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeConfig:
+    steps: int = 3
+    lr: float = 0.1
+
+
+def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x", resume: bool = False) -> dict:
+    """Writes a file so the test can see the run directory was used."""
+    (run_dir / "out.txt").write_text(f"{cfg.steps} {cfg.lr} {scale} {tag} {resume}")
+    return {"loss": cfg.lr * scale, "steps": cfg.steps, "resumed": resume}
+
+
+@pytest.fixture
+def fake_method(monkeypatch):
+    mod = types.SimpleNamespace(Config=FakeConfig, PRESETS={"smoke": FakeConfig(), "paper": FakeConfig(steps=99)},
+                                VERBS={"train": _train})
+    monkeypatch.setattr(cli, "load_method", lambda name: mod if name == "nvit" else None)
+    return mod
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_method(capsys):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0
+    for m in ("nvit", "hant", "gradinversion", "inversion", "lsgm", "kama", "handpose", "gaze", "matching",
+              "rendering"):
+        assert m in out
+
+
+def test_method_verb_with_overrides_and_json(fake_method, capsys, tmp_path):
+    code, out, err = _run(capsys, "nvit", "train", "--set", "lr=0.5", "--scale", "2", "--tag", "hi",
+                          "--json", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["loss"] == pytest.approx(1.0) and metrics["steps"] == 3
+    assert (tmp_path / "r" / "out.txt").read_text() == "3 0.5 2.0 hi False"
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["config"] == {"steps": 3, "lr": 0.5} and saved["preset"] == "smoke"
+    # a second run with the same --out goes to a new directory: results are never overwritten
+    code, out, _ = _run(capsys, "nvit", "train", "--json", "--out", str(tmp_path / "r"))
+    assert json.loads(out.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "r-1")
+    assert (tmp_path / "r" / "out.txt").read_text() == "3 0.5 2.0 hi False"
+
+
+def test_dry_run_writes_nothing(fake_method, capsys, tmp_path):
+    code, out, _ = _run(capsys, "nvit", "train", "--preset", "paper", "--dry-run", "--out", str(tmp_path / "d"))
+    assert code == 0 and json.loads(out)["config"]["steps"] == 99
+    assert not (tmp_path / "d").exists()
+
+
+def test_resume_reuses_run_dir_and_config(fake_method, capsys, tmp_path):
+    _run(capsys, "nvit", "train", "--set", "steps=5", "--out", str(tmp_path / "r"))
+    code, out, err = _run(capsys, "nvit", "train", "--resume", "--json", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    m = json.loads(out.strip().splitlines()[-1])
+    assert m["resumed"] is True and m["steps"] == 5 and m["run_dir"] == str(tmp_path / "r")
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["nvit", "train", "--set", "lrr=1"], "unknown config key 'lrr'; valid keys: steps, lr"),
+    (["nvit", "train", "--set", "steps=abc"], "steps"),
+    (["nvit", "train", "--scale", "abc"], "scale"),
+    (["nvit", "train", "--bogus", "1"], "bogus"),
+    (["nvit", "fly"], "invalid choice"),
+    (["nvit", "train", "--preset", "huge"], "unknown preset 'huge'; choose one of: smoke, paper"),
+    (["nvit", "train", "--resume"], "--resume needs --out"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["hant", "train"], "not implemented yet"),
+])
+def test_user_mistakes_are_one_line_exit_2(fake_method, capsys, argv, pattern):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert pattern in lines[0]
+
+
+def test_real_entry_point_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tenfold", "eval", "--model", "cifar10-resnet20",
+                           "--weights", str(tmp_path / "missing.th"), "--data", "cifar10-mini"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+    assert "missing.th" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
