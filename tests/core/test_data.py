@@ -1,0 +1,442 @@
+"""Tests for tenfold.core.data: IDX, image zips, PF-WILLOW, BVH forward kinematics, synthetic data.
+
+Real-data tests use ../shared/data (skipped when absent); each is checked against something
+computed independently here (zipfile + PIL, the BVH text, hand-derived positions)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tenfold.core import data as D
+from tenfold.core.io import DataError, InputError
+
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep decode caches of this module in a temporary folder, never in ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TENFOLD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def _root() -> Path:
+    root = D.data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set TENFOLD_DATA)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cifar_test() -> D.ImageDataset:
+    _root()
+    return D.load_dataset("cifar10-test")
+
+
+@pytest.fixture(scope="module")
+def bvh_path() -> Path:
+    return _root() / "mocap" / "cmu_131_01_scaled.bvh"
+
+
+# --------------------------------------------------------------------------------------------
+# IDX
+# --------------------------------------------------------------------------------------------
+def _idx_bytes(arr: np.ndarray, code: int) -> bytes:
+    head = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return head + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def test_read_idx_tiny_raw_and_gz(tmp_path: Path) -> None:
+    imgs = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2) * 7
+    (tmp_path / "a.idx").write_bytes(_idx_bytes(imgs, 0x08))
+    (tmp_path / "a.idx.gz").write_bytes(gzip.compress(_idx_bytes(imgs, 0x08)))
+    ints = np.array([1, -2, 70000], dtype=np.int32)
+    (tmp_path / "b.idx").write_bytes(_idx_bytes(ints, 0x0C))
+    np.testing.assert_array_equal(D.read_idx(tmp_path / "a.idx"), imgs)
+    np.testing.assert_array_equal(D.read_idx(tmp_path / "a.idx.gz"), imgs)
+    got = D.read_idx(tmp_path / "b.idx")
+    assert got.dtype == np.int32 and got.tolist() == [1, -2, 70000]
+
+
+@pytest.mark.parametrize("payload,match", [
+    (b"\x08\x03\x00\x00\x00\x01", "not an IDX"),                               # bad magic
+    (bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 4, "truncated"),   # 4 of 10 bytes
+    (b"\x1f\x8b\x08\x00garbage", "corrupt gzip"),                               # gz magic, bad stream
+])
+def test_read_idx_corrupt(tmp_path: Path, payload: bytes, match: str) -> None:
+    p = tmp_path / "bad-idx1-ubyte"
+    p.write_bytes(payload)
+    with pytest.raises(DataError, match=match) as e:
+        D.read_idx(p)
+    assert str(p) in str(e.value)
+
+
+def test_mnist_from_tiny_directory(tmp_path: Path) -> None:
+    imgs = np.random.default_rng(0).integers(0, 256, (4, 5, 6), dtype=np.uint8)
+    labs = np.array([3, 1, 3, 0], dtype=np.uint8)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(imgs, 0x08)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(labs, 0x08))   # raw, no .gz
+    ds = D.load_dataset(f"mnist-test:{tmp_path}")
+    assert ds.images.shape == (4, 1, 5, 6) and ds.labels.tolist() == [3, 1, 3, 0]
+    np.testing.assert_array_equal(ds.images[:, 0].numpy(), imgs)
+
+
+def test_mnist_real(shared_data: Path) -> None:
+    ds = D.load_dataset("mnist-test")
+    assert len(ds) == 10_000 and ds.images.shape == (10_000, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert ds.counts() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]   # the published counts
+    assert ds.labels[:5].tolist() == [7, 2, 1, 0, 4]
+    raw = gzip.decompress((shared_data / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    first = np.frombuffer(raw, np.uint8, 28 * 28, offset=16).reshape(28, 28)
+    np.testing.assert_array_equal(ds.images[0, 0].numpy(), first)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 zips
+# --------------------------------------------------------------------------------------------
+def test_cifar10_test_order_and_counts(cifar_test: D.ImageDataset) -> None:
+    ds = cifar_test
+    assert ds.classes == CIFAR and ds.name == "cifar10-test"
+    assert len(ds) == 5000 and ds.images.shape == (5000, 3, 32, 32)
+    assert ds.counts() == [500] * 10
+    keys = [(CIFAR.index(i.split("/")[1]), int(Path(i).stem)) for i in ds.ids]
+    assert keys == sorted(keys)                                       # by class, then number
+    assert all(CIFAR[y] == i.split("/")[1] for y, i in zip(ds.labels.tolist(), ds.ids))
+
+
+def test_cifar10_pixels_match_pil(cifar_test: D.ImageDataset) -> None:
+    k = 1234
+    with zipfile.ZipFile(_root() / "cifar10" / "cifar10-test-even-jpg.zip") as zf:
+        ref = np.asarray(Image.open(io.BytesIO(zf.read(cifar_test.ids[k]))).convert("RGB"))
+    np.testing.assert_array_equal(cifar_test.images[k].permute(1, 2, 0).numpy(), ref)
+    x, y = cifar_test[k]
+    assert x.dtype == torch.float32 and torch.allclose(x * 255, torch.tensor(ref).permute(2, 0, 1).float())
+    assert y == CIFAR.index(cifar_test.ids[k].split("/")[1])
+
+
+def test_limit_is_balanced_prefix_and_matches_full(cifar_test: D.ImageDataset, monkeypatch) -> None:
+    monkeypatch.setenv("TENFOLD_CACHE", "off")                        # force the decode-only-these path
+    small = D.load_dataset("cifar10-test", limit=25)
+    assert small.counts() == [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]
+    pos = {i: n for n, i in enumerate(cifar_test.ids)}
+    idx = [pos[i] for i in small.ids]
+    assert torch.equal(small.images, cifar_test.images[idx]) and torch.equal(small.labels, cifar_test.labels[idx])
+    assert small.ids[:3] == ["test/airplane/0000.jpg", "test/airplane/0002.jpg", "test/airplane/0004.jpg"]
+
+
+def test_balanced_prefix_against_naive() -> None:
+    lab = np.random.default_rng(1).integers(0, 4, 57)
+    for limit in (1, 5, 13, 40, 57, 100):
+        want, taken, r = [], {c: 0 for c in range(4)}, 0
+        while len(want) < min(limit, lab.size):
+            for c in range(4):
+                members = np.flatnonzero(lab == c)
+                if r < members.size and len(want) < limit:
+                    want.append(int(members[r]))
+                    taken[c] += 1
+            r += 1
+        assert D.balanced_prefix(lab, limit).tolist() == sorted(want)
+
+
+def test_cache_is_used_and_stale_cache_ignored(cifar_test: D.ImageDataset, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TENFOLD_CACHE", str(tmp_path))
+    mini = D.load_dataset("cifar10-mini")
+    files = list(tmp_path.glob("*.npy"))
+    assert len(files) == 1
+    np.save(files[0], np.zeros((3, 3, 32, 32), np.uint8))            # wrong shape: must be ignored
+    again = D.load_dataset("cifar10-mini")
+    assert torch.equal(again.images, mini.images)
+
+
+def test_cifar10_mini_without_shared_data(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TENFOLD_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    ds = D.load_dataset("cifar10-mini")
+    assert len(ds) == 500 and ds.counts() == [50] * 10 and ds.classes == CIFAR
+    assert Path(ds.source) == D.asset_path("cifar10-mini.zip")
+    with pytest.raises(DataError, match="TENFOLD_DATA"):
+        D.load_dataset("cifar10-test")
+
+
+def test_cifar10_mini_is_a_subset_of_test(cifar_test: D.ImageDataset) -> None:
+    mini = D.load_dataset("cifar10-mini")
+    pos = {i: n for n, i in enumerate(cifar_test.ids)}
+    idx = [pos[i] for i in mini.ids]
+    assert torch.equal(mini.images, cifar_test.images[idx]) and torch.equal(mini.labels, cifar_test.labels[idx])
+
+
+def test_spec_with_path() -> None:
+    asset = D.asset_path("cifar10-mini.zip")
+    ds = D.load_dataset(f"cifar10-test:{asset}", limit=20)
+    assert ds.source == str(asset) and ds.name == "cifar10-test" and ds.counts() == [2] * 10
+
+
+def test_bundled_weights_match_shared_copy(shared_data: Path) -> None:
+    a = D.asset_path("weights/cifar10-resnet20-12fca82f.th").read_bytes()
+    assert a == (shared_data / "weights" / "cifar10-resnet20-12fca82f.th").read_bytes()
+    assert D.weights_file("resnet20").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+def test_missing_file_names_path(tmp_path: Path) -> None:
+    p = tmp_path / "absent.zip"
+    with pytest.raises(DataError) as e:
+        D.load_dataset(f"cifar10-test:{p}")
+    assert str(p) in str(e.value) and "TENFOLD_DATA" in str(e.value)
+
+
+def test_corrupt_zip(tmp_path: Path) -> None:
+    p = tmp_path / "garbage.zip"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match="corrupt zip") as e:
+        D.load_dataset(f"cifar10-test:{p}")
+    assert str(p) in str(e.value)
+
+
+def test_corrupt_member_and_wrong_layout(tmp_path: Path) -> None:
+    bad = tmp_path / "badjpeg.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for c in CIFAR:
+            zf.writestr(f"test/{c}/0000.jpg", b"not a jpeg")
+    with pytest.raises(DataError, match="corrupt member test/airplane/0000.jpg"):
+        D.load_dataset(f"cifar10-test:{bad}")
+    mixed = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(mixed, "w") as zf:
+        for k, c in enumerate(CIFAR):
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32 if k < 9 else 16)).save(buf, format="JPEG")
+            zf.writestr(f"test/{c}/0000.jpg", buf.getvalue())
+    with pytest.raises(DataError, match="expected 32x32x3"):
+        D.load_dataset(f"cifar10-test:{mixed}")
+    wrong = tmp_path / "wrong.zip"
+    with zipfile.ZipFile(wrong, "w") as zf:
+        zf.writestr("train/airplane/0000.jpg", b"x")
+    with pytest.raises(DataError, match="no 'test/<class>/"):
+        D.load_dataset(f"cifar10-test:{wrong}")
+
+
+def test_unknown_name_lists_valid() -> None:
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'") as e:
+        D.load_dataset("imagenet")
+    assert all(n in str(e.value) for n in ("cifar10-test", "mnist-test", "omniglot-small1", "digits"))
+
+
+def test_asset_path_missing() -> None:
+    with pytest.raises(DataError, match="bundled asset not found"):
+        D.asset_path("no-such-asset.bin")
+
+
+# --------------------------------------------------------------------------------------------
+# OMNIGLOT, digits
+# --------------------------------------------------------------------------------------------
+def test_omniglot_counts(shared_data: Path) -> None:
+    zpath = shared_data / "omniglot" / "images_background_small1.zip"
+    with zipfile.ZipFile(zpath) as zf:
+        pngs = [n for n in zf.namelist() if n.endswith(".png")]
+    chars = {n.rsplit("/", 1)[0].split("/", 1)[1] for n in pngs}
+    ds = D.load_dataset("omniglot-small1")
+    assert len(ds) == len(pngs) and ds.classes == sorted(chars)
+    assert ds.images.shape[1:] == (1, 105, 105)
+    assert torch.bincount(ds.images.flatten(), minlength=256).nonzero().flatten().tolist() == [0, 255]
+    assert sum(ds.counts()) == len(pngs) and min(ds.counts()) >= 1
+    assert all(i.split("/", 1)[1].startswith(ds.classes[y] + "/") for y, i in zip(ds.labels.tolist(), ds.ids))
+    assert re.fullmatch(r"[A-Za-z_()\-]+/character\d\d", ds.classes[0])
+
+
+def test_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    ds = D.load_dataset("digits")
+    ref = load_digits()
+    assert ds.images.shape == (1797, 1, 8, 8) and int(ds.images.max()) == 255
+    np.testing.assert_array_equal(ds.images[:, 0].numpy(), np.rint(ref.images * 255 / 16).astype(np.uint8))
+    assert ds.labels.tolist() == ref.target.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# PF-WILLOW
+# --------------------------------------------------------------------------------------------
+def test_pfwillow_tiny_fixture_orientation(tmp_path: Path) -> None:
+    import scipy.io
+
+    (tmp_path / "cat(A)").mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((10, 20, 3), k, np.uint8)).save(tmp_path / "cat(A)" / f"im{k}.png")  # H=10, W=20
+        scipy.io.savemat(tmp_path / "cat(A)" / f"im{k}.mat", {"pts_coord": np.array([[15.0, 2.0], [5.0, 9.0]])})
+    recs = D.load_pfwillow(tmp_path)
+    assert [r["name"] for r in recs] == ["im0", "im1", "im2"] and recs[0]["image"].shape == (10, 20, 3)
+    np.testing.assert_array_equal(recs[0]["keypoints"], [[15.0, 5.0], [2.0, 9.0]])   # (x, y) rows
+    pairs = D.pfwillow_pairs(recs)
+    assert [(a["name"], b["name"]) for a, b in pairs] == [
+        ("im0", "im1"), ("im0", "im2"), ("im1", "im0"), ("im1", "im2"), ("im2", "im0"), ("im2", "im1")]
+    assert len(D.pfwillow_pairs(recs, limit=4)) == 4
+
+
+def test_pfwillow_real(shared_data: Path) -> None:
+    root = shared_data / "pfwillow"
+    recs = D.load_pfwillow(root)
+    n_png = len(list(root.glob("*/*.png")))
+    assert len(recs) == n_png
+    for r in recs:
+        h, w, c = r["image"].shape
+        kp = r["keypoints"]
+        assert c == 3 and r["image"].dtype == np.uint8 and kp.shape == (10, 2)
+        assert (kp[:, 0] >= 0).all() and (kp[:, 0] <= w).all() and (kp[:, 1] >= 0).all() and (kp[:, 1] <= h).all()
+    per_cat: dict[str, int] = {}
+    for r in recs:
+        per_cat[r["category"]] = per_cat.get(r["category"], 0) + 1
+    pairs = D.pfwillow_pairs(recs)
+    assert len(pairs) == sum(n * (n - 1) for n in per_cat.values())
+    assert all(a["category"] == b["category"] and a["path"] != b["path"] for a, b in pairs)
+    assert len(D.pfwillow_pairs(recs, per_category=3)) == 3 * len(per_cat)
+
+
+# --------------------------------------------------------------------------------------------
+# BVH
+# --------------------------------------------------------------------------------------------
+def test_bvh_real_counts_and_bone_lengths(bvh_path: Path) -> None:
+    text = bvh_path.read_text()
+    n_joints = len(re.findall(r"^\s*(?:ROOT|JOINT)\s", text, flags=re.MULTILINE))
+    n_end = len(re.findall(r"^\s*End Site", text, flags=re.MULTILINE))
+    n_frames = int(re.search(r"Frames:\s*(\d+)", text).group(1))
+    n_chan = sum(int(n) for n in re.findall(r"CHANNELS\s+(\d+)", text))
+    m = D.load_bvh(bvh_path)
+    assert m.num_joints == n_joints and m.num_frames == n_frames and m.motion.shape == (n_frames, n_chan)
+    assert m.parents[0] == -1 and all(p < j for j, p in enumerate(m.parents) if j)
+    assert m.frame_time == pytest.approx(0.008333)
+    pos = m.positions()
+    assert pos.shape == (n_frames, n_joints, 3) and np.isfinite(pos).all()
+    par = np.array(m.parents[1:])
+    lengths = np.linalg.norm(pos[:, 1:] - pos[:, par], axis=-1)                       # (F, J-1)
+    np.testing.assert_allclose(lengths, np.broadcast_to(lengths[0], lengths.shape), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(lengths[0], np.linalg.norm(m.offsets[1:], axis=-1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pos[:, 0], m.motion[:, :3] + m.offsets[0])                # root translation
+    with_ends = D.load_bvh(bvh_path, include_end_sites=True)
+    assert with_ends.num_joints == n_joints + n_end and sum(with_ends.is_end_site) == n_end
+    keep = [k for k, e in enumerate(with_ends.is_end_site) if not e]
+    np.testing.assert_allclose(with_ends.positions()[:, keep], pos)
+
+
+TINY_BVH = """HIERARCHY
+ROOT root
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Yrotation Xrotation
+  JOINT arm
+  {
+    OFFSET 1 0 0
+    CHANNELS 3 Zrotation Xrotation Yrotation
+    End Site
+    {
+      OFFSET 0 1 0
+    }
+  }
+}
+MOTION
+Frames: 3
+Frame Time: 0.5
+1 2 3 0 0 0 0 0 0
+1 2 3 90 0 0 90 90 0
+0 0 0 0 0 0 0 0 90
+"""
+
+
+def test_bvh_tiny_hand_computed(tmp_path: Path) -> None:
+    p = tmp_path / "tiny.bvh"
+    p.write_text(TINY_BVH)
+    m = D.load_bvh(p, include_end_sites=True)
+    assert m.joint_names == ["root", "arm", "arm_End"] and m.parents == [-1, 0, 1] and m.fps == 2.0
+    pos = m.positions()
+    # frame 0: no rotation; root at (1,2,3), arm at +x, tip at +y from arm.
+    np.testing.assert_allclose(pos[0], [[1, 2, 3], [2, 2, 3], [2, 3, 3]], atol=1e-12)
+    # frame 1: root Rz(90) maps x->y, y->-x. arm = (1,2,3) + Rz90 (1,0,0) = (1,3,3).
+    # arm world R = Rz90 @ (Rz90 @ Rx90); Rx90 (0,1,0) = (0,0,1); Rz90 Rz90 keep z: tip = (1,3,4).
+    # (with the wrong, extrinsic order Rx90 @ Rz90 the tip would be at (1,2,3) instead.)
+    np.testing.assert_allclose(pos[1], [[1, 2, 3], [1, 3, 3], [1, 3, 4]], atol=1e-12)
+    # frame 2: only the arm's Yrotation 90; Ry90 (0,1,0) = (0,1,0): tip straight above the arm.
+    np.testing.assert_allclose(pos[2], [[0, 0, 0], [1, 0, 0], [1, 1, 0]], atol=1e-12)
+    assert D.load_bvh(p).num_joints == 2
+
+
+def test_bvh_truncated(tmp_path: Path) -> None:
+    p = tmp_path / "cut.bvh"
+    p.write_text(TINY_BVH[:-10])
+    with pytest.raises(DataError, match="truncated") as e:
+        D.load_bvh(p)
+    assert str(p) in str(e.value)
+    q = tmp_path / "nohier.bvh"
+    q.write_text("hello world")
+    with pytest.raises(DataError, match="not a BVH"):
+        D.load_bvh(q)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data, ImageDataset, locations
+# --------------------------------------------------------------------------------------------
+def test_synthetic_images_deterministic() -> None:
+    a = D.synthetic_images(6, 16, 3, seed=5)
+    assert a.shape == (6, 3, 16, 16) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, D.synthetic_images(6, 16, 3, seed=5))
+    assert not torch.equal(a, D.synthetic_images(6, 16, 3, seed=6))
+    assert a.std() > 0.05                                                  # not blank
+
+
+def _nearest_mean_accuracy(ds: D.ImageDataset) -> float:
+    x, y = ds.tensors()
+    x = x.flatten(1)
+    half = len(ds) // 2
+    means = torch.stack([x[:half][y[:half] == c].mean(0) for c in range(ds.num_classes)])
+    pred = torch.cdist(x[half:], means).argmin(1)
+    return float((pred == y[half:]).float().mean())
+
+
+def test_synthetic_classification_planted_signal() -> None:
+    ds = D.synthetic_classification(400, 4, 16, seed=3)
+    again = D.synthetic_classification(400, 4, 16, seed=3)
+    assert torch.equal(ds.images, again.images) and torch.equal(ds.labels, again.labels)
+    assert ds.counts() == [100] * 4 and ds.images.dtype == torch.uint8
+    assert _nearest_mean_accuracy(ds) > 0.9
+    assert _nearest_mean_accuracy(D.synthetic_classification(400, 4, 16, seed=3, strength=0.0)) < 0.45
+
+
+def test_image_dataset_api() -> None:
+    imgs = torch.arange(4 * 1 * 2 * 2, dtype=torch.uint8).reshape(4, 1, 2, 2) * 15
+    ds = D.ImageDataset(imgs, torch.tensor([0, 1, 1, 0]), ["a", "b"], "toy", "mem")
+    x, y = ds[3]
+    assert x.dtype == torch.float32 and torch.allclose(x, imgs[3].float() / 255) and y == 0
+    sub = ds.subset([2, 0])
+    assert len(sub) == 2 and sub.labels.tolist() == [1, 0] and torch.equal(sub.images[1], imgs[0])
+    xs, ys = ds.tensors()
+    assert torch.equal(ys, ds.labels)
+    assert xs.shape == (4, 1, 2, 2) and float(xs.max()) == pytest.approx(225 / 255)
+    with pytest.raises(InputError):
+        D.ImageDataset(imgs.float(), torch.tensor([0, 1, 1, 0]), ["a", "b"], "toy", "mem")
+    with pytest.raises(InputError):
+        D.ImageDataset(imgs, torch.tensor([0, 1, 2, 0]), ["a", "b"], "toy", "mem")
+
+
+def test_data_root_env_and_list_data(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "cifar10-resnet20-12fca82f.th").write_bytes(b"12345")
+    monkeypatch.setenv("TENFOLD_DATA", str(tmp_path))
+    assert D.data_root() == tmp_path
+    rows = {r["name"]: r for r in D.list_data()}
+    for need in ("mnist-test-images", "cifar10-train", "cifar10-test", "omniglot-small1", "pfwillow",
+                 "mocap-cmu-131-01", "weights-resnet20", "weights-resnet56"):
+        assert need in rows
+    assert rows["weights-resnet20"]["exists"] and rows["weights-resnet20"]["size_bytes"] == 5
+    assert not rows["cifar10-test"]["exists"] and rows["cifar10-test"]["size_bytes"] == 0
+    assert rows["asset-cifar10-mini"]["exists"]
