@@ -472,10 +472,9 @@ def default_weights(name: str) -> Path | None:
     the bundled copy), or None when there is none."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}")
-    from tenfold.core.data import asset_path, data_root
+    from tenfold.core.data import DataError, weights_file
 
-    for folder in (data_root() / "weights", asset_path("weights", must_exist=False)):
-        hits = sorted(folder.glob(f"{name}-*.th")) if folder.is_dir() else []
-        if hits:
-            return hits[0]
-    return None
+    try:  # one place knows the file names: tenfold.core.data.weights_file
+        return weights_file(name.removeprefix("cifar10-"))
+    except DataError:
+        return None

@@ -1,0 +1,374 @@
+"""Tests of tenfold.core.engine: bit-exact resume (also mid-epoch), two-process DDP against one
+process, NaN handling, the files a run writes, AMP on the CPU, gradient clipping, EMA and the
+warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from tenfold.core.engine import (
+    EMA,
+    Checkpointer,
+    NonFiniteLossError,
+    TrainingError,
+    clip_gradients,
+    fit,
+    gather_rng_states,
+    get_rng_state,
+    set_rng_state,
+    warmup_cosine,
+)
+from tenfold.core.io import load_checkpoint
+
+HERE = Path(__file__).parent
+TOTAL = 30  # steps of the resume tests; the data set gives 12 steps per epoch at batch 8
+
+
+class Regression(Dataset):
+    """Seeded synthetic regression; items are ``(x, y, index)`` so a test can see the order.
+    ``__getitem__`` adds input noise from the global torch RNG, so data-side RNG matters too."""
+
+    def __init__(self, n: int = 96, d: int = 8, seed: int = 0, linear: bool = False) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, d, generator=g)
+        z = self.x @ torch.randn(d, 1, generator=g)
+        self.y = z / 3 if linear else torch.sin(z)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.x[i] + 0.01 * torch.randn(self.x.shape[1]), self.y[i], i
+
+
+def mlp(dropout: float = 0.2) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Dropout(dropout), nn.Linear(32, 1))
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL in the middle of a step."""
+
+
+def run(run_dir: Path, steps: int, *, kill_at: int | None = None, seen: list | None = None, **kw):
+    """Train the dropout MLP with AdamW, warm-up + cosine, EMA and clipping; ``kill_at=k`` raises
+    inside the k-th call of the step function (after the checkpoints before it were written)."""
+    model = mlp()
+    calls = [0]
+
+    def step_fn(m: nn.Module, batch) -> dict:
+        calls[0] += 1
+        if kill_at is not None and calls[0] == kill_at:
+            raise Killed
+        x, y, idx = batch
+        if seen is not None:
+            seen.extend(idx.tolist())
+        pred = m(x)
+        return {"loss": F.mse_loss(pred, y), "mae": (pred - y).abs().mean()}
+
+    args = {"batch_size": 8, "optimizer": lambda m: torch.optim.AdamW(m.parameters(), lr=3e-3),
+            "scheduler": lambda o: warmup_cosine(o, 5, TOTAL), "ema": 0.9, "grad_clip": 0.5,
+            "log_every": 4, "ckpt_every": 10, "progress": False, "tensorboard": False, "seed": 7}
+    args.update(kw)
+    out = fit(model, step_fn, Regression(), run_dir=run_dir, steps=steps, **args)
+    return model, out
+
+
+def flat(state, prefix: str = "") -> dict:
+    """Flatten a checkpoint state into ``{path: leaf}``."""
+    out: dict = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(flat(v, f"{prefix}/{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(flat(v, f"{prefix}/{i}"))
+    else:
+        out[prefix] = state
+    return out
+
+
+def assert_same_state(a: dict, b: dict, skip: tuple[str, ...] = ("/seconds",)) -> None:
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if k in skip:
+            continue
+        if isinstance(fa[k], torch.Tensor):
+            assert torch.equal(fa[k], fb[k]), f"{k} differs"
+        else:
+            assert fa[k] == fb[k], f"{k}: {fa[k]} != {fb[k]}"
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) kill and resume: bit-identical weights, EMA, optimizer, scheduler, RNG and log lines
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_is_bit_identical(tmp_path: Path, accum: int) -> None:
+    seen_a: list[int] = []
+    model_a, out_a = run(tmp_path / "a", TOTAL, seen=seen_a, accum=accum)
+
+    # Killed inside step 17 (mid-epoch 1); the newest checkpoint is step 15 (epoch 1, 3 steps in).
+    seen_b: list[int] = []
+    with pytest.raises(Killed):
+        run(tmp_path / "b", TOTAL, kill_at=16 * accum + 1, ckpt_every=5, accum=accum)
+    assert Checkpointer(tmp_path / "b", method="engine").steps() == [15]
+    model_b, out_b = run(tmp_path / "b", TOTAL, resume=True, seen=seen_b, ckpt_every=5, accum=accum)
+    assert out_b["resumed_from"] == 15
+    assert seen_b == seen_a[15 * 8:], "mid-epoch resume must continue with the same samples"
+
+    # Stopped at an epoch boundary by a shorter run, then extended to TOTAL steps.
+    run(tmp_path / "c", 12, ckpt_every=None, accum=accum)
+    model_c, out_c = run(tmp_path / "c", TOTAL, resume=True, accum=accum)
+    assert out_c["resumed_from"] == 12
+
+    for model in (model_b, model_c):
+        for (name, pa), pb in zip(model_a.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(pa, pb), f"parameter {name} differs after resume"
+    final_a, _ = load_checkpoint(tmp_path / "a" / "checkpoints" / "last")
+    for d in ("b", "c"):
+        final, _ = load_checkpoint(tmp_path / d / "checkpoints" / "last")
+        assert final["step"] == TOTAL and final["ema"]["num_updates"] == TOTAL
+        assert_same_state(final_a, final)  # model, optimizer, scheduler, EMA, RNG states, log sums
+
+    # The log after a resume: lines written after the checkpoint were dropped, and the values
+    # (means over each interval) match the uninterrupted run exactly.
+    rows_a, rows_b = log_rows(tmp_path / "a"), log_rows(tmp_path / "b")
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [4, 8, 12, 16, 20, 24, 28, 30]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+    assert out_a["loss"] == out_b["loss"] == out_c["loss"]
+
+
+def test_resume_guards(tmp_path: Path) -> None:
+    run(tmp_path, 4, ckpt_every=None)
+    with pytest.raises(TrainingError, match="resume=True"):  # a run never overwrites another
+        run(tmp_path, 8)
+    from tenfold.core.io import CheckpointError
+
+    with pytest.raises(CheckpointError, match="batch_size"):
+        run(tmp_path, 8, resume=True, batch_size=16)
+
+
+def test_rng_state_round_trip() -> None:
+    import random
+
+    import numpy as np
+
+    state = get_rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    set_rng_state(state)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert len(gather_rng_states()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) torchrun, 2 processes on the CPU (gloo) == one process with the same global batch
+# ---------------------------------------------------------------------------------------------
+DDP_TOL = 1e-5  # max |param difference|. Not 0: the gradient is averaged over the two ranks
+# (two means of 8 samples, all-reduced) instead of one mean of 16, a different float32 summation
+# order; the difference (~1e-7 per step measured) grows a little through 6 momentum steps.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    script = HERE / "_engine_ddp_worker.py"
+    spec = importlib.util.spec_from_file_location("_engine_ddp_worker", script)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    single, _ = worker.train(tmp_path / "single")
+
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(_free_port()), str(script), str(tmp_path / "ddp"), str(out)],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp = load_file(out)
+    diff = max((ddp[k] - v).abs().max().item() for k, v in single.state_dict().items())
+    print(f"max |param(2 procs) - param(1 proc)| = {diff:.3g}")
+    assert diff < DDP_TOL
+    # the model moved (so agreement is not trivial) and both logged the same global losses
+    moved = max((ddp[k] - v).abs().max().item() for k, v in worker.build()[0].state_dict().items())
+    assert moved > 1e-2
+    rows1, rows2 = log_rows(tmp_path / "single"), log_rows(tmp_path / "ddp")
+    assert len(rows1) == len(rows2) == worker.STEPS
+    for r1, r2 in zip(rows1, rows2):
+        assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-5)
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
+        "last.json", "last.safetensors", "step-00000006.json", "step-00000006.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) NaN loss: a one-line error naming the step; the last good checkpoint is intact
+# ---------------------------------------------------------------------------------------------
+def test_nan_loss_raises_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+    model = mlp(0.0)
+    step = [0]
+
+    def step_fn(m: nn.Module, batch) -> dict:
+        step[0] += 1
+        x, y, _ = batch
+        loss = F.mse_loss(m(x), y)
+        return {"loss": loss * float("nan") if step[0] == 7 else loss}
+
+    with pytest.raises(NonFiniteLossError) as err:
+        fit(model, step_fn, Regression(), run_dir=tmp_path, steps=20, batch_size=8,
+            optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1), ckpt_every=5, progress=False,
+            tensorboard=False)
+    msg = str(err.value)
+    assert "step 7" in msg and "nan" in msg and "step-00000005" in msg and "\n" not in msg
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step never applied
+    state, header = load_checkpoint(tmp_path / "checkpoints" / "last")
+    assert state["step"] == 5 and header["extra"]["step"] == 5
+    assert Checkpointer(tmp_path, method="engine").steps() == [5]
+    # the weights after step 6 differ from the checkpoint's by exactly one finite SGD step
+    assert any(not torch.equal(p, state["model"][k]) for k, p in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) files: metrics.jsonl lines, checkpoints as safetensors + JSON (no pickle), keep-k, TensorBoard
+# ---------------------------------------------------------------------------------------------
+def test_files_written(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model = mlp()
+    out = fit(model, lambda m, b: {"loss": F.mse_loss(m(b[0]), b[1]), "seven": 7},
+              Regression(), run_dir=tmp_path, steps=10, batch_size=8, log_every=3, ckpt_every=3, keep=2,
+              optimizer=lambda m: torch.optim.Adam(m.parameters()), ema=0.99, progress=False, tensorboard=True)
+    rows = log_rows(tmp_path)
+    assert [r["step"] for r in rows] == [3, 6, 9, 10]
+    for r in rows:
+        assert {"step", "epoch", "loss", "seven", "lr", "grad_norm", "seconds"} <= r.keys()
+        assert r["seven"] == 7 and math.isfinite(r["loss"]) and r["epoch"] == 0
+    assert out["steps"] == 10 and out["loss"] == rows[-1]["loss"]
+
+    ck = tmp_path / "checkpoints"
+    names = sorted(p.name for p in ck.iterdir())
+    assert names == ["last.json", "last.safetensors", "step-00000009.json", "step-00000009.safetensors",
+                     "step-00000010.json", "step-00000010.safetensors"]
+    for p in ck.iterdir():
+        raw = p.read_bytes()
+        assert raw[:1] != b"\x80" and raw[:2] != b"PK", f"{p.name} looks like a pickle / torch.save zip"
+        if p.suffix == ".json":
+            header = json.loads(raw)
+            assert header["method"] == "engine" and header["tenfold_checkpoint"] == 1
+        else:
+            with safe_open(p, "pt") as f:
+                assert any(k.startswith("model/") for k in f.keys())  # noqa: SIM118 (safe_open is not a dict)
+    state, _ = load_checkpoint(ck / "last")
+    assert state["step"] == 10 and {"model", "optimizer", "ema", "rng", "data"} <= state.keys()
+    assert (ck / "last.json").read_bytes() == (ck / "step-00000010.json").read_bytes()
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert any((tmp_path / "tensorboard").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) AMP on the CPU: autocast is really on, and the loss falls
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cpu_loss_falls(tmp_path: Path, amp: str) -> None:
+    dtypes: set[torch.dtype] = set()
+
+    def step_fn(m: nn.Module, batch) -> dict:
+        x, y, _ = batch
+        pred = m(x)
+        dtypes.add(pred.dtype)
+        return {"loss": F.mse_loss(pred.float(), y)}
+
+    fit(mlp(0.0), step_fn, Regression(linear=True), run_dir=tmp_path, steps=48, batch_size=8, amp=amp, log_every=12,
+        optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-2), progress=False, tensorboard=False)
+    want = torch.bfloat16 if amp == "bf16" else torch.float16
+    assert dtypes == {want}
+    losses = [r["loss"] for r in log_rows(tmp_path)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    state, _ = load_checkpoint(tmp_path / "checkpoints" / "last")
+    assert (state["scaler"] is not None) == (amp == "fp16")
+
+
+# ---------------------------------------------------------------------------------------------
+# (6) gradient clipping returns the norm before clipping, and clips
+# ---------------------------------------------------------------------------------------------
+def test_clip_gradients() -> None:
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([12.0])
+    assert clip_gradients([a, b]).item() == pytest.approx(13.0)  # no max_norm: measure only
+    assert torch.equal(a.grad, torch.tensor([3.0, 4.0]))
+    assert clip_gradients([a, b], max_norm=1.0).item() == pytest.approx(13.0)  # norm before clipping
+    assert clip_gradients([a, b]).item() == pytest.approx(1.0, rel=1e-5)
+    assert torch.allclose(a.grad, torch.tensor([3.0, 4.0]) / 13.0, rtol=1e-5)
+
+
+def test_fit_clips(tmp_path: Path) -> None:
+    model = mlp(0.0)
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    out = fit(model, lambda m, b: {"loss": 100.0 * F.mse_loss(m(b[0]), b[1])}, Regression(), run_dir=tmp_path,
+              steps=1, batch_size=8, grad_clip=0.01, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1.0),
+              progress=False, tensorboard=False)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert out["grad_norm"] > 1.0  # logged before clipping
+    assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-4)  # one SGD step of the clipped gradient
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: EMA and the schedule against closed forms
+# ---------------------------------------------------------------------------------------------
+def test_ema_closed_form() -> None:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.5)
+    for v in (3.0, 5.0):
+        with torch.no_grad():
+            model.weight.fill_(v)
+        ema.update(model)
+    # 0.5 * (0.5 * 1 + 0.5 * 3) + 0.5 * 5 = 3.5
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 3.5))
+    with ema.swapped(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), 3.5))
+    assert torch.equal(model.weight, torch.full((1, 2), 5.0))
+    other = EMA(nn.Linear(2, 1), decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.decay == 0.5 and other.num_updates == 2 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
+
+
+def test_warmup_cosine() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = warmup_cosine(opt, warmup=4, total=12, min_ratio=0.1)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    assert lrs[4] == pytest.approx(2.0)
+    t = 7 / 8  # step 11: (11 - 4) / (12 - 4)
+    assert lrs[11] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))))
+    assert all(x >= y for x, y in itertools.pairwise(lrs[3:]))
