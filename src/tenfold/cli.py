@@ -212,6 +212,10 @@ def cmd_demo(argv: Sequence[str]) -> int:
     ns = p.parse_args(argv)
     metrics = run_demo(ns.out, only=ns.only, progress=not ns.json)
     _print_result(metrics, ns.json, title=f"tenfold demo: report at {metrics['report']}")
+    if metrics["failed"]:
+        print(f"error: demo sections failed: {', '.join(metrics['failed'])} (see error.txt in their folders)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -129,3 +129,21 @@ def test_check_tensor():
         check_tensor(torch.zeros(2, dtype=torch.int64), "x", dtype=torch.float32)
     with pytest.raises(InputError, match="torch.Tensor"):
         check_tensor(np.zeros(2), "x")
+
+
+def test_tied_weights_roundtrip_stays_tied(tmp_path):
+    emb = torch.nn.Embedding(5, 3)
+    head = torch.nn.Linear(3, 5, bias=False)
+    head.weight = emb.weight  # tied, as in language-model heads
+    state = {"emb": emb.state_dict(), "head": head.state_dict(), "part": emb.weight[1:3]}
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "t", state, method="unit"))
+    assert loaded["emb"]["weight"] is loaded["head"]["weight"]
+    assert torch.equal(loaded["part"], emb.weight[1:3])
+
+
+def test_mismatched_pair_from_two_saves_is_detected(tmp_path):
+    save_checkpoint(tmp_path / "a", {"w": torch.ones(3)}, method="unit")
+    save_checkpoint(tmp_path / "b", {"w": torch.zeros(3)}, method="unit")
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="different saves"):
+        load_checkpoint(tmp_path / "a")

@@ -201,7 +201,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         """One line: name, size, shape and source."""
         c, h, w = tuple(self.images.shape[1:])
-        return f"ImageDataset({self.name!r}, n={len(self)}, shape=({c}, {h}, {w}), classes={len(self.classes)}, source={self.source!r})"
+        return (f"ImageDataset({self.name!r}, n={len(self)}, shape=({c}, {h}, {w}), "
+                f"classes={len(self.classes)}, source={self.source!r})")
 
 
 def balanced_prefix(labels: Sequence[int] | np.ndarray, limit: int | None) -> np.ndarray:

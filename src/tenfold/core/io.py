@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import tempfile
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,8 @@ def check_tensor(
             tail = dims[len(dims) - len(spec):] if spec else ()
             bound: dict[str, int] = {}
             for s, d in zip(spec, tail):
-                if isinstance(s, int) and s != d:
+                if (isinstance(s, int) and s != d) or (isinstance(s, str) and bound.setdefault(s, d) != d):
                     ok = False
-                elif isinstance(s, str):
-                    if bound.setdefault(s, d) != d:
-                        ok = False
         if not ok:
             raise InputError(f"{name} must have shape {want}, got {tuple(dims)}")
     if dtype is not None:
@@ -180,24 +178,35 @@ _TUPLE = "__tuple__"
 _INTKEYS = "__intkeys__"
 
 
-def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
+             seen: dict[tuple, str] | None = None) -> Any:
+    if seen is None:
+        seen = {}
     if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        view = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and view in seen:  # tied weights: store once, restore as one tensor
+            return {_TENSOR: seen[view]}
         key = prefix or "_"
-        tensors[key] = obj.detach().cpu().contiguous()
+        shares = t.numel() and any(v[:2] == view[:2] for v in seen)
+        # safetensors refuses tensors that share memory: copy a partial overlap, keep exact ties as refs
+        tensors[key] = t.cpu().clone() if shares else t.cpu().contiguous()
+        if t.numel():
+            seen[view] = key
         return {_TENSOR: key}
     if isinstance(obj, np.ndarray):
-        return _flatten(torch.from_numpy(np.ascontiguousarray(obj)), prefix, tensors)
+        return _flatten(torch.from_numpy(np.ascontiguousarray(obj)), prefix, tensors, seen)
     if isinstance(obj, Mapping):
         keys = list(obj.keys())
-        out = {str(k): _flatten(v, f"{prefix}/{k}" if prefix else str(k), tensors) for k, v in obj.items()}
+        out = {str(k): _flatten(v, f"{prefix}/{k}" if prefix else str(k), tensors, seen) for k, v in obj.items()}
         ints = [str(k) for k in keys if isinstance(k, int)]
         if ints:
             out[_INTKEYS] = ints
         return out
     if isinstance(obj, tuple):
-        return {_TUPLE: [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]}
+        return {_TUPLE: [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+        return [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, np.generic):
@@ -232,8 +241,9 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], *, method
         base = base.with_suffix("")
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(dict(state), "", tensors)
-    atomic_write_bytes(base.with_suffix(".safetensors"), st_save(tensors))
-    header = {"tenfold_checkpoint": FORMAT_VERSION, "method": method,
+    save_id = uuid.uuid4().hex  # pairs the two files: a crash between the writes is detected on load
+    atomic_write_bytes(base.with_suffix(".safetensors"), st_save(tensors, metadata={"save_id": save_id}))
+    header = {"tenfold_checkpoint": FORMAT_VERSION, "method": method, "save_id": save_id,
               "config": to_jsonable(config) if config is not None else None,
               "extra": to_jsonable(dict(extra or {})), "state": tree}
     return write_json(base.with_suffix(".json"), header)
@@ -269,10 +279,15 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
     if method is not None and header.get("method") != method:
         raise CheckpointError(f"{jpath} is a '{header.get('method')}' checkpoint, not a '{method}' one")
     try:
-        tensors = st_load(tpath.read_bytes())
+        raw = tpath.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8:8 + n]).get("__metadata__", {}) if 8 < n + 8 <= len(raw) else {}
+        tensors = st_load(raw)
         state = _unflatten(header["state"], tensors)
     except Exception as e:  # safetensors raises its own error types for truncated files
         raise CheckpointError(f"corrupt checkpoint {tpath}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if header.get("save_id") and meta.get("save_id") != header["save_id"]:
+        raise CheckpointError(f"incomplete checkpoint {base}: {jpath.name} and {tpath.name} come from different saves")
     if str(map_location) != "cpu":
         state = _to_device(state, map_location)
     return state, header
@@ -299,7 +314,8 @@ def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
         raise CheckpointError(f"{p} cannot be loaded safely (weights_only): {first}") from None
     except Exception as e:
-        raise CheckpointError(f"corrupt {what} {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"corrupt {what} {p}: {type(e).__name__}: {first}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     if data_range <= 0 or sigma <= 0:
         raise InputError(f"data_range and sigma must be > 0, got {data_range}, {sigma}")
     H, W = x.shape[-2:]
-    if H < win_size or W < win_size:
+    if win_size > H or win_size > W:
         raise InputError(f"images must be at least win_size={win_size} pixels on each side, got {H}x{W}")
     C = x.shape[1]
     g = _gaussian_window(win_size, sigma, x.dtype, x.device)

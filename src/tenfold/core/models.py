@@ -403,7 +403,9 @@ def _resnet_depth_of(sd: Mapping[str, torch.Tensor]) -> int | None:
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike, name: str = "model") -> nn.Module:
-    """Load a weights file into ``model`` with strict key and shape checks; one-line CheckpointError if it does not fit."""
+    """Load a weights file into ``model`` with strict key and shape checks.
+
+    A file that does not fit raises a one-line :class:`CheckpointError`."""
     sd = load_state_dict_file(weights)
     want = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     got = {k: v.shape for k, v in sd.items() if not k.endswith("num_batches_tracked")}

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.<name>`` writes ``benchmarks/results/<name>.json``."""

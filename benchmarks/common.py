@@ -1,0 +1,62 @@
+"""What every benchmark shares: the environment record, goals computed (never typed in), the result file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tenfold.core.io import write_json
+from tenfold.core.latency import environment
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with '-dirty' when the tree has changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def goal(name: str, target: str, measured: Any, holds: bool) -> dict[str, Any]:
+    """One goal of the method's issue, with the measured figure and whether it holds."""
+    return {"name": name, "target": target, "measured": measured, "holds": bool(holds)}
+
+
+def parser(description: str, default_data: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes (``--data SPEC`` points it at another split)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", default=default_data, help="dataset spec (NAME or NAME:PATH)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/<name>.json)")
+    return p
+
+
+def write_result(name: str, figures: dict[str, Any], goals: list[dict[str, Any]], *, device: str = "cpu",
+                 out: Path | None = None, started: float | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` with command, environment, figures and goals."""
+    env = environment(device)
+    env.update({"commit": git_commit(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    payload = {"command": "python -m benchmarks." + name + " " + shlex.join(sys.argv[1:]),
+               "environment": env, "figures": figures, "goals": goals}
+    if started is not None:
+        payload["wall_seconds"] = round(time.perf_counter() - started, 1)
+        payload["process_cpu_seconds"] = round(time.process_time(), 1)
+    path = out or RESULTS / f"{name}.json"
+    write_json(path, payload)
+    for g in goals:
+        print(f"[{'holds' if g['holds'] else 'FAILS'}] {g['name']}: {g['measured']} (target {g['target']})")
+    print(f"wrote {path}")
+    return path
