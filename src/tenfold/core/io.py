@@ -340,25 +340,62 @@ _ALLOWED_GLOBALS: set[tuple[str, str]] = {
 }
 
 
+class ChumpyArrayStub:
+    """Stand-in for ``chumpy.ch.Ch`` while unpickling with ``allow_chumpy=True``: it only keeps the
+    pickled state (no chumpy import, no code); :func:`restricted_load` then replaces it by ``state['x']``."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that accepts numpy arrays, scalars, scipy sparse matrices and plain
-    containers, and refuses every other global, so a malicious file cannot run code."""
+    containers, and refuses every other global, so a malicious file cannot run code.
+
+    ``allow_chumpy=True`` also maps ``chumpy.ch.Ch`` (SMPL's official pickles) to
+    :class:`ChumpyArrayStub`; every other chumpy class is still refused."""
+
+    def __init__(self, *args: Any, allow_chumpy: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allow_chumpy = allow_chumpy
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if self.allow_chumpy and (module, name) == ("chumpy.ch", "Ch"):
+            return ChumpyArrayStub
+        if self.allow_chumpy and (module, name) in (("__builtin__", "set"), ("builtins", "set")):
+            return set  # chumpy's pickled state holds sets (e.g. _dirty_vars); a set runs no code
         if module.startswith("chumpy"):
             raise pickle.UnpicklingError(
                 f"file holds chumpy objects ({module}.{name}); convert it to plain arrays (.npz) first")
         raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only arrays are accepted)")
 
 
-def restricted_load(path: str | os.PathLike, what: str = "pickle file") -> Any:
-    """Load an arrays-only pickle (e.g. an SMPL-layout ``.pkl``) through :class:`RestrictedUnpickler`."""
+def _replace_chumpy(obj: Any) -> Any:
+    """Replace every :class:`ChumpyArrayStub` in nested dicts/lists/tuples by its array ``state['x']``."""
+    if isinstance(obj, ChumpyArrayStub):
+        st = getattr(obj, "state", None)
+        if not isinstance(st, dict) or "x" not in st:
+            raise pickle.UnpicklingError("a chumpy.ch.Ch object holds no array 'x'; convert the file to .npz first")
+        return np.asarray(st["x"])
+    if isinstance(obj, dict):
+        return {k: _replace_chumpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_replace_chumpy(v) for v in obj)
+    return obj
+
+
+def restricted_load(path: str | os.PathLike, what: str = "pickle file", *, allow_chumpy: bool = False) -> Any:
+    """Load an arrays-only pickle (e.g. an SMPL-layout ``.pkl``) through :class:`RestrictedUnpickler`.
+
+    ``allow_chumpy=True``: ``chumpy.ch.Ch`` objects come back as the numpy array they store (``x``).
+    """
     p = require_file(path, what)
     try:
         with open(p, "rb") as f:
-            return RestrictedUnpickler(f, encoding="latin1").load()
+            out = RestrictedUnpickler(f, encoding="latin1", allow_chumpy=allow_chumpy).load()
+        return _replace_chumpy(out) if allow_chumpy else out
     except pickle.UnpicklingError as e:
         raise DataError(f"{p}: {e}") from None
     except Exception as e:

@@ -1,0 +1,168 @@
+"""KAMA benchmark: analytic articulation vs analytic + refinement vs an SMPLify-style optimiser, same run.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.kama [--bodies 30] [--data mocap/cmu_131_01_scaled.bvh]
+    (GPU / bigger: --bodies 300 --device cuda)
+
+1. SYNTHETIC procedural bodies (seeded, random in-limits poses and shapes) with keypoint noise
+   0, 10, 25 mm: MPJPE (24 joints, pelvis-relative), PA-MPJPE, PVE, PVE without hand vertices, keypoint
+   residual, CPU ms per body for each method; methods alternate body by body (chunks), warm-up first.
+2. Real CMU mocap (subject 131, 17 keypoints, 30 fps): per-frame keypoint error, frames per second,
+   bone-length spread, vertex acceleration, for the same methods.
+Goals (issue 4): analytic >= 100x less CPU than optimisation at equal accuracy (MPJPE within 10 %) on
+clean keypoints; analytic + refinement within 10 % of optimisation's MPJPE at 25 mm noise and >= 10x faster.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from benchmarks.common import goal, parser, write_result
+from tenfold.core.data import data_root
+from tenfold.core.metrics import mpjpe, pa_mpjpe, pve
+from tenfold.kama.articulate import fit
+from tenfold.kama.baseline import smplify
+from tenfold.kama.config import Config
+from tenfold.kama.keypoints import regress_keypoints
+from tenfold.kama.mocap import bvh_keypoints
+from tenfold.kama.procedural import procedural_model
+from tenfold.kama.verbs import _synthetic_bodies
+
+METHODS = ("analytic", "analytic+refine", "optimisation")
+
+
+def run_method(name: str, model, X: torch.Tensor, c: torch.Tensor | None, cfg: Config,
+               betas: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], float]:
+    """One method on a chunk of bodies: (pose, betas, transl) and process CPU seconds."""
+    t0 = time.process_time()
+    if name == "optimisation":
+        out = smplify(model, X, c)
+    else:
+        out = fit(model, X, c, refine_iters=cfg.refine_iters if name == "analytic+refine" else 0,
+                  with_vertices=False, shape_rounds=cfg.shape_rounds, refine_method=cfg.refine_method, betas=betas)
+    return out, time.process_time() - t0
+
+
+def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X: torch.Tensor,
+             hand_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-body errors in mm (B,) against the ground-truth body."""
+    with torch.no_grad():
+        p = model(out["pose"], out["betas"], out["transl"])
+        kp = regress_keypoints(model, out["pose"], out["betas"], out["transl"])
+    pj = p["joints"] - p["joints"][:, :1]
+    gj = gt["joints"] - gt["joints"][:, :1]
+    return {"mpjpe": mpjpe(pj, gj) * 1e3, "pa_mpjpe": pa_mpjpe(p["joints"], gt["joints"]) * 1e3,
+            "pve": pve(p["vertices"], gt["vertices"]) * 1e3,
+            "pve_no_hands": pve(p["vertices"][:, ~hand_mask], gt["vertices"][:, ~hand_mask]) * 1e3,
+            "keypoint_residual": (kp - X).norm(dim=-1).mean(-1) * 1e3}
+
+
+def synthetic(model, cfg: Config, n: int, noise_mm: float, chunk: int, seed: int) -> dict[str, dict[str, float]]:
+    """Section 1 at one noise level: methods alternate chunk by chunk; medians of per-chunk CPU per body."""
+    s = _synthetic_bodies(model, n, seed, noise_mm)
+    with torch.no_grad():
+        gt = model(s["pose"], s["betas"], s["transl"])
+    hand_mask = model.weights[:, [20, 21, 22, 23]].sum(1) > 0.5
+    errs: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in METHODS}
+    cpu: dict[str, list[float]] = {m: [] for m in METHODS}
+    for m in METHODS:                                        # warm-up (first-call costs, caches)
+        run_method(m, model, s["keypoints"][:1], None, cfg)
+    for i in range(0, n, chunk):
+        sl = slice(i, i + chunk)
+        X = s["keypoints"][sl]
+        g = {k: v[sl] for k, v in gt.items()}
+        for m in METHODS:
+            out, sec = run_method(m, model, X, None, cfg)
+            cpu[m].append(1e3 * sec / X.shape[0])
+            errs[m].append(evaluate(model, out, g, X, hand_mask))
+    res = {}
+    for m in METHODS:
+        e = {k: torch.cat([d[k] for d in errs[m]]) for k in errs[m][0]}
+        res[m] = {k: round(float(v.mean()), 2) for k, v in e.items()}
+        res[m]["cpu_ms_per_body"] = round(statistics.median(cpu[m]), 3)
+    return res
+
+
+def mocap(model, cfg: Config, path: str, opt_frames: int) -> dict[str, dict[str, float]]:
+    """Section 2: the CMU walk at 30 fps from its 17 keypoints; optimisation on the first ``opt_frames``."""
+    X, c, fps = bvh_keypoints(path, 30.0)
+    res: dict[str, dict[str, float]] = {}
+    seen = c > 0
+    pairs = [(1, 4), (4, 7), (2, 5), (5, 8), (20, 22), (22, 24), (21, 23), (23, 25)]
+    for m in METHODS:
+        Xm, cm = (X[:opt_frames], c[:opt_frames]) if m == "optimisation" else (X, c)
+        run_method(m, model, Xm[:1], cm[:1], cfg)          # warm-up
+        w0 = time.perf_counter()
+        out, sec = run_method(m, model, Xm, cm, cfg)
+        wall = time.perf_counter() - w0
+        with torch.no_grad():
+            p = model(out["pose"], out["betas"], out["transl"])
+            kp = regress_keypoints(model, out["pose"], out["betas"], out["transl"])
+        r = (kp - Xm).norm(dim=-1)
+        per_frame = (r * seen[:len(Xm)]).sum(1) / seen[:len(Xm)].sum(1) * 1e3
+        bl = torch.stack([(kp[:, a] - kp[:, b]).norm(dim=-1) for a, b in pairs], 1)   # (F, 8)
+        v = p["vertices"]
+        acc = (v[2:] - 2 * v[1:-1] + v[:-2]).norm(dim=-1).mean() * fps ** 2
+        res[m] = {"frames": len(Xm), "keypoint_error_mm": round(float(per_frame.mean()), 2),
+                  "max_frame_error_mm": round(float(per_frame.max()), 2),
+                  "bone_length_std_mm": round(float(bl.std(0).mean() * 1e3), 2),
+                  "vertex_acceleration_m_s2": round(float(acc), 2),
+                  "cpu_ms_per_frame": round(1e3 * sec / len(Xm), 3), "frames_per_second": round(len(Xm) / wall, 1)}
+    return res
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0], "mocap/cmu_131_01_scaled.bvh")
+    p.add_argument("--bodies", type=int, default=30, help="synthetic bodies per noise level")
+    p.add_argument("--chunk", type=int, default=10, help="bodies per alternation chunk")
+    p.add_argument("--mocap-opt-frames", type=int, default=40, help="CMU frames fitted by the (slow) optimiser")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    cfg = Config(device=args.device)
+    model = procedural_model(cfg.seed)
+    figures: dict = {"bodies_per_noise": args.bodies, "body_model": "SYNTHETIC procedural SMPL-layout, seed 0",
+                     "config": {"refine_iters": cfg.refine_iters, "refine_method": cfg.refine_method,
+                                "shape_rounds": cfg.shape_rounds, "w_betas": cfg.w_betas, "w_pose": cfg.w_pose},
+                     "synthetic": {}}
+    for noise in (0.0, 10.0, 25.0):
+        r = synthetic(model, cfg, args.bodies, noise, args.chunk, seed=100 + int(noise))
+        for m in METHODS:
+            r[m]["cpu_ratio_optimisation_over_this"] = round(r["optimisation"]["cpu_ms_per_body"]
+                                                             / r[m]["cpu_ms_per_body"], 1)
+        figures["synthetic"][f"noise_{int(noise)}mm"] = r
+        print(f"noise {noise} mm: " + "; ".join(f"{m}: MPJPE {r[m]['mpjpe']} mm, {r[m]['cpu_ms_per_body']} ms"
+                                                for m in METHODS), flush=True)
+    path = args.data if args.data.startswith("/") else str(data_root() / args.data)
+    figures["mocap"] = mocap(model, cfg, path, args.mocap_opt_frames)
+    figures["mocap"]["source"] = path
+    print("mocap:", figures["mocap"], flush=True)
+
+    s0, s25 = figures["synthetic"]["noise_0mm"], figures["synthetic"]["noise_25mm"]
+    a0, o0 = s0["analytic"], s0["optimisation"]
+    ratio0 = o0["cpu_ms_per_body"] / a0["cpu_ms_per_body"]
+    eq = a0["mpjpe"] <= 1.10 * o0["mpjpe"]
+    r25, o25 = s25["analytic+refine"], s25["optimisation"]
+    ratio25 = o25["cpu_ms_per_body"] / r25["cpu_ms_per_body"]
+    goals = [
+        goal("analytic CPU advantage over optimisation at equal accuracy, clean keypoints",
+             ">= 100x less CPU and analytic MPJPE <= 1.10 x optimisation MPJPE",
+             {"cpu_ratio": round(ratio0, 1), "analytic_mpjpe_mm": a0["mpjpe"], "optimisation_mpjpe_mm": o0["mpjpe"]},
+             ratio0 >= 100 and eq),
+        goal("analytic + refinement error at 25 mm noise, relative to optimisation",
+             "MPJPE <= 1.10 x optimisation MPJPE",
+             {"refine_mpjpe_mm": r25["mpjpe"], "optimisation_mpjpe_mm": o25["mpjpe"],
+              "ratio": round(r25["mpjpe"] / o25["mpjpe"], 3)}, r25["mpjpe"] <= 1.10 * o25["mpjpe"]),
+        goal("analytic + refinement speed at 25 mm noise, relative to optimisation", ">= 10x less CPU",
+             round(ratio25, 1), ratio25 >= 10),
+        goal("real CMU sequence fitted (analytic + refinement): per-frame keypoint error and frames per second",
+             "reported", {"keypoint_error_mm": figures["mocap"]["analytic+refine"]["keypoint_error_mm"],
+                          "frames_per_second": figures["mocap"]["analytic+refine"]["frames_per_second"]}, True),
+    ]
+    write_result("kama", figures, goals, device=args.device, out=args.out, started=started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""KAMA's 26 body keypoints and their regressor from an SMPL-layout body model.
+
+The 26 points are the first 26 of NVIDIA's 34-keypoint body format (spec 2.1, [S] strong inference).
+15 are SMPL joints (torso -> spine1 is our choice [O]); 11 are *landmark vertices* (toes, heels, nose,
+eyes, ears) picked from the loaded model by geometric rules [O] (never smplx's vertex ids), with a
+JSON override.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tenfold.core.io import DataError, InputError, check_tensor
+
+__all__ = ["JOINT_OF_KEYPOINT", "KEYPOINT_NAMES", "LANDMARK_NAMES", "NUM_KEYPOINTS", "landmark_ids",
+           "load_landmark_override", "regress_keypoints", "select_landmarks"]
+
+KEYPOINT_NAMES: list[str] = [
+    "pelvis", "left_hip", "right_hip", "torso", "left_knee", "right_knee", "neck", "left_ankle", "right_ankle",
+    "left_big_toe", "right_big_toe", "left_small_toe", "right_small_toe", "left_heel", "right_heel",
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+]
+NUM_KEYPOINTS = 26
+K = {n: i for i, n in enumerate(KEYPOINT_NAMES)}
+
+#: keypoint index -> SMPL joint index, for the 15 keypoints that are joints (torso -> spine1 [O]).
+JOINT_OF_KEYPOINT: dict[int, int] = {
+    K["pelvis"]: 0, K["left_hip"]: 1, K["right_hip"]: 2, K["torso"]: 3, K["left_knee"]: 4, K["right_knee"]: 5,
+    K["neck"]: 12, K["left_ankle"]: 7, K["right_ankle"]: 8, K["left_shoulder"]: 16, K["right_shoulder"]: 17,
+    K["left_elbow"]: 18, K["right_elbow"]: 19, K["left_wrist"]: 20, K["right_wrist"]: 21,
+}
+LANDMARK_NAMES: list[str] = [n for i, n in enumerate(KEYPOINT_NAMES) if i not in JOINT_OF_KEYPOINT]
+
+# which SMPL joint's skinning weight must dominate each landmark's vertex (spec 2.1)
+_HEAD, _L_ANKLE, _R_ANKLE, _L_FOOT, _R_FOOT = 15, 7, 8, 10, 11
+
+
+def _dominated(model, joint: int) -> torch.Tensor:
+    """Ids of vertices whose largest skinning weight is ``joint``'s."""
+    ids = (model.weights.argmax(1) == joint).nonzero()[:, 0]
+    if ids.numel() == 0:
+        raise DataError(f"no vertex is dominated by joint {joint}; pass landmark vertex ids with --landmarks")
+    return ids
+
+
+def select_landmarks(model) -> dict[str, int]:
+    """Landmark vertex ids by rules on the rest template (y up, x = body left, z = forward) [O]:
+    nose = most forward head vertex; ears = most lateral head vertices within 3 cm of nose height;
+    eyes = head vertex nearest nose + (+-3.2, +3.5, -2) cm; heel = most backward among the ankle's
+    vertices within 2 cm of its lowest; big/small toe = most forward foot vertex in the medial/lateral
+    third of the foot's width."""
+    T = model.v_template.double()
+    out: dict[str, int] = {}
+    head = _dominated(model, _HEAD)
+    nose = int(head[T[head, 2].argmax()])
+    out["nose"] = nose
+    near = head[(T[head, 1] - T[nose, 1]).abs() < 0.03]
+    near = near if near.numel() else head
+    out["left_ear"] = int(near[T[near, 0].argmax()])
+    out["right_ear"] = int(near[T[near, 0].argmin()])
+    for side, sx in (("left", 1.0), ("right", -1.0)):
+        target = T[nose] + torch.tensor([sx * 0.032, 0.035, -0.02], dtype=T.dtype)
+        out[f"{side}_eye"] = int(head[(T[head] - target).norm(dim=1).argmin()])
+    for side, ankle, foot, sx in (("left", _L_ANKLE, _L_FOOT, 1.0), ("right", _R_ANKLE, _R_FOOT, -1.0)):
+        a = _dominated(model, ankle)
+        low = a[T[a, 1] <= T[a, 1].min() + 0.02]
+        out[f"{side}_heel"] = int(low[T[low, 2].argmin()])
+        f = _dominated(model, foot)
+        lat = T[f, 0] * sx                       # grows towards the body's outside
+        lo, hi = lat.min(), lat.max()
+        third = (hi - lo) / 3
+        med = f[lat <= lo + third]
+        side_ = f[lat >= hi - third]
+        out[f"{side}_big_toe"] = int(med[T[med, 2].argmax()])
+        out[f"{side}_small_toe"] = int(side_[T[side_, 2].argmax()])
+    return {n: out[n] for n in LANDMARK_NAMES}
+
+
+def load_landmark_override(path: str | os.PathLike) -> dict[str, int]:
+    """A JSON object ``{"nose": 331, ...}`` naming landmark vertex ids (any subset of the 11)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read landmark override {path}: {e}") from None
+    if not isinstance(data, dict) or not all(k in LANDMARK_NAMES and isinstance(v, int) for k, v in data.items()):
+        raise DataError(f"{path}: expected {{name: vertex id}} with names from {', '.join(LANDMARK_NAMES)}")
+    return data
+
+
+def landmark_ids(model) -> torch.Tensor:
+    """(11,) vertex ids of the landmark keypoints, in :data:`LANDMARK_NAMES` order."""
+    missing = [n for n in LANDMARK_NAMES if n not in model.landmarks]
+    if missing:
+        raise DataError(f"body model lacks landmark vertices: {', '.join(missing)}")
+    ids = torch.tensor([model.landmarks[n] for n in LANDMARK_NAMES], device=model.v_template.device)
+    if int(ids.max()) >= model.num_vertices or int(ids.min()) < 0:
+        raise DataError(f"landmark vertex ids must be in [0, {model.num_vertices})")
+    return ids
+
+
+_JOINT_SLOTS = torch.tensor(sorted(JOINT_OF_KEYPOINT))
+_JOINT_IDS = torch.tensor([JOINT_OF_KEYPOINT[i] for i in sorted(JOINT_OF_KEYPOINT)])
+_LM_SLOTS = torch.tensor([K[n] for n in LANDMARK_NAMES])
+
+
+def assemble(joints: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """joints (B, 24, 3) and landmark vertices (B, 11, 3) -> the 26 keypoints (B, 26, 3)."""
+    out = joints.new_zeros(joints.shape[0], NUM_KEYPOINTS, 3)
+    out[:, _JOINT_SLOTS] = joints[:, _JOINT_IDS]
+    out[:, _LM_SLOTS] = landmarks
+    return out
+
+
+def regress_keypoints(model, pose: torch.Tensor, betas: torch.Tensor,
+                      transl: torch.Tensor | None = None) -> torch.Tensor:
+    """The 26 keypoints of a posed body (B, 26, 3): joints from FK, landmarks by skinning only their
+    vertices (pose blend shapes included)."""
+    out = model(pose, betas, transl, vertex_ids=landmark_ids(model))
+    return assemble(out["joints"], out["vertices"])
+
+
+def rest_keypoints(model, betas: torch.Tensor) -> torch.Tensor:
+    """The 26 keypoints on the shaped rest mesh (B, 26, 3), linear in beta."""
+    return assemble(model.rest_joints(betas), model.shaped_vertices(betas, landmark_ids(model)))
+
+
+def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boundary check of user keypoints (B, 26, 3) metres and confidence (B, 26) in [0, 1]."""
+    check_tensor(keypoints, "keypoints", ("B", NUM_KEYPOINTS, 3), finite=False)
+    if confidence is None:
+        confidence = torch.ones(keypoints.shape[:2], dtype=keypoints.dtype, device=keypoints.device)
+    check_tensor(confidence, "confidence", tuple(keypoints.shape[:2]))
+    bad = ~torch.isfinite(keypoints).all(-1) & (confidence > 0)
+    if bad.any():
+        raise InputError(f"keypoints hold NaN/Inf at {int(bad.sum())} point(s) with confidence > 0; "
+                         "set their confidence to 0")
+    if (confidence < 0).any() or (confidence > 1).any():
+        raise InputError("confidence must lie in [0, 1]")
+    return torch.nan_to_num(keypoints), confidence
+
+
+def _levels(parents: list[int]) -> list[list[int]]:
+    """Joints grouped by depth in the tree (root first), so FK runs one batched step per level."""
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
+
+
+def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3): R = I + sin(t) K + (1 - cos(t)) K^2; smooth at 0 (t clamped by eps)."""
+    t = (aa * aa).sum(-1, keepdim=True).add(1e-16).sqrt()
+    k = aa / t
+    z = torch.zeros_like(k[..., 0])
+    K = torch.stack([z, -k[..., 2], k[..., 1], k[..., 2], z, -k[..., 0], -k[..., 1], k[..., 0], z], -1)
+    K = K.reshape(*aa.shape[:-1], 3, 3)
+    s, c = torch.sin(t)[..., None], torch.cos(t)[..., None]
+    return torch.eye(3, dtype=aa.dtype, device=aa.device) + s * K + (1 - c) * (K @ K)
+
+
+class KeypointRegressor:
+    """The 26 keypoints of a posed body, fast enough to sit inside per-sample optimisers: FK one tree
+    level at a time and skinning of the 11 landmark vertices only (same maths as ``BodyModel.forward``)."""
+
+    def __init__(self, model) -> None:
+        ids = landmark_ids(model)
+        self.parents = model.parents
+        self.levels = _levels(model.parents)
+        self.order = torch.tensor([j for lev in self.levels for j in lev])
+        self.inv = torch.argsort(self.order)
+        self.J_template, self.J_shapedirs = model.J_template, model.J_shapedirs
+        self.T, self.S = model.v_template[ids], model.shapedirs[ids]                 # (11, 3), (11, 3, NB)
+        cols = (ids[:, None] * 3 + torch.arange(3)).reshape(-1)
+        self.Pd = model.posedirs[:, cols]                                             # (207, 33)
+        self.W = model.weights[ids]                                                   # (11, 24)
+
+    def __call__(self, aa: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
+        """aa (B, 24, 3) axis-angle, betas (B, NB), transl (B, 3) -> keypoints (B, 26, 3)."""
+        B = aa.shape[0]
+        R = _rodrigues(aa)                                                            # (B, 24, 3, 3)
+        Jr = self.J_template + torch.einsum("jcn,bn->bjc", self.J_shapedirs, betas)   # (B, 24, 3)
+        Gs, ps = [R[:, :1]], [Jr[:, :1]]
+        Gfull: dict[int, torch.Tensor] = {0: R[:, 0]}
+        pfull: dict[int, torch.Tensor] = {0: Jr[:, 0]}
+        for lev in self.levels[1:]:
+            par = [self.parents[j] for j in lev]
+            Gp = torch.stack([Gfull[q] for q in par], 1)                              # (B, L, 3, 3)
+            pp = torch.stack([pfull[q] for q in par], 1)
+            G = Gp @ R[:, lev]
+            pos = pp + (Gp @ (Jr[:, lev] - Jr[:, par])[..., None])[..., 0]
+            for i, j in enumerate(lev):
+                Gfull[j], pfull[j] = G[:, i], pos[:, i]
+            Gs.append(G)
+            ps.append(pos)
+        G = torch.cat(Gs, 1)[:, self.inv]                                             # (B, 24, 3, 3)
+        p = torch.cat(ps, 1)[:, self.inv]                                             # (B, 24, 3)
+        eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
+        v = self.T + torch.einsum("vcn,bn->bvc", self.S, betas)
+        v = v + ((R[:, 1:] - eye).reshape(B, -1) @ self.Pd).reshape(B, -1, 3)           # pose blend shapes
+        # v_i = sum_j w_ij (G_j (v_i - J_j) + p_j)
+        Gv = torch.einsum("bjrc,bvc->bvjr", G, v) - (G @ Jr[..., None])[..., 0][:, None] + p[:, None]
+        lm = torch.einsum("vj,bvjr->bvr", self.W, Gv)
+        return assemble(p, lm) + transl[:, None]

@@ -1,0 +1,46 @@
+"""BVH mocap -> KAMA keypoints: map a CMU-style skeleton to the 17 of the 26 keypoints it has (spec 6)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from tenfold.core.data import load_bvh
+from tenfold.core.io import DataError
+from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
+
+__all__ = ["CMU_MAP", "bvh_keypoints"]
+
+#: keypoint name -> BVH joint name (CMU naming; ``_End`` = end site). Nose, eyes, ears, heels and small
+#: toes have no counterpart: confidence 0.
+CMU_MAP: dict[str, str] = {
+    "pelvis": "Hips", "left_hip": "LeftHip", "right_hip": "RightHip", "torso": "Chest",
+    "left_knee": "LeftKnee", "right_knee": "RightKnee", "left_ankle": "LeftAnkle", "right_ankle": "RightAnkle",
+    "left_big_toe": "LeftToe_End", "right_big_toe": "RightToe_End", "neck": "Neck",
+    "left_shoulder": "LeftShoulder", "right_shoulder": "RightShoulder", "left_elbow": "LeftElbow",
+    "right_elbow": "RightElbow", "left_wrist": "LeftWrist", "right_wrist": "RightWrist",
+}
+
+
+def bvh_keypoints(path: str | os.PathLike, fps: float = 30.0, max_frames: int = 0,
+                  mapping: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Keypoints (F, 26, 3) in the file's units (metres expected), confidence (F, 26) (1 where mapped),
+    and the frame rate actually used (the file's rate divided by a whole step)."""
+    mot = load_bvh(path, include_end_sites=True)
+    mp = mapping or CMU_MAP
+    missing = [j for j in mp.values() if j not in mot.joint_names]
+    if missing:
+        raise DataError(f"BVH {path} lacks joints {', '.join(missing)}; pass a mapping for this skeleton")
+    step = max(1, round(mot.fps / fps)) if fps > 0 else 1
+    pos = mot.positions()[::step]                                # (F, J, 3)
+    if max_frames > 0:
+        pos = pos[:max_frames]
+    kp = np.zeros((pos.shape[0], NUM_KEYPOINTS, 3))
+    conf = np.zeros((pos.shape[0], NUM_KEYPOINTS))
+    for name, joint in mp.items():
+        k = KEYPOINT_NAMES.index(name)
+        kp[:, k] = pos[:, mot.joint_names.index(joint)]
+        conf[:, k] = 1.0
+    return torch.as_tensor(kp, dtype=torch.float32), torch.as_tensor(conf, dtype=torch.float32), mot.fps / step
