@@ -1,0 +1,314 @@
+"""GradInversion against breaching 0.1.2 on real CIFAR-10 batches, same gradients, same iteration budget.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.gradinversion                 # CPU default, about 25 min on one thread
+    python -m benchmarks.gradinversion --scale gpu --device cuda          # paper-like budget (20k iterations, G = 4)
+
+Two regimes: (a) the real pretrained ResNet-20; (b) a freshly He-initialised ResNet-20 whose BN statistics
+were calibrated on real CIFAR-10 training images. Client in eval mode with the server's BN buffers
+(breaching's convention). Parts: (1) label restoration accuracy of every rule (ours and breaching's) on
+real unique/non-unique batches, and how often float32 breaks batch-1 restoration on the trained net;
+(2) images: ours (``cpu`` preset) vs breaching ``seethroughgradients`` and ``invertinggradients`` on the
+same gradients, PSNR/SSIM at several iteration counts, labels, CPU time per iteration, run alternately;
+(3) group consistency (G seeds, registered consensus) against its honest control, the plain average of
+G independent runs from the same seeds. Image grids go to benchmarks/results/gradinversion-*.png.
+
+Goals (issue 6): label accuracy >= breaching's; PSNR >= the better breaching attack's + 1 dB at equal
+iterations; CPU time per iteration no worse than breaching's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import statistics
+import time
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.common import RESULTS, goal, parser, write_result
+from tenfold.core.data import load_dataset
+from tenfold.gradinversion import PRESETS, build, recover_labels, simulate_client
+from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, save_grid
+from tenfold.gradinversion.labels import label_accuracy
+from tenfold.gradinversion.verbs import load_model, pick_batch
+
+SCALES = {
+    "cpu": {"iterations": 160, "batch_sizes": [1, 4, 8], "label_batches": 50, "group_size": 3, "group_batch": 1,
+            "calib_images": 512},
+    "gpu": {"iterations": 20000, "batch_sizes": [1, 4, 8, 10], "label_batches": 200, "group_size": 4,
+            "group_batch": 4, "calib_images": 5000},
+}
+
+
+class _FromNormalised(nn.Module):
+    """breaching optimises images in normalised space; our models take [0, 1]: map back first."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self._mean = torch.tensor(mean).view(1, -1, 1, 1)  # plain attributes: not buffers, so the
+        self._std = torch.tensor(std).view(1, -1, 1, 1)  # buffer lists match the inner model's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self._std.to(x) + self._mean.to(x))
+
+
+class _Snapshots:
+    """Wraps breaching's LR scheduler to copy the current candidate at given iteration counts."""
+
+    def __init__(self, inner: Any, candidate: torch.Tensor, at: set[int], store: dict[int, torch.Tensor]) -> None:
+        self.inner, self.candidate, self.at, self.store, self.n = inner, candidate, at, store, 0
+
+    def step(self, *a: Any, **k: Any) -> None:
+        self.inner.step(*a, **k)
+        self.n += 1
+        if self.n in self.at:
+            self.store[self.n] = self.candidate.detach().clone()
+
+
+def _breaching_parts(model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int):
+    wrapped = _FromNormalised(model, mean, std).eval()
+    meta = types.SimpleNamespace(shape=(3, 32, 32), mean=mean, std=std, modality="vision")
+    payload = [{"parameters": [p.detach() for p in wrapped.parameters()],
+                "buffers": [b.detach() for b in wrapped.buffers()], "metadata": meta}]
+    shared = [{"gradients": [t.clone() for t in g], "buffers": None,
+               "metadata": {"num_data_points": B, "labels": None, "local_hyperparams": None}}]
+    return wrapped, payload, shared
+
+
+def breaching_attack(name: str, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int,
+                     iterations: int, snap_at: list[int], device: str) -> dict[str, Any]:
+    """Run breaching's attack ``name`` on gradient ``g``; returns images in [0, 1], labels, snapshots, CPU time."""
+    import breaching
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        cfg = breaching.get_attack_config(name)
+    cfg.optim.max_iterations = iterations
+    cfg.optim.callback = 10**9
+    wrapped, payload, shared = _breaching_parts(model, mean, std, g, B)
+    setup = {"dtype": torch.float32, "device": torch.device(device)}
+    attacker = breaching.attacks.prepare_attack(wrapped, nn.CrossEntropyLoss(), cfg, setup)
+    store: dict[int, torch.Tensor] = {}
+    orig = attacker._init_optimizer
+
+    def init_opt(cands: list[torch.Tensor]):
+        opt, sched = orig(cands)
+        return opt, _Snapshots(sched, cands[0], set(snap_at), store)
+
+    attacker._init_optimizer = init_opt
+    c0, t0 = time.process_time(), time.perf_counter()
+    rec, _ = attacker.reconstruct(payload, shared, server_secrets={}, dryrun=False)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    mu, sd = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    to01 = lambda z: (z.cpu() * sd + mu).clamp(0, 1)  # noqa: E731
+    return {"images": to01(rec["data"]), "labels": rec["labels"].cpu()[:B].long(),
+            "snapshots": {k: to01(v) for k, v in store.items()}, "cpu_seconds": cpu, "wall_seconds": wall}
+
+
+def breaching_labels(strategy: str, g: list[torch.Tensor], B: int) -> torch.Tensor:
+    """breaching's own label rule (``yin``, ``iDLG``, ``analytic``, ``bias-corrected``) on gradient ``g``."""
+    from breaching.attacks.base_attack import _BaseAttacker
+
+    a = object.__new__(_BaseAttacker)
+    a.cfg = types.SimpleNamespace(label_strategy=strategy)
+    a.setup = {"device": torch.device("cpu"), "dtype": torch.float32}
+    user = [{"gradients": [t.clone() for t in g], "metadata": {"num_data_points": B}}]
+    return a._recover_label_information(user, None, None).flatten()[:B].long()
+
+
+# ---------------------------------------------------------------------------------------------
+def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], ys: torch.Tensor,
+                xs: torch.Tensor, n_batches: int) -> dict[str, Any]:
+    """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs."""
+    settings = [("unique", b) for b in (1, 2, 4, 8, 10)] + [("non-unique", b) for b in (4, 8, 16, 32)]
+    ours = ("yin", "rowsum", "bias")
+    theirs = ("yin", "iDLG", "analytic", "bias-corrected")
+    out: dict[str, Any] = {}
+    for regime, (model, _, _) in models.items():
+        rows = {}
+        for kind, B in settings:
+            hits: dict[str, float] = {}
+            for k in range(n_batches):
+                idx = pick_batch(ys, B, 1000 * B + k, unique=kind == "unique")
+                y = ys[idx]
+                g = simulate_client(model, xs[idx], y)
+                for r in ours + (("idlg",) if B == 1 else ()):
+                    hits[r] = hits.get(r, 0.0) + label_accuracy(recover_labels(g[-2], B, r, g[-1]), y)
+                for r in theirs:
+                    if r == "iDLG" and B != 1:
+                        continue
+                    hits["breaching-" + r] = hits.get("breaching-" + r, 0.0) + _overlap(breaching_labels(r, g, B), y)
+            rows[f"{kind} B={B}"] = {r: {"accuracy": round(h / n_batches, 4),
+                                         "ci95": [round(v, 3) for v in binomial_ci(round(h * B), n_batches * B)]}
+                                     for r, h in hits.items()}
+            print(f"labels {regime} {kind} B={B}: " +
+                  " ".join(f"{r}={v['accuracy']:.3f}" for r, v in rows[f'{kind} B={B}'].items()), flush=True)
+        out[regime] = rows
+    # float32 vs float64 at batch 1 on the trained net: how often a confident prediction erases the row
+    model = models["trained"][0]
+    n, ok32, ok64 = n_batches, 0, 0
+    m64 = _double(model)
+    for k in range(n):
+        idx = pick_batch(ys, 1, 77 + k)
+        y = ys[idx]
+        ok32 += int(recover_labels(simulate_client(model, xs[idx], y)[-2], 1, "yin") == y)
+        ok64 += int(recover_labels(simulate_client(m64, xs[idx].double(), y)[-2], 1, "yin") == y)
+    out["batch1_float32_vs_float64"] = {"batches": n, "exact_float32": ok32 / n, "exact_float64": ok64 / n}
+    return out
+
+
+def _overlap(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Multiset overlap / B, also when a rule returns fewer labels than B (the missing ones count as wrong)."""
+    n = int(max(int(pred.max()) if pred.numel() else 0, int(true.max())) + 1)
+    hit = torch.minimum(torch.bincount(pred, minlength=n), torch.bincount(true, minlength=n)).sum()
+    return float(hit) / true.numel()
+
+
+def _double(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).double()
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> None:
+    p = parser(__doc__.splitlines()[0], "cifar10-test")
+    p.add_argument("--scale", choices=list(SCALES), default="cpu", help="cpu (default, ~25 min) or gpu (paper-like)")
+    p.add_argument("--iterations", type=int, default=None, help="override the scale's iteration budget")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    p.add_argument("--label-batches", type=int, default=None)
+    p.add_argument("--group-size", type=int, default=None)
+    p.add_argument("--skip-labels", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    logging.getLogger("breaching").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    sc = dict(SCALES[args.scale])
+    for k in ("iterations", "batch_sizes", "label_batches", "group_size"):
+        if getattr(args, k) is not None:
+            sc[k] = getattr(args, k)
+    N = sc["iterations"]
+    grid_dir = args.out.parent if args.out is not None else RESULTS  # grids go next to the result file
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    snap_at = sorted({max(1, N // 4), max(1, N // 2), N})
+    ds = load_dataset(args.data)
+    xs, ys = ds.tensors()
+    models = {"trained": load_model("cifar10-resnet20", "default"),
+              "calibrated": load_model("cifar10-resnet20", "none", calibrate_bn_images=sc["calib_images"], seed=0)}
+    models = {k: (m.to(args.device), mu, sd) for k, (m, mu, sd) in models.items()}
+    if args.device != "cpu":
+        xs, ys = xs.to(args.device), ys.to(args.device)
+    figures: dict[str, Any] = {"data": args.data, "scale": args.scale, "iterations": N, "snapshots_at": snap_at,
+                               "threat_model": PRESETS["cpu"].threat_model(),
+                               "ours_config": dataclasses.asdict(dataclasses.replace(PRESETS["cpu"], iterations=N))}
+    if not args.skip_labels:
+        figures["labels"] = label_study(models, ys, xs, sc["label_batches"])
+
+    # ---- images: ours vs breaching, same gradient, same budget, alternating order ----
+    cfg = dataclasses.replace(PRESETS["cpu"], iterations=N, device=args.device)
+    rows: list[dict[str, Any]] = []
+    for regime, (model, mean, std) in models.items():
+        for bi, B in enumerate(sc["batch_sizes"]):
+            idx = pick_batch(ys, B, 2024 + B, unique=B <= 10)
+            x, y = xs[idx], ys[idx]
+            g = simulate_client(model, x, y, "eval")
+            runs: dict[str, dict[str, Any]] = {}
+            order = ["ours", "seethroughgradients", "invertinggradients"]
+            if bi % 2:
+                order = order[::-1]  # alternate who runs first
+            for who in order:
+                if who == "ours":
+                    res = build(cfg).run(model, g, num_images=B, mean=mean, std=std, snapshot_at=snap_at)
+                    runs[who] = {"images": res.images.cpu(), "labels": res.labels.cpu(),
+                                 "snapshots": {k: v.cpu() for k, v in res.snapshots.items()},
+                                 "cpu_seconds": res.cpu_seconds, "wall_seconds": res.wall_seconds}
+                else:
+                    runs[who] = breaching_attack(who, model, mean, std, g, B, N, snap_at, args.device)
+            x, y = x.cpu(), y.cpu()
+            for who, r in runs.items():
+                curve = {it: image_metrics(im, x) for it, im in r["snapshots"].items()}
+                fin = image_metrics(r["images"], x)
+                row = {"regime": regime, "B": B, "attack": who, "psnr": fin["psnr"], "psnr_max": fin["psnr_max"],
+                       "ssim": fin["ssim"], "label_accuracy": _overlap(r["labels"], y),
+                       "cpu_s_per_iteration": r["cpu_seconds"] / N, "wall_s_per_iteration": r["wall_seconds"] / N,
+                       "psnr_vs_iterations": {str(it): round(m["psnr"], 3) for it, m in sorted(curve.items())},
+                       "ssim_vs_iterations": {str(it): round(m["ssim"], 4) for it, m in sorted(curve.items())}}
+                rows.append(row)
+                print(f"{regime} B={B} {who:<20} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
+                      f"labels {row['label_accuracy']:.2f} cpu/it {row['cpu_s_per_iteration']:.3f}", flush=True)
+            grid = [x] + [runs[w]["images"][torch.tensor(image_metrics(runs[w]["images"], x)["order"])]
+                          for w in ("ours", "seethroughgradients", "invertinggradients")]
+            save_grid(grid_dir / f"gradinversion-{regime}-b{B}.png", grid,
+                      ["original", "ours (GradInversion, cpu preset)", "breaching seethroughgradients",
+                       "breaching invertinggradients"])
+    figures["images"] = rows
+
+    # ---- group consistency vs its honest control (plain mean of the same G independent runs) ----
+    G, B = sc["group_size"], sc["group_batch"]
+    model, mean, std = models["calibrated"]
+    idx = pick_batch(ys, B, 4242)
+    x, y = xs[idx], ys[idx]
+    g = simulate_client(model, x, y, "eval")
+    group = {}
+    variants = {"control: plain mean of G independent runs": dict(alpha_group=0.0, registration="none"),
+                "group consistency, registration none": dict(alpha_group=cfg.alpha_group * 10, registration="none"),
+                "group consistency, registration translation":
+                    dict(alpha_group=cfg.alpha_group * 10, registration="translation")}
+    for name, kw in variants.items():
+        c = dataclasses.replace(cfg, group_size=G, **kw)
+        res = build(c).run(model, g, num_images=B, mean=mean, std=std)
+        m, mb = image_metrics(res.images.cpu(), x.cpu()), image_metrics(res.best_seed.cpu(), x.cpu())
+        group[name] = {"psnr": m["psnr"], "ssim": m["ssim"], "psnr_best_seed": mb["psnr"],
+                       "cpu_seconds": round(res.cpu_seconds, 1), "alpha_group": c.alpha_group}
+        print(f"group {name}: PSNR {m['psnr']:.2f} (best seed {mb['psnr']:.2f})", flush=True)
+    figures["group_consistency"] = {"regime": "calibrated", "B": B, "G": G, "iterations": N, "variants": group}
+
+    # ---- goals ----
+    def med(att: str, key: str) -> float:
+        return statistics.median(r[key] for r in rows if r["attack"] == att)
+
+    deltas = []
+    for regime in models:
+        for B in sc["batch_sizes"]:
+            sel = {r["attack"]: r for r in rows if r["regime"] == regime and r["B"] == B}
+            better = max(sel["seethroughgradients"]["psnr"], sel["invertinggradients"]["psnr"])
+            deltas.append(sel["ours"]["psnr"] - better)
+    lab_ours = [r["label_accuracy"] for r in rows if r["attack"] == "ours"]
+    lab_br = [max(r2["label_accuracy"] for r2 in rows if r2["attack"] != "ours" and r2["regime"] == r["regime"]
+                  and r2["B"] == r["B"]) for r in rows if r["attack"] == "ours"]
+    lab_study_ok, lab_study_txt = True, []
+    if "labels" in figures:
+        for regime in models:
+            for key in ("unique B=4", "unique B=8"):
+                row = figures["labels"][regime][key]
+                best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
+                lab_study_ok &= row["yin"]["accuracy"] >= best_br
+                lab_study_txt.append(f"{regime} {key}: ours-yin {row['yin']['accuracy']:.3f} vs breaching best "
+                                     f"{best_br:.3f}")
+    cpu_ours = med("ours", "cpu_s_per_iteration")
+    cpu_br = min(med("seethroughgradients", "cpu_s_per_iteration"), med("invertinggradients", "cpu_s_per_iteration"))
+    ctrl = group["control: plain mean of G independent runs"]["psnr"]
+    gc = group["group consistency, registration translation"]["psnr"]
+    goals = [
+        goal("label accuracy in the attacks >= breaching's (every regime and B)", ">= breaching",
+             {"ours": lab_ours, "best breaching": lab_br}, all(a >= b for a, b in zip(lab_ours, lab_br))),
+        goal("label rule accuracy, real unique batches of 4 and 8, ours (yin) >= every breaching rule",
+             ">= breaching", lab_study_txt, lab_study_ok and bool(lab_study_txt)),
+        goal(f"PSNR >= better breaching attack + 1 dB at {N} iterations (every regime and B)", "delta >= +1 dB",
+             [round(d, 2) for d in deltas], all(d >= 1.0 for d in deltas)),
+        goal("CPU time per iteration no worse than breaching's (median over runs)", f"<= {cpu_br:.4f} s",
+             round(cpu_ours, 4), cpu_ours <= cpu_br * 1.0),
+        goal("group consistency (translation registration) beats its control, the plain mean of G runs",
+             f"> {ctrl:.2f} dB", round(gc, 2), gc > ctrl),
+    ]
+    figures["psnr_delta_vs_better_breaching"] = [round(d, 3) for d in deltas]
+    write_result("gradinversion", figures, goals, device=args.device, out=args.out, started=started)
+
+
+if __name__ == "__main__":
+    main()

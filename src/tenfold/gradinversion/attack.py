@@ -1,0 +1,465 @@
+"""GradInversion (Yin et al., CVPR 2021): the client's shared gradient, the inversion objective, the attack loop.
+
+Threat model: the attacker knows the architecture and weights W and receives the averaged gradient
+``∇W = (1/B) Σ_i ∇_W L(x_i, y_i)`` of one FedSGD step (or the FedAvg update of k local steps).
+Candidates run through ``torch.func.functional_call`` on a private copy of the model with freshly
+cloned buffers, so the attacked model is never mutated (train-mode BN cannot touch its running stats).
+
+Objective (paper Eq. 2-6, per seed g):
+    L(x̂_g) = α_G D(∇W(x̂_g, ŷ), ∇W) + α_TV R_TV(x̂_g) + α_l2 R_l2(x̂_g) + α_BN R_BN(x̂_g)
+             + α_group ||x̂_g - E_g||_2
+where E_g is the group consensus (registered mean of G seeds) mapped back into seed g's frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from tenfold.core.engine import warmup_cosine
+from tenfold.core.io import ConfigError, InputError, check_tensor
+from tenfold.gradinversion.labels import recover_labels
+from tenfold.gradinversion.registration import consensus, invert, warp
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+# --------------------------------------------------------------------------------------------
+# The model as a pure function of (parameters, buffers, images)
+# --------------------------------------------------------------------------------------------
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` for every parameter that requires grad, in ``model.parameters()`` order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def check_gradients(model: nn.Module, grads: Sequence[torch.Tensor], what: str = "target gradient") -> None:
+    """Raise InputError unless ``grads`` matches the trainable parameters in order and shape (and is finite)."""
+    params = trainable_parameters(model)
+    if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+        n = len(grads) if isinstance(grads, (list, tuple)) else type(grads).__name__
+        raise InputError(f"{what} must be a list of {len(params)} tensors, one per trainable parameter in "
+                         f"model.parameters() order, got {n}")
+    for (name, p), g in zip(params, grads):
+        check_tensor(g, f"{what} for '{name}'", tuple(p.shape))
+
+
+def fc_layer(model: nn.Module) -> tuple[int, nn.Linear]:
+    """Index (among trainable parameters) of the last Linear layer's weight, and the layer."""
+    names = [n for n, _ in trainable_parameters(model)]
+    last: tuple[str, nn.Linear] | None = None
+    for mname, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = (mname, m)
+    if last is None:
+        raise ConfigError("the model has no nn.Linear layer; label restoration needs the classifier's weight gradient")
+    wname = f"{last[0]}.weight" if last[0] else "weight"
+    if wname not in names:
+        raise ConfigError(f"the classifier weight '{wname}' is frozen; label restoration needs its gradient")
+    return names.index(wname), last[1]
+
+
+class _Functional:
+    """A private copy of ``model`` in a fixed mode, run functionally with cloned buffers."""
+
+    def __init__(self, model: nn.Module, mode: str, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
+        if mode not in ("train", "eval"):
+            raise ConfigError(f"client_mode must be 'train' or 'eval', got '{mode}'")
+        self.net = copy.deepcopy(model).train(mode == "train").to(device=device, dtype=dtype)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.names = [n for n, _ in trainable_parameters(model)]
+        self.theta0 = [dict(self.net.named_parameters())[n].detach() for n in self.names]
+        self.buffers = {n: b.detach().clone() for n, b in self.net.named_buffers()}
+        self.bn = [m for m in self.net.modules() if isinstance(m, _BN)]
+
+    def __call__(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits of images ``x`` in [0, 1] under trainable parameters ``params`` (buffers cloned per call)."""
+        bufs = {n: b.clone() for n, b in self.buffers.items()}
+        return functional_call(self.net, ({**dict(zip(self.names, params)), **bufs}), (x,))
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, update: str, local_steps: int, local_lr: float,
+               create_graph: bool) -> list[torch.Tensor]:
+        """The shared quantity: ∇W (``gradient``) or θ_k - θ_0 after k local SGD steps (``fedavg``)."""
+        theta = [t.detach().clone().requires_grad_(True) for t in self.theta0]
+        if update == "gradient":
+            loss = F.cross_entropy(self(theta, x), y)  # mean over the batch: the averaged gradient
+            return list(torch.autograd.grad(loss, theta, create_graph=create_graph))
+        if update != "fedavg":
+            raise ConfigError(f"update must be 'gradient' or 'fedavg', got '{update}'")
+        if local_steps < 1:
+            raise ConfigError(f"local_steps must be >= 1, got {local_steps}")
+        cur = theta
+        for _ in range(local_steps):  # FedAvg: k full-batch local SGD steps
+            g = torch.autograd.grad(F.cross_entropy(self(cur, x), y), cur, create_graph=create_graph)
+            cur = [t - local_lr * gi for t, gi in zip(cur, g)]
+        return [c - t0 for c, t0 in zip(cur, theta)]
+
+
+def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str = "eval",
+                    update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01) -> list[torch.Tensor]:
+    """What a client shares: the averaged gradient of batch ``x (B, C, H, W)`` in [0, 1], labels ``y (B,)``
+    (or the FedAvg update θ_k - θ_0); one tensor per trainable parameter. ``model`` is not modified."""
+    check_tensor(x, "x", ("B", None, None, None))
+    check_tensor(y, "y", (x.shape[0],))
+    f = _Functional(model, mode, dtype=x.dtype, device=x.device)
+    with torch.enable_grad():
+        out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
+    return [g.detach() for g in out]
+
+
+def bn_batch_stats(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, biased var) of every BN layer's input for batch ``x``: what a train-mode client's buffers reveal."""
+    f = _Functional(model, "eval", dtype=x.dtype, device=x.device)
+    rec = _BNRecorder(f.bn)
+    with torch.no_grad():
+        f(f.theta0, x)
+    rec.close()
+    return [(m.detach(), v.detach()) for m, v in rec.stats]
+
+
+def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prune_ratio: float = 0.0,
+                   seed: int = 0) -> list[torch.Tensor]:
+    """Client-side defences: per-layer magnitude pruning of the smallest ``prune_ratio`` entries (Zhu et al.
+    2019), then additive Gaussian noise N(0, noise_sigma^2) on every entry (DP-SGD style, no clipping)."""
+    if not 0.0 <= prune_ratio < 1.0 or noise_sigma < 0:
+        raise ConfigError(f"need 0 <= prune_ratio < 1 and noise_sigma >= 0, got {prune_ratio}, {noise_sigma}")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for g in grads:
+        g = g.detach().clone()
+        if prune_ratio > 0 and g.numel() > 1:
+            k = int(prune_ratio * g.numel())
+            if k > 0:
+                thr = g.abs().flatten().kthvalue(k).values
+                g = torch.where(g.abs() > thr, g, torch.zeros_like(g))
+        if noise_sigma > 0:
+            g = g + noise_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype).to(g.device)
+        out.append(g)
+    return out
+
+
+def calibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> nn.Module:
+    """Reset every BN layer's running stats and re-estimate them (cumulative average) on ``images`` in [0, 1].
+
+    Builds the "untrained network, calibrated BN" regime: He-init weights, real data statistics.
+    Modifies and returns ``model`` (in eval mode)."""
+    bns = [m for m in model.modules() if isinstance(m, _BN)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            model(images[i:i + batch_size])
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Objective terms
+# --------------------------------------------------------------------------------------------
+def grad_match_loss(g_hat: Sequence[torch.Tensor], g: Sequence[torch.Tensor], distance: str = "l2",
+                    normalize: bool = False) -> torch.Tensor:
+    """Gradient matching D(∇W(x̂), ∇W) over layers l (paper Eq. 2; distance options documented below).
+
+    ``l2`` Σ_l ||ĝ_l - g_l||_2 (unsquared, per layer, as the paper's L2 and FLGradientInversion);
+    ``sq_l2`` 0.5 Σ_l ||ĝ_l - g_l||² (breaching); ``cosine`` 1 - <ĝ, g> / (||ĝ|| ||g||) over all layers
+    (Inverting Gradients). ``normalize`` divides l2 by Σ_l ||g_l|| and sq_l2 by 0.5 ||g||², making the
+    term scale-free across models (tenfold's option; the spec recommends it for CPU budgets).
+    """
+    if len(g_hat) != len(g):
+        raise InputError(f"gradient lists differ in length: {len(g_hat)} vs {len(g)}")
+    if distance == "l2":
+        d = sum(torch.linalg.vector_norm(a - b) for a, b in zip(g_hat, g))
+        return d / sum(torch.linalg.vector_norm(b) for b in g).clamp_min(1e-12) if normalize else d
+    if distance == "sq_l2":
+        d = 0.5 * sum((a - b).pow(2).sum() for a, b in zip(g_hat, g))
+        return d / (0.5 * sum(b.pow(2).sum() for b in g)).clamp_min(1e-24) if normalize else d
+    if distance == "cosine":
+        dot = sum((a * b).sum() for a, b in zip(g_hat, g))
+        na = torch.sqrt(sum(a.pow(2).sum() for a in g_hat))
+        nb = torch.sqrt(sum(b.pow(2).sum() for b in g))
+        return 1.0 - dot / (na * nb).clamp_min(1e-12)
+    raise ConfigError(f"unknown grad_distance '{distance}'; choose one of: l2, sq_l2, cosine")
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """R_TV: mean absolute difference between vertical plus horizontal neighbours of ``x (B, C, H, W)``."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+def l2_prior(x: torch.Tensor) -> torch.Tensor:
+    """R_l2: mean squared value of the (normalised) images, a size-free form of ||x̂||_2^2."""
+    return x.pow(2).mean()
+
+
+def bn_prior(stats: Sequence[tuple[torch.Tensor, torch.Tensor]], refs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+             first_bn_multiplier: float = 10.0) -> torch.Tensor:
+    """R_BN = Σ_l m_l (||μ_l(x̂) - μ_l^BN||_2 + ||σ²_l(x̂) - σ²_l^BN||_2), m_1 = first_bn_multiplier, else 1
+    (paper Eq. 5, DeepInversion's weighting)."""
+    if len(stats) != len(refs):
+        raise InputError(f"BN prior: {len(stats)} BN layers seen but {len(refs)} reference statistics given")
+    total = stats[0][0].new_zeros(())
+    for i, ((mu, var), (mu_r, var_r)) in enumerate(zip(stats, refs)):
+        m = first_bn_multiplier if i == 0 else 1.0
+        total = total + m * (torch.linalg.vector_norm(mu - mu_r) + torch.linalg.vector_norm(var - var_r))
+    return total
+
+
+class _BNRecorder:
+    """Forward hooks recording (mean, biased var) of each BN layer's *input* over all dims but channels."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in modules]
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        h = inputs[0]
+        dims = [0] + list(range(2, h.dim()))
+        self.stats.append((h.mean(dims), h.var(dims, unbiased=False)))
+
+    def close(self) -> None:
+        for hd in self.handles:
+            hd.remove()
+
+
+# --------------------------------------------------------------------------------------------
+# The attack
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AttackResult:
+    """Output of :meth:`GradInversion.run`: images in [0, 1] and what the run measured."""
+
+    images: torch.Tensor  # (B, C, H, W): the registered group mean (the paper's output); = the seed when G = 1
+    best_seed: torch.Tensor  # (B, C, H, W): the seed with the lowest gradient loss
+    seeds: torch.Tensor  # (G, B, C, H, W)
+    labels: torch.Tensor  # (B,) restored (or oracle) labels, sorted
+    loss_start: float
+    loss_end: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration -> (B, C, H, W) output
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    iterations: int = 0
+
+
+class GradInversion:
+    """The inversion with every hyper-parameter as a plain keyword (the paper's symbols).
+
+    Use :func:`tenfold.gradinversion.build` to make one from a ``Config``."""
+
+    def __init__(self, *, iterations: int = 20000, lr: float = 0.1, warmup: int = 50, langevin_sigma: float = 0.2,
+                 grad_distance: str = "l2", normalize_grad: bool = False, alpha_grad: float = 1e-4,
+                 alpha_tv: float = 1e-4, alpha_l2: float = 1e-6, alpha_bn: float = 0.1,
+                 first_bn_multiplier: float = 10.0, alpha_group: float = 1e-2, group_size: int = 4,
+                 group_every: int = 100, group_warmup: float = 0.25, registration: str = "translation",
+                 label_rule: str = "yin", force_label_rule: bool = False, client_mode: str = "eval",
+                 update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0) -> None:
+        if iterations < 1 or group_size < 1 or group_every < 1:
+            raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
+                              f"{group_every}")
+        if grad_distance not in ("l2", "sq_l2", "cosine"):
+            raise ConfigError(f"unknown grad_distance '{grad_distance}'; choose one of: l2, sq_l2, cosine")
+        if registration not in ("none", "translation", "similarity"):
+            raise ConfigError(f"unknown registration '{registration}'; choose one of: none, translation, similarity")
+        self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
+
+    # ----------------------------------------------------------------------------------------
+    def restore_labels(self, model: nn.Module, target: Sequence[torch.Tensor], B: int) -> torch.Tensor:
+        """Step 1: ŷ from the classifier's weight (and bias) gradient, checking Yin's h >= 0 assumption."""
+        idx, fc = fc_layer(model)
+        gW = target[idx]
+        if self.update == "fedavg":
+            gW = -gW  # θ_k - θ_0 ≈ -η k ∇W: flip the sign, the rules read signs and order only
+        gb = None
+        if fc.bias is not None and fc.bias.requires_grad:
+            gb = target[idx + 1] if self.update == "gradient" else -target[idx + 1]
+        if self.label_rule == "yin" and not self.force_label_rule and not _features_nonnegative(model, fc):
+            raise ConfigError("Yin's label rule needs non-negative features before the last Linear layer "
+                              "(ReLU then pooling); set force_label_rule=true to use it anyway, "
+                              "or use label_rule=rowsum")
+        return recover_labels(gW, B, self.label_rule, gb)
+
+    # ----------------------------------------------------------------------------------------
+    def run(self, model: nn.Module, target: Sequence[torch.Tensor], *, num_images: int,
+            mean: Sequence[float], std: Sequence[float], input_shape: Sequence[int] | None = None,
+            labels: torch.Tensor | None = None,
+            bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] = "running",
+            snapshot_at: Sequence[int] = (), log: Callable[[int, dict[str, float]], None] | None = None,
+            log_every: int = 50) -> AttackResult:
+        """Steps 1-3: restore labels (unless given), optimise G seeds of ``num_images`` images, fuse them.
+
+        ``model`` takes images in [0, 1]; ``mean``/``std`` are the normalisation the images are optimised
+        in (x̂ lives in normalised space, as in the paper). ``bn_ref``: ``"running"`` (the model's BN
+        buffers), ``"none"`` (no BN prior) or a list of (mean, var) per BN layer (buffers a client sent).
+        """
+        check_gradients(model, target)
+        shape = tuple(input_shape) if input_shape is not None else tuple(getattr(model, "input_size", ()))
+        if len(shape) != 3:
+            raise InputError("input_shape (C, H, W) is needed: the model has no input_size attribute")
+        C = shape[0]
+        if len(mean) != C or len(std) != C or any(s <= 0 for s in std):
+            raise InputError(f"mean and std need {C} entries (std > 0), got {list(mean)}, {list(std)}")
+        B, G = int(num_images), int(self.group_size)
+        if B < 1:
+            raise InputError(f"num_images must be >= 1, got {B}")
+        dt = target[0].dtype
+        dev = target[0].device
+        f = _Functional(model, self.client_mode, dtype=dt, device=dev)
+        mu = torch.tensor(mean, dtype=dt, device=dev).view(1, C, 1, 1)
+        sd = torch.tensor(std, dtype=dt, device=dev).view(1, C, 1, 1)
+        lo, hi = (0 - mu) / sd, (1 - mu) / sd  # the valid pixel box in normalised space
+
+        # Step 1: labels
+        y = self.restore_labels(model, target, B) if labels is None else labels.to(dev).long().sort().values
+        check_tensor(y, "labels", (B,))
+
+        # BN reference statistics
+        if isinstance(bn_ref, str):
+            if bn_ref == "running":
+                refs = [(m.running_mean.to(dt), m.running_var.to(dt)) for m in f.bn if m.running_mean is not None]
+                use_bn = self.alpha_bn > 0 and len(refs) == len(f.bn) and len(refs) > 0
+            elif bn_ref == "none":
+                refs, use_bn = [], False
+            else:
+                raise ConfigError(f"bn_stats must be 'running', 'user' or 'none', got '{bn_ref}'")
+        else:
+            refs = [(m.to(dt), v.to(dt)) for m, v in bn_ref]
+            use_bn = self.alpha_bn > 0 and len(refs) > 0
+            if use_bn and len(refs) != len(f.bn):
+                raise InputError(f"bn_stats lists {len(refs)} layers but the model has {len(f.bn)} BN layers")
+        recorder = _BNRecorder(f.bn) if use_bn else None
+
+        # Step 2: G seeds initialised from N(0, 1) in normalised space
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        X = torch.randn((G, B, *shape), generator=gen, dtype=dt).to(dev)
+        X = torch.max(torch.min(X, hi), lo).requires_grad_(True)
+        opt = torch.optim.Adam([X], lr=self.lr)
+        sched = warmup_cosine(opt, min(self.warmup, self.iterations), self.iterations)
+        start_group = int(self.group_warmup * self.iterations)
+        E_frames: torch.Tensor | None = None  # (G, B, C, H, W): consensus in each seed's frame
+        history: list[dict[str, float]] = []
+        snapshots: dict[int, torch.Tensor] = {}
+        snap = set(int(s) for s in snapshot_at)
+        seed_losses = torch.zeros(G)
+        loss_start = float("nan")
+        t0, c0 = time.perf_counter(), time.process_time()
+
+        def to01(z: torch.Tensor) -> torch.Tensor:
+            return (z * sd + mu).clamp(0, 1)
+
+        for it in range(1, self.iterations + 1):
+            opt.zero_grad(set_to_none=False)
+            if X.grad is None:
+                X.grad = torch.zeros_like(X)
+            group_on = G > 1 and self.alpha_group > 0 and it > start_group
+            if group_on and (E_frames is None or (it - start_group - 1) % self.group_every == 0):
+                E, A = consensus(X.detach(), self.registration)  # E (B, C, H, W), A (G, B, 2, 3)
+                Eb = E.unsqueeze(0).expand(G, *E.shape).flatten(0, 1)
+                E_frames = warp(Eb, invert(A.flatten(0, 1))).view(X.shape)  # E in every seed's frame
+            terms = {"grad": 0.0, "tv": 0.0, "l2": 0.0, "bn": 0.0, "group": 0.0}
+            for g in range(G):
+                xg = X[g]  # (B, C, H, W), normalised
+                if recorder is not None:
+                    recorder.stats.clear()
+                with torch.enable_grad():
+                    shared = f.update(xg * sd + mu, y, self.update, self.local_steps, self.local_lr, create_graph=True)
+                    d = grad_match_loss(shared, target, self.grad_distance, self.normalize_grad)
+                    loss = self.alpha_grad * d
+                    tv, l2 = total_variation(xg), l2_prior(xg)
+                    loss = loss + self.alpha_tv * tv + self.alpha_l2 * l2
+                    if recorder is not None:
+                        # in train mode the first forward of the FedAvg unroll is the one on x̂ alone
+                        rbn = bn_prior(recorder.stats[: len(refs)], refs, self.first_bn_multiplier)
+                        loss = loss + self.alpha_bn * rbn
+                        terms["bn"] += float(rbn.detach())
+                    if group_on and E_frames is not None:
+                        rg = torch.linalg.vector_norm((xg - E_frames[g]).flatten(1), dim=1).mean()
+                        loss = loss + self.alpha_group * rg
+                        terms["group"] += float(rg.detach())
+                    (gx,) = torch.autograd.grad(loss, X)
+                X.grad += gx
+                seed_losses[g] = float(d.detach())
+                terms["grad"] += float(d.detach())
+                terms["tv"] += float(tv.detach())
+                terms["l2"] += float(l2.detach())
+            if it == 1:
+                loss_start = terms["grad"] / G
+            if self.langevin_sigma > 0:  # Langevin ("energy") noise σ·lr·N(0, I) on the image gradient
+                lr_t = opt.param_groups[0]["lr"]
+                X.grad += self.langevin_sigma * lr_t * torch.randn(X.shape, generator=gen, dtype=dt).to(dev)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                X.copy_(torch.max(torch.min(X, hi), lo))  # project onto the pixel box
+            row = {k: v / G for k, v in terms.items()}
+            row["lr"] = opt.param_groups[0]["lr"]
+            if it % log_every == 0 or it == self.iterations or it == 1:
+                history.append({"iteration": it, **row})
+                if log is not None:
+                    log(it, row)
+            if it in snap:
+                snapshots[it] = self._output(X.detach(), to01)
+            if not math.isfinite(row["grad"]):
+                raise InputError(f"the gradient loss became non-finite at iteration {it}; lower lr or check the target")
+        if recorder is not None:
+            recorder.close()
+        out = self._output(X.detach(), to01)
+        best = int(torch.argmin(seed_losses))
+        return AttackResult(images=out, best_seed=to01(X.detach()[best]), seeds=to01(X.detach()), labels=y,
+                            loss_start=loss_start, loss_end=float(seed_losses.mean()), history=history,
+                            snapshots=snapshots, cpu_seconds=time.process_time() - c0,
+                            wall_seconds=time.perf_counter() - t0, iterations=self.iterations)
+
+    def _output(self, X: torch.Tensor, to01: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Step 3's output: the registered group mean (the plain seed when G = 1), in [0, 1]."""
+        if X.shape[0] == 1:
+            return to01(X[0])
+        E, _ = consensus(X, self.registration)
+        return to01(E)
+
+
+def _features_nonnegative(model: nn.Module, fc: nn.Linear) -> bool:
+    """Whether the classifier's input is non-negative on a probe batch (Yin's rule assumes h >= 0)."""
+    shape = getattr(model, "input_size", None)
+    if shape is None:
+        return True  # cannot probe without an input shape; trust the user
+    seen: list[torch.Tensor] = []
+    f = _Functional(model, "eval")
+    fc_copy = [m for m in f.net.modules() if isinstance(m, nn.Linear)][-1]
+    h = fc_copy.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    gen = torch.Generator().manual_seed(0)
+    p = next(iter(f.net.parameters()), None)
+    dt = p.dtype if p is not None else torch.float32
+    with torch.no_grad():
+        f(f.theta0, torch.rand((4, *shape), generator=gen, dtype=dt))
+    h.remove()
+    return bool(seen) and bool((seen[-1] >= 0).all())
+
+
+def attack(model: nn.Module, target_grads: Sequence[torch.Tensor], cfg: Any, labels: torch.Tensor | None = None,
+           bn_stats: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, *, num_images: int,
+           mean: Sequence[float], std: Sequence[float], **run_kw: Any) -> AttackResult:
+    """Convenience: ``build(cfg).run(...)`` with the config's threat-model switches (labels, bn_stats)."""
+    from tenfold.gradinversion.config import build
+
+    inv = build(cfg)
+    if cfg.labels == "oracle" and labels is None:
+        raise ConfigError("labels=oracle needs the true labels passed as labels=")
+    use = labels if cfg.labels == "oracle" else None
+    ref: Any = cfg.bn_stats if cfg.bn_stats != "user" else bn_stats
+    if cfg.bn_stats == "user" and bn_stats is None:
+        raise ConfigError("bn_stats=user needs the client's BN statistics passed as bn_stats=")
+    return inv.run(model, target_grads, num_images=num_images, mean=mean, std=std, labels=use, bn_ref=ref, **run_kw)

@@ -1,0 +1,90 @@
+"""GradInversion's frozen ``Config`` (flat fields, every threat-model switch explicit), ``PRESETS`` and ``build``.
+
+The paper's α values were not retrievable (spec §2): every weight below is **second-hand**, from
+breaching's ``config/attack/seethroughgradients.yaml`` (grad 1e-4, TV 1e-4, l2 1e-6, BN 0.1, Adam 0.1,
+warm-up 50, cosine decay, 20k iterations) and LeakPro's preset (group 1e-2, 4 seeds, noise 0.2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tenfold.core.io import ConfigError
+
+
+@dataclass(frozen=True)
+class Config:
+    """Attack hyper-parameters and the threat model (paper's symbols; see the method README)."""
+
+    # --- threat model (recorded with every result) ---
+    labels: Literal["recover", "oracle"] = "recover"  # restore ŷ from ∇W, or the attacker knows y
+    label_rule: Literal["yin", "rowsum", "bias", "idlg"] = "yin"  # Yin et al. 2021 Sec. 3.1 by default
+    force_label_rule: bool = False  # allow Yin's rule even when the FC input can be negative
+    bn_stats: Literal["running", "user", "none"] = "running"  # BN prior reference: server buffers, client's, none
+    client_mode: Literal["auto", "train", "eval"] = "auto"  # auto: eval iff bn_stats=running (breaching's rule)
+    update: Literal["gradient", "fedavg"] = "gradient"  # FedSGD gradient or FedAvg update of k local steps
+    local_steps: int = 1  # FedAvg local SGD steps k (full batch each step)
+    local_lr: float = 0.01  # FedAvg local learning rate η
+    noise_sigma: float = 0.0  # defence: Gaussian noise std added to every shared entry
+    prune_ratio: float = 0.0  # defence: fraction of smallest-magnitude entries zeroed per layer
+    # --- objective (Eq. 2-6) ---
+    grad_distance: Literal["l2", "sq_l2", "cosine"] = "l2"  # paper: L2 distance (unsquared, per layer)
+    normalize_grad: bool = False  # divide the gradient term by the target's scale (tenfold's option)
+    alpha_grad: float = 1e-4  # α_G, second-hand (breaching)
+    alpha_tv: float = 1e-4  # α_TV, second-hand (breaching)
+    alpha_l2: float = 1e-6  # α_l2, second-hand (breaching)
+    alpha_bn: float = 0.1  # α_BN, second-hand (breaching)
+    first_bn_multiplier: float = 10.0  # DeepInversion's weight on the first BN layer
+    alpha_group: float = 1e-2  # α_group, second-hand (LeakPro); the paper's value was never disclosed
+    group_size: int = 4  # G seeds
+    group_every: int = 100  # T_reg: recompute the registered consensus every T_reg steps (tenfold's choice)
+    group_warmup: float = 0.25  # group term starts after this fraction of iterations (tenfold's choice)
+    registration: Literal["none", "translation", "similarity"] = "translation"  # RANSAC-flow substitute
+    # --- optimisation ---
+    iterations: int = 20000
+    lr: float = 0.1  # Adam step size
+    warmup: int = 50  # linear LR warm-up steps, then cosine decay to 0
+    langevin_sigma: float = 0.2  # σ of the σ·lr·N(0, I) noise on the image gradient (paper 0.2, breaching 0.01)
+    seed: int = 0
+    device: str = "cpu"
+
+    def resolved_client_mode(self) -> str:
+        """``client_mode`` with ``auto`` resolved: eval when the server distributes BN buffers, else train."""
+        if self.client_mode != "auto":
+            return self.client_mode
+        return "eval" if self.bn_stats == "running" else "train"
+
+    def threat_model(self) -> dict[str, Any]:
+        """The switches that define what the attacker knows; stored with every result."""
+        return {"labels": self.labels if self.labels == "oracle" else f"recover ({self.label_rule})",
+                "bn_stats": self.bn_stats, "client_mode": self.resolved_client_mode(),
+                "update": self.update if self.update == "gradient" else
+                f"fedavg (k={self.local_steps}, lr={self.local_lr})",
+                "defences": {"noise_sigma": self.noise_sigma, "prune_ratio": self.prune_ratio},
+                "attacker_knows": "architecture and weights (white box)"}
+
+
+PRESETS: dict[str, Config] = {
+    # the paper's setting as far as it is known: breaching's α values, σ = 0.2, G = 4 (second-hand)
+    "paper": Config(),
+    # CPU budget on 32 px: scale-free gradient term, no BN prior (it hurt at 32 px in the notes, spec §7),
+    # TV/l2 re-weighted for the normalised term; G = 1 (group consistency is a separate, measured option)
+    "cpu": Config(iterations=1500, normalize_grad=True, alpha_grad=1.0, alpha_tv=0.05, alpha_l2=1e-4, alpha_bn=0.0,
+                  langevin_sigma=0.01, group_size=1, group_every=50),
+    # seconds on one CPU core: tests, the demo and the end-to-end smoke run
+    "smoke": Config(iterations=16, warmup=4, normalize_grad=True, alpha_grad=1.0, alpha_tv=0.05, alpha_l2=1e-4,
+                    alpha_bn=1e-3, langevin_sigma=0.01, group_size=2, group_every=4, group_warmup=0.5),
+}
+
+
+def build(cfg: Config) -> Any:
+    """The one place a Config becomes objects: a :class:`~tenfold.gradinversion.attack.GradInversion`."""
+    from tenfold.gradinversion.attack import GradInversion
+
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"build needs a gradinversion Config, got {type(cfg).__name__}")
+    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+          if f.name not in ("labels", "bn_stats", "client_mode", "noise_sigma", "prune_ratio", "device")}
+    return GradInversion(client_mode=cfg.resolved_client_mode(), **kw)

@@ -1,0 +1,278 @@
+"""The CLI verbs: ``leak`` (what a client shares), ``attack`` (invert it, measure), ``audit`` (leak vs defences)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tenfold.core.data import load_dataset
+from tenfold.core.io import ConfigError, DataError, load_checkpoint, save_checkpoint, write_json
+from tenfold.core.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODELS,
+    Normalize,
+    build_model,
+    default_weights,
+    load_weights,
+)
+from tenfold.gradinversion.attack import (
+    AttackResult,
+    apply_defences,
+    bn_batch_stats,
+    calibrate_bn,
+    fc_layer,
+    simulate_client,
+)
+from tenfold.gradinversion.config import Config, build
+from tenfold.gradinversion.evaluation import iip, image_metrics, save_grid
+from tenfold.gradinversion.labels import label_accuracy, recover_labels
+
+METHOD = "gradinversion"
+
+
+# --------------------------------------------------------------------------------------------
+# Models and batches
+# --------------------------------------------------------------------------------------------
+def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0, num_classes: int = 10,
+               seed: int = 0) -> tuple[nn.Module, list[float], list[float]]:
+    """A classifier taking images in [0, 1] and its normalisation (mean, std).
+
+    ``name``: a tenfold model (``cifar10-resnet20`` ... ``56``) or ``torchvision-resnet18/34/50`` (wrapped
+    with ImageNet normalisation). ``weights``: ``default`` (the real CIFAR-10 weights; random init for
+    torchvision), ``none`` (He init, seeded) or a file. ``calibrate_bn_images`` > 0 re-estimates BN
+    statistics on that many real CIFAR-10 training images (the "fresh network, calibrated BN" regime).
+    """
+    torch.manual_seed(seed)
+    if name in MODELS:
+        path = default_weights(name) if weights == "default" else (None if weights == "none" else weights)
+        if weights == "default" and path is None:
+            raise DataError(f"no pretrained weights found for {name}; pass --weights FILE or --weights none")
+        model = build_model(name, weights=path)
+        norm = model.normalize  # type: ignore[attr-defined]
+        mean, std = norm.mean.flatten().tolist(), norm.std.flatten().tolist()
+    elif name.startswith("torchvision-"):
+        import torchvision
+
+        arch = name.removeprefix("torchvision-")
+        if not hasattr(torchvision.models, arch):
+            raise ConfigError(f"unknown torchvision model '{arch}'")
+        net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        if weights not in ("default", "none"):
+            load_weights(net, weights, name=name)
+        model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
+        model.input_size = (3, 32, 32)  # type: ignore[attr-defined]
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    else:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}, torchvision-resnet18, ...")
+    if calibrate_bn_images > 0:
+        xs, _ = load_dataset("cifar10-train", limit=calibrate_bn_images).tensors()
+        calibrate_bn(model, xs)
+    return model.eval(), mean, std
+
+
+def pick_batch(labels: torch.Tensor, B: int, seed: int, unique: bool = True) -> torch.Tensor:
+    """Indices of a seeded random batch of size ``B``; with ``unique`` every label differs (needs B <= classes)."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(labels.numel(), generator=gen)
+    if not unique:
+        return perm[:B]
+    out, seen = [], set()
+    for i in perm.tolist():
+        c = int(labels[i])
+        if c not in seen:
+            seen.add(c)
+            out.append(i)
+            if len(out) == B:
+                return torch.tensor(out)
+    raise ConfigError(f"cannot draw {B} images with unique labels from {len(seen)} classes; pass --unique_labels False")
+
+
+def _client(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """The shared (possibly defended) update of batch (x, y) under the config's threat model."""
+    g = simulate_client(model, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
+    return apply_defences(g, cfg.noise_sigma, cfg.prune_ratio, seed=seed)
+
+
+def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, cfg: Config) -> dict[str, float]:
+    idx, fc = fc_layer(model)
+    sign = -1.0 if cfg.update == "fedavg" else 1.0
+    gb = sign * g[idx + 1] if fc.bias is not None else None
+    out = {}
+    for rule in ("yin", "rowsum", "bias") + (("idlg",) if y.numel() == 1 else ()):
+        out[rule] = label_accuracy(recover_labels(sign * g[idx], y.numel(), rule, gb), y)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Verbs
+# --------------------------------------------------------------------------------------------
+def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
+         data: str = "cifar10-test", batch_size: int = 8, batch_seed: int = 0, unique_labels: bool = True,
+         calibrate_bn_images: int = 0) -> dict[str, Any]:
+    """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch."""
+    run_dir = Path(run_dir)
+    net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
+    ds = load_dataset(data)
+    xs, ys = ds.tensors()
+    idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
+    x, y = xs[idx], ys[idx]
+    g = _client(cfg, net, x, y, seed=batch_seed)
+    user_bn = bn_batch_stats(net, x)
+    save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
+                                       "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
+                    extra={"model": model, "weights": weights, "data": data, "mean": mean, "std": std,
+                           "calibrate_bn_images": calibrate_bn_images, "threat_model": cfg.threat_model()})
+    write_json(run_dir / "threat_model.json", cfg.threat_model())
+    save_grid(run_dir / "client_batch.png", [x], ["client batch"])
+    accs = _rule_accuracies(net, g, y, cfg)
+    return {"batch_size": batch_size, "grad_norm": float(torch.sqrt(sum(t.pow(2).sum() for t in g))),
+            **{f"label_accuracy_{k}": v for k, v in accs.items()}, "threat_model": cfg.threat_model()}
+
+
+def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               mean: list[float], std: list[float], user_bn: list[tuple[torch.Tensor, torch.Tensor]] | None,
+               iterations: int = 0, **run_kw: Any) -> AttackResult:
+    """Run the configured attack on shared update ``g`` of the client batch (x, y)."""
+    if iterations > 0:
+        cfg = dataclasses.replace(cfg, iterations=iterations)
+    inv = build(cfg)
+    ref: Any = cfg.bn_stats if cfg.bn_stats != "user" else user_bn
+    return inv.run(net, g, num_images=x.shape[0], mean=mean, std=std, input_shape=tuple(x.shape[1:]),
+                   labels=y if cfg.labels == "oracle" else None, bn_ref=ref, **run_kw)
+
+
+def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
+           data: str = "cifar10-test", batch_size: int = 8, iterations: int = 0, target: str = "",
+           batch_seed: int = 0, unique_labels: bool = True, calibrate_bn_images: int = 0,
+           lpips_weights: str = "") -> dict[str, Any]:
+    """Invert a client's update: grid (originals above reconstructions), PSNR, SSIM, label accuracy, IIP.
+
+    ``target`` is a ``leak`` run directory; without it a fresh client batch is simulated. ``iterations``
+    > 0 overrides the preset's."""
+    from tenfold.core.engine import MetricsLogger
+
+    run_dir = Path(run_dir)
+    if target:
+        state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
+        ex = header["extra"]
+        model, weights, data = ex["model"], ex["weights"], ex["data"]
+        net, mean, std = load_model(model, weights, ex["calibrate_bn_images"], seed=cfg.seed)
+        g, x, y = state["gradients"], state["images"], state["labels"]
+        user_bn = [tuple(s) for s in state["user_bn"]]
+        ds = load_dataset(data)
+        idx = state["indices"]
+    else:
+        net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
+        ds = load_dataset(data)
+        xs, ys = ds.tensors()
+        idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
+        x, y = xs[idx], ys[idx]
+        g = _client(cfg, net, x, y, seed=batch_seed)
+        user_bn = bn_batch_stats(net, x)
+    tm = cfg.threat_model()
+    print("threat model: " + json.dumps(tm))
+    with MetricsLogger(run_dir, tensorboard=False) as logger:
+        res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log)
+    m = image_metrics(res.images, x)
+    order = m.pop("order")
+    best = image_metrics(res.best_seed, x)
+    ref_x, ref_y = ds.tensors()
+    rec_sorted = res.images[torch.tensor(order)]
+    out = {"psnr": m["psnr"], "psnr_max": m["psnr_max"], "ssim": m["ssim"], "fft2": m["fft2"],
+           "psnr_best_seed": best["psnr"], "label_accuracy": label_accuracy(res.labels, y),
+           "iip_pixel": iip(rec_sorted, torch.as_tensor(idx), y, ref_x, ref_y),
+           "lpips": _lpips_note(lpips_weights),
+           "loss_start": res.loss_start, "loss_end": res.loss_end, "iterations": res.iterations,
+           "cpu_seconds": round(res.cpu_seconds, 2), "seconds_per_iteration": res.cpu_seconds / res.iterations,
+           "restored_labels": res.labels.tolist(), "true_labels": y.sort().values.tolist(), "threat_model": tm}
+    save_grid(run_dir / "grid.png", [x, rec_sorted, res.best_seed[torch.tensor(best["order"])]],
+              ["client batch", f"GradInversion (PSNR {m['psnr']:.2f} dB)", "best single seed"])
+    state = {"images": res.images, "best_seed": res.best_seed, "seeds": res.seeds, "labels": res.labels}
+    save_checkpoint(run_dir / "reconstruction", state, method=METHOD, config=cfg, extra={"metrics": out})
+    _loss_plot(run_dir / "loss.png", res.history)
+    write_json(run_dir / "metrics.json", out)
+    return out
+
+
+def _lpips_note(lpips_weights: str) -> str:
+    """LPIPS is reported only with local backbone weights; none ship offline, so say why it is skipped."""
+    if lpips_weights and Path(lpips_weights).is_file():
+        return f"skipped: the lpips package is not installed to read {lpips_weights}"
+    return "skipped: LPIPS needs local backbone weights (--lpips_weights FILE); none are available offline"
+
+
+def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    its = [h["iteration"] for h in history]
+    for k in ("grad", "tv", "bn", "group"):
+        vals = [h[k] for h in history]
+        if any(v > 0 for v in vals):
+            ax.semilogy(its, [max(v, 1e-12) for v in vals], label=k)
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
+          data: str = "cifar10-test", batch_sizes: tuple[int, ...] = (1, 4),
+          noise_sigmas: tuple[float, ...] = (1e-4, 1e-3, 1e-2), prune_ratios: tuple[float, ...] = (0.5, 0.9, 0.99),
+          iterations: int = 0, batch_seed: int = 0, calibrate_bn_images: int = 0) -> dict[str, Any]:
+    """Leakage (PSNR, label accuracy) against common defences, per batch size: a table and a plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
+    xs, ys = load_dataset(data).tensors()
+    defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
+               [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    rows = []
+    for B in batch_sizes:
+        idx = pick_batch(ys, B, batch_seed, unique=B <= 10)
+        x, y = xs[idx], ys[idx]
+        clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
+        for name, sigma, ratio in defences:
+            c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
+            g = apply_defences(clean, sigma, ratio, seed=batch_seed)
+            res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x), iterations)
+            m = image_metrics(res.images, x)
+            rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
+                         "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y)})
+            print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
+    lines = ["batch_size,defence,psnr,ssim,label_accuracy"] + \
+        [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f}" for r in rows]
+    (run_dir / "audit.csv").write_text("\n".join(lines) + "\n")
+    write_json(run_dir / "audit.json", {"rows": rows, "threat_model": cfg.threat_model()})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    names = [d[0] for d in defences]
+    for B in batch_sizes:
+        rb = [r for r in rows if r["batch_size"] == B]
+        axes[0].plot(names, [r["psnr"] for r in rb], "o-", label=f"B={B}")
+        axes[1].plot(names, [r["label_accuracy"] for r in rb], "o-", label=f"B={B}")
+    axes[0].set_ylabel("PSNR (dB)")
+    axes[1].set_ylabel("label accuracy")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run_dir / "audit.png", dpi=100)
+    plt.close(fig)
+    undefended = {f"psnr_undefended_b{r['batch_size']}": r["psnr"] for r in rows if r["defence"] == "none"}
+    worst = min(rows, key=lambda r: r["psnr"])
+    return {"rows": len(rows), **undefended, "lowest_psnr": worst["psnr"], "lowest_psnr_defence": worst["defence"],
+            "threat_model": cfg.threat_model()}
