@@ -1,0 +1,122 @@
+"""LSGM's configuration: one frozen dataclass with the paper's defaults (MNIST recipe, Table 7 of the paper
+and the official README), and named presets from a seconds-long smoke run to the paper's GPU scale."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tenfold.core.io import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every knob of an LSGM run. Defaults: binarised MNIST, VPSDE with ll_iw (one backward pass)."""
+
+    # data
+    data: str = "mnist-test"  # mnist-test (seeded 8,000 / 2,000 split), omniglot-small1, cifar10-train, digits
+    split_seed: int = 0
+    image_size: int = 28
+    pad: int = 2  # 28 -> 32 so the conv VAE halves cleanly; the decoder output is cropped back
+    binarize: bool = True  # dynamic binarisation + Bernoulli decoder; False: K-level logistic mixture
+    num_levels: int = 256
+    # VAE (conv; groups > 1 is the NVAE-style hierarchy at one scale)
+    vae_ch: int = 32
+    vae_levels: int = 2
+    latent_ch: int = 20
+    groups: int = 2
+    num_mix: int = 10
+    # score net (our U-Net in place of NCSN++)
+    score_ch: int = 256
+    score_mult: tuple[int, ...] = (1, 2)
+    score_blocks: int = 8
+    dropout: float = 0.2
+    mixed: bool = True
+    mix_logit_init: float = -6.0
+    drop_inactive: bool = True
+    inactive_kl: float = 0.1  # nats per channel
+    # SDE and objective
+    sde: str = "vpsde"  # vpsde | geometric
+    beta0: float = 0.1
+    beta1: float = 20.0
+    sigma2_0: float = 0.0
+    sigma2_min: float = 3e-5
+    sigma2_max: float = 0.999
+    time_eps: float = 0.01
+    scheme: str = "ll_iw"  # ll_iw | ll_uniform | drop_all_iw | reweight_uniform (see sde.sample_t)
+    end_to_end: bool = True  # False: two-stage (SGM on the frozen stage-1 VAE's latents)
+    # stage 1 (N(0, I) VAE): Adamax, cosine lr, KL anneal from kl_min
+    stage1_steps: int = 8000
+    lr_vae1: float = 1e-2
+    lr_vae1_min: float = 1e-4
+    kl_min: float = 1e-4
+    kl_max: float = 0.7
+    kl_anneal: float = 0.3  # fraction of stage 1
+    sr_vae: float = 1e-2
+    # stage 2: Adam, score net constant lr, VAE lr decays; KL 0.7 -> 1 over the first kl_anneal2
+    stage2_steps: int = 32000
+    lr_score: float = 3e-4
+    lr_vae2: float = 1e-4
+    lr_vae2_min: float = 1e-5
+    weight_decay: float = 3e-4
+    warmup: int = 500
+    kl_start2: float = 0.7
+    kl_anneal2: float = 0.1
+    sr_score: float = 0.0
+    ema: float = 0.9999
+    batch_size: int = 128
+    # run
+    amp: str = "none"  # none | bf16 (networks only; SDE maths stays fp32)
+    device: str = "cpu"
+    seed: int = 0
+    ckpt_every: int = 1000
+    log_every: int = 50
+    # sampling and evaluation
+    ode_eps: float = 1e-5
+    ode_tol: float = 1e-5
+    sampler: str = "ode"  # ode | sde (ancestral Euler-Maruyama)
+    sde_steps: int = 200
+    eval_batch: int = 250
+
+    def __post_init__(self) -> None:
+        if self.sde not in ("vpsde", "geometric"):
+            raise ConfigError(f"sde must be vpsde or geometric, got '{self.sde}'")
+        if self.scheme == "drop_all_iw" and self.sde != "vpsde":
+            raise ConfigError("scheme drop_all_iw needs sde=vpsde")
+        if self.sampler not in ("ode", "sde"):
+            raise ConfigError(f"sampler must be ode or sde, got '{self.sampler}'")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"amp must be none, bf16 or fp16, got '{self.amp}'")
+
+
+_CPU = dict(vae_ch=32, latent_ch=8, groups=1, score_ch=48, score_mult=(1, 2), score_blocks=1, dropout=0.1,
+            ema=0.999, batch_size=64, warmup=100, ckpt_every=500)
+
+PRESETS: dict[str, Config] = {
+    # seconds on one core: scikit-learn's real 8x8 digits (ships with sklearn), binarised
+    "smoke": Config(data="digits", image_size=8, pad=0, vae_ch=8, vae_levels=1, latent_ch=2, groups=1, score_ch=8,
+                    score_mult=(1,), score_blocks=1, dropout=0.0, stage1_steps=30, stage2_steps=30, batch_size=32,
+                    warmup=5, ema=0.9, ckpt_every=20, log_every=5, ode_tol=1e-3, eval_batch=100, kl_anneal=0.5,
+                    time_eps=1e-3),
+    # the demo: a minute on one core
+    "digits": Config(data="digits", image_size=8, pad=0, vae_ch=16, vae_levels=1, latent_ch=4, groups=1,
+                     score_ch=32, score_mult=(1,), score_blocks=1, dropout=0.0, stage1_steps=600, stage2_steps=600,
+                     batch_size=64, warmup=50, ema=0.99, ckpt_every=300, log_every=50, ode_tol=1e-3, time_eps=1e-3),
+    # CPU-sized MNIST / OMNIGLOT (the benchmark's settings)
+    "mnist": Config(**_CPU, stage1_steps=1500, stage2_steps=1500),
+    "omniglot": Config(**{**_CPU, "data": "omniglot-small1", "kl_max": 1.0}, stage1_steps=1500, stage2_steps=1500),
+    # a short GPU run: CIFAR-10, 16x16 latent, 128-channel U-Net, bf16, batch 128 (per process under torchrun)
+    "cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, num_levels=256, vae_ch=64,
+                      vae_levels=1, latent_ch=16, groups=1, score_ch=128, score_mult=(1, 2, 2), score_blocks=2,
+                      dropout=0.1, mix_logit_init=-3.0, drop_inactive=False, scheme="drop_all_iw", kl_max=0.7,
+                      stage1_steps=20000, stage2_steps=40000, lr_score=1e-4, sr_score=1e-2, ema=0.9999,
+                      batch_size=128, amp="bf16", device="cuda", warmup=1000, ode_eps=1e-6),
+    # the paper's MNIST recipe (2 x 20 channels at 8x8, 256-ch score net with 8 blocks, 200 + 800 epochs)
+    "paper": Config(stage1_steps=200 * 40, stage2_steps=800 * 62),
+    "paper-omniglot": Config(data="omniglot-small1", latent_ch=20, groups=3, vae_levels=1, score_mult=(1, 2, 2),
+                             kl_max=1.0, sr_score=1e-3, stage1_steps=200 * 17, stage2_steps=1500 * 17),
+    "paper-cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, vae_ch=128, vae_levels=1,
+                            latent_ch=20, groups=9, score_ch=512, score_mult=(1, 2, 2), score_blocks=8,
+                            mix_logit_init=-3.0, drop_inactive=False, scheme="drop_all_iw", lr_score=1e-4,
+                            sr_score=1e-2, stage1_steps=400 * 195, stage2_steps=366000, batch_size=256, amp="bf16",
+                            device="cuda", warmup=5000, ode_eps=1e-6),
+}

@@ -1,0 +1,74 @@
+"""The splits LSGM trains and evaluates on (none of them is the paper's split; every result says which).
+
+- ``mnist-test``: the 10,000 MNIST test digits, a seeded permutation into 8,000 train (the last 500 of
+  them held back for selection) and 2,000 held out (never contiguous: the halves have different writers).
+- ``omniglot-small1``: background-small-1, inverted and area-resized 105 -> 28; drawers _01-_16 train
+  (the 16th drawer's 136 images for selection), _17-_20 held out.
+- ``digits`` (scikit-learn 8x8): seeded 1,437 / 360. ``cifar10-train`` / ``cifar10-test``: as stored.
+Binary data: the training images stay grey-level (binarised dynamically at each step); the held-out set
+is binarised once with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from tenfold.core.data import load_dataset
+from tenfold.core.io import DataError
+
+
+@dataclasses.dataclass
+class Split:
+    """Float images in [0, 1] (N, C, H, W): train and val (grey), heldout (binarised or K-level), and a description."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    heldout: torch.Tensor
+    heldout_grey: torch.Tensor
+    train_labels: torch.Tensor
+    heldout_labels: torch.Tensor
+    description: str
+
+
+def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Bernoulli(x) with a fixed seed (the held-out set is binarised once)."""
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize: bool = True,
+               num_levels: int = 256) -> Split:
+    """Load ``data`` (a spec ``NAME`` or ``NAME:PATH``) and split it as the module docstring says."""
+    name = data.split(":", 1)[0].strip().lower()
+    ds = load_dataset(data)
+    x, y = ds.tensors()
+    g = torch.Generator().manual_seed(split_seed)
+    if name == "mnist-test":
+        if len(ds) < 10000:
+            raise DataError(f"{data}: expected the 10,000 MNIST test images, got {len(ds)}")
+        perm = torch.randperm(len(ds), generator=g)
+        tr, va, ho = perm[:7500], perm[7500:8000], perm[8000:10000]
+        desc = f"MNIST test set, seeded permutation (seed {split_seed}): 7,500 train + 500 val / 2,000 held out"
+    elif name == "omniglot-small1":
+        x = 1.0 - F.interpolate(x, size=(image_size, image_size), mode="area")  # strokes -> 1
+        drawer = torch.tensor([int(i.rsplit("_", 1)[1].split(".")[0]) for i in ds.ids])
+        tr, va = torch.nonzero(drawer <= 15).flatten(), torch.nonzero(drawer == 16).flatten()
+        ho = torch.nonzero(drawer >= 17).flatten()
+        desc = "OMNIGLOT background small 1 at 28x28: drawers 1-15 train, 16 val, 17-20 held out"
+    elif name == "digits":
+        perm = torch.randperm(len(ds), generator=g)
+        tr, va, ho = perm[:1337], perm[1337:1437], perm[1437:]
+        desc = f"scikit-learn digits 8x8, seeded permutation (seed {split_seed}): 1,337 train + 100 val / 360 held out"
+    elif name.startswith("cifar10"):
+        perm = torch.randperm(len(ds), generator=g)
+        n_val = min(1000, len(ds) // 10)
+        tr, va, ho = perm[n_val:], perm[:n_val], perm[:n_val]
+        desc = f"{name}: {len(tr)} train, {n_val} val (evaluate on cifar10-test with --data)"
+    else:
+        raise DataError(f"lsgm has no split rule for '{name}'; use mnist-test, omniglot-small1, digits or cifar10-*")
+    if x.shape[-1] != image_size:
+        raise DataError(f"{data} images are {x.shape[-1]} px but the config says image_size={image_size}")
+    held = binarize_fixed(x[ho], 12345) if binarize else torch.round(x[ho] * (num_levels - 1)) / (num_levels - 1)
+    return Split(x[tr], x[va], held, x[ho], y[tr], y[ho], desc)
