@@ -217,3 +217,17 @@ def test_compare_closed_form():
         L.compare([1.0, 2.0], [1.0])
     with pytest.raises(InputError, match="> 0"):
         L.compare([0.0, 1.0], [1.0, 1.0])
+
+
+# ---------------------------------------------------------------- build_vit_lut
+def test_build_vit_lut_times_blocks_on_the_grid():
+    grid = {"embed": [16, 64], "heads": [1, 2], "qk": [8], "v": [8], "mlp": [16, 256]}
+    t = L.build_vit_lut("cpu", grid, batch=4, tokens=17, warmup=1, repeats=3)
+    assert t.names == ["embed", "heads", "qk", "v", "mlp"] and t.values.shape == (2, 2, 1, 1, 2)
+    assert np.all(np.isfinite(t.values)) and np.all(t.values > 0)
+    assert t.metadata["batch"] == 4 and t.metadata["tokens"] == 17 and t.metadata["kind"] == "vit-block"
+    assert t.metadata["device"] == "cpu" and "torch" in t.metadata
+    # exact on grid points
+    assert t(embed=64, heads=2, qk=8, v=8, mlp=256) == t.values[1, 1, 0, 0, 1]
+    with pytest.raises(InputError):
+        L.build_vit_lut("cpu", {"embed": [16]}, batch=1, tokens=2)

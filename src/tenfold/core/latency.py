@@ -31,7 +31,7 @@ import torch
 
 from tenfold.core.io import DataError, InputError, require_file, to_jsonable, write_json
 
-__all__ = ["LatencyResult", "LatencyTable", "build", "compare", "environment", "measure_latency"]
+__all__ = ["LatencyResult", "LatencyTable", "build", "build_vit_lut", "compare", "environment", "measure_latency"]
 
 TABLE_FORMAT = "tenfold-latency-table"
 TABLE_VERSION = 1
@@ -372,3 +372,40 @@ def compare(measured: Sequence[float] | np.ndarray | torch.Tensor,
         out["spearman"] = float(stats.spearmanr(m, p).statistic)
         out["pearson"] = float(np.corrcoef(m, p)[0, 1])
     return out
+
+
+def build_vit_lut(device: str | torch.device = "cpu", grid: Mapping[str, Sequence[float]] | None = None,
+                  batch: int = 64, tokens: int = 65, *, warmup: int = 2, repeats: int = 5,
+                  threads: int | None = 1, dtype: torch.dtype = torch.float32,
+                  progress: bool = False) -> LatencyTable:
+    """Per-block latency LUT of a pre-norm ViT block on ``device`` (NViT, spec §2 "LUT").
+
+    ``grid`` axes: ``embed``, ``heads``, ``qk`` and ``v`` (per-head widths), ``mlp`` (hidden
+    width); the default is NViT's DeiT-B grid thinned to 3 points per axis. Each point times one
+    :class:`tenfold.core.models.Block` with those widths on a ``(batch, tokens, embed)`` input
+    (median of ``repeats`` after ``warmup``). The table stores batch, tokens and dtype with the
+    environment; read it with ``table(embed=..., heads=..., qk=..., v=..., mlp=...)``.
+    """
+    from tenfold.core.models import Block
+
+    names = ("embed", "heads", "qk", "v", "mlp")
+    if grid is None:
+        grid = {"embed": [256, 512, 768], "heads": [1, 6, 12], "qk": [16, 32, 64], "v": [16, 32, 64],
+                "mlp": [128, 1536, 3072]}
+    if sorted(grid) != sorted(names):
+        raise InputError(f"build_vit_lut grid needs exactly the axes {list(names)}, got {sorted(grid)}")
+    if batch < 1 or tokens < 1:
+        raise InputError(f"batch and tokens must be >= 1, got {batch}, {tokens}")
+    if any(v < 1 for n in names for v in grid[n]):
+        raise InputError("every grid value of build_vit_lut must be >= 1")
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+
+    def measure(embed: float, heads: float, qk: float, v: float, mlp: float) -> LatencyResult:
+        blk = Block(int(embed), int(heads), int(mlp), qk_dim=int(qk), v_dim=int(v)).to(dev, dtype).eval()
+        x = torch.randn(batch, tokens, int(embed), generator=gen).to(dev, dtype)
+        return measure_latency(blk, (x,), warmup=warmup, repeats=repeats, threads=threads, device=dev)
+
+    meta = {"kind": "vit-block", "batch": batch, "tokens": tokens, "dtype": str(dtype).replace("torch.", ""),
+            "warmup": warmup, "repeats": repeats}
+    return build({n: list(grid[n]) for n in names}, measure, metadata=meta, device=dev, progress=progress)

@@ -1,0 +1,458 @@
+"""NViT's verbs: ``lut`` (measure a latency LUT here), ``prune`` (global latency-aware pruning with
+KD), ``finetune`` (KD fine-tuning of the dense pruned model on the engine) and ``export`` (ONNX and
+the report: MACs, params, LUT and measured latency, per-block dims plot)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tenfold.core.data import ImageDataset, load_dataset, synthetic_classification
+from tenfold.core.engine import MetricsLogger, fit, seed_everything, unwrap, warmup_cosine
+from tenfold.core.evaluate import evaluate_classifier
+from tenfold.core.io import ConfigError, DataError, write_json
+from tenfold.core.latency import LatencyTable, build_vit_lut, measure_latency
+from tenfold.core.models import BlockDims, VisionTransformer, load_state_dict_file, load_weights
+from tenfold.nvit.config import Config
+from tenfold.nvit.losses import nvit_loss, random_crop_flip
+from tenfold.nvit.model import (
+    GatedViT,
+    build_dense,
+    export_onnx,
+    from_timm,
+    load_dense,
+    macs_params,
+    onnx_max_error,
+    save_dense,
+    spec_of,
+)
+from tenfold.nvit.prune import LatencyModel, Saliency, masks_of, prune_step, relative_eta, synthetic_lut
+
+STRUCT_KEYS = ("emb", "head", "qk", "v", "mlp")
+
+
+# --------------------------------------------------------------------------------------------
+# build(cfg): the one place the config becomes plain arguments
+# --------------------------------------------------------------------------------------------
+def _ints(s: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in str(s).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got '{s}'") from None
+    if not vals or sorted(set(vals)) != vals:
+        raise ConfigError(f"{name} must be strictly increasing integers, got '{s}'")
+    return vals
+
+
+def build(cfg: Config) -> dict[str, Any]:
+    """Plain arguments of the prune step, the LUT grid and the loss from ``cfg``."""
+    if cfg.eta_mode not in ("raw", "relative"):
+        raise ConfigError(f"eta_mode must be 'raw' or 'relative', got '{cfg.eta_mode}'")
+    if not 0 < cfg.latency_target <= 1:
+        raise ConfigError(f"latency_target must be in (0, 1], got {cfg.latency_target}")
+    return {
+        "group_size": {"emb": cfg.group_emb, "head": cfg.group_head, "qk": cfg.group_qk, "v": cfg.group_v,
+                       "mlp": cfg.group_mlp},
+        "minimum": {"emb": cfg.min_emb, "head": cfg.min_heads, "qk": cfg.min_qk, "v": cfg.min_v, "mlp": cfg.min_mlp},
+        "scale": {"emb": cfg.scale_emb, "head": cfg.scale_head, "qk": cfg.scale_qk, "v": cfg.scale_v,
+                  "mlp": cfg.scale_mlp},
+        "grid": {"embed": _ints(cfg.lut_embed, "lut_embed"), "heads": _ints(cfg.lut_heads, "lut_heads"),
+                 "qk": _ints(cfg.lut_qk, "lut_qk"), "v": _ints(cfg.lut_v, "lut_v"),
+                 "mlp": _ints(cfg.lut_mlp, "lut_mlp")},
+        "tokens": (cfg.img_size // cfg.patch_size) ** 2 + 1,
+    }
+
+
+def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTransformer:
+    """The ViT to prune: ``vit`` (tenfold's ViT at the config's dims, ``weights`` optional), an NViT
+    model ``.json`` (from prune/finetune), or ``timm:NAME`` built locally (``weights``: a local file)."""
+    if model == "vit":
+        vit = VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, num_classes=cfg.num_classes,
+                                embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+                                mlp_ratio=cfg.mlp_ratio)
+        if weights:
+            load_weights(vit, weights, name="tenfold ViT")
+        return vit
+    if model.startswith("timm:"):
+        import timm
+
+        try:
+            net = timm.create_model(model[5:], pretrained=False, num_classes=cfg.num_classes)
+        except RuntimeError as e:
+            raise ConfigError(f"timm cannot build '{model[5:]}': {str(e).splitlines()[0]}") from None
+        if weights:
+            net.load_state_dict(load_state_dict_file(weights), strict=True)
+        return from_timm(net)
+    p = Path(model)
+    if p.is_dir():
+        p = p / "pruned.json" if (p / "pruned.json").is_file() else p / "model.json"
+    return load_dense(p)
+
+
+def load_data(spec: str, limit: int, cfg: Config, seed: int = 0) -> ImageDataset:
+    """``synthetic`` (seeded, SYNTHETIC) or a core dataset spec; checks the image size."""
+    if spec == "synthetic":
+        return synthetic_classification(limit or 512, cfg.num_classes, cfg.img_size, seed=seed)
+    ds = load_dataset(spec, limit=limit or None)
+    if tuple(ds.images.shape[2:]) != (cfg.img_size, cfg.img_size):
+        raise DataError(f"{spec} has {tuple(ds.images.shape[2:])} images but the model takes "
+                        f"{cfg.img_size}x{cfg.img_size}; set img_size or use matching data")
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# LUT
+# --------------------------------------------------------------------------------------------
+def measure_lut(grid: dict[str, list[int]], *, device: str, batch: int, tokens: int, patch: int, in_chans: int,
+                num_classes: int, warmup: int, repeats: int) -> LatencyModel:
+    """Measure the block LUT and the stem table (patch embedding + final norm + classifier) here."""
+    block = build_vit_lut(device, grid, batch, tokens, warmup=warmup, repeats=repeats)
+    dev = torch.device(device)
+    side = int(round(math.sqrt(tokens - 1))) * patch
+
+    def stem(embed: float) -> float:
+        vit = VisionTransformer(img_size=side, patch_size=patch, in_chans=in_chans, num_classes=num_classes,
+                                embed_dim=int(embed), block_dims=[]).to(dev).eval()
+        x = torch.rand(batch, in_chans, side, side, device=dev)
+        return measure_latency(vit, (x,), warmup=warmup, repeats=repeats, device=dev).median
+
+    from tenfold.core.latency import build as build_table
+
+    st = build_table({"embed": grid["embed"]}, stem, metadata={"kind": "vit-stem", "batch": batch}, device=dev)
+    return LatencyModel(block, st)
+
+
+def load_lut(path: str) -> LatencyModel:
+    """Read ``lut.json`` written by the ``lut`` verb."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "lut.json"
+    if not p.is_file():
+        raise DataError(f"latency LUT not found: {p} (run `tenfold nvit lut` first)")
+    d = json.loads(p.read_text())
+    tmp = p.with_name(".block.tmp.json")
+    try:
+        tmp.write_text(json.dumps(d["block"]))
+        block = LatencyTable.load(tmp)
+        stem = None
+        if d.get("stem"):
+            tmp.write_text(json.dumps(d["stem"]))
+            stem = LatencyTable.load(tmp)
+    except KeyError as e:
+        raise DataError(f"malformed NViT LUT {p}: missing {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return LatencyModel(block, stem)
+
+
+# --------------------------------------------------------------------------------------------
+# Pruning loop
+# --------------------------------------------------------------------------------------------
+def _batches(ds: ImageDataset, batch: int, seed: int, device: torch.device):
+    """Endless shuffled batches ``(x (B, C, H, W) in [0, 1], y (B,))``, reshuffled per epoch."""
+    x, y = ds.tensors()
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(ds), generator=g)
+        for a in range(0, len(ds) - batch + 1, batch):
+            idx = perm[a:a + batch]
+            yield x[idx].to(device), y[idx].to(device)
+
+
+def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, latency: LatencyModel, *,
+                target_fraction: float, interval: int, prune_per_iter: int, group_norm: int,
+                group_size: dict[str, int], minimum: dict[str, int], scale: dict[str, float], momentum: float,
+                eta: float, eta_mode: str, eta_rho: float, batch_size: int, lr: float, weight_decay: float,
+                kd_coef: float, temperature: float, ce_coef: float, label_smoothing: float, max_iters: int,
+                device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
+                augment: bool = True) -> dict[str, Any]:
+    """Spec §2: train with KD from ``teacher`` while pruning ``gated`` every ``interval`` iterations
+    until its LUT latency is at most ``target_fraction`` of the unpruned one; masks edited in place.
+
+    Returns the per-step history (dims, LUT latency, MACs, params) and loss figures."""
+    dev = torch.device(device)
+    gated.to(dev).train()
+    teacher.to(dev).eval()
+    masks = masks_of(gated)
+    E0, blocks0 = gated.dims()
+    full = latency(E0, blocks0)
+    target = target_fraction * full
+    opt = torch.optim.AdamW(gated.weights(), lr=lr, weight_decay=weight_decay)
+    sal = Saliency(gated, scale, momentum)
+    data = _batches(dataset, batch_size, seed, dev)
+    t, eta_used, reached = 0, eta, False
+    history: list[dict[str, Any]] = []
+    ce_trace: list[float] = []
+    t0 = time.perf_counter()
+    try:
+        for it in range(max_iters):
+            x, y = next(data)
+            if augment:
+                x = random_crop_flip(x)
+            with torch.no_grad():
+                t_logits = teacher(x)
+            logits = gated(x)
+            loss, parts = nvit_loss(logits, y, t_logits if t > 0 else None, kd_coef=kd_coef,
+                                    temperature=temperature, ce_coef=ce_coef, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise DataError(f"non-finite loss at prune iteration {it}; lower prune_lr")
+            opt.zero_grad(set_to_none=True)
+            for p in gated.gates():
+                p.grad = None
+            loss.backward()
+            sal.batch_done()
+            opt.step()
+            ce_trace.append(float(parts["ce"]))
+            if (it + 1) % interval:
+                continue
+            imp = sal.importance()
+            if t == 0 and eta_mode == "relative":
+                eta_used = relative_eta(imp, masks, latency, minimum, eta_rho)
+            t += 1
+            res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
+                             group_size=group_size, minimum=minimum, eta=eta_used, target=target)
+            E, blocks = gated.dims()
+            macs, params = macs_params(gated.spec())
+            row = {"prune_step": t, "iteration": it + 1, "lut_latency": res.latency,
+                   "lut_fraction": res.latency / full, "embed": E, "macs": macs, "params": params,
+                   "groups_removed": len(res.removed), "eta": eta_used, "ce": float(parts["ce"]),
+                   "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
+                   "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
+            history.append(row)
+            if logger is not None:
+                logger.log(it + 1, {k: v for k, v in row.items() if k != "blocks"})
+            if res.reached:
+                reached = True
+                break
+    finally:
+        sal.remove()
+    E, blocks = gated.dims()
+    return {"reached": reached, "prune_steps": t, "iterations": it + 1, "lut_full": full,
+            "lut_final": latency(E, blocks), "eta": eta_used, "history": history,
+            "ce_first": sum(ce_trace[:interval]) / max(1, len(ce_trace[:interval])),
+            "ce_last": sum(ce_trace[-interval:]) / max(1, len(ce_trace[-interval:])),
+            "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning on the engine
+# --------------------------------------------------------------------------------------------
+def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: ImageDataset, run_dir: Path, *,
+                   steps: int, batch_size: int, lr: float, weight_decay: float, warmup: int, kd_coef: float,
+                   temperature: float, ce_coef: float, label_smoothing: float, device: str = "cpu",
+                   amp: str = "none", seed: int = 0, resume: bool = False, progress: bool = False,
+                   augment: bool = True, log_every: int = 25) -> dict[str, Any]:
+    """KD fine-tuning (``kd_coef * KL(T) + ce_coef * CE``) with :func:`tenfold.core.engine.fit`
+    (DDP under torchrun, exact resume); returns fit's metrics plus ``loss_start``/``loss_end``."""
+    dev = torch.device(device)
+    if teacher is not None:
+        teacher.to(dev).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def step(net: nn.Module, batch: Any) -> dict[str, Any]:
+        x, y = batch
+        if augment:
+            x = random_crop_flip(x)
+        t_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
+        loss, parts = nvit_loss(net(x), y, t_logits, kd_coef=kd_coef, temperature=temperature, ce_coef=ce_coef,
+                                label_smoothing=label_smoothing)
+        return {"loss": loss, **parts}
+
+    res = fit(student, step, dataset, run_dir=run_dir, steps=steps, batch_size=batch_size,
+              optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=weight_decay),
+              scheduler=lambda o: warmup_cosine(o, min(warmup, steps), steps), amp=amp, grad_clip=5.0,
+              ckpt_every=max(1, min(1000, steps)), log_every=max(1, min(log_every, steps // 4 or 1)), seed=seed,
+              device=device, resume=resume, progress=progress, tensorboard=False, method="nvit")
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    res["loss_start"], res["loss_end"] = rows[0]["loss"], rows[-1]["loss"]
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Report: costs side by side and the per-block dims plot
+# --------------------------------------------------------------------------------------------
+def cost_report(vit: VisionTransformer, latency: LatencyModel | None, *, batches: tuple[int, ...] = (1, 64),
+                repeats: int = 10, device: str = "cpu") -> dict[str, Any]:
+    """MACs, params, LUT latency and measured latency (wall and CPU, median) of a dense model."""
+    spec = spec_of(vit)
+    macs, params = macs_params(spec)
+    out: dict[str, Any] = {"macs": macs, "params": params, "embed": spec.embed_dim,
+                           "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in spec.blocks]}
+    if latency is not None:
+        out["lut_latency"] = latency(spec.embed_dim, list(spec.blocks))
+    dev = torch.device(device)
+    vit = vit.to(dev).eval()
+    C, H, W = vit.input_size
+    for b in batches:
+        r = measure_latency(vit, (torch.rand(b, C, H, W, device=dev),), warmup=2, repeats=repeats, device=dev)
+        out[f"latency_b{b}"] = r.median
+        out[f"cpu_latency_b{b}"] = r.cpu_median
+    return out
+
+
+def plot_dims(dims: dict[str, tuple[int, list[BlockDims]]], path: Path, title: str = "") -> Path:
+    """Per-block dims of one or more models (where the parameters went, as in the paper's analysis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    for ax, (field, label) in zip(axes, (("num_heads", "heads"), ("qk_dim", "q/k dim per head"),
+                                         ("v_dim", "v dim per head"), ("mlp_hidden", "MLP hidden"))):
+        for name, (E, blocks) in dims.items():
+            ax.plot(range(1, len(blocks) + 1), [getattr(b, field) for b in blocks], marker="o",
+                    label=f"{name} (E={E})")
+        ax.set_xlabel("block")
+        ax.set_title(label)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Verbs
+# --------------------------------------------------------------------------------------------
+def lut(cfg: Config, run_dir: Path, *, device: str = "") -> dict[str, Any]:
+    """Measure the block + stem latency LUT on this device (``lut_*`` grid, ``lut_batch``) -> lut.json."""
+    b = build(cfg)
+    dev = device or cfg.device
+    t0 = time.perf_counter()
+    lat = measure_lut(b["grid"], device=dev, batch=cfg.lut_batch, tokens=b["tokens"], patch=cfg.patch_size,
+                      in_chans=3, num_classes=cfg.num_classes, warmup=cfg.lut_warmup, repeats=cfg.lut_repeats)
+    write_json(Path(run_dir) / "lut.json", lat.to_dict())
+    full = lat(cfg.embed_dim, [BlockDims(cfg.num_heads, cfg.embed_dim // cfg.num_heads,
+                                         cfg.embed_dim // cfg.num_heads, int(cfg.embed_dim * cfg.mlp_ratio))]
+               * cfg.depth)
+    return {"points": int(lat.block.values.size), "seconds": time.perf_counter() - t0, "device": dev,
+            "batch": cfg.lut_batch, "tokens": b["tokens"], "lut_latency_full_model": full,
+            "lut": str(Path(run_dir) / "lut.json")}
+
+
+def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", lut: str = "",
+          latency_target: float = 0.0) -> dict[str, Any]:
+    """Prune ``model`` globally to ``latency_target`` (default: the config's) of its LUT latency.
+
+    ``lut``: a ``lut.json`` (or run dir) from the ``lut`` verb; empty: a SYNTHETIC MACs-proportional
+    LUT. Writes ``pruned.json/.safetensors`` (dense NViT model), ``teacher.*``, history and plot."""
+    b = build(cfg)
+    run_dir = Path(run_dir)
+    seed_everything(cfg.seed)
+    teacher = load_model(cfg, model, weights)
+    gated = GatedViT(load_model(cfg, model, weights))
+    spec = spec_of(teacher)
+    if lut:
+        lat = load_lut(lut)
+    else:
+        top = {f: max(getattr(bb, f) for bb in spec.blocks) for f in ("num_heads", "qk_dim", "v_dim", "mlp_hidden")}
+        axes = {"embed": sorted({1, spec.embed_dim}), "heads": sorted({1, top["num_heads"]}),
+                "qk": sorted({1, top["qk_dim"]}), "v": sorted({1, top["v_dim"]}), "mlp": sorted({1, top["mlp_hidden"]})}
+        lat = LatencyModel(synthetic_lut(axes, spec.tokens))
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
+    frac = latency_target or cfg.latency_target
+    with MetricsLogger(run_dir, tensorboard=False) as logger:
+        res = prune_model(gated, teacher, ds, lat, target_fraction=frac, interval=cfg.interval,
+                          prune_per_iter=cfg.prune_per_iter, group_norm=cfg.group_norm, group_size=b["group_size"],
+                          minimum=b["minimum"], scale=b["scale"], momentum=cfg.pruning_momentum, eta=cfg.eta,
+                          eta_mode=cfg.eta_mode, eta_rho=cfg.eta_rho, batch_size=cfg.batch_size,
+                          lr=cfg.prune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
+                          kd_coef=cfg.kd_coef, temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef,
+                          label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters, device=cfg.device,
+                          seed=cfg.seed, logger=logger)
+    dense = gated.cpu().to_dense().eval()
+    save_dense(dense, run_dir / "pruned", extra={"lut_fraction": res["lut_final"] / res["lut_full"]})
+    save_dense(teacher.cpu().eval(), run_dir / "teacher")
+    write_json(run_dir / "history.json", res)
+    plot_dims({"unpruned": (spec.embed_dim, list(spec.blocks)), "NViT": gated.dims()}, run_dir / "dims.png",
+              f"NViT at {res['lut_final'] / res['lut_full']:.2f} of the LUT latency")
+    macs0, params0 = macs_params(spec)
+    macs, params = macs_params(spec_of(dense))
+    return {"reached": res["reached"], "prune_steps": res["prune_steps"], "iterations": res["iterations"],
+            "lut_fraction": res["lut_final"] / res["lut_full"], "macs": macs, "params": params,
+            "macs_ratio": macs / macs0, "params_ratio": params / params0, "eta": res["eta"],
+            "ce_first": res["ce_first"], "ce_last": res["ce_last"], "embed": dense.embed_dim,
+            "model": str(run_dir / "pruned.json")}
+
+
+def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", resume: bool = False,
+             scratch: bool = False, steps: int = 0) -> dict[str, Any]:
+    """Fine-tune a pruned dense model (``model``: prune run dir or ``.json``) with KD from ``teacher``
+    (default: the prune run's ``teacher.json``); ``scratch`` re-initialises it ("ReViT")."""
+    if not model:
+        raise ConfigError("finetune needs --model (a prune run directory or pruned .json)")
+    run_dir = Path(run_dir)
+    student = load_model(cfg, model)
+    if scratch:
+        student = build_dense(spec_of(student))
+    src = Path(model)
+    tpath = Path(teacher) if teacher else (src if src.is_dir() else src.parent) / "teacher.json"
+    t_model = load_model(cfg, str(tpath)) if tpath.exists() else None
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
+    n = steps or cfg.finetune_steps
+    res = finetune_model(student, t_model, ds, run_dir, steps=n, batch_size=cfg.batch_size,
+                         lr=cfg.finetune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
+                         warmup=cfg.finetune_warmup, kd_coef=cfg.kd_coef if t_model is not None else 0.0,
+                         temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
+                         label_smoothing=cfg.label_smoothing, device=cfg.device, amp=cfg.amp, seed=cfg.seed,
+                         resume=resume)
+    net = unwrap(student).cpu().eval()
+    save_dense(net, run_dir / "model")
+    if t_model is not None:  # export finds the unpruned model beside the fine-tuned one
+        save_dense(t_model.cpu().eval(), run_dir / "teacher")
+    ev = load_data(cfg.eval_data, cfg.eval_limit, cfg, seed=cfg.seed + 1)
+    acc = evaluate_classifier(net, ev, progress=False)
+    return {"loss_start": res["loss_start"], "loss_end": res["loss_end"], "steps": res["steps"],
+            "top1": acc["top1"], "eval_images": acc["n"], "model": str(run_dir / "model.json")}
+
+
+def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: bool = True,
+           repeats: int = 10) -> dict[str, Any]:
+    """ONNX export (checked with onnxruntime) and the report: MACs, params, LUT and measured latency
+    (batch 1 and ``lut_batch``) of the model next to its unpruned teacher when one is found."""
+    if not model:
+        raise ConfigError("export needs --model (a finetune/prune run directory or NViT .json)")
+    run_dir = Path(run_dir)
+    net = load_model(cfg, model).eval()
+    lat = load_lut(lut) if lut else None
+    out: dict[str, Any] = {}
+    batches = (1, cfg.lut_batch)
+    rep = cost_report(net, lat, batches=batches, repeats=repeats)
+    save_dense(net, run_dir / "model")
+    src = Path(model)
+    teacher = (src if src.is_dir() else src.parent) / "teacher.json"
+    teacher = teacher if teacher.is_file() else None
+    dims = {"pruned": (net.embed_dim, net.block_dims())}
+    if teacher is not None:
+        t = load_dense(teacher)
+        trep = cost_report(t, lat, batches=batches, repeats=repeats)
+        out["teacher"] = trep
+        dims["unpruned"] = (t.embed_dim, t.block_dims())
+        for k in ("macs", "params", "lut_latency", *(f"latency_b{b}" for b in batches)):
+            if k in rep and k in trep:
+                out[f"{k}_ratio"] = rep[k] / trep[k]
+    out["model"] = rep
+    if onnx:
+        p = export_onnx(net, run_dir / "model.onnx")
+        C, H, W = net.input_size
+        err = onnx_max_error(net, p, torch.rand(2, C, H, W))
+        out["onnx"] = str(p)
+        out["onnx_max_abs_error"] = err if err is not None else "onnxruntime not installed"
+    plot_dims(dims, run_dir / "dims.png", "per-block dims")
+    write_json(run_dir / "report.json", out)
+    return {"macs": rep["macs"], "params": rep["params"], "latency_b1": rep["latency_b1"],
+            **{k: v for k, v in out.items() if k.endswith("_ratio") or k.startswith("onnx")},
+            "report": str(run_dir / "report.json")}

@@ -1,0 +1,99 @@
+"""NViT's config: the paper's (reference code's) defaults, and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Flat NViT settings; defaults are the reference's (spec §2) at tenfold's tiny-CIFAR-ViT size."""
+
+    # model built by ``--model vit`` (tenfold's ViT; DeiT-B in the paper preset)
+    img_size: int = 32
+    patch_size: int = 4
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    mlp_ratio: float = 2.0
+    num_classes: int = 10
+    # data
+    data: str = "cifar10-train"  # "synthetic" for a seeded synthetic set
+    train_limit: int = 0  # 0: all
+    eval_data: str = "cifar10-test"
+    eval_limit: int = 0
+    device: str = "cpu"
+    amp: str = "none"
+    batch_size: int = 512  # 128 x 4 V100 in the reference
+    seed: int = 0
+    # pruning (spec §2)
+    latency_target: float = 0.5  # NViT-B/H/S/T: 0.54 / 0.50 / 0.39 / 0.19
+    interval: int = 100  # iterations between prune steps
+    prune_per_iter: int = 32  # P
+    group_norm: int = 16  # G: about P/G groups more per step
+    group_emb: int = 16
+    group_head: int = 2
+    group_qk: int = 8
+    group_v: int = 8
+    group_mlp: int = 16
+    # heuristic divisors of c before squaring (reference code; the paper does not state them)
+    scale_emb: float = 12.0
+    scale_head: float = 12.0
+    scale_qk: float = 2.0
+    scale_v: float = 2.0
+    scale_mlp: float = 1.0
+    pruning_momentum: float = 0.9
+    eta: float = 5e-4  # LUT in seconds (reference); does not transfer across LUTs
+    eta_mode: str = "raw"  # "raw" | "relative" (eta = eta_rho * mean(I) / mean(dT) at step 1)
+    eta_rho: float = 1.0
+    min_emb: int = 64
+    min_heads: int = 1
+    min_qk: int = 8
+    min_v: int = 8
+    min_mlp: int = 16
+    round_to: int = 0  # optional rounding of the final dims (0: off); not applied while pruning
+    max_prune_iters: int = 20000
+    prune_lr: float = 1e-4  # x batch/512 (linear scaling)
+    weight_decay: float = 0.05
+    kd_coef: float = 1e5
+    kd_temperature: float = 3.0
+    ce_coef: float = 1.0
+    label_smoothing: float = 0.1
+    # fine-tuning of the dense pruned model
+    finetune_steps: int = 300 * 2502  # 300 epochs of ImageNet at batch 512
+    finetune_lr: float = 2e-4  # x batch/512
+    finetune_kd_temperature: float = 20.0
+    finetune_warmup: int = 5 * 2502
+    # latency LUT (measured on the current device by ``tenfold nvit lut``)
+    lut_batch: int = 256
+    lut_embed: str = "256,512,768"
+    lut_heads: str = "1,3,6,9,12"
+    lut_qk: str = "1,16,32,48,64"
+    lut_v: str = "1,16,32,48,64"
+    lut_mlp: str = "1,768,1536,2304,3072"
+    lut_warmup: int = 3
+    lut_repeats: int = 10
+
+
+_TINY = Config(
+    img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, batch_size=64,
+    interval=20, prune_per_iter=160, eta_mode="relative", finetune_steps=500, finetune_warmup=25,
+    lut_batch=64, lut_embed="64,128,192", lut_heads="1,2,3", lut_qk="8,32,64", lut_v="8,32,64",
+    lut_mlp="16,192,384", lut_warmup=2, lut_repeats=5)
+
+PRESETS: dict[str, Config] = {
+    # seconds on one CPU core: a 16-px ViT on a seeded synthetic set, a tiny measured LUT
+    "smoke": dataclasses.replace(
+        _TINY, img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, data="synthetic",
+        train_limit=256, eval_data="synthetic", eval_limit=128, batch_size=32, interval=2, prune_per_iter=64,
+        group_emb=8, group_qk=4, group_v=4, group_mlp=8, min_emb=8, min_qk=4, min_v=4, min_mlp=8,
+        max_prune_iters=60, finetune_steps=16, finetune_warmup=1, prune_lr=0.03, finetune_lr=0.03,
+        lut_batch=8, lut_embed="8,32", lut_heads="1,2", lut_qk="4,16", lut_v="4,16", lut_mlp="8,64",
+        lut_warmup=1, lut_repeats=2),
+    # tenfold's tiny CIFAR ViT on one CPU core (the benchmark's setting)
+    "cpu": _TINY,
+    # DeiT-B at 224 px with the reference's schedule (needs ImageNet-size data and a GPU)
+    "paper": Config(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                    num_classes=1000, device="cuda", amp="fp16"),
+}

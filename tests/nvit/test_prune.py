@@ -1,0 +1,120 @@
+"""NViT's prune step: LUT interpolation exact on grid points, latency penalty steers pruning, the
+saliency is the mean of squares, minimums and the stop rule hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tenfold.core.models import BlockDims, VisionTransformer
+from tenfold.nvit.model import GatedViT
+from tenfold.nvit.prune import LatencyModel, Saliency, delta_latency, masks_of, prune_step, synthetic_lut
+
+AXES = {"embed": [8, 16, 32], "heads": [1, 2, 4], "qk": [4, 8, 16], "v": [4, 8, 16], "mlp": [8, 32, 64]}
+GROUP = {"emb": 4, "head": 1, "qk": 4, "v": 4, "mlp": 8}
+MINIMUM = {"emb": 8, "head": 1, "qk": 4, "v": 4, "mlp": 8}
+
+
+def test_lut_model_latency_is_exact_on_grid_points_and_sums_blocks():
+    rng = np.random.default_rng(0)
+    vals = rng.uniform(1, 2, size=(3, 3, 3, 3, 3))
+    from tenfold.core.latency import LatencyTable
+
+    lat = LatencyModel(LatencyTable(AXES, vals), LatencyTable({"embed": AXES["embed"]}, [0.1, 0.2, 0.4]))
+    blocks = [BlockDims(2, 8, 16, 64), BlockDims(4, 4, 8, 8)]
+    want = vals[1, 1, 1, 2, 2] + vals[1, 2, 0, 1, 0] + 0.2
+    assert lat(16, blocks) == want
+    # multilinear between grid points: a planted multilinear function is reproduced exactly
+    f = lambda E, H, q, v, M, N: 0.5 + E * H * (q + 2 * v) * 1e-3 + 0.01 * E * M  # noqa: E731
+    lin = LatencyModel(synthetic_lut(AXES, 1, f))
+    assert np.isclose(lin(12, [BlockDims(3, 6, 10, 40)]), f(12, 3, 6, 10, 40, 1), rtol=1e-12)
+    # dT: one unit fewer; 0 at the minimum
+    assert np.isclose(delta_latency(lin, 12, [BlockDims(3, 6, 10, 40)], "v", 0, 4), 12 * 3 * 2e-3)
+    assert delta_latency(lin, 12, [BlockDims(3, 4, 10, 40)], "qk", 0, 4) == 0.0
+
+
+def _planted(seed: int):
+    """Masks and importances of a 2-block model with random saliencies."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = {"emb": 32, "head": 4, "qk": 16, "v": 16, "mlp": 64}
+    masks, imp = {}, {}
+    for s, n in sizes.items():
+        for i in range(1 if s == "emb" else 2):
+            masks[(s, i)] = torch.ones(n)
+            imp[(s, i)] = torch.rand(n, generator=gen).double() * 1e-3
+    return masks, imp
+
+
+def _v_expensive(E, H, q, v, M, N):
+    return 1e-6 * (E * H * (2 * q + v) + E * M) + 1e-3 * v  # the V width costs far more than its MACs
+
+
+def _run(eta: float, seed: int = 0) -> dict:
+    masks, imp = _planted(seed)
+    lat = LatencyModel(synthetic_lut(AXES, 1, _v_expensive))
+    res = prune_step(masks, imp, lat, t=10, prune_per_iter=16, group_norm=16, group_size=GROUP, minimum=MINIMUM,
+                     eta=eta, target=0.0)
+    assert res.k == 9
+    removed = {s: sum(n for ss, _, n in res.removed if ss == s) for s in GROUP}
+    return {"removed": removed, "res": res, "masks": masks}
+
+
+def test_latency_penalty_shifts_pruning_towards_the_expensive_structure():
+    plain = _run(0.0)
+    aware = _run(1.0)
+    # with eta = 0 the ranking is by saliency alone; V gets at most its share
+    assert aware["removed"]["v"] > plain["removed"]["v"]
+    assert aware["removed"]["v"] >= 3 * 4  # most of the removed groups are V groups
+    # eta is ignored -> identical results (this is what the test above guards against)
+    assert _run(0.0)["removed"] == plain["removed"]
+
+
+def test_prune_step_keeps_minimums_and_stops_at_the_target():
+    masks, imp = _planted(1)
+    lat = LatencyModel(synthetic_lut(AXES, 1, _v_expensive))
+    full = lat(32, [BlockDims(4, 16, 16, 64)] * 2)
+    t, reached = 1, False
+    while not reached and t < 500:
+        res = prune_step(masks, imp, lat, t=t, prune_per_iter=16, group_norm=16, group_size=GROUP,
+                         minimum=MINIMUM, eta=0.0, target=0.5 * full)
+        reached, t = res.reached, t + 1
+        for (s, _), m in masks.items():
+            assert int(m.sum()) >= MINIMUM[s]
+    assert reached and res.latency <= 0.5 * full
+    E = int(masks[("emb", 0)].sum())
+    blocks = [BlockDims(*(int(masks[(s, i)].sum()) for s in ("head", "qk", "v", "mlp"))) for i in range(2)]
+    assert np.isclose(lat(E, blocks), res.latency)
+    # the step that reached the target removed no more than needed: undoing its last group misses it
+    assert res.removed
+
+
+def test_saliency_is_the_mean_of_squared_gate_gradients():
+    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=12, depth=1, num_heads=2, mlp_ratio=2.0)
+    g = GatedViT(vit)
+    sal = Saliency(g, {"emb": 12, "head": 12, "qk": 2, "v": 2, "mlp": 1}, momentum=0.9)
+    grads = []
+    for _ in range(3):
+        x, y = torch.rand(2, 3, 8, 8), torch.randint(0, 10, (2,))
+        for p in g.gates():
+            p.grad = None
+        torch.nn.functional.cross_entropy(g(x), y).backward()
+        grads.append(g.gate_mlp[0].grad.detach().double().clone())
+        sal.batch_done()
+    want = torch.stack([c * c for c in grads]).mean(0)  # mean of squares, not square of the mean
+    imp = sal.importance()
+    torch.testing.assert_close(imp[("mlp", 0)], want)
+    assert not torch.allclose(want, torch.stack(grads).mean(0) ** 2)
+    # EMA across steps, and pruned units score 0
+    with torch.no_grad():
+        g.mask_mlp_0[:3] = 0
+    x, y = torch.rand(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    for p in g.gates():
+        p.grad = None
+    torch.nn.functional.cross_entropy(g(x), y).backward()
+    cur = (g.gate_mlp[0].grad.detach().double()) ** 2
+    sal.batch_done()
+    imp2 = sal.importance()[("mlp", 0)]
+    torch.testing.assert_close(imp2, (0.9 * want + 0.1 * cur) * g.mask_mlp_0.double())
+    assert torch.all(imp2[:3] == 0)
+    # emb saliency is scaled by 1/12 before squaring
+    assert masks_of(g)[("emb", 0)] is g.mask_emb
