@@ -288,6 +288,7 @@ def main() -> None:
     figures["lut_vs_measured"] = compare([rows[n][f"latency_b{args.lut_batch}"] for n in models],
                                          [rows[n]["lut_latency"] for n in models])
     plot = (args.out.parent if args.out else Path(__file__).resolve().parent / "results") / "nvit_dims.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
     plot_dims({n: (models[n].embed_dim, models[n].block_dims()) for n in models}, plot,
               "CIFAR-10 tiny ViT at 50 % measured latency: per-block dims")
     figures["dims_plot"] = plot.name
