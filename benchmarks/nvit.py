@@ -146,7 +146,7 @@ def tp_taylor_model(dense: VisionTransformer, ratio: float, calib: list[tuple[to
                   embed_dim=spec.embed_dim, depth=len(spec.blocks), num_heads=b0.num_heads,
                   mlp_ratio=b0.mlp_hidden / spec.embed_dim, global_pool="token", class_token=True)
     net.load_state_dict(dense.state_dict(), strict=True)
-    mean, std = dense.normalize.mean, dense.normalize.std
+    mean, std = dense.normalize.mean.cpu(), dense.normalize.std.cpu()  # TP runs on the CPU copy
     example = torch.rand(1, 3, spec.img_size, spec.img_size)
     num_heads = {m.qkv: m.num_heads for m in net.modules() if isinstance(m, TimmAttention)}
     pruner = tp.pruner.BasePruner(net, example, importance=tp.importance.GroupTaylorImportance(),

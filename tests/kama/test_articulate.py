@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tenfold.core.geometry import random_rotation
-from tenfold.core.io import InputError
-from tenfold.kama.articulate import BONE_PAIRS, articulate, fit, hinge_axes
+from tenfold.core.geometry import matrix_to_axis_angle, random_rotation
+from tenfold.core.io import ConfigError, InputError
+from tenfold.kama.articulate import BONE_PAIRS, articulate, fit, hinge_axes, noise_prior_weights
 from tenfold.kama.baseline import smplify
 from tenfold.kama.keypoints import K, regress_keypoints, rest_keypoints
 from tenfold.kama.procedural import procedural_model, random_betas, random_pose
@@ -132,3 +132,79 @@ def test_smplify_baseline_fits_keypoints(model32):
     out = smplify(model32, X, stages=((1e-3, 1e-2, 1.0, 15), (1e-5, 1e-4, 1.0, 40)))
     kp = regress_keypoints(model32, out["pose"], out["betas"], out["transl"])
     assert (kp - X).norm(dim=-1).mean() < 0.02
+
+
+def test_head_position_comes_from_the_face(rigid64):
+    """Neck (12) and head (15) rotated independently (not split evenly): the face points fix the head's
+    position and rotation, so joint 15 and the face keypoints are exact with the spine matched."""
+    pose, b, t, _ = bodies(rigid64, 8, 11, matched=True)
+    pose[:, 15] = torch.tensor([0.25, -0.2, 0.1], dtype=torch.float64)     # head no longer = neck rotation
+    X = regress_keypoints(rigid64, pose, b, t)
+    out = fit(rigid64, X, betas=b)
+    face = [K["nose"], K["left_eye"], K["right_eye"], K["left_ear"], K["right_ear"]]
+    assert out["residual"][:, face].max() < 1e-8
+    gt = rigid64(pose, b, t)["joints"]
+    assert (out["joints"][:, 15] - gt[:, 15]).norm(dim=-1).max() < 1e-8
+
+
+def test_landmark_pose_offsets_make_the_fit_exact_with_pose_blend_shapes():
+    """With pose blend shapes on, the landmarks move with the pose: re-articulating against the
+    posed-rest landmarks (shape rounds) removes most of the error of aligning the rest landmarks."""
+    m = procedural_model(dtype=torch.float64)
+    pose, b, t, X = bodies(m, 8, 12, matched=True)
+    lm = [K[n] for n in ("left_big_toe", "right_big_toe", "left_heel", "right_heel", "nose", "left_ear")]
+    once = articulate(m, X, betas=b, shape_rounds=0)
+    twice = articulate(m, X, betas=b, shape_rounds=2)
+    err = lambda o: (regress_keypoints(m, matrix_to_axis_angle(o["rot"]), b, o["transl"]) - X)[:, lm].norm(  # noqa: E731
+        dim=-1).mean()
+    assert err(once) > 5e-4                              # the blend shapes do move the landmarks
+    assert err(twice) < 0.1 * err(once)
+
+
+def test_shape_rounds_keep_bone_lengths(model32):
+    """The pose -> shape rounds keep the observed bone lengths (their rows take priority) while they
+    reduce the keypoint error that bone lengths alone leave (torso length, shoulder width)."""
+    _, b, _, X = bodies(model32, 12, 13)
+    i, j = torch.tensor(BONE_PAIRS).T
+    L = lambda k: (k[:, j] - k[:, i]).norm(dim=-1)  # noqa: E731
+    r0 = articulate(model32, X, shape_rounds=0)
+    r2 = articulate(model32, X, shape_rounds=2)
+    bone_err = lambda o: (L(rest_keypoints(model32, o["betas"])) - L(X)).abs().mean()  # noqa: E731
+    assert bone_err(r2) <= bone_err(r0)                  # measured 2.2 vs 2.4 mm (3.4 mm without the bone rows)
+    kp_err = lambda o: (regress_keypoints(model32, matrix_to_axis_angle(o["rot"]), o["betas"], o["transl"])  # noqa: E731
+                        - X).norm(dim=-1).mean()
+    assert kp_err(r2) < 0.7 * kp_err(r0)
+
+
+def test_noise_prior_weights_known_answers():
+    assert noise_prior_weights(0.0) == (1e-5, 1e-4)                     # clean: the floors
+    wb, wp = noise_prior_weights(25.0, pose_std=0.5, betas_std=0.25)
+    assert wb == pytest.approx((0.025 / 0.25) ** 2) and wp == pytest.approx((0.025 / 0.5) ** 2)
+    assert noise_prior_weights(1.0, w_pose=1.0)[1] == 1.0               # a floor above the MAP weight stays
+    with pytest.raises(ConfigError):
+        noise_prior_weights(-1.0)
+
+
+def test_noise_aware_refinement_beats_the_clean_weights_under_noise(model32):
+    """At 25 mm keypoint noise, MAP prior weights from the stated noise recover the planted joints
+    better than the clean-keypoint floors (which fit the noise)."""
+    pose, b, t, X = bodies(model32, 10, 14)
+    Xn = X + 0.025 * torch.randn(X.shape, generator=torch.Generator().manual_seed(3))
+    gt = model32(pose, b, t)["joints"]
+    err = lambda o: ((o["joints"] - o["joints"][:, :1]) - (gt - gt[:, :1])).norm(dim=-1).mean()  # noqa: E731
+    told = err(fit(model32, Xn, refine_iters=5, noise_mm=25.0))
+    untold = err(fit(model32, Xn, refine_iters=5))
+    assert told < 0.9 * untold
+
+
+def test_smplify_noise_floors_every_stage(model32, monkeypatch):
+    seen = {}
+
+    def spy(kpfn, aa, b, t, X, c, stages, hinge=None):
+        seen["stages"] = stages
+        return aa, b, t
+    monkeypatch.setattr("tenfold.kama.baseline.minimise_keypoints", spy)
+    _, _, _, X = bodies(model32, 1, 15)
+    smplify(model32, X, noise_mm=25.0, stages=((1e-3, 1e-2, 1.0, 3), (1e-5, 1e-4, 1.0, 3)))
+    assert seen["stages"][0][:2] == (pytest.approx(2.5e-3), 1e-2)
+    assert seen["stages"][1][:2] == (pytest.approx(2.5e-3), pytest.approx(2.5e-3))

@@ -16,9 +16,17 @@ import torch
 
 from tenfold.core.geometry import axis_angle_to_matrix, kabsch, matrix_to_axis_angle, swing_rotation, two_vector_align
 from tenfold.core.io import ConfigError
-from tenfold.kama.keypoints import NUM_KEYPOINTS, KeypointRegressor, check_keypoints, regress_keypoints, rest_keypoints
+from tenfold.kama.keypoints import (
+    NUM_KEYPOINTS,
+    KeypointRegressor,
+    assemble,
+    check_keypoints,
+    regress_keypoints,
+    rest_keypoints,
+)
 
-__all__ = ["BONE_PAIRS", "articulate", "fit", "hinge_axes", "minimise_keypoints", "refine", "shape_given_pose"]
+__all__ = ["BONE_PAIRS", "articulate", "fit", "hinge_axes", "landmark_pose_offsets", "minimise_keypoints",
+           "noise_prior_weights", "refine", "shape_given_pose"]
 
 # keypoint pairs whose distance fixes beta (spec 2.3 step 1): rigid in the model when unobservable joints rest
 BONE_PAIRS: list[tuple[int, int]] = [
@@ -58,22 +66,26 @@ def fit_shape(Kt: torch.Tensor, D: torch.Tensor, X: torch.Tensor, c: torch.Tenso
     """Step 1: beta from bone lengths. d_b(beta) = d_b0 + D_b beta, r_b = |d_b| - L_b,
     J_b = (d_b / |d_b|)^T D_b, beta <- beta - (J^T W J + lam I)^-1 (J^T W r + lam beta).
     Kt (26, 3), D (26, 3, NB), X (B, 26, 3), c (B, 26) -> beta (B, NB). lam in metres^2 [O]."""
-    i, j = torch.tensor(BONE_PAIRS).T
-    d0 = Kt[j] - Kt[i]                                        # (P, 3)
-    Db = D[j] - D[i]                                          # (P, 3, NB)
-    L = (X[:, j] - X[:, i]).norm(dim=-1)                      # (B, P) observed bone lengths
-    W = torch.minimum(c[:, i], c[:, j])                       # (B, P) a pair counts when both ends are seen
     B, nb = X.shape[0], D.shape[-1]
     beta = X.new_zeros(B, nb)
     lam = damping * torch.eye(nb, dtype=X.dtype, device=X.device)
     for _ in range(iters):
-        d = d0 + torch.einsum("pcn,bn->bpc", Db, beta)        # (B, P, 3)
-        n = d.norm(dim=-1).clamp_min(1e-9)
+        Jb, n, L, W = _bone_terms(Kt, D, X, c, beta)
         r = n - L
-        Jb = torch.einsum("bpc,pcn->bpn", d / n[..., None], Db)   # (B, P, NB)
         JtW = Jb.transpose(1, 2) * W[:, None]
         beta = beta - torch.linalg.solve(JtW @ Jb + lam, (JtW @ r[..., None])[..., 0] + damping * beta)
     return beta
+
+
+def _bone_terms(Kt: torch.Tensor, D: torch.Tensor, X: torch.Tensor, c: torch.Tensor, beta: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bone-length model at beta: Jacobian J_b (B, P, NB), rest length |d_b| (B, P), observed length
+    L_b (B, P) and pair weight min(c_i, c_j) (B, P)."""
+    i, j = torch.tensor(BONE_PAIRS).T
+    d = (Kt[j] - Kt[i]) + torch.einsum("pcn,bn->bpc", D[j] - D[i], beta)   # (B, P, 3)
+    n = d.norm(dim=-1).clamp_min(1e-9)
+    Jb = torch.einsum("bpc,pcn->bpn", d / n[..., None], D[j] - D[i])     # (B, P, NB)
+    return Jb, n, (X[:, j] - X[:, i]).norm(dim=-1), torch.minimum(c[:, i], c[:, j])
 
 
 def _safe_kabsch(A: torch.Tensor, X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -93,11 +105,15 @@ def _split(R: torch.Tensor, parts: int) -> torch.Tensor:
 
 
 def shape_given_pose(kpfn: KeypointRegressor, aa: torch.Tensor, X: torch.Tensor, c: torch.Tensor,
-                     damping: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+                     damping: float = 1e-4, bones: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                     w_bones: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
     """[O] With the rotations fixed, every keypoint is affine in (beta, t): kp = k0 + M beta + t. Solve the
     confidence-weighted least squares sum_k c_k |k0_k + M_k beta + t - x_k|^2 + lam |beta|^2 in closed
     form. This reaches shape directions that bone lengths cannot (torso length, shoulder width, girth
-    of the neck/shoulder offsets). aa (B, 24, 3), X (B, 26, 3), c (B, 26) -> beta (B, NB), t (B, 3)."""
+    of the neck/shoulder offsets). aa (B, 24, 3), X (B, 26, 3), c (B, 26) -> beta (B, NB), t (B, 3).
+    ``bones`` = (Kt, D, beta0) of :func:`fit_shape` adds its bone-length residuals, linearised at beta0,
+    with weight ``w_bones``: bone lengths do not depend on the (partly unobservable) pose, so they keep
+    priority and the pose-dependent rows only fill the directions they leave free [O]."""
     B, nb = aa.shape[0], kpfn.S.shape[-1]
     dt, dev = X.dtype, X.device
     basis = torch.cat([torch.zeros(1, nb, dtype=dt, device=dev), torch.eye(nb, dtype=dt, device=dev)])
@@ -108,6 +124,12 @@ def shape_given_pose(kpfn: KeypointRegressor, aa: torch.Tensor, X: torch.Tensor,
     A = torch.cat([M, eye3], -1).reshape(B, NUM_KEYPOINTS * 3, nb + 3)      # unknowns [beta, t]
     w = c.repeat_interleave(3, 1)                                           # (B, 78)
     r = (X - k0).reshape(B, -1)
+    if bones is not None:                                                   # r_b ~ J_b beta - (L_b - |d_b| + J_b beta0)
+        Kt, D, beta0 = bones
+        Jb, n, L, Wb = _bone_terms(Kt, D, X, c, beta0)
+        A = torch.cat([A, torch.cat([Jb, Jb.new_zeros(B, Jb.shape[1], 3)], -1)], 1)
+        w = torch.cat([w, w_bones * Wb], 1)
+        r = torch.cat([r, L - n + (Jb @ beta0[..., None])[..., 0]], 1)
     AtW = A.transpose(1, 2) * w[:, None]
     reg = torch.zeros(nb + 3, dtype=dt, device=dev)
     reg[:nb] = damping
@@ -117,27 +139,45 @@ def shape_given_pose(kpfn: KeypointRegressor, aa: torch.Tensor, X: torch.Tensor,
 
 def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None,
                betas: torch.Tensor | None = None, shape_iters: int = 8, shape_damping: float = 1e-4,
-               shape_rounds: int = 1) -> dict[str, torch.Tensor]:
+               shape_rounds: int = 2) -> dict[str, torch.Tensor]:
     """Analytic fit: keypoints (B, 26, 3) metres, confidence (B, 26) in [0, 1] (0 = missing) ->
     rot (B, 24, 3, 3) local rotations, betas (B, NB), transl (B, 3), degenerate (B, 4) straight-limb
     flags (L/R knee, L/R elbow). ``betas`` given: skip the shape steps and use them.
     ``shape_rounds`` [O]: after the first articulation, re-solve beta by :func:`shape_given_pose` and
     articulate again, this many times (0 = the spec's bone-length shape only)."""
     out = _articulate_once(model, keypoints, confidence, betas, shape_iters, shape_damping)
-    if betas is not None or shape_rounds <= 0:
+    if shape_rounds <= 0:
         return out
     X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
+    X, c = X.to(dt), c.to(dt)
     kpfn = KeypointRegressor(model)
+    Kt, D = _shape_basis(model, X.shape[0])
     for _ in range(shape_rounds):
-        beta, _t = shape_given_pose(kpfn, matrix_to_axis_angle(out["rot"]), X.to(dt), c.to(dt), shape_damping)
-        out = _articulate_once(model, X, c, beta, shape_iters, shape_damping)
+        beta = out["betas"]
+        if betas is None:
+            beta, _t = shape_given_pose(kpfn, matrix_to_axis_angle(out["rot"]), X, c, shape_damping,
+                                        bones=(Kt, D, out["betas"]))
+        out = _articulate_once(model, X, c, beta, shape_iters, shape_damping,
+                               lm_offset=landmark_pose_offsets(kpfn, out["rot"]))
     return out
 
 
+def landmark_pose_offsets(kpfn: KeypointRegressor, rot: torch.Tensor) -> torch.Tensor:
+    """[O] Pose blend-shape offsets of the landmark keypoints in the rest frame, P(theta) posedirs, from the
+    rotations of a previous articulation: rot (B, 24, 3, 3) -> (B, 26, 3) (zero at the 15 joint keypoints,
+    which pose blend shapes do not move). The next articulation aligns these posed-rest landmarks."""
+    B = rot.shape[0]
+    eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+    lm = ((rot[:, 1:] - eye).reshape(B, -1) @ kpfn.Pd).reshape(B, -1, 3)    # (B, 11, 3)
+    return assemble(lm.new_zeros(B, 24, 3), lm)
+
+
 def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | None,
-                     betas: torch.Tensor | None, shape_iters: int, shape_damping: float) -> dict[str, torch.Tensor]:
-    """Steps 1-6 once (step 1 skipped when ``betas`` is given)."""
+                     betas: torch.Tensor | None, shape_iters: int, shape_damping: float,
+                     lm_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Steps 1-6 once (step 1 skipped when ``betas`` is given); ``lm_offset`` (B, 26, 3) is added to the
+    rest keypoints (pose blend shapes of the landmarks, :func:`landmark_pose_offsets`)."""
     X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
     X, c = X.to(dt), c.to(dt)
@@ -146,6 +186,8 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     Kt, D = _shape_basis(model, B)
     beta = fit_shape(Kt, D, X, c, shape_iters, shape_damping) if betas is None else betas.to(dt)
     K0 = Kt + torch.einsum("kcn,bn->bkc", D, beta)            # (B, 26, 3) rest keypoints
+    if lm_offset is not None:
+        K0 = K0 + lm_offset
     Jr = model.rest_joints(beta)                              # (B, 24, 3) rest joints
     h = hinge_axes(Jr)                                        # (B, 4, 3)
     eye = torch.eye(3, dtype=dt, device=X.device).expand(B, 3, 3)
@@ -247,12 +289,18 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         Rone = swing_rotation((G[knee] @ a_one[..., None])[..., 0], t_one) @ G[knee]
         G[ank] = _sel(n_a >= 2, Rk, _sel(n_a == 1, Rone, G[knee]))
     face = [15, 16, 17, 18, 19]
-    Rh = _safe_kabsch(K0[:, face], X[:, face], c[:, face])  # translation free: face points move with G_15
+    # face points move rigidly with G_15: X_f ~ p_15 + G_15 (K0_f - J_15), so Kabsch gives G_15 and p_15
+    Rh, th, _ = kabsch(K0[:, face] - Jr[:, 15:16], X[:, face],
+                       torch.where(seen[:, face].any(-1, keepdim=True), c[:, face], torch.ones_like(c[:, face])))
     head_ok = seen[:, face].sum(-1) >= 3
     Rrel = _sel(head_ok, G[9].transpose(1, 2) @ Rh, eye)
     Rn = _split(Rrel, 2)
     G[12] = G[9] @ Rn
-    G[15] = G[12] @ Rn
+    # [O] the split fixes neither where the head sits nor G_15: swing joint 12 so that p_15 lands on the
+    # Kabsch head position th, then give joint 15 the rest of the Kabsch rotation (exact when split evenly)
+    a = (G[12] @ (Jr[:, 15] - Jr[:, 12])[..., None])[..., 0]
+    G[12] = _sel(head_ok, swing_rotation(a, th - p[12]) @ G[12], G[12])
+    G[15] = _sel(head_ok, Rh, G[12] @ Rn)
     for j in (10, 11, 20, 21, 22, 23):                        # unobservable from 26 points: identity
         rest_child(j)
 
@@ -363,19 +411,36 @@ def minimise_keypoints(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch
     return torch.cat(outs[0]), torch.cat(outs[1]), torch.cat(outs[2])
 
 
+def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 1e-4, pose_std: float = 0.5,
+                        betas_std: float = 0.5) -> tuple[float, float]:
+    """[O] MAP prior weights of the refinement for keypoints with a stated noise of ``noise_mm`` (std per
+    coordinate): with x_k = kp_k + N(0, sigma^2), theta_body ~ N(0, pose_std^2) (radians) and
+    beta ~ N(0, betas_std^2), the energy sum_k |kp_k - x_k|^2 + sigma^2 (|theta|^2 / pose_std^2
+    + |beta|^2 / betas_std^2) gives w = (sigma / std)^2; ``w_betas``/``w_pose`` stay as floors (clean
+    keypoints). pose_std = betas_std = 0.5 were chosen on validation bodies (seeds 7, 17, 32), never
+    the benchmark's. Returns (w_betas, w_pose)."""
+    if noise_mm < 0 or pose_std <= 0 or betas_std <= 0:
+        raise ConfigError("noise_mm must be >= 0 and the prior stds > 0")
+    sigma = noise_mm * 1e-3
+    return max(w_betas, (sigma / betas_std) ** 2), max(w_pose, (sigma / pose_std) ** 2)
+
+
 def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, refine_iters: int = 0,
-        betas: torch.Tensor | None = None, with_vertices: bool = True, shape_rounds: int = 1,
-        refine_method: str = "lm") -> dict[str, torch.Tensor]:
+        betas: torch.Tensor | None = None, with_vertices: bool = True, shape_rounds: int = 2,
+        refine_method: str = "lm", noise_mm: float = 0.0, w_betas: float = 1e-5, w_pose: float = 1e-4,
+        pose_std: float = 0.5, betas_std: float = 0.5) -> dict[str, torch.Tensor]:
     """KAMA fit: keypoints (B, 26, 3) metres (camera or world frame), confidence (B, 26) | None ->
     pose (B, 24, 3) axis-angle, rot (B, 24, 3, 3), betas (B, NB), transl (B, 3), vertices (B, V, 3),
     joints (B, 24, 3), keypoints (B, 26, 3) of the fitted body, residual (B, 26) metres (0 where
-    missing), degenerate (B, 4) straight-limb flags. ``refine_iters`` > 0 adds step 7."""
+    missing), degenerate (B, 4) straight-limb flags. ``refine_iters`` > 0 adds step 7, whose prior
+    weights follow the stated keypoint noise ``noise_mm`` (:func:`noise_prior_weights`)."""
     X, c = check_keypoints(keypoints, confidence)
     with torch.no_grad():
         out = articulate(model, X, c, betas=betas, shape_rounds=shape_rounds)
     if refine_iters > 0:
+        wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,
-                          method=refine_method))
+                          method=refine_method, w_betas=wb, w_pose=wp))
     with torch.no_grad():
         res = model(out["rot"], out["betas"], out["transl"]) if with_vertices else None
         kp = regress_keypoints(model, out["rot"], out["betas"], out["transl"])

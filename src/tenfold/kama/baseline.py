@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from tenfold.core.geometry import kabsch, matrix_to_axis_angle
-from tenfold.kama.articulate import hinge_axes, minimise_keypoints
+from tenfold.kama.articulate import hinge_axes, minimise_keypoints, noise_prior_weights
 from tenfold.kama.keypoints import KeypointRegressor, check_keypoints, rest_keypoints
 
 __all__ = ["DEFAULT_STAGES", "smplify"]
@@ -23,10 +23,15 @@ DEFAULT_STAGES: tuple[tuple[float, float, float, int], ...] = (
 
 
 def smplify(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None,
-            stages: tuple[tuple[float, float, float, int], ...] = DEFAULT_STAGES) -> dict[str, torch.Tensor]:
+            stages: tuple[tuple[float, float, float, int], ...] = DEFAULT_STAGES, noise_mm: float = 0.0,
+            pose_std: float = 0.5, betas_std: float = 0.5) -> dict[str, torch.Tensor]:
     """Fit (theta, beta, t) to keypoints (B, 26, 3) by staged per-sample L-BFGS from the rest pose, with
     the root rotation and translation initialised by Kabsch on pelvis, hips and torso.
+    ``noise_mm`` > 0: no stage's priors drop below the MAP weights of that keypoint noise
+    (:func:`noise_prior_weights`), the same information the refinement gets [O].
     Returns rot-free axis-angle ``pose`` (B, 24, 3), ``betas`` (B, NB), ``transl`` (B, 3)."""
+    wb, wp = noise_prior_weights(noise_mm, 0.0, 0.0, pose_std, betas_std)
+    stages = tuple((max(b, wb), max(p, wp), bend, n) for b, p, bend, n in stages)
     X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
     X, c = X.to(dt), c.to(dt)

@@ -13,11 +13,14 @@ class Config:
     seed: int = 0                    # seed of the procedural model and of synthetic bodies
     shape_iters: int = 8             # Gauss-Newton iterations of the bone-length shape fit (spec 2.3 step 1)
     shape_damping: float = 1e-4      # lambda of that fit, metres^2 [O]
-    shape_rounds: int = 1            # pose -> closed-form shape -> pose rounds after step 1 [O]
+    shape_rounds: int = 2            # pose -> closed-form shape (+ bone lengths) -> pose rounds after step 1 [O]
     refine_iters: int = 5            # 0 = analytic only; else LM steps or L-BFGS iterations (step 7)
     refine_method: str = "lm"        # "lm" (per-sample Levenberg-Marquardt [O]) or "lbfgs" (spec [R])
     w_betas: float = 1e-5            # shape prior of the refinement (spec recalls 1e-3 [R]; too strong in metres)
-    w_pose: float = 1e-4             # pose prior of the refinement (spec 2.3 step 7)
+    w_pose: float = 1e-4             # pose prior of the refinement (spec 2.3 step 7); a floor under noise_mm
+    noise_mm: float = 0.0            # stated keypoint noise (std per coordinate, mm): MAP prior weights [O]
+    pose_std: float = 0.5            # prior std of body joint angles (rad), chosen on validation bodies [O]
+    betas_std: float = 0.5           # prior std of beta, chosen on validation bodies [O]
     demo_bodies: int = 8             # synthetic bodies in the demo and `synth`
     device: str = "cpu"
 
