@@ -10,8 +10,10 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import tyro
 
 from tenfold import cli
 
@@ -20,6 +22,12 @@ from tenfold import cli
 class FakeConfig:
     steps: int = 3
     lr: float = 0.1
+
+
+def _show(cfg: FakeConfig, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", n: int = 1) -> dict:
+    """Show a file (positional option, as in `tenfold kama bvh FILE.bvh`)."""
+    (run_dir / "shown.txt").write_text(f"{file} {n}")
+    return {"n": n}
 
 
 def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x", resume: bool = False) -> dict:
@@ -31,7 +39,7 @@ def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x"
 @pytest.fixture
 def fake_method(monkeypatch):
     mod = types.SimpleNamespace(Config=FakeConfig, PRESETS={"smoke": FakeConfig(), "paper": FakeConfig(steps=99)},
-                                VERBS={"train": _train})
+                                VERBS={"train": _train, "show": _show})
     monkeypatch.setattr(cli, "load_method", lambda name: mod if name == "nvit" else None)
     return mod
 
@@ -105,3 +113,14 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
     assert "missing.th" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verb_help_lists_verb_options(fake_method, capsys):
+    code, out, _ = _run(capsys, "nvit", "train", "--help")
+    assert code == 0 and "--scale" in out and "--preset" in out
+
+
+def test_positional_verb_option(fake_method, capsys, tmp_path):
+    code, out, err = _run(capsys, "nvit", "show", "motion.bvh", "--n", "3", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    assert (tmp_path / "s" / "shown.txt").read_text() == "motion.bvh 3"

@@ -76,7 +76,7 @@ def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -
 
     from tenfold.core.config import _tyro_message
 
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)  # keep tyro markers such as Positional
     fields = []
     for p in verb_options(fn):
         ann = hints.get(p.name, str)
@@ -115,8 +115,9 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
         raise ConfigError(f"method '{method}' is not implemented yet; implemented: "
                           f"{', '.join(m for m in METHODS if load_method(m)) or 'none'}")
     verbs: dict[str, Callable[..., dict]] = mod.VERBS
-    p = _Parser(prog=f"tenfold {method}", description=METHODS[method])
+    p = _Parser(prog=f"tenfold {method}", description=METHODS[method], add_help=False)
     p.add_argument("verb", choices=list(verbs), help="what to do")
+    p.add_argument("-h", "--help", action="store_true", help="show this help (and the verb's options)")
     p.add_argument("--preset", default="smoke", help=f"one of: {', '.join(mod.PRESETS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
@@ -131,6 +132,13 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     ns, rest = p.parse_known_args(argv)
     fn = verbs[ns.verb]
     prog = f"tenfold {method} {ns.verb}"
+    if ns.help:
+        p.print_help()
+        print(f"\n{prog}: {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+        if verb_options(fn):
+            with contextlib.suppress(SystemExit):
+                parse_verb_options(fn, ["--help"], prog)
+        return 0
     options = parse_verb_options(fn, rest, prog)
 
     if ns.resume:
@@ -258,6 +266,10 @@ def _top_help() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tenfold`` script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    # kornia scripts functions at import time; torch 2.10+ warns about it on every CLI call.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(_top_help())

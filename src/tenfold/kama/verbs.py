@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import tyro
 
 from tenfold.core.data import data_root
 from tenfold.core.io import DataError, InputError, require_file
@@ -166,8 +167,8 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
             "straight_limbs": int(out["degenerate"].sum()), "refine_iters": cfg.refine_iters}
 
 
-def bvh(cfg: Config, run_dir: Path, *, file: str = "", fps: float = 30.0, max_frames: int = 0,
-        shared_shape: bool = True, body_model: str = "") -> dict[str, Any]:
+def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,
+        max_frames: int = 0, shared_shape: bool = True, body_model: str = "") -> dict[str, Any]:
     """Fit every frame of a BVH file (default: the CMU walk in the shared data) from the keypoints its
     skeleton has. ``shared_shape``: one beta for the sequence (median of the per-frame fits)."""
     path = file or str(data_root() / CMU_BVH)
