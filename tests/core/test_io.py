@@ -147,3 +147,14 @@ def test_mismatched_pair_from_two_saves_is_detected(tmp_path):
     (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="different saves"):
         load_checkpoint(tmp_path / "a")
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    from tenfold.core.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

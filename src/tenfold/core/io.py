@@ -110,6 +110,12 @@ def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") ->
 # --------------------------------------------------------------------------------------------
 # Atomic writes and run directories
 # --------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never half a file."""
     p = Path(path)
@@ -120,6 +126,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
