@@ -300,3 +300,58 @@ def test_match_order_inverts_a_permutation():
     perm = torch.tensor([2, 0, 3, 1])
     order = match_order(x[perm], x)
     assert torch.equal(x[perm][order], x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser options: signed gradient, step schedule, initialisation
+# ---------------------------------------------------------------------------------------------
+def _l2_only_run(signed: bool, iterations: int = 3, lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end images (G = 1, B = 1) of a run driven by the l2 prior alone, pixel box [0, 1]."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    net.input_size = (3, 4, 4)
+    g = simulate_client(net, torch.rand(1, 3, 4, 4), torch.tensor([1]))
+    inv = GradInversion(iterations=iterations, lr=lr, warmup=0, langevin_sigma=0.0, alpha_grad=0.0, alpha_tv=0.0,
+                        alpha_l2=1.0, alpha_bn=0.0, group_size=1, signed=signed, lr_schedule="step", seed=3)
+    res = inv.run(net, g, num_images=1, mean=[0.0] * 3, std=[1.0] * 3, labels=torch.tensor([1]))
+    x0 = torch.randn((1, 1, 3, 4, 4), generator=torch.Generator().manual_seed(3)).clamp(0, 1)[0]
+    return x0, res.images
+
+
+def test_signed_adam_moves_every_pixel_by_exactly_lr_per_step():
+    """sign(∇x̂) has |·| = 1, so Adam's bias-corrected step is exactly lr; plain Adam on 2x/N is not.
+    Step schedule over 3 iterations: milestones int(3 * 3/8) = 1, 1, int(3 * 7/8) = 2, so lr x (1, 0.01, 0.001)."""
+    x0, x_signed = _l2_only_run(signed=True)
+    _, x_plain = _l2_only_run(signed=False)
+    mov = x0 > 0.15  # pixels with a non-zero gradient whose sign stays (they move by 0.1011)
+    assert int(mov.sum()) > 8
+    step = (x0 - x_signed)[mov]  # 3 steps towards 0
+    want = torch.full_like(step, 0.1 * (1 + 0.01 + 0.001))
+    assert torch.allclose(step, want, atol=1e-7)
+    assert not torch.allclose((x0 - x_plain)[mov], want, atol=1e-7)
+    zero = x0 == 0  # on the box edge, zero gradient, sign 0: untouched
+    assert int(zero.sum()) > 4 and torch.equal(x_signed[zero], x0[zero])
+
+
+def test_step_schedule_and_initialisations():
+    from tenfold.gradinversion.attack import _initial_images, _schedule
+
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = _schedule(opt, "step", 4, 160)
+    lrs = []
+    for _ in range(160):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # warm-up
+    assert lrs[59] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.1)  # x0.1 at 3/8, 5/8, 7/8 of 160
+    assert lrs[99] == pytest.approx(0.1) and lrs[100] == pytest.approx(0.01) and lrs[140] == pytest.approx(1e-3)
+    mu, sd = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    u = _initial_images("rand", (2, 3, 8, 8), gen, torch.float32, mu, sd) * sd + mu  # back to pixels
+    assert float(u.min()) >= 0 and float(u.max()) <= 1 and float(u.std()) > 0.2
+    assert torch.equal(_initial_images("zeros", (2, 3, 8, 8), gen, torch.float32, mu, sd), torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        GradInversion(lr_schedule="linear")
+    with pytest.raises(ConfigError, match="init"):
+        GradInversion(init="ones")

@@ -266,7 +266,8 @@ class GradInversion:
                  first_bn_multiplier: float = 10.0, alpha_group: float = 1e-2, group_size: int = 4,
                  group_every: int = 100, group_warmup: float = 0.25, registration: str = "translation",
                  label_rule: str = "yin", force_label_rule: bool = False, client_mode: str = "eval",
-                 update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0) -> None:
+                 update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0,
+                 signed: bool = False, lr_schedule: str = "cosine", init: str = "randn") -> None:
         if iterations < 1 or group_size < 1 or group_every < 1:
             raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
                               f"{group_every}")
@@ -274,6 +275,10 @@ class GradInversion:
             raise ConfigError(f"unknown grad_distance '{grad_distance}'; choose one of: l2, sq_l2, cosine")
         if registration not in ("none", "translation", "similarity"):
             raise ConfigError(f"unknown registration '{registration}'; choose one of: none, translation, similarity")
+        if lr_schedule not in ("cosine", "step"):
+            raise ConfigError(f"unknown lr_schedule '{lr_schedule}'; choose one of: cosine, step")
+        if init not in ("randn", "rand", "zeros"):
+            raise ConfigError(f"unknown init '{init}'; choose one of: randn, rand, zeros")
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     # ----------------------------------------------------------------------------------------
@@ -344,10 +349,10 @@ class GradInversion:
 
         # Step 2: G seeds initialised from N(0, 1) in normalised space
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        X = torch.randn((G, B, *shape), generator=gen, dtype=dt).to(dev)
+        X = _initial_images(self.init, (G, B, *shape), gen, dt, mu, sd).to(dev)
         X = torch.max(torch.min(X, hi), lo).requires_grad_(True)
         opt = torch.optim.Adam([X], lr=self.lr)
-        sched = warmup_cosine(opt, min(self.warmup, self.iterations), self.iterations)
+        sched = _schedule(opt, self.lr_schedule, min(self.warmup, self.iterations), self.iterations)
         start_group = int(self.group_warmup * self.iterations)
         E_frames: torch.Tensor | None = None  # (G, B, C, H, W): consensus in each seed's frame
         history: list[dict[str, float]] = []
@@ -400,6 +405,8 @@ class GradInversion:
             if self.langevin_sigma > 0:  # Langevin ("energy") noise σ·lr·N(0, I) on the image gradient
                 lr_t = opt.param_groups[0]["lr"]
                 X.grad += self.langevin_sigma * lr_t * torch.randn(X.shape, generator=gen, dtype=dt).to(dev)
+            if self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
+                X.grad.sign_()
             opt.step()
             sched.step()
             with torch.no_grad():
@@ -429,6 +436,32 @@ class GradInversion:
             return to01(X[0])
         E, _ = consensus(X, self.registration)
         return to01(E)
+
+
+def _initial_images(kind: str, shape: tuple[int, ...], gen: torch.Generator, dt: torch.dtype,
+                    mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """Starting images in normalised space: ``randn`` N(0, I) (paper), ``rand`` U[0, 1] pixels, ``zeros`` the
+    normalised 0 (the dataset mean colour)."""
+    if kind == "randn":
+        return torch.randn(shape, generator=gen, dtype=dt)
+    if kind == "rand":
+        return (torch.rand(shape, generator=gen, dtype=dt) - mu.cpu()) / sd.cpu()
+    return torch.zeros(shape, dtype=dt)
+
+
+def _schedule(opt: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cosine``: linear warm-up then cosine decay to 0 (paper); ``step``: warm-up then x0.1 at 3/8, 5/8 and 7/8
+    of the run (Inverting Gradients' MultiStepLR milestones)."""
+    if kind == "cosine":
+        return warmup_cosine(opt, warmup, total)
+    marks = [int(total * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.1 ** sum(s >= m for m in marks)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _features_nonnegative(model: nn.Module, fc: nn.Linear) -> bool:
