@@ -112,18 +112,24 @@ def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, c
 # --------------------------------------------------------------------------------------------
 # Verbs
 # --------------------------------------------------------------------------------------------
+def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, batch_seed: int,
+                     unique_labels: bool) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   list[torch.Tensor], list]:
+    """Pick a real batch and compute what the client shares: (dataset, indices, x, y, update, user BN stats)."""
+    ds = load_dataset(data)
+    xs, ys = ds.tensors()
+    idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
+    x, y = xs[idx], ys[idx]
+    return ds, idx, x, y, _client(cfg, net, x, y, seed=batch_seed), bn_batch_stats(net, x)
+
+
 def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
          data: str = "cifar10-test", batch_size: int = 8, batch_seed: int = 0, unique_labels: bool = True,
          calibrate_bn_images: int = 0) -> dict[str, Any]:
     """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch."""
     run_dir = Path(run_dir)
     net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
-    ds = load_dataset(data)
-    xs, ys = ds.tensors()
-    idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
-    x, y = xs[idx], ys[idx]
-    g = _client(cfg, net, x, y, seed=batch_seed)
-    user_bn = bn_batch_stats(net, x)
+    _, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
     save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
                                        "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
                     extra={"model": model, "weights": weights, "data": data, "mean": mean, "std": std,
@@ -169,12 +175,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         idx = state["indices"]
     else:
         net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
-        ds = load_dataset(data)
-        xs, ys = ds.tensors()
-        idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
-        x, y = xs[idx], ys[idx]
-        g = _client(cfg, net, x, y, seed=batch_seed)
-        user_bn = bn_batch_stats(net, x)
+        ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
     with MetricsLogger(run_dir, tensorboard=False) as logger:
