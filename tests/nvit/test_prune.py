@@ -118,3 +118,41 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
     assert torch.all(imp2[:3] == 0)
     # emb saliency is scaled by 1/12 before squaring
     assert masks_of(g)[("emb", 0)] is g.mask_emb
+
+
+def _prune_run(run_dir, stop_after: int = 0, resume: bool = False):
+    """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
+    from tenfold.core.data import synthetic_classification
+    from tenfold.core.engine import Checkpointer
+    from tenfold.nvit.api import prune_model
+
+    torch.manual_seed(0)
+    teacher = VisionTransformer(img_size=16, patch_size=4, num_classes=4, embed_dim=32, depth=2, num_heads=4,
+                                mlp_ratio=2.0)
+    gated = GatedViT(VisionTransformer(img_size=16, patch_size=4, num_classes=4, embed_dim=32, depth=2,
+                                       num_heads=4, mlp_ratio=2.0))
+    gated.vit.load_state_dict(teacher.state_dict())
+    ds = synthetic_classification(64, num_classes=4, size=16, seed=0)
+    torch.manual_seed(123)  # the augmentation RNG, restored from the checkpoint on resume
+    lat = LatencyModel(synthetic_lut(AXES, 16))
+    res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=16, group_norm=16,
+                      group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9, eta=0.0,
+                      eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
+                      temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
+                      checkpointer=Checkpointer(run_dir, method="nvit-prune"), ckpt_every=3, resume=resume,
+                      stop_after=stop_after)
+    return gated, res
+
+
+def test_pruning_loop_resumes_exactly_after_a_kill(tmp_path):
+    whole, res_whole = _prune_run(tmp_path / "a")
+    assert res_whole["reached"] and res_whole["prune_steps"] >= 3
+    _, part = _prune_run(tmp_path / "b", stop_after=7)  # "killed" after 7 iterations; last checkpoint at 6
+    assert part["iterations"] == 7 and not part["reached"]
+    resumed, res = _prune_run(tmp_path / "b", resume=True)
+    assert res["iterations"] == res_whole["iterations"]
+    assert [h["blocks"] for h in res["history"]] == [h["blocks"] for h in res_whole["history"]]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

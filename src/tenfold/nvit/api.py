@@ -14,9 +14,18 @@ import torch
 from torch import nn
 
 from tenfold.core.data import ImageDataset, load_dataset, synthetic_classification
-from tenfold.core.engine import MetricsLogger, fit, seed_everything, unwrap, warmup_cosine
+from tenfold.core.engine import (
+    Checkpointer,
+    MetricsLogger,
+    fit,
+    get_rng_state,
+    seed_everything,
+    set_rng_state,
+    unwrap,
+    warmup_cosine,
+)
 from tenfold.core.evaluate import evaluate_classifier
-from tenfold.core.io import ConfigError, DataError, write_json
+from tenfold.core.io import CheckpointError, ConfigError, DataError, write_json
 from tenfold.core.latency import LatencyTable, build_vit_lut, measure_latency
 from tenfold.core.models import BlockDims, VisionTransformer, load_state_dict_file, load_weights
 from tenfold.nvit.config import Config
@@ -154,15 +163,40 @@ def load_lut(path: str) -> LatencyModel:
 # --------------------------------------------------------------------------------------------
 # Pruning loop
 # --------------------------------------------------------------------------------------------
-def _batches(ds: ImageDataset, batch: int, seed: int, device: torch.device):
-    """Endless shuffled batches ``(x (B, C, H, W) in [0, 1], y (B,))``, reshuffled per epoch."""
-    x, y = ds.tensors()
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        perm = torch.randperm(len(ds), generator=g)
-        for a in range(0, len(ds) - batch + 1, batch):
-            idx = perm[a:a + batch]
-            yield x[idx].to(device), y[idx].to(device)
+class _Batches:
+    """Endless shuffled batches ``(x (B, C, H, W) in [0, 1], y (B,))``, reshuffled per epoch, with a
+    resumable position: ``state_dict`` holds the generator state at the epoch's start and the offset."""
+
+    def __init__(self, ds: ImageDataset, batch: int, seed: int, device: torch.device) -> None:
+        self.x, self.y = ds.tensors()
+        self.batch, self.device = batch, device
+        self.g = torch.Generator().manual_seed(seed)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_state = self.g.get_state()
+        self.perm = torch.randperm(len(self.y), generator=self.g)
+        self.pos = 0
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos + self.batch > len(self.perm):
+            self._new_epoch()
+        idx = self.perm[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return self.x[idx].to(self.device), self.y[idx].to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream is: the epoch's generator state and the offset into its permutation."""
+        return {"epoch_state": self.epoch_state.clone(), "pos": self.pos, "n": len(self.y), "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream exactly where :meth:`state_dict` was taken."""
+        if int(state["n"]) != len(self.y) or int(state["batch"]) != self.batch:
+            raise CheckpointError(f"the checkpoint was taken on {state['n']} images in batches of {state['batch']}, "
+                                  f"this run has {len(self.y)} in batches of {self.batch}")
+        self.g.set_state(state["epoch_state"].to(torch.uint8))
+        self._new_epoch()
+        self.pos = int(state["pos"])
 
 
 def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, latency: LatencyModel, *,
@@ -171,11 +205,15 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 eta: float, eta_mode: str, eta_rho: float, batch_size: int, lr: float, weight_decay: float,
                 kd_coef: float, temperature: float, ce_coef: float, label_smoothing: float, max_iters: int,
                 device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
-                augment: bool = True) -> dict[str, Any]:
+                augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
+                resume: bool = False, stop_after: int = 0) -> dict[str, Any]:
     """Spec §2: train with KD from ``teacher`` while pruning ``gated`` every ``interval`` iterations
     until its LUT latency is at most ``target_fraction`` of the unpruned one; masks edited in place.
 
-    Returns the per-step history (dims, LUT latency, MACs, params) and loss figures."""
+    With a ``checkpointer`` the whole loop state (weights, gates, masks, optimizer, saliency sums and
+    EMA, data position, RNGs, history) is saved every ``ckpt_every`` iterations and at the end, and
+    ``resume`` continues from the newest one exactly. ``stop_after`` (tests): stop after that many
+    iterations as if killed. Returns the per-step history (dims, LUT latency, MACs, params) and losses."""
     dev = torch.device(device)
     gated.to(dev).train()
     teacher.to(dev).eval()
@@ -185,13 +223,37 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     target = target_fraction * full
     opt = torch.optim.AdamW(gated.weights(), lr=lr, weight_decay=weight_decay)
     sal = Saliency(gated, scale, momentum)
-    data = _batches(dataset, batch_size, seed, dev)
-    t, eta_used, reached = 0, eta, False
+    data = _Batches(dataset, batch_size, seed, dev)
+    t, eta_used, reached, start = 0, eta, False, 0
     history: list[dict[str, Any]] = []
     ce_trace: list[float] = []
-    t0 = time.perf_counter()
+    seconds0 = 0.0
+    if resume:
+        if checkpointer is None or checkpointer.latest() is None:
+            raise CheckpointError("nothing to resume: no pruning checkpoint in the run directory")
+        st, _ = checkpointer.load()
+        gated.load_state_dict(st["model"])
+        gated.to(dev)
+        opt.load_state_dict(st["optimizer"])
+        sal.load_state_dict(st["saliency"])
+        data.load_state_dict(st["data"])
+        set_rng_state(st["rng"])
+        t, eta_used, reached, start = int(st["t"]), float(st["eta"]), bool(st["reached"]), int(st["iteration"])
+        history, ce_trace, seconds0 = list(st["history"]), [float(v) for v in st["ce_trace"]], float(st["seconds"])
+    t0 = time.perf_counter() - seconds0
+
+    def save(iteration: int) -> None:
+        if checkpointer is None:
+            return
+        checkpointer.save({"model": gated.state_dict(), "optimizer": opt.state_dict(),
+                           "saliency": sal.state_dict(), "data": data.state_dict(), "rng": get_rng_state(),
+                           "t": t, "eta": eta_used, "reached": reached, "iteration": iteration,
+                           "history": history, "ce_trace": ce_trace, "seconds": time.perf_counter() - t0},
+                          iteration)
+
+    it = start - 1
     try:
-        for it in range(max_iters):
+        for it in range(start, max_iters if not reached else start):
             x, y = next(data)
             if augment:
                 x = random_crop_flip(x)
@@ -209,31 +271,33 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
             sal.batch_done()
             opt.step()
             ce_trace.append(float(parts["ce"]))
-            if (it + 1) % interval:
-                continue
-            imp = sal.importance()
-            if t == 0 and eta_mode == "relative":
-                eta_used = relative_eta(imp, masks, latency, minimum, eta_rho)
-            t += 1
-            res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
-                             group_size=group_size, minimum=minimum, eta=eta_used, target=target)
-            E, blocks = gated.dims()
-            macs, params = macs_params(gated.spec())
-            row = {"prune_step": t, "iteration": it + 1, "lut_latency": res.latency,
-                   "lut_fraction": res.latency / full, "embed": E, "macs": macs, "params": params,
-                   "groups_removed": len(res.removed), "eta": eta_used, "ce": float(parts["ce"]),
-                   "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
-                   "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
-            history.append(row)
-            if logger is not None:
-                logger.log(it + 1, {k: v for k, v in row.items() if k != "blocks"})
-            if res.reached:
-                reached = True
+            if (it + 1) % interval == 0:
+                imp = sal.importance()
+                if t == 0 and eta_mode == "relative":
+                    eta_used = relative_eta(imp, masks, latency, minimum, eta_rho)
+                t += 1
+                res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
+                                 group_size=group_size, minimum=minimum, eta=eta_used, target=target)
+                E, blocks = gated.dims()
+                macs, params = macs_params(gated.spec())
+                row = {"prune_step": t, "iteration": it + 1, "lut_latency": res.latency,
+                       "lut_fraction": res.latency / full, "embed": E, "macs": macs, "params": params,
+                       "groups_removed": len(res.removed), "eta": eta_used, "ce": float(parts["ce"]),
+                       "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
+                       "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
+                history.append(row)
+                if logger is not None:
+                    logger.log(it + 1, {k: v for k, v in row.items() if k != "blocks"})
+                reached = res.reached
+            if reached or (ckpt_every and (it + 1) % ckpt_every == 0):
+                save(it + 1)
+            if reached or (stop_after and it + 1 >= stop_after):
                 break
     finally:
         sal.remove()
     E, blocks = gated.dims()
-    return {"reached": reached, "prune_steps": t, "iterations": it + 1, "lut_full": full,
+    n_it = it + 1
+    return {"reached": reached, "prune_steps": t, "iterations": n_it, "lut_full": full,
             "lut_final": latency(E, blocks), "eta": eta_used, "history": history,
             "ce_first": sum(ce_trace[:interval]) / max(1, len(ce_trace[:interval])),
             "ce_last": sum(ce_trace[-interval:]) / max(1, len(ce_trace[-interval:])),
@@ -344,11 +408,12 @@ def lut(cfg: Config, run_dir: Path, *, device: str = "") -> dict[str, Any]:
 
 
 def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", lut: str = "",
-          latency_target: float = 0.0) -> dict[str, Any]:
+          latency_target: float = 0.0, resume: bool = False) -> dict[str, Any]:
     """Prune ``model`` globally to ``latency_target`` (default: the config's) of its LUT latency.
 
     ``lut``: a ``lut.json`` (or run dir) from the ``lut`` verb; empty: a SYNTHETIC MACs-proportional
-    LUT. Writes ``pruned.json/.safetensors`` (dense NViT model), ``teacher.*``, history and plot."""
+    LUT. Writes ``pruned.json/.safetensors`` (dense NViT model), ``teacher.*``, history and plot; the loop
+    checkpoints every ``prune_ckpt_every`` iterations and ``--resume`` continues it exactly."""
     b = build(cfg)
     run_dir = Path(run_dir)
     seed_everything(cfg.seed)
@@ -364,7 +429,10 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         lat = LatencyModel(synthetic_lut(axes, spec.tokens))
     ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
     frac = latency_target or cfg.latency_target
-    with MetricsLogger(run_dir, tensorboard=False) as logger:
+    ckpt = Checkpointer(run_dir, method="nvit-prune")
+    if resume and not ckpt.steps():
+        raise CheckpointError(f"nothing to resume: no pruning checkpoint in {ckpt.dir}")
+    with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
         res = prune_model(gated, teacher, ds, lat, target_fraction=frac, interval=cfg.interval,
                           prune_per_iter=cfg.prune_per_iter, group_norm=cfg.group_norm, group_size=b["group_size"],
                           minimum=b["minimum"], scale=b["scale"], momentum=cfg.pruning_momentum, eta=cfg.eta,
@@ -372,7 +440,8 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
                           lr=cfg.prune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
                           kd_coef=cfg.kd_coef, temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef,
                           label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters, device=cfg.device,
-                          seed=cfg.seed, logger=logger)
+                          seed=cfg.seed, logger=logger, checkpointer=ckpt,
+                          ckpt_every=cfg.prune_ckpt_every, resume=resume)
     dense = gated.cpu().to_dense().eval()
     save_dense(dense, run_dir / "pruned", extra={"lut_fraction": res["lut_final"] / res["lut_full"]})
     save_dense(teacher.cpu().eval(), run_dir / "teacher")

@@ -146,6 +146,21 @@ class Saliency:
         self.batches = 0
         return out
 
+    def state_dict(self) -> dict:
+        """The per-step sums, the EMA and the batch count (for an exact resume of the pruning loop)."""
+        return {"sums": {f"{s}.{i}": v.clone() for (s, i), v in self.sums.items()},
+                "ema": {f"{s}.{i}": v.clone() for (s, i), v in self.ema.items()}, "batches": self.batches}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        def key(k: str) -> tuple[str, int]:
+            s, i = k.rsplit(".", 1)
+            return s, int(i)
+        for k, v in state["sums"].items():
+            self.sums[key(k)].copy_(v)
+        self.ema = {key(k): v.to(torch.float64).clone() for k, v in state["ema"].items()}
+        self.batches = int(state["batches"])
+
     def remove(self) -> None:
         """Detach the hooks."""
         for h in self._handles:
