@@ -39,9 +39,10 @@ from tenfold.gradinversion.verbs import load_model, pick_batch
 
 SCALES = {
     "cpu": {"iterations": 160, "batch_sizes": [1, 4, 8], "label_batches": 50, "group_size": 3, "group_batch": 1,
+            "group_batches": 3,
             "calib_images": 512},
     "gpu": {"iterations": 20000, "batch_sizes": [1, 4, 8, 10], "label_batches": 200, "group_size": 4,
-            "group_batch": 4, "calib_images": 5000},
+            "group_batch": 4, "group_batches": 5, "calib_images": 5000},
 }
 
 
@@ -203,8 +204,18 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 # the single-seed winner of stage 1 ("cosine, signed, TV .2"), base of the stage-2 group candidates
 BASE: dict[str, Any] = dict(grad_distance="cosine", signed=True, alpha_tv=0.2, alpha_l2=1e-4, alpha_bn=0.0,
                             langevin_sigma=0.0)
-for _a, _r in [(0.0, "none"), (0.0, "translation"), (0.01, "translation"), (0.03, "translation"), (0.1, "translation")]:
-    CANDIDATES[f"group G=3, alpha {_a}, registration {_r}"] = dict(BASE, group_size=3, alpha_group=_a, registration=_r)
+# stage 3 (session 2): schedule and TV around the chosen single-seed setting
+for _n, _kw in {"warm-up 10": dict(warmup=10), "warm-up 0": dict(warmup=0),
+                "lr 0.2, warm-up 10": dict(lr=0.2, warmup=10),
+                "TV 0.1, warm-up 10": dict(alpha_tv=0.1, warmup=10)}.items():
+    CANDIDATES[_n] = dict(BASE, **_kw)
+# stage 2 (session 2): the group pull added after the sign (alpha_group = fraction of a signed step), consensus
+# re-registered every `group_every` steps; scored on calibrated B = 1 batches TUNE_GROUP_SEEDS
+TUNE_GROUP_SEEDS = [9001, 9002, 9003, 9005]
+CANDIDATES["group G=3, control (plain mean)"] = dict(BASE, group_size=3, alpha_group=0.0, registration="none")
+for _a, _e in [(0.05, 1), (0.2, 1), (0.05, 50), (0.02, 1)]:
+    CANDIDATES[f"group G=3, alpha {_a}, every {_e}"] = dict(BASE, group_size=3, alpha_group=_a, group_every=_e,
+                                                           registration="translation")
 
 
 def tune(names: list[str], iterations: int, out_name: str) -> None:
@@ -219,9 +230,10 @@ def tune(names: list[str], iterations: int, out_name: str) -> None:
     res: dict[str, Any] = {}
     for name in names:
         per: dict[str, float] = {}
+        grouped = CANDIDATES.get(name, {}).get("group_size", 1) > 1
         for regime, (model, mean, std) in models.items():
-            for B, seed in TUNE_BATCHES:
-                if CANDIDATES.get(name, {}).get("group_size", 1) > 1 and (B > 1 or regime != "calibrated"):
+            for B, seed in [(1, s) for s in TUNE_GROUP_SEEDS] if grouped else TUNE_BATCHES:
+                if grouped and regime != "calibrated":
                     continue  # group candidates (G = 3): scored where the benchmark studies them, calibrated B = 1
                 idx = pick_batch(ys, B, seed)
                 g = simulate_client(model, xs[idx], ys[idx], "eval")
@@ -296,10 +308,12 @@ def main() -> None:
                 order = order[::-1]  # alternate who runs first
             for who in order:
                 if who == "ours":
+                    # timed around the whole call (set-up, label restoration, fusion), as breaching's reconstruct()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     res = build(cfg).run(model, g, num_images=B, mean=mean, std=std, snapshot_at=snap_at)
                     runs[who] = {"images": res.images.cpu(), "labels": res.labels.cpu(),
                                  "snapshots": {k: v.cpu() for k, v in res.snapshots.items()},
-                                 "cpu_seconds": res.cpu_seconds, "wall_seconds": res.wall_seconds}
+                                 "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - t0}
                 else:
                     runs[who] = breaching_attack(who, model, mean, std, g, B, N, snap_at, args.device)
             x, y = x.cpu(), y.cpu()
@@ -322,27 +336,35 @@ def main() -> None:
     figures["images"] = rows
 
     # ---- group consistency vs its honest control (plain mean of the same G independent runs) ----
+    # several batches (seeds 4242, 4243, ...): one batch is too noisy for a ~0.2 dB difference
     G, B = sc["group_size"], sc["group_batch"]
     model, mean, std = models["calibrated"]
-    idx = pick_batch(ys, B, 4242)
-    x, y = xs[idx], ys[idx]
-    g = simulate_client(model, x, y, "eval")
-    group = {}
-    # α_group is the preset's (chosen on the tuning pool, see CANDIDATES), never re-picked on these batches
+    group_runs: dict[str, list[dict[str, float]]] = {}
+    # α_group and T_reg are the preset's (chosen on the tuning pool), never re-picked on these batches
     variants = {"control: plain mean of G independent runs": dict(alpha_group=0.0, registration="none"),
                 "registered mean of G independent runs (no consistency term)":
                     dict(alpha_group=0.0, registration="translation"),
-                "group consistency, registration none": dict(alpha_group=cfg.alpha_group, registration="none"),
                 "group consistency, registration translation":
                     dict(alpha_group=cfg.alpha_group, registration="translation")}
-    for name, kw in variants.items():
-        c = dataclasses.replace(cfg, group_size=G, **kw)
-        res = build(c).run(model, g, num_images=B, mean=mean, std=std)
-        m, mb = image_metrics(res.images.cpu(), x.cpu()), image_metrics(res.best_seed.cpu(), x.cpu())
-        group[name] = {"psnr": m["psnr"], "ssim": m["ssim"], "psnr_best_seed": mb["psnr"],
-                       "cpu_seconds": round(res.cpu_seconds, 1), "alpha_group": c.alpha_group}
-        print(f"group {name}: PSNR {m['psnr']:.2f} (best seed {mb['psnr']:.2f})", flush=True)
-    figures["group_consistency"] = {"regime": "calibrated", "B": B, "G": G, "iterations": N, "variants": group}
+    for k in range(sc["group_batches"]):
+        idx = pick_batch(ys, B, 4242 + k)
+        x, y = xs[idx], ys[idx]
+        g = simulate_client(model, x, y, "eval")
+        for name, kw in variants.items():
+            c = dataclasses.replace(cfg, group_size=G, **kw)
+            res = build(c).run(model, g, num_images=B, mean=mean, std=std)
+            m, mb = image_metrics(res.images.cpu(), x.cpu()), image_metrics(res.best_seed.cpu(), x.cpu())
+            group_runs.setdefault(name, []).append({"psnr": m["psnr"], "ssim": m["ssim"], "psnr_best_seed": mb["psnr"],
+                                                    "cpu_seconds": res.cpu_seconds})
+            print(f"group batch {k} {name}: PSNR {m['psnr']:.2f} (best seed {mb['psnr']:.2f})", flush=True)
+    group = {name: {"psnr": statistics.mean(r["psnr"] for r in runs), "ssim": statistics.mean(r["ssim"] for r in runs),
+                    "psnr_best_seed": statistics.mean(r["psnr_best_seed"] for r in runs),
+                    "psnr_per_batch": [round(r["psnr"], 3) for r in runs],
+                    "cpu_seconds": round(sum(r["cpu_seconds"] for r in runs), 1),
+                    "alpha_group": variants[name]["alpha_group"]} for name, runs in group_runs.items()}
+    figures["group_consistency"] = {"regime": "calibrated", "B": B, "G": G, "iterations": N,
+                                    "batches": sc["group_batches"], "group_every": cfg.group_every,
+                                    "variants": group}
 
     # ---- goals ----
     def med(att: str, key: str) -> float:
@@ -379,8 +401,8 @@ def main() -> None:
              [round(d, 2) for d in deltas], all(d >= 1.0 for d in deltas)),
         goal("CPU time per iteration no worse than breaching's (median over runs)", f"<= {cpu_br:.4f} s",
              round(cpu_ours, 4), cpu_ours <= cpu_br * 1.0),
-        goal("group consistency (translation registration) beats its control, the plain mean of G runs",
-             f"> {ctrl:.2f} dB", round(gc, 2), gc > ctrl),
+        goal(f"group consistency (translation registration) beats its control, the plain mean of G runs "
+             f"(mean PSNR over {sc['group_batches']} batches)", f"> {ctrl:.2f} dB", round(gc, 2), gc > ctrl),
     ]
     figures["psnr_delta_vs_better_breaching"] = [round(d, 3) for d in deltas]
     write_result("gradinversion", figures, goals, device=args.device, out=args.out, started=started)

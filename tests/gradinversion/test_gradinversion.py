@@ -154,6 +154,15 @@ def test_grad_distances_known_values():
     assert float(grad_match_loss(a, b, "sq_l2")) == pytest.approx(0.5 * 26.0)
     assert float(grad_match_loss(a, b, "cosine")) == pytest.approx(1.0)
     assert float(grad_match_loss(a, b, "l2", normalize=True)) == pytest.approx(6.0 / 5.0)
+    assert float(grad_match_loss(a, b, "sq_l2", normalize=True)) == pytest.approx(13.0 / 8.5)
+    # cosine over all layers as one vector: <(3, 0, 4), (3, 4, 0)> / (5 * 5) = 9 / 25
+    c, d = [torch.tensor([3.0, 0.0]), torch.tensor([4.0])], [torch.tensor([3.0, 4.0]), torch.tensor([0.0])]
+    from tenfold.gradinversion.attack import GradMatch
+
+    match = GradMatch(d, "cosine")  # the target's norm is computed once and reused
+    assert float(match(c)) == pytest.approx(1.0 - 9.0 / 25.0)
+    assert float(match([2.0 * t for t in c])) == pytest.approx(1.0 - 9.0 / 25.0)
+    assert float(match(d)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_bn_prior_zero_at_stored_statistics_and_hook_matches_manual():
@@ -355,3 +364,34 @@ def test_step_schedule_and_initialisations():
         GradInversion(lr_schedule="linear")
     with pytest.raises(ConfigError, match="init"):
         GradInversion(init="ones")
+
+
+def test_group_consistency_closed_form_gradient_matches_autograd():
+    from tenfold.gradinversion.attack import group_consistency
+
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(3, 2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(3, 2, 3, 5, 5, generator=g, dtype=torch.float64)
+    r, d = group_consistency(X.detach(), E)
+    manual = torch.stack([torch.stack([torch.linalg.vector_norm(X[i, b] - E[i, b]) for b in range(2)]).mean()
+                          for i in range(3)])
+    assert torch.allclose(r, manual.detach())
+    (auto,) = torch.autograd.grad(manual.sum(), X)
+    assert torch.allclose(d, auto, atol=1e-12)
+    assert torch.equal(group_consistency(E, E)[0], torch.zeros(3, dtype=torch.float64))
+
+
+def test_fast_gradient_path_equals_the_functional_path_and_keeps_buffers():
+    """The attack's hot path (the private copy's own leaves, no functional_call) gives the same ∇W as the
+    functional path (FedAvg k=1 update = -η ∇W), in train mode too, without moving the copy's BN buffers."""
+    from tenfold.gradinversion.attack import _Functional
+
+    net = _tiny_net()
+    x, y = torch.rand(3, 3, 6, 6, dtype=torch.float64), torch.tensor([0, 2, 1])
+    for mode in ("train", "eval"):
+        f = _Functional(net, mode, dtype=torch.float64)
+        bufs = {n: b.clone() for n, b in f.net.named_buffers() if "running" in n}
+        fast = f.update(x, y, "gradient", 1, 0.5, create_graph=False)
+        fed = f.update(x, y, "fedavg", 1, 0.5, create_graph=False)
+        assert all(torch.allclose(-0.5 * a, b, atol=1e-12) for a, b in zip(fast, fed))
+        assert all(torch.equal(b, dict(f.net.named_buffers())[n]) for n, b in bufs.items())

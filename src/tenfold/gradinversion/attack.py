@@ -78,9 +78,13 @@ class _Functional:
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.names = [n for n, _ in trainable_parameters(model)]
-        self.theta0 = [dict(self.net.named_parameters())[n].detach() for n in self.names]
+        own = dict(self.net.named_parameters())
+        self.leaves = [own[n].requires_grad_(True) for n in self.names]  # the copy's own trainable weights
+        self.theta0 = [t.detach() for t in self.leaves]
         self.buffers = {n: b.detach().clone() for n, b in self.net.named_buffers()}
         self.bn = [m for m in self.net.modules() if isinstance(m, _BN)]
+        for m in self.bn:
+            m.momentum = 0.0  # train-mode forwards of the private copy leave its running stats as they were
 
     def __call__(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits of images ``x`` in [0, 1] under trainable parameters ``params`` (buffers cloned per call)."""
@@ -90,15 +94,17 @@ class _Functional:
     def update(self, x: torch.Tensor, y: torch.Tensor, update: str, local_steps: int, local_lr: float,
                create_graph: bool) -> list[torch.Tensor]:
         """The shared quantity: ∇W (``gradient``) or θ_k - θ_0 after k local SGD steps (``fedavg``)."""
-        theta = [t.detach().clone().requires_grad_(True) for t in self.theta0]
         if update == "gradient":
-            loss = F.cross_entropy(self(theta, x), y)  # mean over the batch: the averaged gradient
-            return list(torch.autograd.grad(loss, theta, create_graph=create_graph))
+            # fast path: the private copy's own parameters are the leaves, so no functional_call re-binding
+            # and no buffer copies per call (the attack loop's hot path)
+            loss = F.cross_entropy(self.net(x), y)  # mean over the batch: the averaged gradient
+            return list(torch.autograd.grad(loss, self.leaves, create_graph=create_graph))
         if update != "fedavg":
             raise ConfigError(f"update must be 'gradient' or 'fedavg', got '{update}'")
         if local_steps < 1:
             raise ConfigError(f"local_steps must be >= 1, got {local_steps}")
-        cur = theta
+        cur = [t.detach().clone().requires_grad_(True) for t in self.theta0]
+        theta = cur
         for _ in range(local_steps):  # FedAvg: k full-batch local SGD steps
             g = torch.autograd.grad(F.cross_entropy(self(cur, x), y), cur, create_graph=create_graph)
             cur = [t - local_lr * gi for t, gi in zip(cur, g)]
@@ -170,29 +176,48 @@ def calibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 128) 
 # --------------------------------------------------------------------------------------------
 # Objective terms
 # --------------------------------------------------------------------------------------------
-def grad_match_loss(g_hat: Sequence[torch.Tensor], g: Sequence[torch.Tensor], distance: str = "l2",
-                    normalize: bool = False) -> torch.Tensor:
-    """Gradient matching D(∇W(x̂), ∇W) over layers l (paper Eq. 2; distance options documented below).
+class GradMatch:
+    """D(∇W(x̂), ∇W) against a fixed target ∇W (paper Eq. 2), with everything that depends on the target alone
+    (its norms, its flattened copy) computed once instead of every iteration.
 
     ``l2`` Σ_l ||ĝ_l - g_l||_2 (unsquared, per layer, as the paper's L2 and FLGradientInversion);
     ``sq_l2`` 0.5 Σ_l ||ĝ_l - g_l||² (breaching); ``cosine`` 1 - <ĝ, g> / (||ĝ|| ||g||) over all layers
     (Inverting Gradients). ``normalize`` divides l2 by Σ_l ||g_l|| and sq_l2 by 0.5 ||g||², making the
     term scale-free across models (tenfold's option; the spec recommends it for CPU budgets).
     """
+
+    def __init__(self, g: Sequence[torch.Tensor], distance: str = "l2", normalize: bool = False) -> None:
+        if distance not in ("l2", "sq_l2", "cosine"):
+            raise ConfigError(f"unknown grad_distance '{distance}'; choose one of: l2, sq_l2, cosine")
+        self.g, self.distance, self.normalize = list(g), distance, normalize
+        with torch.no_grad():
+            if distance == "l2":
+                self.scale = sum(torch.linalg.vector_norm(b) for b in self.g).clamp_min(1e-12)
+            elif distance == "sq_l2":
+                self.scale = (0.5 * sum(b.pow(2).sum() for b in self.g)).clamp_min(1e-24)
+            else:
+                self.flat = torch.cat([b.reshape(-1) for b in self.g])  # (P,): all layers as one vector
+                self.norm = torch.linalg.vector_norm(self.flat)  # ||g||
+
+    def __call__(self, g_hat: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(g_hat) != len(self.g):
+            raise InputError(f"gradient lists differ in length: {len(g_hat)} vs {len(self.g)}")
+        if self.distance == "cosine":
+            a = torch.cat([t.reshape(-1) for t in g_hat])  # (P,)
+            return 1.0 - (a @ self.flat) / (torch.linalg.vector_norm(a) * self.norm).clamp_min(1e-12)
+        if self.distance == "l2":
+            d = sum(torch.linalg.vector_norm(a - b) for a, b in zip(g_hat, self.g))
+        else:
+            d = 0.5 * sum((a - b).pow(2).sum() for a, b in zip(g_hat, self.g))
+        return d / self.scale if self.normalize else d
+
+
+def grad_match_loss(g_hat: Sequence[torch.Tensor], g: Sequence[torch.Tensor], distance: str = "l2",
+                    normalize: bool = False) -> torch.Tensor:
+    """Gradient matching D(∇W(x̂), ∇W) (paper Eq. 2); see :class:`GradMatch` for the distances."""
     if len(g_hat) != len(g):
         raise InputError(f"gradient lists differ in length: {len(g_hat)} vs {len(g)}")
-    if distance == "l2":
-        d = sum(torch.linalg.vector_norm(a - b) for a, b in zip(g_hat, g))
-        return d / sum(torch.linalg.vector_norm(b) for b in g).clamp_min(1e-12) if normalize else d
-    if distance == "sq_l2":
-        d = 0.5 * sum((a - b).pow(2).sum() for a, b in zip(g_hat, g))
-        return d / (0.5 * sum(b.pow(2).sum() for b in g)).clamp_min(1e-24) if normalize else d
-    if distance == "cosine":
-        dot = sum((a * b).sum() for a, b in zip(g_hat, g))
-        na = torch.sqrt(sum(a.pow(2).sum() for a in g_hat))
-        nb = torch.sqrt(sum(b.pow(2).sum() for b in g))
-        return 1.0 - dot / (na * nb).clamp_min(1e-12)
-    raise ConfigError(f"unknown grad_distance '{distance}'; choose one of: l2, sq_l2, cosine")
+    return GradMatch(g, distance, normalize)(g_hat)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +241,15 @@ def bn_prior(stats: Sequence[tuple[torch.Tensor, torch.Tensor]], refs: Sequence[
         m = first_bn_multiplier if i == 0 else 1.0
         total = total + m * (torch.linalg.vector_norm(mu - mu_r) + torch.linalg.vector_norm(var - var_r))
     return total
+
+
+def group_consistency(X: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """R_group per seed, mean_b ||x̂_gb - E_gb||_2 for ``X, E (G, B, C, H, W)`` (paper Sec. 3.3; E is the
+    consensus in each seed's frame, held fixed), and its gradient w.r.t. X in closed form (G, B, C, H, W)."""
+    diff = X - E
+    nrm = torch.linalg.vector_norm(diff.flatten(2), dim=2)  # (G, B)
+    grad = diff / (X.shape[1] * nrm.clamp_min(1e-12))[..., None, None, None]
+    return nrm.mean(1), grad
 
 
 class _BNRecorder:
@@ -346,6 +380,7 @@ class GradInversion:
             if use_bn and len(refs) != len(f.bn):
                 raise InputError(f"bn_stats lists {len(refs)} layers but the model has {len(f.bn)} BN layers")
         recorder = _BNRecorder(f.bn) if use_bn else None
+        match = GradMatch(target, self.grad_distance, self.normalize_grad)
 
         # Step 2: G seeds initialised from N(0, 1) in normalised space
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -376,12 +411,12 @@ class GradInversion:
                 E_frames = warp(Eb, invert(A.flatten(0, 1))).view(X.shape)  # E in every seed's frame
             terms = {"grad": 0.0, "tv": 0.0, "l2": 0.0, "bn": 0.0, "group": 0.0}
             for g in range(G):
-                xg = X[g]  # (B, C, H, W), normalised
+                xg = X[g].detach().requires_grad_(True)  # (B, C, H, W), normalised; seed g as its own leaf
                 if recorder is not None:
                     recorder.stats.clear()
                 with torch.enable_grad():
                     shared = f.update(xg * sd + mu, y, self.update, self.local_steps, self.local_lr, create_graph=True)
-                    d = grad_match_loss(shared, target, self.grad_distance, self.normalize_grad)
+                    d = match(shared)
                     loss = self.alpha_grad * d
                     tv, l2 = total_variation(xg), l2_prior(xg)
                     loss = loss + self.alpha_tv * tv + self.alpha_l2 * l2
@@ -390,12 +425,8 @@ class GradInversion:
                         rbn = bn_prior(recorder.stats[: len(refs)], refs, self.first_bn_multiplier)
                         loss = loss + self.alpha_bn * rbn
                         terms["bn"] += float(rbn.detach())
-                    if group_on and E_frames is not None:
-                        rg = torch.linalg.vector_norm((xg - E_frames[g]).flatten(1), dim=1).mean()
-                        loss = loss + self.alpha_group * rg
-                        terms["group"] += float(rg.detach())
-                    (gx,) = torch.autograd.grad(loss, X)
-                X.grad += gx
+                    (gx,) = torch.autograd.grad(loss, xg)
+                X.grad[g] += gx
                 seed_losses[g] = float(d.detach())
                 terms["grad"] += float(d.detach())
                 terms["tv"] += float(tv.detach())
@@ -407,6 +438,17 @@ class GradInversion:
                 X.grad += self.langevin_sigma * lr_t * torch.randn(X.shape, generator=gen, dtype=dt).to(dev)
             if self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
                 X.grad.sign_()
+            if group_on and E_frames is not None:
+                # group consistency (Sec. 3.3): α_group mean_b ||x̂_gb - E_gb||_2, gradient in closed form.
+                # With the signed gradient the pull is added *after* the sign (tenfold's choice, measured on
+                # the tuning pool): through the sign, a term whose gradient is comparable to the matching
+                # term's overrides it pixel by pixel and collapses the seeds onto the consensus. After the
+                # sign, α_group is the pull's per-pixel RMS as a fraction of a signed step.
+                r_group, d_group = group_consistency(X.detach(), E_frames)  # d_group: ∂R_group/∂X
+                # signed: B sqrt(CHW) turns each image's part of ∂R_group (norm 1/B) into per-pixel RMS 1
+                scale = B * math.sqrt(d_group[0, 0].numel()) if self.signed else 1.0
+                X.grad += self.alpha_group * scale * d_group
+                terms["group"] += float(r_group.sum())
             opt.step()
             sched.step()
             with torch.no_grad():
