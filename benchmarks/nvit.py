@@ -34,7 +34,7 @@ from tenfold.core.io import load_checkpoint, save_checkpoint
 from tenfold.core.latency import compare, measure_latency
 from tenfold.core.models import VisionTransformer, vit_tiny_cifar
 from tenfold.nvit import PRESETS
-from tenfold.nvit.api import build, finetune_model, measure_lut, plot_dims, prune_model
+from tenfold.nvit.api import build, finetune_model, latency_ratio, measure_lut, plot_dims, prune_model
 from tenfold.nvit.losses import random_crop_flip
 from tenfold.nvit.model import GatedViT, from_timm, macs_params, spec_of
 from tenfold.nvit.prune import LatencyModel
@@ -88,19 +88,6 @@ def measured(vit: torch.nn.Module, batch: int, repeats: int, device: str) -> tup
     x = torch.rand(batch, *vit.input_size, device=dev)
     r = measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
     return r.median, r.cpu_median
-
-
-def ratio_to(ref: torch.nn.Module, vit: torch.nn.Module, batch: int, repeats: int, rounds: int, device: str,
-             ci: int) -> float:
-    """Median over ``rounds`` of latency(vit) / latency(ref), the two measured back to back in each round.
-
-    A ratio of neighbours cancels the machine's load, which drifts on a shared host; ``ci``: 0 wall, 1 process
-    CPU time. This is the clock every contender's latency target is met and checked on."""
-    rs = []
-    for _ in range(rounds):
-        r = measured(ref, batch, repeats, device)[ci]
-        rs.append(measured(vit, batch, repeats, device)[ci] / r)
-    return float(statistics.median(rs))
 
 
 def bisect(make, lo: float, hi: float, target: float, lat_of, iters: int, increasing: bool
@@ -193,6 +180,8 @@ def main() -> None:
     p.add_argument("--prune-per-iter", type=int, default=160)
     p.add_argument("--finetune-steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--stop-on", choices=("lut", "measured"), default="measured",
+                   help="NViT's stop rule: the LUT alone (paper), or each step's LUT target calibrated by timing")
     args = p.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -229,7 +218,9 @@ def main() -> None:
                       eta_mode=cfg.eta_mode, eta_rho=cfg.eta_rho, batch_size=args.batch,
                       lr=cfg.prune_lr * args.batch / 512 * 10, weight_decay=cfg.weight_decay, kd_coef=cfg.kd_coef,
                       temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef, label_smoothing=cfg.label_smoothing,
-                      max_iters=cfg.max_prune_iters, device=dev, seed=1)
+                      max_iters=cfg.max_prune_iters, device=dev, seed=1,
+                      measure=(lambda: latency_ratio(dense, gated.to_dense(), args.lut_batch, device=dev, repeats=3,
+                                                     rounds=3)) if args.stop_on == "measured" else None)
     nvit = gated.cpu().to_dense().eval()
     prune_iters = res["iterations"]
     print(f"NViT pruned in {prune_iters} iterations, LUT fraction {res['lut_final'] / res['lut_full']:.3f}",
@@ -237,7 +228,7 @@ def main() -> None:
 
     # ---- peers at the same measured latency (batch lut_batch) ------------------------------------
     def lat_of(m: VisionTransformer) -> float:
-        return ratio_to(dense, m, args.lut_batch, max(3, args.repeats // 2), 5, dev, ci)
+        return latency_ratio(dense, m, args.lut_batch, device=dev, repeats=max(3, args.repeats // 2), rounds=5)
 
     g = torch.Generator().manual_seed(2)
     idx = torch.randperm(len(train), generator=g)[: 2 * args.batch]
@@ -263,6 +254,7 @@ def main() -> None:
                                "dense": {"top1": dense_top1, **dense_info}, "lut_seconds": lut_seconds,
                                "lut_points": int(lat.block.values.size), "post_dense_steps_each": total,
                                "nvit_prune_iterations": prune_iters, "nvit_prune_history": res["history"],
+                               "nvit_stop_on": args.stop_on,
                                "uniform_scale": s_u, "tp_pruning_ratio": r_tp, "target_fraction": args.target,
                                "bisection_latency_ratio": {"uniform": lat_u, "tp_taylor": lat_tp},
                                "latency_clock": "process CPU time" if ci else "wall time"}

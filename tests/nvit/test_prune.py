@@ -4,6 +4,7 @@ saliency is the mean of squares, minimums and the stop rule hold."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tenfold.core.models import BlockDims, VisionTransformer
@@ -120,7 +121,7 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
     assert masks_of(g)[("emb", 0)] is g.mask_emb
 
 
-def _prune_run(run_dir, stop_after: int = 0, resume: bool = False):
+def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
     from tenfold.core.engine import Checkpointer
@@ -135,12 +136,15 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False):
     ds = synthetic_classification(64, num_classes=4, size=16, seed=0)
     torch.manual_seed(123)  # the augmentation RNG, restored from the checkpoint on resume
     lat = LatencyModel(synthetic_lut(AXES, 16))
+    full = lat(*gated.dims())
+    # a planted device clock: measured fraction = measured_scale * LUT fraction (the LUT overestimates)
+    measure = (lambda: measured_scale * lat(*gated.dims()) / full) if measured_scale else None
     res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=16, group_norm=16,
                       group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9, eta=0.0,
                       eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
                       temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
                       checkpointer=Checkpointer(run_dir, method="nvit-prune"), ckpt_every=3, resume=resume,
-                      stop_after=stop_after)
+                      stop_after=stop_after, measure=measure)
     return gated, res
 
 
@@ -156,3 +160,15 @@ def test_pruning_loop_resumes_exactly_after_a_kill(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_measured_stop_calibrates_the_lut_target_to_the_device_clock(tmp_path):
+    """With a clock that reads 0.8 x the LUT fraction, the pruning stops where the *clock* says 40 %
+    (LUT 0.5), not where the LUT does; without the clock it stops at the LUT target."""
+    lut_only, res_lut = _prune_run(tmp_path / "a")
+    frac_lut = res_lut["lut_final"] / res_lut["lut_full"]
+    assert frac_lut <= 0.4
+    _, res = _prune_run(tmp_path / "b", measured_scale=0.8)
+    frac = res["lut_final"] / res["lut_full"]
+    assert 0.8 * frac <= 0.4 + 1e-9 and frac > 0.42  # stopped on the clock's target, later than the LUT's
+    assert res["history"][-1]["lut_target"] == pytest.approx(0.5)

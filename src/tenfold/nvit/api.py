@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,26 @@ def load_lut(path: str) -> LatencyModel:
     return LatencyModel(block, stem)
 
 
+def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", repeats: int = 5,
+                  rounds: int = 5) -> float:
+    """Median over ``rounds`` of latency(vit) / latency(ref), the two timed back to back in each round.
+
+    A ratio of neighbours cancels most of a shared machine's load drift. The clock is process CPU time on
+    the CPU (steady under time-slicing) and wall time on an accelerator (the host only waits there)."""
+    dev = torch.device(device)
+    ci = dev.type == "cpu"
+    ratios = []
+    for _ in range(rounds):
+        t = []
+        for m in (ref, vit):
+            m = m.to(dev).eval()
+            x = torch.rand(batch, *m.input_size, device=dev)
+            r = measure_latency(m, (x,), warmup=2, repeats=repeats, device=dev)
+            t.append(r.cpu_median if ci else r.median)
+        ratios.append(t[1] / t[0])
+    return float(statistics.median(ratios))
+
+
 # --------------------------------------------------------------------------------------------
 # Pruning loop
 # --------------------------------------------------------------------------------------------
@@ -206,14 +228,19 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 kd_coef: float, temperature: float, ce_coef: float, label_smoothing: float, max_iters: int,
                 device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
                 augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
-                resume: bool = False, stop_after: int = 0) -> dict[str, Any]:
+                resume: bool = False, stop_after: int = 0,
+                measure: Callable[[], float] | None = None) -> dict[str, Any]:
     """Spec §2: train with KD from ``teacher`` while pruning ``gated`` every ``interval`` iterations
     until its LUT latency is at most ``target_fraction`` of the unpruned one; masks edited in place.
 
     With a ``checkpointer`` the whole loop state (weights, gates, masks, optimizer, saliency sums and
     EMA, data position, RNGs, history) is saved every ``ckpt_every`` iterations and at the end, and
     ``resume`` continues from the newest one exactly. ``stop_after`` (tests): stop after that many
-    iterations as if killed. Returns the per-step history (dims, LUT latency, MACs, params) and losses."""
+    iterations as if killed. ``measure`` (optional): the measured latency of the current model as a fraction
+    of the unpruned one; when given, each prune step calibrates the LUT locally (the LUT target of the step is
+    ``LUT_now * target_fraction / measured_now``), so the stop lands on the *measured* target even where the
+    LUT's interpolation is off (alignment cliffs of CPU kernels). The LUT still prices every unit (eta * dT).
+    Returns the per-step history (dims, LUT latency, measured fraction, MACs, params) and losses."""
     dev = torch.device(device)
     gated.to(dev).train()
     teacher.to(dev).eval()
@@ -276,13 +303,19 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 if t == 0 and eta_mode == "relative":
                     eta_used = relative_eta(imp, masks, latency, minimum, eta_rho)
                 t += 1
+                step_target, measured_now = target, None
+                if measure is not None:  # local calibration of the LUT to the measured clock
+                    measured_now = float(measure())
+                    E_now, blocks_now = gated.dims()
+                    step_target = latency(E_now, blocks_now) * target_fraction / max(measured_now, 1e-12)
                 res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
-                                 group_size=group_size, minimum=minimum, eta=eta_used, target=target)
+                                 group_size=group_size, minimum=minimum, eta=eta_used, target=step_target)
                 E, blocks = gated.dims()
                 macs, params = macs_params(gated.spec())
                 row = {"prune_step": t, "iteration": it + 1, "lut_latency": res.latency,
                        "lut_fraction": res.latency / full, "embed": E, "macs": macs, "params": params,
                        "groups_removed": len(res.removed), "eta": eta_used, "ce": float(parts["ce"]),
+                       "measured_fraction_before": measured_now, "lut_target": step_target / full,
                        "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
                        "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
                 history.append(row)
@@ -429,6 +462,12 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         lat = LatencyModel(synthetic_lut(axes, spec.tokens))
     ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
     frac = latency_target or cfg.latency_target
+    if cfg.stop_on not in ("lut", "measured"):
+        raise ConfigError(f"stop_on must be 'lut' or 'measured', got '{cfg.stop_on}'")
+    measure = None
+    if cfg.stop_on == "measured":  # the LUT prices units; measurements calibrate where the pruning stops
+        def measure() -> float:
+            return latency_ratio(teacher, gated.to_dense(), cfg.lut_batch, device=cfg.device, repeats=3, rounds=3)
     ckpt = Checkpointer(run_dir, method="nvit-prune")
     if resume and not ckpt.steps():
         raise CheckpointError(f"nothing to resume: no pruning checkpoint in {ckpt.dir}")
@@ -441,7 +480,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
                           kd_coef=cfg.kd_coef, temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef,
                           label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters, device=cfg.device,
                           seed=cfg.seed, logger=logger, checkpointer=ckpt,
-                          ckpt_every=cfg.prune_ckpt_every, resume=resume)
+                          ckpt_every=cfg.prune_ckpt_every, resume=resume, measure=measure)
     dense = gated.cpu().to_dense().eval()
     save_dense(dense, run_dir / "pruned", extra={"lut_fraction": res["lut_final"] / res["lut_full"]})
     save_dense(teacher.cpu().eval(), run_dir / "teacher")

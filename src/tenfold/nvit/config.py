@@ -54,6 +54,7 @@ class Config:
     min_mlp: int = 16
     round_to: int = 0  # optional rounding of the final dims (0: off); not applied while pruning
     max_prune_iters: int = 20000
+    stop_on: str = "lut"  # "lut" (paper) | "measured": calibrate each step's LUT target by timing the model
     prune_ckpt_every: int = 500  # iterations between checkpoints of the pruning loop (0: only at the end)
     prune_lr: float = 1e-4  # x batch/512 (linear scaling)
     weight_decay: float = 0.05
