@@ -195,7 +195,7 @@ def main() -> None:
 
     # ---- LUT on this device -------------------------------------------------------------------
     cfg = dataclasses.replace(PRESETS["cpu"], batch_size=args.batch, lut_batch=args.lut_batch, device=dev,
-                              interval=args.prune_interval, prune_per_iter=args.prune_per_iter, lut_repeats=3)
+                              interval=args.prune_interval, prune_per_iter=args.prune_per_iter, lut_repeats=7)
     b = build(cfg)
     t0 = time.perf_counter()
     lat: LatencyModel = measure_lut(b["grid"], device=dev, batch=args.lut_batch, tokens=b["tokens"], patch=4,
