@@ -30,7 +30,7 @@ def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any
     if verb == "sample":
         return {"checkpoint": str(earlier_run_dirs["train"]), "n": 16}
     if verb == "evaluate":
-        return {"checkpoint": str(earlier_run_dirs["train"]), "limit": 40, "fd_samples": 40}
+        return {"checkpoint": str(earlier_run_dirs["train"]), "limit": 16, "fd_samples": 32}
     return {}
 
 

@@ -43,6 +43,7 @@ class Config:
     sigma2_max: float = 0.999
     time_eps: float = 0.01
     scheme: str = "ll_iw"  # ll_iw | ll_uniform | drop_all_iw | reweight_uniform (see sde.sample_t)
+    prior: str = "sgm"  # sgm (LSGM) | normal (the baseline: stage 2 keeps the N(0, I) prior, same schedule)
     end_to_end: bool = True  # False: two-stage (SGM on the frozen stage-1 VAE's latents)
     # stage 1 (N(0, I) VAE): Adamax, cosine lr, KL anneal from kl_min
     stage1_steps: int = 8000
@@ -55,6 +56,7 @@ class Config:
     # stage 2: Adam, score net constant lr, VAE lr decays; KL 0.7 -> 1 over the first kl_anneal2
     stage2_steps: int = 32000
     lr_score: float = 3e-4
+    lr_mix: float = 0.0  # the mixing logits' lr; 0 = lr_score (the official code: one optimizer for the score net)
     lr_vae2: float = 1e-4
     lr_vae2_min: float = 1e-5
     weight_decay: float = 3e-4
@@ -82,14 +84,19 @@ class Config:
             raise ConfigError(f"sde must be vpsde or geometric, got '{self.sde}'")
         if self.scheme == "drop_all_iw" and self.sde != "vpsde":
             raise ConfigError("scheme drop_all_iw needs sde=vpsde")
+        if self.prior not in ("sgm", "normal"):
+            raise ConfigError(f"prior must be sgm or normal, got '{self.prior}'")
         if self.sampler not in ("ode", "sde"):
             raise ConfigError(f"sampler must be ode or sde, got '{self.sampler}'")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got '{self.amp}'")
 
 
+# CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500
+# steps keeps 22 % of the initial, zero-output score net), a larger score-net lr, and the mixing logits' own lr
+# (see benchmarks/lsgm.py "what_we_tried")
 _CPU = dict(vae_ch=32, latent_ch=8, groups=1, score_ch=48, score_mult=(1, 2), score_blocks=1, dropout=0.1,
-            ema=0.999, batch_size=64, warmup=100, ckpt_every=500)
+            ema=0.995, lr_score=1e-3, lr_mix=1e-2, batch_size=64, warmup=100, ckpt_every=500)
 
 PRESETS: dict[str, Config] = {
     # seconds on one core: scikit-learn's real 8x8 digits (ships with sklearn), binarised

@@ -70,7 +70,8 @@ def ode_nll(eps_fn: EpsFn, sde: SDE, z0: torch.Tensor, *, ode_eps: float = 1e-5,
     B = z0.shape[0]
     D = z0[0].numel()
     exact = D <= 64 if exact_trace is None else exact_trace
-    v = torch.randint(0, 2, z0.shape, generator=generator, device=z0.device).to(z0.dtype) * 2 - 1
+    # drawn on the CPU (where a seeded generator lives), then moved: the same probe on any device
+    v = (torch.randint(0, 2, z0.shape, generator=generator).to(z0.dtype) * 2 - 1).to(z0.device)
     nfe = 0
 
     def f(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +113,7 @@ def sde_sample(eps_fn: EpsFn, sde: SDE, z1: torch.Tensor, *, steps: int = 200, o
         score = -eps_fn(z, tb).to(z.dtype) / sigma
         z = z + (-0.5 * beta * z - beta * score) * dt
         if i < steps - 1:
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
             z = z + torch.sqrt(beta * -dt) * noise
     return z, steps
 

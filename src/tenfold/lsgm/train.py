@@ -4,6 +4,7 @@ ancestral SDE as an option) and ``evaluate`` (NELBO by DSM and by the ODE's chan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -80,10 +81,26 @@ def channel_kl(vae: VAE, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return tot / len(x)
 
 
+def stage2_optimizer(score: MixedScore, vae: VAE | None, *, lr_score: float, lr_mix: float, lr_vae: float,
+                     weight_decay: float) -> torch.optim.Adam:
+    """Stage 2's Adam: groups [score net, mixing logits, VAE (end-to-end only)], eps 1e-4 / 1e-4 / 1e-3.
+
+    The mixing logits get their own lr: Adam moves a logit by about lr per step, so from the paper's init -6 at
+    its lr 3e-4 alpha needs ~10^4 steps to leave the Normal score (the paper runs ~5e4); CPU budgets of a few
+    thousand steps need a larger ``lr_mix`` (the official code has one lr for the whole score net)."""
+    rest = [p for n, p in score.named_parameters() if n != "mix_logit"]
+    groups = [{"params": rest, "lr": lr_score, "eps": 1e-4, "weight_decay": weight_decay},
+              {"params": [score.mix_logit], "lr": lr_mix, "eps": 1e-4, "weight_decay": weight_decay}]
+    if vae is not None:
+        groups.append({"params": list(vae.parameters()), "lr": lr_vae, "eps": 1e-3, "weight_decay": weight_decay})
+    return torch.optim.Adam(groups)
+
+
 def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = False, progress: bool = False
                  ) -> dict[str, Any]:
     """Stage 1 (N(0, I) VAE) in ``run_dir/stage1``, then stage 2 (score prior) in ``run_dir/stage2``; saves
-    ``run_dir/model`` (VAE + EMA score net). ``stage2_steps=0`` gives the N(0, I) VAE alone."""
+    ``run_dir/model`` (VAE + EMA score net). ``stage2_steps=0`` or ``prior="normal"`` gives the N(0, I) VAE alone
+    (the latter with LSGM's stage-2 optimizer and KL schedule: the like-for-like baseline)."""
     run_dir = Path(run_dir)
     channels = split.train.shape[1]
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
@@ -123,43 +140,62 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
 
     rows2: list[dict[str, Any]] = []
     ema_score = None
-    if cfg.stage2_steps > 0:
+    n2 = cfg.stage2_steps
+    w2 = min(cfg.warmup, n2)
+
+    def score_f(s: int) -> float:  # stage-2 score net: warm-up, then constant
+        return min(1.0, (s + 1) / max(1, w2))
+
+    def vae_f(s: int) -> float:  # stage-2 VAE: warm-up, then cosine lr_vae2 -> lr_vae2_min
+        r = cfg.lr_vae2_min / cfg.lr_vae2
+        if s < w2:
+            return (s + 1) / max(1, w2)
+        u = min(1.0, (s - w2) / max(1, n2 - w2))
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * u))
+
+    def kl_coef2(s: int) -> float:  # stage-2 KL weight: kl_start2 -> 1 over the first kl_anneal2 of stage 2
+        return cfg.kl_start2 + (1 - cfg.kl_start2) * min(1.0, s / max(1.0, cfg.kl_anneal2 * n2))
+
+    if n2 > 0 and cfg.prior == "normal":
+        # ---- stage 2 of the baseline: the same VAE, same optimizer and KL schedule, N(0, I) prior kept ------
+        s2n = VAEStage(vae, sr=cfg.sr_vae > 0)
+
+        def step2n(net: torch.nn.Module, batch: list[torch.Tensor]) -> dict[str, Any]:
+            m = unwrap(net)
+            x = torch.bernoulli(batch[0]) if x_bin else _quantise(batch[0], cfg.num_levels)
+            s = int(m.micro_step)
+            m.micro_step += 1
+            return net(x, kl_coef=kl_coef2(s), sr_vae=cfg.sr_vae)
+
+        t0 = time.process_time()
+        fit(s2n, step2n, train_set, run_dir=run_dir / "stage2", steps=n2,
+            optimizer=lambda m: torch.optim.Adam(m.vae.parameters(), lr=cfg.lr_vae2, eps=1e-3,
+                                                 weight_decay=cfg.weight_decay),
+            scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, vae_f), **common)
+        result["stage2_cpu_seconds"] = round(time.process_time() - t0, 2)
+        rows2 = _log_rows(run_dir / "stage2")
+        vae = s2n.vae.cpu()
+    elif n2 > 0:
         # ---- stage 2: the score prior, two-stage (VAE frozen) or end-to-end --------------------------------
         for p in vae.parameters():
             p.requires_grad_(cfg.end_to_end)
         s2 = LSGMNet(vae, score, sr=(cfg.sr_vae > 0 and cfg.end_to_end) or cfg.sr_score > 0)
-        n2 = cfg.stage2_steps
 
         def make_opt(m: LSGMNet) -> torch.optim.Optimizer:
-            groups = [{"params": list(m.score.parameters()), "lr": cfg.lr_score, "eps": 1e-4,
-                       "weight_decay": cfg.weight_decay}]
-            if cfg.end_to_end:
-                groups.append({"params": list(m.vae.parameters()), "lr": cfg.lr_vae2, "eps": 1e-3,
-                               "weight_decay": cfg.weight_decay})
-            return torch.optim.Adam(groups)
+            return stage2_optimizer(m.score, m.vae if cfg.end_to_end else None, lr_score=cfg.lr_score,
+                                    lr_mix=cfg.lr_mix or cfg.lr_score, lr_vae=cfg.lr_vae2,
+                                    weight_decay=cfg.weight_decay)
 
         def make_sched(o: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-            w = min(cfg.warmup, n2)
-
-            def score_f(s: int) -> float:  # warm-up, then constant
-                return min(1.0, (s + 1) / max(1, w))
-
-            def vae_f(s: int) -> float:  # warm-up, then cosine lr_vae2 -> lr_vae2_min
-                r = cfg.lr_vae2_min / cfg.lr_vae2
-                if s < w:
-                    return (s + 1) / max(1, w)
-                u = min(1.0, (s - w) / max(1, n2 - w))
-                return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * u))
-
-            return torch.optim.lr_scheduler.LambdaLR(o, [score_f, vae_f][: len(o.param_groups)])
+            return torch.optim.lr_scheduler.LambdaLR(o, [score_f, score_f, vae_f][: len(o.param_groups)])
 
         def step2(net: torch.nn.Module, batch: list[torch.Tensor]) -> dict[str, Any]:
             m = unwrap(net)
             x = torch.bernoulli(batch[0]) if x_bin else _quantise(batch[0], cfg.num_levels)
             s = int(m.micro_step)
             m.micro_step += 1
-            kl = cfg.kl_start2 + (1 - cfg.kl_start2) * min(1.0, s / max(1.0, cfg.kl_anneal2 * n2))
-            return net(x, sde=sde, scheme=cfg.scheme, time_eps=cfg.time_eps, kl_coef=kl, train_vae=cfg.end_to_end,
+            return net(x, sde=sde, scheme=cfg.scheme, time_eps=cfg.time_eps, kl_coef=kl_coef2(s),
+                       train_vae=cfg.end_to_end,
                        sr_vae=cfg.sr_vae if cfg.end_to_end else 0.0, sr_score=cfg.sr_score)
 
         ema = EMA(s2, cfg.ema)
@@ -194,6 +230,15 @@ class Trained:
 
     def __init__(self, cfg: Config, vae: VAE, score: MixedScore | None, sde: SDE) -> None:
         self.cfg, self.vae, self.score, self.sde = cfg, vae.eval(), score.eval() if score else None, sde
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Trained:
+        """Move the networks to ``device`` (evaluation and sampling follow them there); returns self."""
+        self.device = torch.device(device)
+        self.vae.to(self.device)
+        if self.score is not None:
+            self.score.to(self.device)
+        return self
 
     def eps_fn(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps_hat(z, t) in float32 (the ODE's network calls)."""
@@ -234,7 +279,7 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
     shape = model.vae.latent_shape
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        z1 = torch.randn((b, *shape), generator=g)
+        z1 = torch.randn((b, *shape), generator=g).to(model.device)  # drawn on the CPU: same samples anywhere
         if model.score is None:
             z, nfe, w, c = z1, 0, 0.0, 0.0
         elif sampler == "ode":
@@ -243,7 +288,7 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
         else:
             z, nfe, w, c = timed(lambda z1=z1: sde_sample(model.eps_fn, model.sde, z1, steps=model.cfg.sde_steps,
                                                           ode_eps=model.cfg.ode_eps, generator=g))
-        params = model.vae.decode(z)
+        params = model.vae.decode(z).float().cpu()
         means.append(model.vae.mean_image(params))
         draws.append(model.vae.sample_image(params, generator=g))
         nfes.append(nfe)
@@ -266,7 +311,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
     out: dict[str, list[torch.Tensor]] = {"dsm": [], "ode": [], "vae": []}
     nfes = []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+        xb = x[i:i + batch].to(model.device)
         with torch.no_grad():
             terms = vae_terms(model.vae, xb)
         z0, mu, ls, rec = terms["z0"], terms["mu"], terms["log_sigma"], terms["rec"]
@@ -276,8 +321,9 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
         from .objective import ce_constant, cross_entropy_dsm, diffuse
 
         with torch.no_grad():
-            t, _, wq = sample_t(model.sde, "ll_iw", len(xb), model.cfg.time_eps, generator=g)
-            noise = torch.randn(z0.shape, generator=g)
+            t, _, wq = (a.to(model.device) for a in sample_t(model.sde, "ll_iw", len(xb), model.cfg.time_eps,
+                                                             generator=g))
+            noise = torch.randn(z0.shape, generator=g).to(model.device)
             z_t, sigma = diffuse(model.sde, z0, t, noise)
             ce = cross_entropy_dsm(noise, model.score(z_t, t, sigma), wq,
                                    ce_constant(model.sde, model.cfg.time_eps, z0[0].numel()))
@@ -287,7 +333,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
                                  tol=tol or model.cfg.ode_tol, generator=g)
             out["ode"].append(-rec + _log_normal(z0, mu, ls) + nll_p)
             nfes.append(nfe)
-    res: dict[str, Any] = {k: torch.cat(v) for k, v in out.items() if v}
+    res: dict[str, Any] = {k: torch.cat(v).cpu() for k, v in out.items() if v}
     res["nfe"] = sum(nfes) / len(nfes) if nfes else 0
     return res
 
@@ -313,20 +359,28 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
                        num_levels=cfg.num_levels)
     _device(cfg)
     res = train_stages(cfg, Path(run_dir), split, resume=resume, progress=True)
-    model = load_model(Path(run_dir) / "model", cfg)
+    model = load_model(Path(run_dir) / "model", cfg).to(_device(cfg))
     gen = generate(model, 64, tol=cfg.ode_tol, sampler=cfg.sampler, batch=64)
     save_grid(gen["mean"], Path(run_dir) / "samples.png")
     res.update({"sample_nfe": gen["nfe"], "split": split.description})
     return res
 
 
+def _load_on_device(checkpoint: str, device: str) -> Trained:
+    """Load a trained model onto ``device`` (default: the device its config names)."""
+    model = load_model(checkpoint)
+    dev = device or model.cfg.device
+    return model.to(_device(dataclasses.replace(model.cfg, device=dev)))
+
+
 def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol: float = 0.0,
-           sampler: str = "", seed: int = 0) -> dict[str, Any]:
-    """Draw ``n`` samples from a trained model (``--checkpoint RUN_DIR``); writes ``samples.png`` and
-    ``samples.safetensors``; reports NFE per batch (at ``--tol``, default the config's) and seconds."""
+           sampler: str = "", seed: int = 0, device: str = "") -> dict[str, Any]:
+    """Draw ``n`` samples from a trained model (``--checkpoint RUN_DIR``) on ``--device`` (default: the
+    checkpoint config's); writes ``samples.png`` and ``samples.safetensors``; reports NFE per batch (at
+    ``--tol``, default the config's) and seconds."""
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    model = load_model(checkpoint)
+    model = _load_on_device(checkpoint, device)
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
                    batch=min(n, model.cfg.eval_batch), seed=seed)
     save_grid(gen["mean"], Path(run_dir) / "samples.png")
@@ -339,12 +393,13 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol
 
 
 def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0, fd_samples: int = 500,
-             ode: bool = True, data: str = "") -> dict[str, Any]:
+             ode: bool = True, data: str = "", device: str = "") -> dict[str, Any]:
     """Held-out NELBO (DSM and ODE bounds, nats per image and bits/dim) and FD-CNN / FD-ResNet56 of
-    ``fd_samples`` samples against the held-out images. ``--data`` points at another split."""
+    ``fd_samples`` samples against the held-out images, on ``--device`` (default: the checkpoint config's).
+    ``--data`` points at another split."""
     if not checkpoint:
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    model = load_model(checkpoint)
+    model = _load_on_device(checkpoint, device)
     c = model.cfg
     split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
                        num_levels=c.num_levels)
