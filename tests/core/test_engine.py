@@ -359,6 +359,28 @@ def test_ema_closed_form() -> None:
     assert other.decay == 0.5 and other.num_updates == 2 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
 
 
+def test_ema_warmup_closed_form() -> None:
+    """With warm-up the n-th update uses min(decay, (1 + n) / (10 + n)): 0.1 then 2/11, then the cap."""
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.15, warmup=True)
+    want = 1.0
+    for v, d in ((3.0, 0.1), (5.0, 0.15), (7.0, 0.15)):  # 2/11 > 0.15: capped from the second update on
+        with torch.no_grad():
+            model.weight.fill_(v)
+        ema.update(model)
+        want = d * want + (1 - d) * v
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), want))
+    slow = EMA(model, decay=0.999, warmup=True)
+    assert slow.current_decay() == pytest.approx(0.1)
+    slow.num_updates = 90
+    assert slow.current_decay() == pytest.approx(91 / 100)
+    again = EMA(nn.Linear(2, 1), decay=0.5)
+    again.load_state_dict(slow.state_dict())
+    assert again.warmup and again.current_decay() == pytest.approx(91 / 100)
+
+
 def test_warmup_cosine() -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
     sched = warmup_cosine(opt, warmup=4, total=12, min_ratio=0.1)

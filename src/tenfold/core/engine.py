@@ -261,10 +261,11 @@ class EMA:
             evaluate(model)
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = False) -> None:
         if not 0.0 <= float(decay) < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
+        self.warmup = bool(warmup)  # decay_n = min(decay, (1 + n) / (10 + n)): short runs do not keep the init
         self.num_updates = 0
         m = unwrap(model)
         self.param_names = [n for n, _ in m.named_parameters()]
@@ -285,7 +286,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Fold the model's current weights into the average (call after each optimizer step)."""
         m = unwrap(model)
-        w = 1.0 - self.decay
+        w = 1.0 - self.current_decay()
         for n, p in m.named_parameters():
             e = self.shadow[n]
             if e.is_floating_point():
@@ -295,6 +296,12 @@ class EMA:
         for n, b in m.named_buffers():
             self.shadow[n].copy_(b.detach())
         self.num_updates += 1
+
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` uses (``decay``, or its warm-up value early in a run)."""
+        if self.warmup:
+            return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        return self.decay
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
@@ -317,8 +324,9 @@ class EMA:
                     t.copy_(saved[n])
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"decay", "num_updates", "shadow": {name: tensor}}`` (checkpoint-storable)."""
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+        """``{"decay", "warmup", "num_updates", "shadow": {name: tensor}}`` (checkpoint-storable)."""
+        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
+                "shadow": dict(self.shadow)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; raises :class:`CheckpointError` when the names differ."""
@@ -328,6 +336,7 @@ class EMA:
             raise CheckpointError(f"EMA state does not match the model: missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]}")
         self.decay = float(state["decay"])
+        self.warmup = bool(state.get("warmup", False))
         self.num_updates = int(state["num_updates"])
         with torch.no_grad():
             for k, v in shadow.items():
