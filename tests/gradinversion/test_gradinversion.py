@@ -395,3 +395,33 @@ def test_fast_gradient_path_equals_the_functional_path_and_keeps_buffers():
         fed = f.update(x, y, "fedavg", 1, 0.5, create_graph=False)
         assert all(torch.allclose(-0.5 * a, b, atol=1e-12) for a, b in zip(fast, fed))
         assert all(torch.equal(b, dict(f.net.named_buffers())[n]) for n, b in bufs.items())
+
+
+def _signed_steps(alpha_group: float, monkeypatch) -> list[torch.Tensor]:
+    """X.grad as Adam sees it at every step of a signed, G = 2 run (the group term on from step 3)."""
+    seen: list[torch.Tensor] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["params"][0].grad.detach().clone())
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    net = _tiny_net()
+    x, y = torch.rand(1, 3, 6, 6), torch.tensor([2])
+    g = simulate_client(net, x, y)
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=8, group_size=2, group_every=1, group_warmup=0.25,
+                              signed=True, alpha_group=alpha_group, langevin_sigma=0.0)
+    build(cfg).run(net, g, num_images=1, mean=[0.5] * 3, std=[0.5] * 3)
+    return seen
+
+
+def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
+    """With the signed gradient the group pull is a fraction of a step added *after* the sign (it would
+    override the matching term pixel by pixel inside it): the step is no longer +-1 once the group is on."""
+    plain = _signed_steps(0.0, monkeypatch)
+    assert all(set(s.abs().unique().tolist()) <= {0.0, 1.0} for s in plain)
+    pulled = _signed_steps(0.05, monkeypatch)
+    off = [((s.abs() - 1).abs().max()) for s in pulled]
+    assert max(off[:2]) == 0  # before the group starts: a pure sign step
+    assert max(off[3:]) > 1e-3 and max(off[3:]) < 1.0  # after: sign + a pull smaller than one step
