@@ -230,7 +230,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
                 augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
                 resume: bool = False, stop_after: int = 0,
-                measure: Callable[[], float] | None = None, measure_tolerance: float = 0.05) -> dict[str, Any]:
+                measure: Callable[[], float] | None = None, measure_tolerance: float = 0.05,
+                progress: bool = False) -> dict[str, Any]:
     """Spec §2: train with KD from ``teacher`` while pruning ``gated`` every ``interval`` iterations
     until its LUT latency is at most ``target_fraction`` of the unpruned one; masks edited in place.
 
@@ -282,6 +283,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                            "history": history, "ce_trace": ce_trace, "seconds": time.perf_counter() - t0},
                           iteration)
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_iters, initial=start, desc="nvit prune", unit="it", disable=not progress, leave=False)
     it = start - 1
     try:
         for it in range(start, max_iters if not reached else start):
@@ -302,6 +306,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
             sal.batch_done()
             opt.step()
             ce_trace.append(float(parts["ce"]))
+            bar.update(1)
             if (it + 1) % interval == 0:
                 imp = sal.importance()
                 if t == 0 and eta_mode == "relative":
@@ -328,6 +333,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                     measured_now = float(measure())
                     reached = measured_now <= target_fraction * (1 + measure_tolerance)
                 row.update(measured_fraction_before=measured_before, measured_fraction_after=measured_now)
+                bar.set_postfix(step=t, lut=f"{row['lut_fraction']:.3f}", ce=f"{row['ce']:.3f}")
                 history.append(row)
                 if logger is not None:
                     logger.log(it + 1, {k: v for k, v in row.items() if k != "blocks"})
@@ -337,6 +343,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 break
     finally:
         sal.remove()
+        bar.close()
     E, blocks = gated.dims()
     n_it = it + 1
     return {"reached": reached, "prune_steps": t, "iterations": n_it, "lut_full": full,
@@ -489,7 +496,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
                           kd_coef=cfg.kd_coef, temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef,
                           label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters, device=cfg.device,
                           seed=cfg.seed, logger=logger, checkpointer=ckpt,
-                          ckpt_every=cfg.prune_ckpt_every, resume=resume, measure=measure)
+                          ckpt_every=cfg.prune_ckpt_every, resume=resume, measure=measure, progress=True)
     dense = gated.cpu().to_dense().eval()
     save_dense(dense, run_dir / "pruned", extra={"lut_fraction": res["lut_final"] / res["lut_full"]})
     save_dense(teacher.cpu().eval(), run_dir / "teacher")
@@ -525,7 +532,7 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
                          warmup=cfg.finetune_warmup, kd_coef=cfg.kd_coef if t_model is not None else 0.0,
                          temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
                          label_smoothing=cfg.label_smoothing, device=cfg.device, amp=cfg.amp, seed=cfg.seed,
-                         resume=resume)
+                         resume=resume, progress=True)
     net = unwrap(student).cpu().eval()
     save_dense(net, run_dir / "model")
     if t_model is not None:  # export finds the unpruned model beside the fine-tuned one
