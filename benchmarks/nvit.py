@@ -31,10 +31,18 @@ from tenfold.core.data import load_dataset
 from tenfold.core.engine import fit, warmup_cosine
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import load_checkpoint, save_checkpoint
-from tenfold.core.latency import compare, measure_latency
+from tenfold.core.latency import compare
 from tenfold.core.models import VisionTransformer, vit_tiny_cifar
 from tenfold.nvit import PRESETS
-from tenfold.nvit.api import build, finetune_model, latency_ratio, measure_lut, plot_dims, prune_model
+from tenfold.nvit.api import (
+    build,
+    finetune_model,
+    latency_ratio,
+    measure_lut,
+    plot_dims,
+    prune_model,
+    time_model,
+)
 from tenfold.nvit.losses import random_crop_flip
 from tenfold.nvit.model import GatedViT, from_timm, macs_params, spec_of
 from tenfold.nvit.prune import LatencyModel
@@ -83,10 +91,7 @@ def dense_teacher(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, 
 
 def measured(vit: torch.nn.Module, batch: int, repeats: int, device: str) -> tuple[float, float]:
     """(median wall, median process CPU) seconds of one forward at ``batch``."""
-    dev = torch.device(device)
-    vit = vit.to(dev).eval()
-    x = torch.rand(batch, *vit.input_size, device=dev)
-    r = measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
+    r = time_model(vit, batch, repeats=repeats, device=device)
     return r.median, r.cpu_median
 
 

@@ -28,7 +28,7 @@ from tenfold.core.engine import (
 )
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import CheckpointError, ConfigError, DataError, write_json
-from tenfold.core.latency import LatencyTable, build_vit_lut, measure_latency
+from tenfold.core.latency import LatencyResult, LatencyTable, build_vit_lut, measure_latency
 from tenfold.core.models import BlockDims, VisionTransformer, load_state_dict_file, load_weights
 from tenfold.nvit.config import Config
 from tenfold.nvit.losses import nvit_loss, random_crop_flip
@@ -162,6 +162,17 @@ def load_lut(path: str) -> LatencyModel:
     return LatencyModel(block, stem)
 
 
+def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.device = "cpu",
+               generator: torch.Generator | None = None) -> LatencyResult:
+    """Inference latency of ``vit`` at ``batch`` random images (2 warm-up calls, ``repeats`` timed ones).
+
+    ``generator`` draws the input off the global RNG (None: the global RNG, as before)."""
+    dev = torch.device(device)
+    vit = vit.to(dev).eval()
+    x = torch.rand(batch, *vit.input_size, generator=generator).to(dev)
+    return measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
+
+
 def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", repeats: int = 5,
                   rounds: int = 5) -> float:
     """Median over ``rounds`` of latency(vit) / latency(ref), the two timed back to back in each round.
@@ -173,11 +184,8 @@ def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "
     ratios = []
     for _ in range(rounds):
         t = []
-        for m in (ref, vit):
-            m = m.to(dev).eval()
-            gen = torch.Generator().manual_seed(0)  # the global RNG stays untouched (exact resume)
-            x = torch.rand(batch, *m.input_size, generator=gen).to(dev)
-            r = measure_latency(m, (x,), warmup=2, repeats=repeats, device=dev)
+        for m in (ref, vit):  # the global RNG stays untouched (exact resume of the pruning loop)
+            r = time_model(m, batch, repeats=repeats, device=dev, generator=torch.Generator().manual_seed(0))
             t.append(r.cpu_median if ci else r.median)
         ratios.append(t[1] / t[0])
     return float(statistics.median(ratios))
@@ -403,11 +411,8 @@ def cost_report(vit: VisionTransformer, latency: LatencyModel | None, *, batches
                            "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in spec.blocks]}
     if latency is not None:
         out["lut_latency"] = latency(spec.embed_dim, list(spec.blocks))
-    dev = torch.device(device)
-    vit = vit.to(dev).eval()
-    C, H, W = vit.input_size
     for b in batches:
-        r = measure_latency(vit, (torch.rand(b, C, H, W, device=dev),), warmup=2, repeats=repeats, device=dev)
+        r = time_model(vit, b, repeats=repeats, device=device)
         out[f"latency_b{b}"] = r.median
         out[f"cpu_latency_b{b}"] = r.cpu_median
     return out
