@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -172,6 +173,64 @@ def tp_taylor_model(dense: VisionTransformer, ratio: float, calib: list[tuple[to
     return vit.eval()
 
 
+def nvit_prune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTransformer,
+               train: Any, lat: LatencyModel) -> tuple[GatedViT, dict[str, Any]]:
+    """NViT's pruning phase with KD from ``dense`` (the benchmark's settings; ``args.eta_rho`` scales eta)."""
+    gated = GatedViT(copy.deepcopy(dense))
+    dev = args.device
+    res = prune_model(gated, dense, train, lat, target_fraction=args.target, interval=cfg.interval,
+                      prune_per_iter=cfg.prune_per_iter, group_norm=cfg.group_norm, group_size=b["group_size"],
+                      minimum=b["minimum"], scale=b["scale"], momentum=cfg.pruning_momentum, eta=cfg.eta,
+                      eta_mode=cfg.eta_mode, eta_rho=args.eta_rho, batch_size=args.batch,
+                      lr=cfg.prune_lr * args.batch / 512 * 10, weight_decay=cfg.weight_decay, kd_coef=cfg.kd_coef,
+                      temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef, label_smoothing=cfg.label_smoothing,
+                      max_iters=cfg.max_prune_iters, device=dev, seed=1,
+                      measure=(lambda: latency_ratio(dense, gated.to_dense(), args.lut_batch, device=dev, repeats=3,
+                                                     rounds=3)) if args.stop_on == "measured" else None)
+    return gated, res
+
+
+def finetune(args: argparse.Namespace, cfg: Any, model: VisionTransformer, dense: VisionTransformer, train: Any,
+             run_dir: Path, steps: int) -> dict[str, Any]:
+    """The fine-tune every contender gets: KD from ``dense`` (T=20) plus CE, warm-up 10 then cosine."""
+    return finetune_model(model, dense, train, run_dir, steps=steps, batch_size=args.batch,
+                          lr=cfg.finetune_lr * args.batch / 512 * 10, weight_decay=cfg.weight_decay, warmup=10,
+                          kd_coef=cfg.kd_coef, temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
+                          label_smoothing=cfg.label_smoothing, device=args.device, seed=3, log_every=10)
+
+
+def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTransformer, lat: LatencyModel
+         ) -> None:
+    """Choose NViT's ``eta_rho`` without the test split: prune + fine-tune on cifar10-train minus 5,000 seeded
+    images, top-1 on those 5,000 (the teacher saw them, the students did not); appends to nvit_tuning.json."""
+    full = load_dataset(args.train_data, limit=args.train_limit)
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(123)).tolist()
+    val, train = full.subset(perm[:5000]), full.subset(perm[5000:])
+    c0, w0 = time.process_time(), time.perf_counter()
+    gated, res = nvit_prune(args, cfg, b, dense, train, lat)
+    model = gated.cpu().to_dense().eval()
+    run = cache_dir() / f"tune-rho{args.eta_rho:g}-{time.strftime('%H%M%S')}"
+    finetune(args, cfg, model, dense, train, run, args.finetune_steps)
+    model = model.cpu().eval()
+    row = {"eta_rho": args.eta_rho, "val_top1": evaluate_classifier(model, val, device=args.device,
+                                                                     progress=False)["top1"],
+           "prune_iterations": res["iterations"], "finetune_steps": args.finetune_steps,
+           "embed": model.embed_dim, "blocks": [[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden]
+                                                for q in model.block_dims()],
+           "measured_ratio_b64": latency_ratio(dense, model, args.lut_batch, device=args.device, repeats=5,
+                                               rounds=5),
+           "macs_ratio": macs_params(spec_of(model))[0] / macs_params(spec_of(dense))[0],
+           "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - w0}
+    print(row, flush=True)
+    path = Path(__file__).resolve().parent / "results" / "nvit_tuning.json"
+    log = json.loads(path.read_text()) if path.is_file() else {
+        "command": "OMP_NUM_THREADS=1 python -m benchmarks.nvit --tune --eta-rho RHO",
+        "split": "cifar10-train, seeded permutation (123): 5,000 validation images, the other 45,000 train the "
+                 "students; never cifar10-test", "runs": []}
+    log["runs"].append(row)
+    path.write_text(json.dumps(log, indent=1) + "\n")
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "cifar10-test")
     p.add_argument("--train-data", default="cifar10-train")
@@ -187,16 +246,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--stop-on", choices=("lut", "measured"), default="measured",
                    help="NViT's stop rule: the LUT alone (paper), or each step's LUT target calibrated by timing")
+    p.add_argument("--eta-rho", type=float, default=PRESETS["cpu"].eta_rho,
+                   help="latency weight: eta = rho * mean(saliency) / mean(dT) at the first prune step")
+    p.add_argument("--tune", action="store_true",
+                   help="NViT only, scored on 5,000 held-out training images (choose --eta-rho); no test split")
     args = p.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     dev = args.device
 
     dense, dense_info = dense_teacher(args)
-    test = load_dataset(args.data, limit=args.eval_limit)
-    train = load_dataset(args.train_data, limit=args.train_limit)
-    dense_top1 = evaluate_classifier(dense, test, device=dev, progress=False)["top1"]
-    print(f"dense top-1 {dense_top1:.4f}", flush=True)
 
     # ---- LUT on this device -------------------------------------------------------------------
     cfg = dataclasses.replace(PRESETS["cpu"], batch_size=args.batch, lut_batch=args.lut_batch, device=dev,
@@ -215,17 +274,16 @@ def main() -> None:
     print(f"LUT {lut_seconds:.0f}s; dense measured b{args.lut_batch} {dense_b64 * 1e3:.1f} ms; target "
           f"{target_s * 1e3:.1f} ms", flush=True)
 
+    if args.tune:
+        tune(args, cfg, b, dense, lat)
+        return
+    test = load_dataset(args.data, limit=args.eval_limit)
+    train = load_dataset(args.train_data, limit=args.train_limit)
+    dense_top1 = evaluate_classifier(dense, test, device=dev, progress=False)["top1"]
+    print(f"dense top-1 {dense_top1:.4f}", flush=True)
+
     # ---- NViT: prune with KD until the LUT says target ------------------------------------------
-    gated = GatedViT(copy.deepcopy(dense))
-    res = prune_model(gated, dense, train, lat, target_fraction=args.target, interval=cfg.interval,
-                      prune_per_iter=cfg.prune_per_iter, group_norm=cfg.group_norm, group_size=b["group_size"],
-                      minimum=b["minimum"], scale=b["scale"], momentum=cfg.pruning_momentum, eta=cfg.eta,
-                      eta_mode=cfg.eta_mode, eta_rho=cfg.eta_rho, batch_size=args.batch,
-                      lr=cfg.prune_lr * args.batch / 512 * 10, weight_decay=cfg.weight_decay, kd_coef=cfg.kd_coef,
-                      temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef, label_smoothing=cfg.label_smoothing,
-                      max_iters=cfg.max_prune_iters, device=dev, seed=1,
-                      measure=(lambda: latency_ratio(dense, gated.to_dense(), args.lut_batch, device=dev, repeats=3,
-                                                     rounds=3)) if args.stop_on == "measured" else None)
+    gated, res = nvit_prune(args, cfg, b, dense, train, lat)
     nvit = gated.cpu().to_dense().eval()
     prune_iters = res["iterations"]
     print(f"NViT pruned in {prune_iters} iterations, LUT fraction {res['lut_final'] / res['lut_full']:.3f}",
@@ -263,13 +321,9 @@ def main() -> None:
                                "uniform_scale": s_u, "tp_pruning_ratio": r_tp, "target_fraction": args.target,
                                "bisection_latency_ratio": {"uniform": lat_u, "tp_taylor": lat_tp},
                                "latency_clock": "process CPU time" if ci else "wall time"}
-    lr = cfg.finetune_lr * args.batch / 512 * 10
     rows: dict[str, dict[str, Any]] = {}
     for name, (model, steps) in contenders.items():
-        ft = finetune_model(model, dense, train, runs / name, steps=steps, batch_size=args.batch, lr=lr,
-                            weight_decay=cfg.weight_decay, warmup=10, kd_coef=cfg.kd_coef,
-                            temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
-                            label_smoothing=cfg.label_smoothing, device=dev, seed=3, log_every=10)
+        ft = finetune(args, cfg, model, dense, train, runs / name, steps)
         model = model.cpu().eval()
         top1 = evaluate_classifier(model, test, device=dev, progress=False)["top1"]
         rows[name] = {"top1": top1, "finetune_steps": steps, "loss_start": ft["loss_start"],

@@ -231,3 +231,33 @@ def test_build_vit_lut_times_blocks_on_the_grid():
     assert t(embed=64, heads=2, qk=8, v=8, mlp=256) == t.values[1, 1, 0, 0, 1]
     with pytest.raises(InputError):
         L.build_vit_lut("cpu", {"embed": [16]}, batch=1, tokens=2)
+
+
+def test_build_shuffled_order_visits_every_point_once_and_cpu_clock():
+    """Shuffled order: same table, every point once, not in grid order; clock='cpu' stores cpu_median."""
+    axes = {"a": [1, 2, 3], "b": [10, 20], "c": [5, 6]}
+    seen: list[tuple[int, int, int]] = []
+
+    def f(a: int, b: int, c: int) -> float:
+        seen.append((a, b, c))
+        return a * 100.0 + b + 0.1 * c
+
+    grid = L.build(axes, f)
+    grid_order = list(seen)
+    seen.clear()
+    shuf = L.build(axes, f, order="shuffled", seed=3)
+    np.testing.assert_array_equal(shuf.values, grid.values)
+    assert sorted(seen) == sorted(grid_order) and len(set(seen)) == len(seen) == 12
+    assert seen != grid_order and shuf.metadata["order"] == "shuffled"
+
+    def res(a: int, b: int, c: int) -> L.LatencyResult:
+        return L.LatencyResult(median=float(a), mean=float(a), min=float(a), p90=float(a), std=0.0,
+                               cpu_median=10.0 * a, cpu_mean=10.0 * a, repeats=1, warmup=0, threads=1,
+                               device="cpu", times=[float(a)], cpu_times=[10.0 * a])
+
+    assert L.build(axes, res, clock="cpu").values[2, 0, 0] == 30.0
+    assert L.build(axes, res).values[2, 0, 0] == 3.0
+    with pytest.raises(InputError, match="order"):
+        L.build(axes, f, order="random")
+    with pytest.raises(InputError, match="clock"):
+        L.build(axes, f, clock="gpu")

@@ -315,33 +315,46 @@ def _flat(nested: Any) -> list[Any]:
 
 def build(axes: Mapping[str, Sequence[float]], measure_fn: Callable[..., Any], *,
           metadata: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-          outside: Outside = "clamp", progress: bool = False) -> LatencyTable:
+          outside: Outside = "clamp", progress: bool = False, order: str = "grid", seed: int = 0,
+          clock: str = "wall") -> LatencyTable:
     """Measure ``measure_fn(**point)`` at every grid point and return the table.
 
     ``axes``: ordered {name: grid values}; ``measure_fn`` gets one keyword per axis and returns
-    seconds (a float), a :class:`LatencyResult` (its median is stored) or None/NaN (not measured).
-    ``metadata`` is stored next to :func:`environment` (device, torch, threads), which records
-    where the table was built. Why: NViT's block LUT and HANT's per-op cost tables.
+    seconds (a float), a :class:`LatencyResult` or None/NaN (not measured). ``clock`` picks what a
+    LatencyResult contributes: ``"wall"`` its median, ``"cpu"`` its process-CPU median (the steady
+    figure on a shared, time-sliced CPU). ``order="shuffled"`` visits the points in a seeded random
+    order, so a load change during the sweep adds noise instead of a slope along the first axis
+    (in grid order the first axis is measured in blocks, one value after the other). ``metadata`` is
+    stored next to :func:`environment` (device, torch, threads), which records where the table was
+    built. Why: NViT's block LUT and HANT's per-op cost tables.
     """
+    if order not in ("grid", "shuffled"):
+        raise InputError(f"order must be 'grid' or 'shuffled', got {order!r}")
+    if clock not in ("wall", "cpu"):
+        raise InputError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     names = list(axes)
     grids = [list(axes[n]) for n in names]
     if not names or any(len(g) == 0 for g in grids):
         raise InputError("build needs at least one axis, each with at least one grid value")
     shape = tuple(len(g) for g in grids)
     vals = np.full(shape, np.nan)
-    it = itertools.product(*[range(len(g)) for g in grids])
+    points = list(itertools.product(*[range(len(g)) for g in grids]))
+    if order == "shuffled":
+        points = [points[i] for i in np.random.default_rng(seed).permutation(len(points))]
+    it: Any = points
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, total=int(np.prod(shape)), desc="latency table")
+        it = tqdm(points, desc="latency table")
     t0 = time.perf_counter()
     for idx in it:
         point = {n: g[i] for n, g, i in zip(names, grids, idx)}
         r = measure_fn(**point)
         if isinstance(r, LatencyResult):
-            r = r.median
+            r = r.cpu_median if clock == "cpu" else r.median
         vals[idx] = np.nan if r is None else float(r)
-    meta = {**environment(device), "build_seconds": time.perf_counter() - t0, **dict(metadata or {})}
+    meta = {**environment(device), "build_seconds": time.perf_counter() - t0, "order": order, "clock": clock,
+            **dict(metadata or {})}
     return LatencyTable(axes, vals, metadata=meta, outside=outside)
 
 
@@ -377,13 +390,14 @@ def compare(measured: Sequence[float] | np.ndarray | torch.Tensor,
 def build_vit_lut(device: str | torch.device = "cpu", grid: Mapping[str, Sequence[float]] | None = None,
                   batch: int = 64, tokens: int = 65, *, warmup: int = 2, repeats: int = 5,
                   threads: int | None = 1, dtype: torch.dtype = torch.float32,
-                  progress: bool = False) -> LatencyTable:
+                  progress: bool = False, order: str = "grid", clock: str = "wall") -> LatencyTable:
     """Per-block latency LUT of a pre-norm ViT block on ``device`` (NViT, spec §2 "LUT").
 
     ``grid`` axes: ``embed``, ``heads``, ``qk`` and ``v`` (per-head widths), ``mlp`` (hidden
     width); the default is NViT's DeiT-B grid thinned to 3 points per axis. Each point times one
     :class:`tenfold.core.models.Block` with those widths on a ``(batch, tokens, embed)`` input
-    (median of ``repeats`` after ``warmup``). The table stores batch, tokens and dtype with the
+    (median of ``repeats`` after ``warmup``). ``order`` and ``clock`` as in :func:`build` (on a
+    shared CPU: ``order="shuffled", clock="cpu"``). The table stores batch, tokens and dtype with the
     environment; read it with ``table(embed=..., heads=..., qk=..., v=..., mlp=...)``.
     """
     from tenfold.core.models import Block
@@ -408,4 +422,5 @@ def build_vit_lut(device: str | torch.device = "cpu", grid: Mapping[str, Sequenc
 
     meta = {"kind": "vit-block", "batch": batch, "tokens": tokens, "dtype": str(dtype).replace("torch.", ""),
             "warmup": warmup, "repeats": repeats}
-    return build({n: list(grid[n]) for n in names}, measure, metadata=meta, device=dev, progress=progress)
+    return build({n: list(grid[n]) for n in names}, measure, metadata=meta, device=dev, progress=progress,
+                 order=order, clock=clock)
