@@ -277,9 +277,13 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweep: dict[float, float] | No
         ]
     L = fig["lsgm"]
     nfe_ratio = Dd["nfe_sampling"] / max(L["nfe_sampling"], 1)
+    nfe5_ratio = Dd["nfe_tol_1e-5"] / max(L["nfe_tol_1e-5"], 1)
     std_ratio = stds["ll_uniform"]["per_sample_std"] / stds["ll_iw"]["per_sample_std"]
     goals += [
-        goal(f"{name}: data-space NFE / LSGM NFE at tol {a.tol}", ">= 3", round(nfe_ratio, 2), nfe_ratio >= 3),
+        goal(f"{name}: data-space NFE / LSGM NFE at tol {a.tol} ({a.fd_samples}-sample batch)", ">= 3",
+             round(nfe_ratio, 2), nfe_ratio >= 3),
+        goal(f"{name}: data-space NFE / LSGM NFE at tol 1e-5, the official solver's rtol = atol "
+             f"({a.nfe_samples}-sample batch)", ">= 3", round(nfe5_ratio, 2), nfe5_ratio >= 3),
         goal(f"{name}: LSGM FD (decoder draws) <= data-space FD (binarised samples)", f"<= {Dd['fd_draw']:.2f}",
              round(L["fd_draw"], 2), L["fd_draw"] <= Dd["fd_draw"]),
         goal(f"{name}: CE per-sample std, uniform t / importance-sampled t", ">= 10", round(std_ratio, 1),
@@ -298,7 +302,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     big = a.scale == "large"
-    a.steps = a.steps or (20000 if big else 1600)
+    a.steps = a.steps or (20000 if big else 3200)
     if a.scale == "check":
         a.steps = min(a.steps, 48)
     a.batch, a.vae_ch, a.latent_ch, a.score_ch = (128, 32, 8, 64) if big else (32, 8, 4, 16)

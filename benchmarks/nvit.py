@@ -173,6 +173,22 @@ def tp_taylor_model(dense: VisionTransformer, ratio: float, calib: list[tuple[to
     return vit.eval()
 
 
+def correct(model: torch.nn.Module, data: Any, device: str, batch: int = 256) -> torch.Tensor:
+    """Per-image top-1 hits (bool, dataset order), for paired comparisons of two models on the same images."""
+    x, y = data.tensors()
+    model.eval().to(device)
+    with torch.inference_mode():
+        pred = torch.cat([model(x[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, len(x), batch)])
+    model.cpu()
+    return pred == y
+
+
+def paired_margin(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Top-1 of ``a`` minus ``b`` on the same images, in points, with its paired standard error."""
+    d = a.double() - b.double()
+    return {"mean": round(100 * float(d.mean()), 2), "se": round(100 * float(d.std() / len(d) ** 0.5), 2)}
+
+
 def nvit_prune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTransformer,
                train: Any, lat: LatencyModel) -> tuple[GatedViT, dict[str, Any]]:
     """NViT's pruning phase with KD from ``dense`` (the benchmark's settings; ``args.eta_rho`` scales eta)."""
@@ -212,8 +228,9 @@ def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTra
     run = cache_dir() / f"tune-rho{args.eta_rho:g}-{time.strftime('%H%M%S')}"
     finetune(args, cfg, model, dense, train, run, args.finetune_steps)
     model = model.cpu().eval()
-    row = {"eta_rho": args.eta_rho, "val_top1": evaluate_classifier(model, val, device=args.device,
-                                                                     progress=False)["top1"],
+    row = {"eta_rho": args.eta_rho, "saliency_scale": b["scale"],
+           "lut": {k: lat.block.metadata.get(k, "grid" if k == "order" else "wall") for k in ("order", "clock")},
+           "val_top1": evaluate_classifier(model, val, device=args.device, progress=False)["top1"],
            "prune_iterations": res["iterations"], "finetune_steps": args.finetune_steps,
            "embed": model.embed_dim, "blocks": [[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden]
                                                 for q in model.block_dims()],
@@ -224,7 +241,8 @@ def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTra
     print(row, flush=True)
     path = Path(__file__).resolve().parent / "results" / "nvit_tuning.json"
     log = json.loads(path.read_text()) if path.is_file() else {
-        "command": "OMP_NUM_THREADS=1 python -m benchmarks.nvit --tune --eta-rho RHO",
+        "command": "OMP_NUM_THREADS=1 python -m benchmarks.nvit --tune [--eta-rho RHO] [--scale-emb S --scale-head S]",
+        "note": "rows without saliency_scale used the preset's divisors (emb 12, head 12, qk 2, v 2, mlp 1)",
         "split": "cifar10-train, seeded permutation (123): 5,000 validation images, the other 45,000 train the "
                  "students; never cifar10-test", "runs": []}
     log["runs"].append(row)
@@ -248,6 +266,10 @@ def main() -> None:
                    help="NViT's stop rule: the LUT alone (paper), or each step's LUT target calibrated by timing")
     p.add_argument("--eta-rho", type=float, default=PRESETS["cpu"].eta_rho,
                    help="latency weight: eta = rho * mean(saliency) / mean(dT) at the first prune step")
+    p.add_argument("--scale-emb", type=float, default=PRESETS["cpu"].scale_emb,
+                   help="saliency divisor of an embedding channel (reference: 12, DeiT-B's depth)")
+    p.add_argument("--scale-head", type=float, default=PRESETS["cpu"].scale_head,
+                   help="saliency divisor of a head (reference: 12, DeiT-B's head count)")
     p.add_argument("--tune", action="store_true",
                    help="NViT only, scored on 5,000 held-out training images (choose --eta-rho); no test split")
     args = p.parse_args()
@@ -259,7 +281,8 @@ def main() -> None:
 
     # ---- LUT on this device -------------------------------------------------------------------
     cfg = dataclasses.replace(PRESETS["cpu"], batch_size=args.batch, lut_batch=args.lut_batch, device=dev,
-                              interval=args.prune_interval, prune_per_iter=args.prune_per_iter, lut_repeats=7)
+                              interval=args.prune_interval, prune_per_iter=args.prune_per_iter, lut_repeats=7,
+                              scale_emb=args.scale_emb, scale_head=args.scale_head)
     b = build(cfg)
     t0 = time.perf_counter()
     lat: LatencyModel = measure_lut(b["grid"], device=dev, batch=args.lut_batch, tokens=b["tokens"], patch=4,
@@ -322,10 +345,13 @@ def main() -> None:
                                "bisection_latency_ratio": {"uniform": lat_u, "tp_taylor": lat_tp},
                                "latency_clock": "process CPU time" if ci else "wall time"}
     rows: dict[str, dict[str, Any]] = {}
+    hits: dict[str, torch.Tensor] = {}
     for name, (model, steps) in contenders.items():
         ft = finetune(args, cfg, model, dense, train, runs / name, steps)
         model = model.cpu().eval()
         top1 = evaluate_classifier(model, test, device=dev, progress=False)["top1"]
+        hits[name] = correct(model, test, dev)
+        assert abs(float(hits[name].double().mean()) - top1) < 1e-9, "per-image hits disagree with top-1"
         rows[name] = {"top1": top1, "finetune_steps": steps, "loss_start": ft["loss_start"],
                       "loss_end": ft["loss_end"]}
         print(f"{name}: top-1 {top1:.4f}", flush=True)
@@ -373,11 +399,15 @@ def main() -> None:
                           {"cpu_ratio": round(r, 4), "wall_ratio": round(rows[n][key], 4)},
                           abs(r / args.target - 1) <= 0.10))
     margin = rows["nvit"]["top1"] - rows["tp_taylor"]["top1"]
+    paired = {o: paired_margin(hits["nvit"], hits[o]) for o in ("tp_taylor", "uniform")}
+    figures["paired_margin_points"] = paired
     goals.append(goal("NViT top-1 at equal latency >= Torch-Pruning global Taylor", ">= 0 points",
                       {"nvit": rows["nvit"]["top1"], "tp_taylor": rows["tp_taylor"]["top1"],
-                       "margin_points": round(100 * margin, 2)}, margin >= 0))
+                       "margin_points": round(100 * margin, 2), "paired_se_points": paired["tp_taylor"]["se"]},
+                      margin >= 0))
     goals.append(goal("NViT top-1 vs uniform width scaling (report)", "report",
-                      {"nvit": rows["nvit"]["top1"], "uniform": rows["uniform"]["top1"]},
+                      {"nvit": rows["nvit"]["top1"], "uniform": rows["uniform"]["top1"],
+                       "margin_points": paired["uniform"]["mean"], "paired_se_points": paired["uniform"]["se"]},
                       rows["nvit"]["top1"] >= rows["uniform"]["top1"]))
     ds = macs_params(dataclasses.replace(dspec, embed_dim=768, img_size=224, patch_size=16, num_classes=1000,
                                          blocks=tuple([dataclasses.replace(dspec.blocks[0], num_heads=12, qk_dim=64,
