@@ -2,7 +2,7 @@
 (its learning rate picked by a sweep on the validation images), on dynamically binarised real MNIST (10,000 test
 digits, seeded 7,500 + 500 val / 2,000 split) and OMNIGLOT background-small-1 (drawers 1-15 + 16 / 17-20).
 
-    OMP_NUM_THREADS=1 python -m benchmarks.lsgm                       # CPU default, ~70 min on a busy core
+    OMP_NUM_THREADS=1 python -m benchmarks.lsgm                       # CPU default, ~80 min on one core
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm --data mnist-test     # one dataset
     OMP_NUM_THREADS=8 python -m benchmarks.lsgm --scale large          # bigger nets, 12x the steps (hours on CPU)
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm --scale check --out /tmp/x.json   # one-minute plumbing run
