@@ -317,6 +317,7 @@ def test_evaluate_classifier_counts_planted_ranks():
     assert res["n"] == n
     assert res["top1"] == pytest.approx((rank == 0).float().mean().item())
     assert res["top5"] == pytest.approx((rank < 5).float().mean().item())
+    assert torch.equal(res["correct"], rank == 0)  # per image, in dataset order
     assert 0 < res["top1"] < res["top5"] < 1
     per_class = {f"c{c}": (rank[ds.labels == c] == 0).float().mean().item() for c in range(k)}
     assert res["per_class"] == pytest.approx(per_class)
@@ -326,6 +327,7 @@ def test_evaluate_classifier_counts_planted_ranks():
     plain = torch.utils.data.Subset(ds, list(range(n)))
     res2 = evaluate_classifier(model, plain, batch_size=7, progress=False)
     assert (res2["top1"], res2["top5"], res2["n"]) == (res["top1"], res["top5"], res["n"])
+    assert torch.equal(res2["correct"], res["correct"])
 
 
 def test_evaluate_classifier_rejects_label_beyond_outputs():

@@ -51,11 +51,12 @@ def _batches(dataset: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torc
 
 def evaluate_classifier(model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device = "cpu",
                         progress: bool = True) -> dict[str, Any]:
-    """Accuracy of ``model`` on ``dataset``: ``{top1, top5, n, seconds, images_per_second, per_class}``.
+    """Accuracy of ``model`` on ``dataset``: ``{top1, top5, n, seconds, images_per_second, per_class, correct}``.
 
     ``top1``/``top5`` are fractions in [0, 1] (``top5`` is top-min(5, K)); ``per_class`` maps each
-    class name to its top-1 accuracy (classes absent from the dataset are left out). The model is
-    put in eval mode for the run and restored afterwards.
+    class name to its top-1 accuracy (classes absent from the dataset are left out); ``correct`` is the
+    per-image top-1 hit (bool ``(n,)``, dataset order), for paired comparisons of two models on the same
+    images. The model is put in eval mode for the run and restored afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -70,6 +71,7 @@ def evaluate_classifier(model: nn.Module, dataset: Any, batch_size: int = 256, d
     model.eval()
     model.to(dev)
     correct1 = correct5 = seen = 0
+    per_image: list[torch.Tensor] = []
     hits: torch.Tensor | None = None
     counts: torch.Tensor | None = None
     t0 = time.perf_counter()
@@ -90,6 +92,7 @@ def evaluate_classifier(model: nn.Module, dataset: Any, batch_size: int = 256, d
                 top = logits.topk(min(5, k_classes), dim=1).indices  # (B, k)
                 ok1 = top[:, 0] == yb  # (B,)
                 correct1 += int(ok1.sum())
+                per_image.append(ok1)
                 correct5 += int((top == yb[:, None]).any(dim=1).sum())
                 hits.index_add_(0, yb, ok1.long())
                 counts.index_add_(0, yb, torch.ones_like(yb))
@@ -102,7 +105,8 @@ def evaluate_classifier(model: nn.Module, dataset: Any, batch_size: int = 256, d
     names = [classes[c] if c < len(classes) else str(c) for c in range(hits.numel())]
     per_class = {names[c]: hits[c].item() / counts[c].item() for c in range(hits.numel()) if counts[c] > 0}
     return {"top1": correct1 / seen, "top5": correct5 / seen, "n": seen, "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else float("inf"), "per_class": per_class}
+            "images_per_second": seen / seconds if seconds > 0 else float("inf"), "per_class": per_class,
+            "correct": torch.cat(per_image)}
 
 
 def run_eval(model_name: str, weights: str | os.PathLike | None, data_spec: str, batch_size: int = 256,
@@ -126,4 +130,5 @@ def run_eval(model_name: str, weights: str | os.PathLike | None, data_spec: str,
     if k is not None and len(ds.classes) != k:
         raise InputError(f"dataset '{data_spec}' has {len(ds.classes)} classes but {model_name} predicts {k}")
     out = evaluate_classifier(model, ds, batch_size=batch_size, device=device, progress=progress)
+    out.pop("correct")  # per-image hits: for paired comparisons in Python, not for the CLI's report
     return {"model": model_name, "weights": str(Path(weights)), "data": data_spec, "limit": limit, **out}
