@@ -172,3 +172,17 @@ def test_measured_stop_calibrates_the_lut_target_to_the_device_clock(tmp_path):
     frac = res["lut_final"] / res["lut_full"]
     assert 0.8 * frac <= 0.4 + 1e-9 and frac > 0.42  # stopped on the clock's target, later than the LUT's
     assert res["history"][-1]["lut_target"] == pytest.approx(0.5)
+
+
+def test_build_rejects_non_positive_schedule_and_groups():
+    """A non-positive interval, P, G or group size is one ConfigError naming the field."""
+    import dataclasses
+
+    from tenfold.core.io import ConfigError
+    from tenfold.nvit import PRESETS
+    from tenfold.nvit.api import build
+
+    assert build(PRESETS["smoke"])["group_size"]["emb"] == PRESETS["smoke"].group_emb
+    for name in ("interval", "prune_per_iter", "group_emb", "group_mlp"):
+        with pytest.raises(ConfigError, match=f"{name} must be >= 1"):
+            build(dataclasses.replace(PRESETS["smoke"], **{name: 0}))

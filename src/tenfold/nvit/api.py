@@ -67,6 +67,10 @@ def build(cfg: Config) -> dict[str, Any]:
         raise ConfigError(f"eta_mode must be 'raw' or 'relative', got '{cfg.eta_mode}'")
     if not 0 < cfg.latency_target <= 1:
         raise ConfigError(f"latency_target must be in (0, 1], got {cfg.latency_target}")
+    for name in ("interval", "prune_per_iter", "group_norm", "group_emb", "group_head", "group_qk", "group_v",
+                 "group_mlp"):
+        if getattr(cfg, name) < 1:  # e.g. interval -1 would prune on every iteration, silently
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     return {
         "group_size": {"emb": cfg.group_emb, "head": cfg.group_head, "qk": cfg.group_qk, "v": cfg.group_v,
                        "mlp": cfg.group_mlp},
