@@ -219,7 +219,7 @@ def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTra
     finetune(args, cfg, model, dense, train, run, args.finetune_steps)
     model = model.cpu().eval()
     row = {"eta_rho": args.eta_rho, "saliency_scale": b["scale"],
-           "lut": {k: lat.block.metadata.get(k, "grid" if k == "order" else "wall") for k in ("order", "clock")},
+           "lut": {k: lat.block.metadata[k] for k in ("order", "clock")},
            "val_top1": evaluate_classifier(model, val, device=args.device, progress=False)["top1"],
            "prune_iterations": res["iterations"], "finetune_steps": args.finetune_steps,
            "embed": model.embed_dim, "blocks": [[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden]
