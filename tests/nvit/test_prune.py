@@ -121,7 +121,8 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
     assert masks_of(g)[("emb", 0)] is g.mask_emb
 
 
-def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0):
+def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0,
+               measured_power: float = 1.0):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
     from tenfold.core.engine import Checkpointer
@@ -138,7 +139,7 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scal
     lat = LatencyModel(synthetic_lut(AXES, 16))
     full = lat(*gated.dims())
     # a planted device clock: measured fraction = measured_scale * LUT fraction (the LUT overestimates)
-    measure = (lambda: measured_scale * lat(*gated.dims()) / full) if measured_scale else None
+    measure = (lambda: measured_scale * (lat(*gated.dims()) / full) ** measured_power) if measured_scale else None
     res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=16, group_norm=16,
                       group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9, eta=0.0,
                       eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
@@ -172,6 +173,40 @@ def test_measured_stop_calibrates_the_lut_target_to_the_device_clock(tmp_path):
     frac = res["lut_final"] / res["lut_full"]
     assert 0.8 * frac <= 0.4 + 1e-9 and frac > 0.42  # stopped on the clock's target, later than the LUT's
     assert res["history"][-1]["lut_target"] == pytest.approx(0.5)
+
+
+def test_measured_stop_does_not_overshoot_a_clock_the_lut_misjudges(tmp_path):
+    """A clock that falls faster than the LUT (measured = LUT fraction squared) makes the calibrated last step
+    too big: it would end at 0.31 of the dense clock (a window of 0.4 +- 10 % missed). The stop keeps only the
+    fewest of that step's groups the clock needs, landing within the window."""
+    _, res = _prune_run(tmp_path / "a", measured_scale=1.0, measured_power=2.0)
+    final = res["history"][-1]
+    assert res["reached"] and final["measured_fraction_after"] <= 0.4 * 1.05
+    assert final["measured_fraction_after"] >= 0.4 * 0.9
+    assert (res["lut_final"] / res["lut_full"]) ** 2 == pytest.approx(final["measured_fraction_after"])
+
+
+def test_fewest_groups_bisects_to_the_smallest_prefix_the_clock_accepts():
+    """Planted clock = alive units / 10; six one-unit groups; limit 0.75 -> exactly the first three stay removed."""
+    from tenfold.nvit.api import _fewest_groups
+
+    key = ("mlp", 0)
+    before = {key: torch.ones(10)}
+    masks = {key: torch.ones(10)}
+    order = [7, 2, 9, 0, 4, 5]
+    groups = [(key, torch.tensor([i])) for i in order]
+    for _, idx in groups:
+        masks[key][idx] = 0
+    reads = []
+
+    def clock() -> float:
+        reads.append(1)
+        return float(masks[key].sum()) / 10
+
+    n, at = _fewest_groups(masks, before, groups, clock, 3, 0.75, 0.4)
+    assert (n, at) == (3, 0.7)
+    assert sorted(torch.nonzero(masks[key] == 0).flatten().tolist()) == sorted(order[:3])
+    assert len(reads) % 3 == 0  # each decision is a median of three readings
 
 
 def test_build_rejects_non_positive_schedule_and_groups():

@@ -205,6 +205,36 @@ def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "
 # --------------------------------------------------------------------------------------------
 # Pruning loop
 # --------------------------------------------------------------------------------------------
+def _careful(measure: Callable[[], float], reads: int) -> float:
+    """Median of ``reads`` clock readings (the stop decision must not hang on one noisy reading)."""
+    return float(statistics.median(float(measure()) for _ in range(max(1, reads))))
+
+
+def _fewest_groups(masks: dict[tuple[str, int], torch.Tensor], before: dict[tuple[str, int], torch.Tensor],
+                   groups: list[tuple[tuple[str, int], torch.Tensor]], measure: Callable[[], float], reads: int,
+                   limit: float, measured_all: float) -> tuple[int, float]:
+    """Bisect the smallest prefix of a prune step's ``groups`` (in removal order) whose model the clock reads
+    at or below ``limit``; all of them are known to (``measured_all``). Masks end in that state.
+    Returns (groups kept removed, its reading)."""
+    def apply(n: int) -> None:
+        for key, m in masks.items():
+            m.copy_(before[key])
+        for key, idx in groups[:n]:
+            masks[key][idx] = 0
+
+    lo, hi, at_hi = 0, len(groups), measured_all  # lo: known (or assumed, n = 0) above the limit; hi: at or below
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        apply(mid)
+        m = _careful(measure, reads)
+        if m <= limit:
+            hi, at_hi = mid, m
+        else:
+            lo = mid
+    apply(hi)
+    return hi, at_hi
+
+
 class _Batches:
     """Endless shuffled batches ``(x (B, C, H, W) in [0, 1], y (B,))``, reshuffled per epoch, with a
     resumable position: ``state_dict`` holds the generator state at the epoch's start and the offset."""
@@ -250,7 +280,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
                 resume: bool = False, stop_after: int = 0,
                 measure: Callable[[], float] | None = None, measure_tolerance: float = 0.05,
-                progress: bool = False) -> dict[str, Any]:
+                calib_window: int = 3, settle_reads: int = 3, progress: bool = False) -> dict[str, Any]:
     """Spec §2: train with KD from ``teacher`` while pruning ``gated`` every ``interval`` iterations
     until its LUT latency is at most ``target_fraction`` of the unpruned one; masks edited in place.
 
@@ -259,9 +289,12 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     ``resume`` continues from the newest one exactly. ``stop_after`` (tests): stop after that many
     iterations as if killed. ``measure`` (optional): the measured latency of the current model as a fraction
     of the unpruned one; when given, each prune step calibrates the LUT locally (the LUT target of the step is
-    ``LUT_now * target_fraction / measured_now``), so the stop lands on the *measured* target even where the
-    LUT's interpolation is off (alignment cliffs of CPU kernels, a LUT timed under load), and a step that meets
-    its LUT target only ends the pruning if the clock reads at most ``target_fraction * (1 + measure_tolerance)``.
+    ``target / c`` with ``c`` the median clock/LUT ratio of the last ``calib_window`` readings, so one noisy
+    reading cannot move the stop), so the stop lands on the *measured* target even where the LUT's
+    interpolation is off (alignment cliffs of CPU kernels, a LUT timed under load). A step that meets its LUT
+    target only ends the pruning if the clock (median of ``settle_reads`` readings) says at most
+    ``target_fraction * (1 + measure_tolerance)``; it then keeps only the fewest of its groups (lowest scores
+    first, found by bisection on the clock) that still do, so the last step cannot overshoot the target.
     The LUT still prices every unit (eta * dT).
     Returns the per-step history (dims, LUT latency, measured fraction, MACs, params) and losses."""
     dev = torch.device(device)
@@ -331,26 +364,37 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 if t == 0 and eta_mode == "relative":
                     eta_used = relative_eta(imp, masks, latency, minimum, eta_rho)
                 t += 1
-                step_target = target
+                step_target, calib = target, None
                 if measure is not None:  # local calibration of the LUT to the measured clock
                     if measured_now is None:  # (re-used when the masks have not changed since it was taken)
                         measured_now = float(measure())
                     E_now, blocks_now = gated.dims()
-                    step_target = latency(E_now, blocks_now) * target_fraction / max(measured_now, 1e-12)
+                    calib = measured_now * full / latency(E_now, blocks_now)  # clock / LUT, one reading
+                    recent = [h["calibration"] for h in history[-(calib_window - 1):] if "calibration" in h]
+                    step_target = target / statistics.median(recent + [calib]) if calib_window > 1 else \
+                        target / calib
+                before = {k: m.clone() for k, m in masks.items()}
                 res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
                                  group_size=group_size, minimum=minimum, eta=eta_used, target=step_target)
+                reached, measured_before, measured_now = res.reached, measured_now, None
+                kept_groups = len(res.groups)
+                if measure is not None and reached:  # the LUT says done: the clock has the last word
+                    measured_now = _careful(measure, settle_reads)
+                    reached = measured_now <= target_fraction * (1 + measure_tolerance)
+                    if reached and len(res.groups) > 1:
+                        kept_groups, measured_now = _fewest_groups(masks, before, res.groups, measure, settle_reads,
+                                                                   target_fraction * (1 + measure_tolerance),
+                                                                   measured_now)
                 E, blocks = gated.dims()
                 macs, params = macs_params(gated.spec())
-                row = {"prune_step": t, "iteration": it + 1, "lut_latency": res.latency,
-                       "lut_fraction": res.latency / full, "embed": E, "macs": macs, "params": params,
-                       "groups_removed": len(res.removed), "eta": eta_used, "ce": float(parts["ce"]),
+                row = {"prune_step": t, "iteration": it + 1, "lut_latency": latency(E, blocks),
+                       "lut_fraction": latency(E, blocks) / full, "embed": E, "macs": macs, "params": params,
+                       "groups_removed": kept_groups, "eta": eta_used, "ce": float(parts["ce"]),
                        "lut_target": step_target / full,
                        "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
                        "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
-                reached, measured_before, measured_now = res.reached, measured_now, None
-                if measure is not None and reached:  # the LUT says done: the clock has the last word
-                    measured_now = float(measure())
-                    reached = measured_now <= target_fraction * (1 + measure_tolerance)
+                if calib is not None:
+                    row["calibration"] = calib
                 row.update(measured_fraction_before=measured_before, measured_fraction_after=measured_now)
                 bar.set_postfix(step=t, lut=f"{row['lut_fraction']:.3f}", ce=f"{row['ce']:.3f}")
                 history.append(row)

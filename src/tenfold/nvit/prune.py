@@ -178,6 +178,7 @@ class StepResult:
     k: int
     threshold: float
     removed: list[tuple[str, int, int]] = field(default_factory=list)  # (structure, block, units)
+    groups: list[tuple[tuple[str, int], torch.Tensor]] = field(default_factory=list)  # (mask key, unit idx)
     latency: float = math.nan
     eta: float = 0.0
     reached: bool = False
@@ -230,6 +231,7 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
             continue  # keep the minimum (and at least one group) of every structure
         m[idx] = 0
         res.removed.append((key[0], key[1], n_alive))
+        res.groups.append((key, idx[alive].clone()))
         E, blocks = dims()
         res.latency = latency(E, blocks)
         if res.latency <= target:
