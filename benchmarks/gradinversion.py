@@ -127,7 +127,7 @@ def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], y
                 xs: torch.Tensor, n_batches: int) -> dict[str, Any]:
     """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs."""
     settings = [("unique", b) for b in (1, 2, 4, 8, 10)] + [("non-unique", b) for b in (4, 8, 16, 32)]
-    ours = ("yin", "rowsum", "bias")
+    ours = ("yin", "rowsum", "bias", "count")
     theirs = ("yin", "iDLG", "analytic", "bias-corrected")
     out: dict[str, Any] = {}
     for regime, (model, _, _) in models.items():

@@ -20,6 +20,7 @@ from tenfold.gradinversion import (
     bn_prior,
     build,
     consensus,
+    count_labels,
     grad_match_loss,
     label_accuracy,
     recover_labels,
@@ -73,6 +74,34 @@ def test_label_rules_on_planted_fc_gradient():
         resid_b = torch.softmax(5 * F.one_hot(y, C).float(), dim=1) - F.one_hot(y, C).float()
         got = recover_labels(resid_b.T @ h / B, B, "bias", resid_b.mean(0))
         assert torch.equal(got, y.sort().values)
+
+
+def test_count_rule_recovers_repeated_labels_exactly_when_the_prediction_is_known():
+    """A classifier whose FC weights are zero predicts softmax(b) for every image, so the bias gradient is exactly
+    softmax(b) - n / B: the count rule with that prior returns the planted multiset (repeats included); with
+    b = 0 the default uniform prior is the right one. The rules that cannot repeat a label miss."""
+    g = torch.Generator().manual_seed(0)
+    C, B = 10, 12
+    for k in range(10):
+        net = nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(48, C))
+        net.input_size = (3, 4, 4)
+        nn.init.zeros_(net[2].weight)
+        with torch.no_grad():
+            net[2].bias.copy_(torch.randn(C, generator=g) if k % 2 else torch.zeros(C))
+        y = torch.randint(0, 4, (B,), generator=g)  # at most 4 classes: labels repeat
+        gr = simulate_client(net, torch.rand(B, 3, 4, 4, generator=g), y)
+        prior = torch.softmax(net[2].bias.detach(), 0)
+        assert torch.equal(count_labels(gr[-1], B, prior), y.sort().values), k
+        if k % 2 == 0:
+            assert torch.equal(recover_labels(gr[-2], B, "count", gr[-1]), y.sort().values)
+            assert label_accuracy(recover_labels(gr[-2], B, "bias", gr[-1]), y) < 1.0
+    # every class with a negative bias gradient is kept, whatever the prior says
+    db = torch.tensor([-0.30, 0.25, -0.01, 0.06])
+    assert torch.equal(count_labels(db, 2, torch.tensor([0.0, 1.0, 0.0, 0.0])), torch.tensor([0, 2]))
+    with pytest.raises(InputError, match="probability vector"):
+        count_labels(db, 2, torch.tensor([0.5, 0.5, 0.5, 0.5]))
+    with pytest.raises(ConfigError, match="needs the FC bias gradient"):
+        recover_labels(torch.randn(4, 3), 2, "count")
 
 
 def test_label_accuracy_is_a_multiset_overlap():

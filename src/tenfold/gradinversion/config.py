@@ -20,7 +20,7 @@ class Config:
 
     # --- threat model (recorded with every result) ---
     labels: Literal["recover", "oracle"] = "recover"  # restore ŷ from ∇W, or the attacker knows y
-    label_rule: Literal["yin", "rowsum", "bias", "idlg"] = "yin"  # Yin et al. 2021 Sec. 3.1 by default
+    label_rule: Literal["yin", "rowsum", "bias", "idlg", "count"] = "yin"  # Yin et al. 2021 Sec. 3.1 by default
     force_label_rule: bool = False  # allow Yin's rule even when the FC input can be negative
     bn_stats: Literal["running", "user", "none"] = "running"  # BN prior reference: server buffers, client's, none
     client_mode: Literal["auto", "train", "eval"] = "auto"  # auto: eval iff bn_stats=running (breaching's rule)

@@ -4,6 +4,12 @@ With ``z = W h + b`` and cross-entropy averaged over the batch,
 ``dL/dW_{c,j} = (1/B) sum_i (p_ic - 1[y_i = c]) h_ij``. When ``h >= 0`` (post-ReLU, post-pool), a
 class absent from the batch has a row with no negative entry, while a present class usually has
 negative ones. Yin et al. (2021, Sec. 3.1) take the B rows with the most negative minimum.
+
+Those rules return B *distinct* labels (for B <= C). Batches with repeated labels need counts: the
+bias gradient is exactly ``db_c = pbar_c - n_c / B`` (``pbar``: the batch's mean softmax, ``n_c``: the
+class count), so ``n_c = B (pbar_c - db_c)``; the ``count`` rule estimates ``pbar`` by a prior (uniform
+by default, as for a fresh or calibrated net) and rounds the counts greedily. A class with
+``db_c < 0`` is present for certain (``n_c / B = pbar_c - db_c > 0``), whatever the prior.
 """
 
 from __future__ import annotations
@@ -14,8 +20,37 @@ import torch
 
 from tenfold.core.io import ConfigError, InputError, check_tensor
 
-LabelRule = Literal["yin", "rowsum", "bias", "idlg"]
-RULES: tuple[str, ...] = ("yin", "rowsum", "bias", "idlg")
+LabelRule = Literal["yin", "rowsum", "bias", "idlg", "count"]
+RULES: tuple[str, ...] = ("yin", "rowsum", "bias", "idlg", "count")
+
+
+def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Labels ``(B,)`` (sorted, repeats allowed) from the FC bias gradient ``(C,)`` of a mean cross-entropy.
+
+    Every class with ``db_c < 0`` gets one label (exact: it is in the batch); the rest go one at a time to
+    the class with the largest estimated count left, ``B (prior_c - db_c) - assigned_c`` (a D'Hondt-style
+    greedy rounding of ``n_c = B (pbar_c - db_c)``). ``prior`` ``(C,)``: the expected mean softmax of the
+    batch (uniform 1/C when None), e.g. the model's mean prediction on auxiliary data."""
+    check_tensor(grad_fc_bias, "grad_fc_bias", ("C",))
+    C = grad_fc_bias.shape[0]
+    if B < 1:
+        raise InputError(f"batch size B must be >= 1, got {B}")
+    db = grad_fc_bias.detach().double()
+    if prior is None:
+        pi = torch.full((C,), 1.0 / C, dtype=torch.float64)
+    else:
+        check_tensor(prior, "prior", (C,))
+        pi = prior.detach().double().cpu()
+        if bool((pi < 0).any()) or abs(float(pi.sum()) - 1.0) > 1e-3:
+            raise InputError(f"prior must be a probability vector over the {C} classes (>= 0, sums to 1)")
+    est = B * (pi - db.cpu())  # estimated counts n_c
+    present = torch.nonzero(db.cpu() < 0).flatten()
+    present = present[torch.argsort(db.cpu()[present])][:B]  # most negative first, at most B
+    counts = torch.zeros(C, dtype=torch.long)
+    counts[present] = 1
+    for _ in range(B - int(counts.sum())):
+        counts[int(torch.argmax(est - counts.double()))] += 1
+    return torch.repeat_interleave(torch.arange(C), counts)
 
 
 def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
@@ -25,8 +60,9 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
     Rules: ``yin`` m_c = min_j dW_{c,j}, the B smallest (Yin et al. 2021, assumes unique labels, B <= C);
     ``rowsum`` the B most negative row sums; ``bias`` classes with a negative bias gradient (most
     negative first, padded with the most negative remaining ones, which repeats none); ``idlg``
-    B = 1 only, the most negative row sum (Zhao et al. 2020). For B > C (labels must repeat) the
-    extra labels repeat the strongest classes in order.
+    B = 1 only, the most negative row sum (Zhao et al. 2020); ``count`` label counts from the bias
+    gradient (:func:`count_labels`, uniform prior; repeats labels, for batches that share classes).
+    For B > C the other rules repeat the strongest classes in order.
     """
     check_tensor(grad_fc_weight, "grad_fc_weight", ("C", "d"))
     C = grad_fc_weight.shape[0]
@@ -41,10 +77,12 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
         if B != 1:
             raise ConfigError(f"label rule 'idlg' works for batch size 1 only, got B={B}; use 'yin' or 'rowsum'")
         score = g.sum(dim=1)
-    elif rule == "bias":
+    elif rule in ("bias", "count"):
         if grad_fc_bias is None:
-            raise ConfigError("label rule 'bias' needs the FC bias gradient; the last layer has no bias")
+            raise ConfigError(f"label rule '{rule}' needs the FC bias gradient; the last layer has no bias")
         check_tensor(grad_fc_bias, "grad_fc_bias", (C,))
+        if rule == "count":
+            return count_labels(grad_fc_bias, B)
         score = grad_fc_bias.detach()
     else:
         raise ConfigError(f"unknown label rule '{rule}'; choose one of: {', '.join(RULES)}")
