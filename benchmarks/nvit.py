@@ -1,7 +1,10 @@
 """NViT benchmark on real data: a tiny ViT trained on CIFAR-10 (train zip), pruned to 50 % of its
 measured latency by NViT, Torch-Pruning global Taylor and uniform width scaling, each fine-tuned
 with KD on the same budget; top-1 on cifar10-test (the even half), MACs, params, LUT and measured
-latency at batch 1 and 64 (wall and process CPU time), one thread.
+latency at batch 1 and 64 (wall and process CPU time), one thread. Every latency ratio to the dense model
+(pruning stop, peer bisection, final figures) comes from interleaved single calls
+(``tenfold.core.latency.measure_ratio``): on this shared box, blocks of calls per model moved the ratio of
+the same two ViTs by +- 10 %.
 
     OMP_NUM_THREADS=1 python -m benchmarks.nvit                      # CPU default (~1 h on one core)
     python -m benchmarks.nvit --device cuda --dense-steps 8000 --prune-interval 100 \\
@@ -19,7 +22,6 @@ import copy
 import dataclasses
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from tenfold.core.data import load_dataset
 from tenfold.core.engine import fit, warmup_cosine
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import load_checkpoint, save_checkpoint
-from tenfold.core.latency import compare
+from tenfold.core.latency import compare, measure_ratio
 from tenfold.core.models import VisionTransformer, vit_tiny_cifar
 from tenfold.nvit import PRESETS
 from tenfold.nvit.api import (
@@ -191,8 +193,8 @@ def nvit_prune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: Vis
                       lr=cfg.prune_lr * args.batch / 512 * 10, weight_decay=cfg.weight_decay, kd_coef=cfg.kd_coef,
                       temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef, label_smoothing=cfg.label_smoothing,
                       max_iters=cfg.max_prune_iters, device=dev, seed=1,
-                      measure=(lambda: latency_ratio(dense, gated.to_dense(), args.lut_batch, device=dev, repeats=3,
-                                                     rounds=3)) if args.stop_on == "measured" else None)
+                      measure=(lambda: latency_ratio(dense, gated.to_dense(), args.lut_batch, device=dev, pairs=12))
+                      if args.stop_on == "measured" else None)
     return gated, res
 
 
@@ -224,8 +226,7 @@ def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTra
            "prune_iterations": res["iterations"], "finetune_steps": args.finetune_steps,
            "embed": model.embed_dim, "blocks": [[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden]
                                                 for q in model.block_dims()],
-           "measured_ratio_b64": latency_ratio(dense, model, args.lut_batch, device=args.device, repeats=5,
-                                               rounds=5),
+           "measured_ratio_b64": latency_ratio(dense, model, args.lut_batch, device=args.device, pairs=30),
            "macs_ratio": macs_params(spec_of(model))[0] / macs_params(spec_of(dense))[0],
            "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - w0}
     print(row, flush=True)
@@ -251,7 +252,9 @@ def main() -> None:
     p.add_argument("--prune-interval", type=int, default=12)
     p.add_argument("--prune-per-iter", type=int, default=PRESETS["cpu"].prune_per_iter)
     p.add_argument("--finetune-steps", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per absolute latency figure")
+    p.add_argument("--pairs", type=int, default=40,
+                   help="interleaved call pairs per final latency ratio (x4 at batch 1)")
     p.add_argument("--stop-on", choices=("lut", "measured"), default="measured",
                    help="NViT's stop rule: the LUT alone (paper), or each step's LUT target calibrated by timing")
     p.add_argument("--eta-rho", type=float, default=PRESETS["cpu"].eta_rho,
@@ -304,7 +307,7 @@ def main() -> None:
 
     # ---- peers at the same measured latency (batch lut_batch) ------------------------------------
     def lat_of(m: VisionTransformer) -> float:
-        return latency_ratio(dense, m, args.lut_batch, device=dev, repeats=max(3, args.repeats // 2), rounds=5)
+        return latency_ratio(dense, m, args.lut_batch, device=dev, pairs=20)
 
     g = torch.Generator().manual_seed(2)
     idx = torch.randperm(len(train), generator=g)[: 2 * args.batch]
@@ -345,7 +348,7 @@ def main() -> None:
                       "loss_end": ft["loss_end"]}
         print(f"{name}: top-1 {top1:.4f}", flush=True)
 
-    # ---- costs, alternating measurements ---------------------------------------------------------
+    # ---- costs; latency ratios from interleaved single calls ---------------------------------------------------------
     models = {"dense": dense, "nvit": nvit, "tp_taylor": tpm, "uniform": unif}
     for name in models:
         rows.setdefault(name, {"top1": dense_top1})
@@ -353,18 +356,15 @@ def main() -> None:
         macs, params = macs_params(s)
         rows[name].update(macs=macs, params=params, lut_latency=lat(s.embed_dim, list(s.blocks)),
                           embed=s.embed_dim, blocks=[[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden] for q in s.blocks])
-    rounds = 5
-    for bsz in (1, args.lut_batch):
-        samples: dict[str, list[tuple[float, float]]] = {n: [] for n in models}
-        for _ in range(rounds):  # alternate the contenders; per-round ratios to dense cancel load drift
-            for n, m in models.items():
-                samples[n].append(measured(m, bsz, args.repeats, dev))
-        for n in models:
-            rows[n][f"latency_b{bsz}"] = statistics.median(w for w, _ in samples[n])
-            rows[n][f"cpu_latency_b{bsz}"] = statistics.median(c for _, c in samples[n])
-            for pre, j in (("", 0), ("cpu_", 1)):
-                rows[n][f"{pre}latency_b{bsz}_ratio"] = statistics.median(
-                    a[j] / d[j] for a, d in zip(samples[n], samples["dense"]))
+    for bsz in (1, args.lut_batch):  # interleaved single calls against the dense model (measure_ratio)
+        x = torch.rand(bsz, *dense.input_size, generator=torch.Generator().manual_seed(0)).to(dev)
+        for n, m in models.items():
+            m.to(dev).eval()
+            r = measure_ratio(dense, m, (x,), pairs=args.pairs * (4 if bsz == 1 else 1), device=dev)
+            rows[n][f"latency_b{bsz}_ratio"], rows[n][f"cpu_latency_b{bsz}_ratio"] = r.wall_ratio, r.cpu_ratio
+            rows[n][f"latency_b{bsz}_ratio_spread"] = r.spread
+            w, c = measured(m, bsz, args.repeats, dev)  # absolute figures, for the table
+            rows[n][f"latency_b{bsz}"], rows[n][f"cpu_latency_b{bsz}"] = w, c
     for n in models:
         for k in ("macs", "params", "lut_latency"):
             rows[n][f"{k}_ratio"] = rows[n][k] / rows["dense"][k]

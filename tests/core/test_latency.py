@@ -66,6 +66,33 @@ def test_measure_latency_call_counts_inputs_and_threads_restored():
     assert torch.get_num_threads() == before  # restored on error too
 
 
+def test_measure_ratio_reads_planted_work_and_interleaves_abba():
+    """3x the work reads about 3x; calls alternate ref-fn, fn-ref (ABBA), after the warm-up pairs."""
+    order: list[str] = []
+
+    def ref(n: int) -> int:
+        order.append("r")
+        return _busy(n)
+
+    def fn(n: int) -> int:
+        order.append("f")
+        return _busy(3 * n)
+
+    before = torch.get_num_threads()
+    r = L.measure_ratio(ref, fn, (20_000,), pairs=9, warmup=1, threads=2)
+    assert 2.0 < r.ratio < 4.5 and 2.0 < r.cpu_ratio < 4.5 and r.ratio == r.cpu_ratio  # CPU: process CPU clock
+    assert r.fn_median > r.ref_median > 0 and r.spread >= 0 and r.pairs == 9 and r.clock == "process CPU time"
+    assert "".join(order) == "rf" + "rffr" * 4 + "rf"
+    assert torch.get_num_threads() == before
+    json.dumps(r.as_dict())
+    same = L.measure_ratio(_busy, _busy, (20_000,), pairs=15)
+    assert 0.6 < same.ratio < 1.6  # the same work reads about 1 (generous for a shared machine)
+    with pytest.raises(InputError, match="pairs >= 1"):
+        L.measure_ratio(_busy, _busy, (1,), pairs=0)
+    with pytest.raises(InputError, match="fn must be callable"):
+        L.measure_ratio(_busy, 3, (1,))
+
+
 def test_measure_latency_module_no_grad_and_errors():
     lin = torch.nn.Linear(8, 8)
     grads: list[bool] = []

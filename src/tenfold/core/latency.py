@@ -31,7 +31,8 @@ import torch
 
 from tenfold.core.io import DataError, InputError, require_file, to_jsonable, write_json
 
-__all__ = ["LatencyResult", "LatencyTable", "build", "build_vit_lut", "compare", "environment", "measure_latency"]
+__all__ = ["LatencyResult", "LatencyTable", "RatioResult", "build", "build_vit_lut", "compare", "environment",
+           "measure_latency", "measure_ratio"]
 
 TABLE_FORMAT = "tenfold-latency-table"
 TABLE_VERSION = 1
@@ -151,6 +152,86 @@ def measure_latency(fn: Callable[..., Any] | torch.nn.Module, inputs: Any = (), 
         cpu_median=statistics.median(cpu_times), cpu_mean=statistics.fmean(cpu_times),
         repeats=repeats, warmup=warmup, threads=used_threads, device=str(dev),
         times=times, cpu_times=cpu_times)
+
+
+@dataclass
+class RatioResult:
+    """Latency of ``fn`` relative to ``ref`` from interleaved single calls: medians of per-pair ratios."""
+
+    ratio: float  # median per-pair ratio on the steady clock (process CPU time on CPU, wall time elsewhere)
+    wall_ratio: float
+    cpu_ratio: float
+    ref_median: float  # seconds, the steady clock
+    fn_median: float
+    pairs: int
+    clock: str
+    spread: float  # (p75 - p25) / 2 of the per-pair ratios: the ratio's noise on this machine
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_ratio(ref: Callable[..., Any] | torch.nn.Module, fn: Callable[..., Any] | torch.nn.Module,
+                  inputs: Any = (), *, pairs: int = 30, warmup: int = 2, threads: int | None = 1,
+                  device: str | torch.device | None = None, no_grad: bool = True) -> RatioResult:
+    """Latency of ``fn`` as a fraction of ``ref``'s, timing *single* calls in interleaved pairs (ABBA order:
+    ref-fn, fn-ref, ...) and taking the median of the per-pair ratios.
+
+    Why: on a shared machine the load changes on a scale of seconds; blocks of repeated calls per model
+    (the :func:`measure_latency` protocol run model after model) then read one model in a fast spell and the
+    other in a slow one. Neighbouring single calls see the same load, so their ratio is steady: on our 2-core
+    box, block protocols moved the ratio of the same two ViTs between 0.44 and 0.55, pairs by about +- 0.015.
+    ``inputs`` as in :func:`measure_latency` (the same inputs for both). The ratio is on process CPU time on
+    the CPU and wall time on an accelerator (the host only waits there)."""
+    if pairs < 1 or warmup < 0:
+        raise InputError(f"need pairs >= 1 and warmup >= 0, got pairs={pairs}, warmup={warmup}")
+    for f, name in ((ref, "ref"), (fn, "fn")):
+        if not callable(f):
+            raise InputError(f"{name} must be callable, got {type(f).__name__}")
+    dev = torch.device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
+    if isinstance(inputs, tuple):
+        args, kwargs = inputs, {}
+    elif isinstance(inputs, Mapping):
+        args, kwargs = (), dict(inputs)
+    else:
+        args, kwargs = (inputs,), {}
+
+    def once(f: Callable[..., Any]) -> tuple[float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        f(*args, **kwargs)
+        _synchronize(dev)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    old_threads = torch.get_num_threads()
+    walls: list[tuple[float, float]] = []
+    cpus: list[tuple[float, float]] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.no_grad() if no_grad else torch.enable_grad():
+            for _ in range(warmup):
+                ref(*args, **kwargs)
+                fn(*args, **kwargs)
+            _synchronize(dev)
+            for i in range(pairs):
+                if i % 2 == 0:
+                    (wr, cr), (wf, cf) = once(ref), once(fn)
+                else:
+                    (wf, cf), (wr, cr) = once(fn), once(ref)
+                walls.append((wr, wf))
+                cpus.append((cr, cf))
+    finally:
+        torch.set_num_threads(old_threads)
+    cpu_clock = dev.type == "cpu"
+    wall_r = [f / max(r, 1e-12) for r, f in walls]
+    cpu_r = [f / max(r, 1e-12) for r, f in cpus]
+    steady = cpu_r if cpu_clock else wall_r
+    pick = cpus if cpu_clock else walls
+    q = statistics.quantiles(steady, n=4) if len(steady) >= 2 else [steady[0]] * 3
+    return RatioResult(ratio=statistics.median(steady), wall_ratio=statistics.median(wall_r),
+                       cpu_ratio=statistics.median(cpu_r), ref_median=statistics.median(r for r, _ in pick),
+                       fn_median=statistics.median(f for _, f in pick), pairs=pairs,
+                       clock="process CPU time" if cpu_clock else "wall time", spread=(q[2] - q[0]) / 2)
 
 
 def environment(device: str | torch.device | None = None) -> dict[str, Any]:

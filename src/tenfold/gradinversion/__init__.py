@@ -35,7 +35,8 @@ from tenfold.gradinversion.verbs import audit, leak
 VERBS = {"leak": leak, "attack": attack_verb, "audit": audit}
 
 __all__ = ["PRESETS", "VERBS", "AttackResult", "Config", "GradInversion", "apply_defences", "attack",
-           "bn_batch_stats", "bn_prior", "build", "calibrate_bn", "check_gradients", "consensus", "count_labels", "demo",
+           "bn_batch_stats", "bn_prior", "build", "calibrate_bn", "check_gradients", "consensus", "count_labels",
+           "demo",
            "grad_match_loss", "label_accuracy", "recover_labels", "register_similarity", "register_translation",
            "simulate_client", "smoke_options", "total_variation"]
 

@@ -28,7 +28,7 @@ from tenfold.core.engine import (
 )
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import CheckpointError, ConfigError, DataError, write_json
-from tenfold.core.latency import LatencyResult, LatencyTable, build_vit_lut, measure_latency
+from tenfold.core.latency import LatencyResult, LatencyTable, build_vit_lut, measure_latency, measure_ratio
 from tenfold.core.models import BlockDims, VisionTransformer, load_state_dict_file, load_weights
 from tenfold.nvit.config import Config
 from tenfold.nvit.losses import nvit_loss, random_crop_flip
@@ -184,22 +184,15 @@ def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.
     return measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
 
 
-def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", repeats: int = 5,
-                  rounds: int = 5) -> float:
-    """Median over ``rounds`` of latency(vit) / latency(ref), the two timed back to back in each round.
-
-    A ratio of neighbours cancels most of a shared machine's load drift. The clock is process CPU time on
-    the CPU (steady under time-slicing) and wall time on an accelerator (the host only waits there)."""
+def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", pairs: int = 20) -> float:
+    """Latency of ``vit`` as a fraction of ``ref``'s at ``batch`` random images: the median ratio of ``pairs``
+    interleaved single calls (:func:`tenfold.core.latency.measure_ratio`; process CPU time on the CPU, wall
+    time on an accelerator). Neighbouring calls see the same machine load, so the ratio stays steady where
+    blocks of calls per model did not. The global RNG stays untouched (exact resume of the pruning loop)."""
     dev = torch.device(device)
-    ci = dev.type == "cpu"
-    ratios = []
-    for _ in range(rounds):
-        t = []
-        for m in (ref, vit):  # the global RNG stays untouched (exact resume of the pruning loop)
-            r = time_model(m, batch, repeats=repeats, device=dev, generator=torch.Generator().manual_seed(0))
-            t.append(r.cpu_median if ci else r.median)
-        ratios.append(t[1] / t[0])
-    return float(statistics.median(ratios))
+    ref, vit = ref.to(dev).eval(), vit.to(dev).eval()
+    x = torch.rand(batch, *vit.input_size, generator=torch.Generator().manual_seed(0)).to(dev)
+    return float(measure_ratio(ref, vit, (x,), pairs=pairs, device=dev).ratio)
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,7 +536,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
     measure = None
     if cfg.stop_on == "measured":  # the LUT prices units; measurements calibrate where the pruning stops
         def measure() -> float:
-            return latency_ratio(teacher, gated.to_dense(), cfg.lut_batch, device=cfg.device, repeats=3, rounds=3)
+            return latency_ratio(teacher, gated.to_dense(), cfg.lut_batch, device=cfg.device, pairs=12)
     ckpt = Checkpointer(run_dir, method="nvit-prune")
     if resume and not ckpt.steps():
         raise CheckpointError(f"nothing to resume: no pruning checkpoint in {ckpt.dir}")
