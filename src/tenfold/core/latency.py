@@ -94,6 +94,18 @@ def _first_tensor_device(obj: Any) -> torch.device | None:
     return None
 
 
+def _call_spec(inputs: Any, device: str | torch.device | None
+               ) -> tuple[torch.device, tuple, dict[str, Any]]:
+    """(device, positional args, keyword args) of a timed call: ``inputs`` a tuple (positional), a dict
+    (keyword) or one object (one argument); the device defaults to that of the first tensor, else CPU."""
+    dev = torch.device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
+    if isinstance(inputs, tuple):
+        return dev, inputs, {}
+    if isinstance(inputs, Mapping):
+        return dev, (), dict(inputs)
+    return dev, (inputs,), {}
+
+
 def _percentile(xs: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
@@ -118,13 +130,7 @@ def measure_latency(fn: Callable[..., Any] | torch.nn.Module, inputs: Any = (), 
         raise InputError(f"threads must be >= 1 or None, got {threads}")
     if not callable(fn):
         raise InputError(f"fn must be callable, got {type(fn).__name__}")
-    dev = torch.device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
-    if isinstance(inputs, tuple):
-        args, kwargs = inputs, {}
-    elif isinstance(inputs, Mapping):
-        args, kwargs = (), dict(inputs)
-    else:
-        args, kwargs = (inputs,), {}
+    dev, args, kwargs = _call_spec(inputs, device)
 
     old_threads = torch.get_num_threads()
     times: list[float] = []
@@ -188,13 +194,7 @@ def measure_ratio(ref: Callable[..., Any] | torch.nn.Module, fn: Callable[..., A
     for f, name in ((ref, "ref"), (fn, "fn")):
         if not callable(f):
             raise InputError(f"{name} must be callable, got {type(f).__name__}")
-    dev = torch.device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
-    if isinstance(inputs, tuple):
-        args, kwargs = inputs, {}
-    elif isinstance(inputs, Mapping):
-        args, kwargs = (), dict(inputs)
-    else:
-        args, kwargs = (inputs,), {}
+    dev, args, kwargs = _call_spec(inputs, device)
 
     def once(f: Callable[..., Any]) -> tuple[float, float]:
         c0, t0 = time.process_time(), time.perf_counter()
