@@ -186,7 +186,8 @@ def measure_ratio(ref: Callable[..., Any] | torch.nn.Module, fn: Callable[..., A
     Why: on a shared machine the load changes on a scale of seconds; blocks of repeated calls per model
     (the :func:`measure_latency` protocol run model after model) then read one model in a fast spell and the
     other in a slow one. Neighbouring single calls see the same load, so their ratio is steady: on our 2-core
-    box, block protocols moved the ratio of the same two ViTs between 0.44 and 0.55, pairs by about +- 0.015.
+    box, block protocols read the ratio of the same two ViTs between 0.47 and 0.55 in four repeats, pairs
+    between 0.511 and 0.527 (``benchmarks/latency_protocols.py``).
     ``inputs`` as in :func:`measure_latency` (the same inputs for both). The ratio is on process CPU time on
     the CPU and wall time on an accelerator (the host only waits there)."""
     if pairs < 1 or warmup < 0:
