@@ -34,7 +34,7 @@ from tenfold.core.data import load_dataset
 from tenfold.core.engine import fit, warmup_cosine
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import load_checkpoint, save_checkpoint
-from tenfold.core.latency import compare, measure_ratio
+from tenfold.core.latency import compare
 from tenfold.core.models import VisionTransformer, vit_tiny_cifar
 from tenfold.nvit import PRESETS
 from tenfold.nvit.api import (
@@ -45,6 +45,7 @@ from tenfold.nvit.api import (
     plot_dims,
     prune_model,
     time_model,
+    vit_ratio,
 )
 from tenfold.nvit.losses import random_crop_flip
 from tenfold.nvit.model import GatedViT, from_timm, macs_params, spec_of
@@ -348,7 +349,7 @@ def main() -> None:
                       "loss_end": ft["loss_end"]}
         print(f"{name}: top-1 {top1:.4f}", flush=True)
 
-    # ---- costs; latency ratios from interleaved single calls ---------------------------------------------------------
+    # ---- costs; latency ratios from interleaved single calls (vit_ratio) ----------------------------
     models = {"dense": dense, "nvit": nvit, "tp_taylor": tpm, "uniform": unif}
     for name in models:
         rows.setdefault(name, {"top1": dense_top1})
@@ -357,10 +358,8 @@ def main() -> None:
         rows[name].update(macs=macs, params=params, lut_latency=lat(s.embed_dim, list(s.blocks)),
                           embed=s.embed_dim, blocks=[[q.num_heads, q.qk_dim, q.v_dim, q.mlp_hidden] for q in s.blocks])
     for bsz in (1, args.lut_batch):  # interleaved single calls against the dense model (measure_ratio)
-        x = torch.rand(bsz, *dense.input_size, generator=torch.Generator().manual_seed(0)).to(dev)
         for n, m in models.items():
-            m.to(dev).eval()
-            r = measure_ratio(dense, m, (x,), pairs=args.pairs * (4 if bsz == 1 else 1), device=dev)
+            r = vit_ratio(dense, m, bsz, device=dev, pairs=args.pairs * (4 if bsz == 1 else 1))
             rows[n][f"latency_b{bsz}_ratio"], rows[n][f"cpu_latency_b{bsz}_ratio"] = r.wall_ratio, r.cpu_ratio
             rows[n][f"latency_b{bsz}_ratio_spread"] = r.spread
             w, c = measured(m, bsz, args.repeats, dev)  # absolute figures, for the table

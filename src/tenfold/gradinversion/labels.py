@@ -35,7 +35,7 @@ def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None 
     C = grad_fc_bias.shape[0]
     if B < 1:
         raise InputError(f"batch size B must be >= 1, got {B}")
-    db = grad_fc_bias.detach().double()
+    db = grad_fc_bias.detach().double().cpu()
     if prior is None:
         pi = torch.full((C,), 1.0 / C, dtype=torch.float64)
     else:
@@ -43,9 +43,9 @@ def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None 
         pi = prior.detach().double().cpu()
         if bool((pi < 0).any()) or abs(float(pi.sum()) - 1.0) > 1e-3:
             raise InputError(f"prior must be a probability vector over the {C} classes (>= 0, sums to 1)")
-    est = B * (pi - db.cpu())  # estimated counts n_c
-    present = torch.nonzero(db.cpu() < 0).flatten()
-    present = present[torch.argsort(db.cpu()[present])][:B]  # most negative first, at most B
+    est = B * (pi - db)  # estimated counts n_c
+    present = torch.nonzero(db < 0).flatten()
+    present = present[torch.argsort(db[present])][:B]  # most negative first, at most B
     counts = torch.zeros(C, dtype=torch.long)
     counts[present] = 1
     for _ in range(B - int(counts.sum())):

@@ -28,7 +28,14 @@ from tenfold.core.engine import (
 )
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.io import CheckpointError, ConfigError, DataError, write_json
-from tenfold.core.latency import LatencyResult, LatencyTable, build_vit_lut, measure_latency, measure_ratio
+from tenfold.core.latency import (
+    LatencyResult,
+    LatencyTable,
+    RatioResult,
+    build_vit_lut,
+    measure_latency,
+    measure_ratio,
+)
 from tenfold.core.models import BlockDims, VisionTransformer, load_state_dict_file, load_weights
 from tenfold.nvit.config import Config
 from tenfold.nvit.losses import nvit_loss, random_crop_flip
@@ -184,15 +191,20 @@ def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.
     return measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
 
 
-def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", pairs: int = 20) -> float:
-    """Latency of ``vit`` as a fraction of ``ref``'s at ``batch`` random images: the median ratio of ``pairs``
-    interleaved single calls (:func:`tenfold.core.latency.measure_ratio`; process CPU time on the CPU, wall
-    time on an accelerator). Neighbouring calls see the same machine load, so the ratio stays steady where
-    blocks of calls per model did not. The global RNG stays untouched (exact resume of the pruning loop)."""
+def vit_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", pairs: int = 20) -> RatioResult:
+    """Latency of ``vit`` relative to ``ref`` at ``batch`` seeded random images, from ``pairs`` interleaved
+    single calls (:func:`tenfold.core.latency.measure_ratio`; process CPU time on the CPU, wall time on an
+    accelerator). Neighbouring calls see the same machine load, so the ratio stays steady where blocks of
+    calls per model did not. The global RNG stays untouched (exact resume of the pruning loop)."""
     dev = torch.device(device)
     ref, vit = ref.to(dev).eval(), vit.to(dev).eval()
     x = torch.rand(batch, *vit.input_size, generator=torch.Generator().manual_seed(0)).to(dev)
-    return float(measure_ratio(ref, vit, (x,), pairs=pairs, device=dev).ratio)
+    return measure_ratio(ref, vit, (x,), pairs=pairs, device=dev)
+
+
+def latency_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu", pairs: int = 20) -> float:
+    """The steady-clock ratio of :func:`vit_ratio` (what the measured stop and the peer bisection read)."""
+    return float(vit_ratio(ref, vit, batch, device=device, pairs=pairs).ratio)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,10 +375,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                         measured_now = float(measure())
                     E_now, blocks_now = gated.dims()
                     calib = measured_now * full / latency(E_now, blocks_now)  # clock / LUT, one reading
-                    recent = [h["calibration"] for h in history[-(calib_window - 1):] if "calibration" in h]
-                    step_target = target / statistics.median(recent + [calib]) if calib_window > 1 else \
-                        target / calib
-                before = {k: m.clone() for k, m in masks.items()}
+                    readings = ([h["calibration"] for h in history if "calibration" in h] + [calib])[-calib_window:]
+                    step_target = target / statistics.median(readings)
+                before = {k: m.clone() for k, m in masks.items()} if measure is not None else {}
                 res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
                                  group_size=group_size, minimum=minimum, eta=eta_used, target=step_target)
                 reached, measured_before, measured_now = res.reached, measured_now, None
@@ -380,8 +391,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                                                                    measured_now)
                 E, blocks = gated.dims()
                 macs, params = macs_params(gated.spec())
-                row = {"prune_step": t, "iteration": it + 1, "lut_latency": latency(E, blocks),
-                       "lut_fraction": latency(E, blocks) / full, "embed": E, "macs": macs, "params": params,
+                lut_now = latency(E, blocks)
+                row = {"prune_step": t, "iteration": it + 1, "lut_latency": lut_now, "lut_fraction": lut_now / full,
+                       "embed": E, "macs": macs, "params": params,
                        "groups_removed": kept_groups, "eta": eta_used, "ce": float(parts["ce"]),
                        "lut_target": step_target / full,
                        "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
