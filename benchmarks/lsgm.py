@@ -89,9 +89,10 @@ def dequantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: int, run_dir: Path, sde: VPSDE,
-                   time_eps: float, seed: int = 0, scheme: str = "ll_iw") -> tuple[DataSGM, float, dict[str, Any]]:
+                   time_eps: float, seed: int = 0, scheme: str = "ll_iw", time_scale: float = 1000.0
+                   ) -> tuple[DataSGM, float, dict[str, Any]]:
     torch.manual_seed(seed)
-    model = DataSGM(UNet(1, ch=ch, ch_mult=DATA_MULT, num_res_blocks=1, dropout=0.1), scheme)
+    model = DataSGM(UNet(1, ch=ch, ch_mult=DATA_MULT, num_res_blocks=1, dropout=0.1, time_scale=time_scale), scheme)
 
     def step(net: nn.Module, b: list[torch.Tensor]) -> dict[str, Any]:
         return net(dequantise(b[0]), sde=sde, time_eps=time_eps)
@@ -127,7 +128,7 @@ def pick_lr(ch: int, train: torch.Tensor, val: torch.Tensor, a: Any, work: Path,
     while lrs:
         for lr in lrs:
             m, _, _ = train_data_sgm(ch, lr, train, a.sweep_steps, a.batch, work / f"sweep-{scheme}-{lr:g}", sde,
-                                     teps, scheme=scheme)
+                                     teps, scheme=scheme, time_scale=a.time_scale)
             sweep[lr] = data_dsm_nll(m, val, sde, teps, key="loss")
             print(f"  sweep {scheme} lr {lr:g}: val objective {sweep[lr]:.4f}", flush=True)
         best, ordered = min(sweep, key=sweep.get), sorted(sweep)
@@ -159,7 +160,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     s1, s2 = a.steps // 2, a.steps - a.steps // 2
     size = dict(vae_ch=a.vae_ch, latent_ch=a.latent_ch, score_ch=a.score_ch, batch_size=a.batch, data=data,
                 warmup=s2 // 10, ckpt_every=10 ** 9, log_every=max(1, a.steps // 20), ode_tol=a.tol,
-                eval_batch=a.fd_samples, ema=a.ema, lr_score=a.lr_score, lr_mix=a.lr_mix)
+                eval_batch=a.fd_samples, ema=a.ema, lr_score=a.lr_score, lr_mix=a.lr_mix, time_scale=a.time_scale)
     split = load_split(data, 0, image_size=28)
     fig: dict[str, Any] = {"split": split.description, "steps_per_contender": a.steps, "stage1_steps": s1,
                            "stage2_steps": s2, "batch": a.batch}
@@ -224,7 +225,8 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
             swept_on = "the first dataset"
         sweep = lr_sweeps[scheme]
         best = min(sweep, key=sweep.get)
-        dm, dcpu, _ = train_data_sgm(ch, best, split.train, a.steps, a.batch, work / who, sde, teps, scheme=scheme)
+        dm, dcpu, _ = train_data_sgm(ch, best, split.train, a.steps, a.batch, work / who, sde, teps, scheme=scheme,
+                                     time_scale=a.time_scale)
         dm.eval()
 
         def d_eps(z: torch.Tensor, t: torch.Tensor, dm: DataSGM = dm) -> torch.Tensor:
@@ -341,6 +343,8 @@ def main() -> None:
     p.add_argument("--data-weightings", default="ll_iw,reweight_uniform",
                    help="training weightings of the data-space contenders (sample_t schemes): ll_iw (best NLL), "
                         "reweight_uniform (the unweighted eps objective of score SDEs, best samples)")
+    p.add_argument("--time-scale", type=float, default=1000.0,
+                   help="every score net's time features are sin/cos of TIME_SCALE * t (LSGM and data space alike)")
     p.add_argument("--jobs", type=int, default=1,
                    help="datasets run side by side, one single-threaded process each (each then sweeps its own "
                         "data-space lr; with 1, the first dataset's sweep is reused)")

@@ -189,6 +189,21 @@ def test_mixed_score_limits():
                               + torch.sigmoid(torch.tensor(-15.0)) * net(z * ms.active[None, :, None, None], t)[:, 1])
 
 
+def test_unet_time_scale_rescales_time_only():
+    """``time_scale`` s conditions the net on s t: the same weights at s = 100 and t equal s = 1000 at t / 10;
+    the parameter count does not change (the benchmark matches parameter counts)."""
+    torch.manual_seed(0)
+    a = UNet(2, ch=16, ch_mult=(1, 2), num_res_blocks=1, dropout=0.0, time_scale=100.0)
+    torch.nn.init.normal_(a.out.weight)
+    b = UNet(2, ch=16, ch_mult=(1, 2), num_res_blocks=1, dropout=0.0)
+    b.load_state_dict(a.state_dict())
+    x, t = torch.randn(3, 2, 6, 6), torch.rand(3)
+    with torch.no_grad():
+        assert torch.allclose(a(x, t), b(x, t / 10), atol=1e-5)
+        assert not torch.allclose(a(x, t), b(x, t), atol=1e-3)
+    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+
+
 def test_fresh_unet_outputs_zero():
     net = UNet(2, ch=16, ch_mult=(1, 2), num_res_blocks=1)
     assert torch.equal(net(torch.randn(2, 2, 7, 7), torch.rand(2)), torch.zeros(2, 2, 7, 7))

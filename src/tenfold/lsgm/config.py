@@ -30,6 +30,7 @@ class Config:
     score_mult: tuple[int, ...] = (1, 2)
     score_blocks: int = 8
     dropout: float = 0.2
+    time_scale: float = 1000.0  # the score net's time features are sin/cos of time_scale * t (official: 1000)
     mixed: bool = True
     mix_logit_init: float = -6.0
     drop_inactive: bool = True

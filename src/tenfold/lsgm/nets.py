@@ -19,11 +19,12 @@ def _gn(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, ch), ch)
 
 
-def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal features of 1000 t (as the official code): (B,) -> (B, dim)."""
+def time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of ``scale`` t (1000 t as the official code): (B,) -> (B, dim). The fastest feature,
+    sin(scale t), has period 2 pi / scale in t."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1))
-    a = 1000.0 * t.float()[:, None] * freqs[None]
+    a = scale * t.float()[:, None] * freqs[None]
     return torch.cat([a.sin(), a.cos()], dim=1)
 
 
@@ -49,8 +50,9 @@ class UNet(nn.Module):
     the first halves H and W, rounding up); ``num_res_blocks`` blocks per scale on each side."""
 
     def __init__(self, in_ch: int, ch: int = 64, ch_mult: tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, time_scale: float = 1000.0) -> None:
         super().__init__()
+        self.time_scale = float(time_scale)
         self.tdim = 4 * ch
         self.temb = nn.Sequential(nn.Linear(ch, self.tdim), nn.SiLU(), nn.Linear(self.tdim, self.tdim))
         self.ch = ch
@@ -81,7 +83,7 @@ class UNet(nn.Module):
         self.levels, self.blocks = len(ch_mult), num_res_blocks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.temb(time_embedding(t, self.ch))
+        temb = self.temb(time_embedding(t, self.ch, self.time_scale))
         h = self.inp(x)
         hs = [h]
         k = 0

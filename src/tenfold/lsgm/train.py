@@ -43,7 +43,7 @@ def build_vae(cfg: Config, channels: int) -> VAE:
 def build_score(cfg: Config, latent_channels: int) -> MixedScore:
     """The score prior eps_hat of a config (zero-initialised output: starts as N(0, I))."""
     net = UNet(latent_channels, ch=cfg.score_ch, ch_mult=tuple(cfg.score_mult), num_res_blocks=cfg.score_blocks,
-               dropout=cfg.dropout)
+               dropout=cfg.dropout, time_scale=cfg.time_scale)
     return MixedScore(net, latent_channels, logit_init=cfg.mix_logit_init, mixed=cfg.mixed)
 
 
