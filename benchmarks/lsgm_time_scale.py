@@ -89,15 +89,18 @@ def main() -> None:
                 ckpt_every=10 ** 9, log_every=10 ** 9, ode_tol=1e-3, eval_batch=500, ema=0.995, lr_score=1e-3,
                 lr_mix=1e-2)
     sde = VPSDE()
-    ch = min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1)) - 195129))
     fig: dict[str, Any] = {"data": a.data, "lsgm_steps": a.steps, "data_space_steps": a.data_steps,
-                           "data_space": {"weighting": "reweight_uniform", "lr": 3e-3, "channels": ch}}
+                           "data_space": {"weighting": "reweight_uniform", "lr": 3e-3}}
     with tempfile.TemporaryDirectory() as tmp:
         for s in scales:
             cfg = dataclasses.replace(PRESETS["mnist"], **size, stage1_steps=a.steps // 2,
                                       stage2_steps=a.steps - a.steps // 2, time_scale=s)
             train_stages(cfg, Path(tmp) / f"lsgm-{s:g}", split)
             m = load_model(Path(tmp) / f"lsgm-{s:g}")
+            lparams = n_params(m.vae) + n_params(m.score)  # the data-space net gets LSGM's parameter count
+            ch = min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1))
+                                                      - lparams))
+            fig["data_space"]["channels"] = ch
             row = {"lsgm": ode_profile(m.eps_fn, m.sde, m.vae.latent_shape)}
             g = generate(m, 500, tol=1e-3, batch=500)
             row["lsgm"]["fd_draw_tol_1e-3"] = fd(fdnet, g["draw"], real)

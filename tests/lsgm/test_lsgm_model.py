@@ -115,6 +115,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Config(sde="ve")
     with pytest.raises(ConfigError):
         Config(sde="geometric", scheme="drop_all_iw")
+    with pytest.raises(ConfigError, match="time_scale"):
+        Config(time_scale=0.0)
     with pytest.raises(ConfigError):
         build(dataclasses.replace(SMOKE, time_eps=0.0))
     with pytest.raises(CheckpointError):

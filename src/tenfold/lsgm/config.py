@@ -91,6 +91,8 @@ class Config:
             raise ConfigError(f"sampler must be ode or sde, got '{self.sampler}'")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got '{self.amp}'")
+        if not self.time_scale > 0:  # 0 would make every time look the same to the score net
+            raise ConfigError(f"time_scale must be > 0, got {self.time_scale}")
 
 
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500
