@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion                 # CPU default, about 25 min on one thread
     python -m benchmarks.gradinversion --scale gpu --device cuda          # paper-like budget (20k iterations, G = 4)
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion --labels-only   # label rules only (results/..._labels.json)
+    OMP_NUM_THREADS=1 python -m benchmarks.gradinversion --tune NAME ... [--tune-client train-user] [--iterations N]
+                                                        # score CANDIDATES on the tuning pool (never the benchmark's)
 
 Two regimes: (a) the real pretrained ResNet-20; (b) a freshly He-initialised ResNet-20 whose BN statistics
 were calibrated on real CIFAR-10 training images. Client in eval mode with the server's BN buffers
@@ -37,9 +39,12 @@ from benchmarks.common import RESULTS, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.latency import measure_ratio
 from tenfold.gradinversion import PRESETS, build, recover_labels, simulate_client
+from tenfold.gradinversion.attack import bn_batch_stats
 from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, save_grid
 from tenfold.gradinversion.labels import label_accuracy
 from tenfold.gradinversion.verbs import load_model, pick_batch
+
+BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, biased var) per BN layer, as a client sends them
 
 SCALES = {
     "cpu": {"iterations": 160, "batch_sizes": [1, 4, 8], "label_batches": 50, "group_size": 3, "group_batch": 1,
@@ -77,18 +82,40 @@ class _Snapshots:
             self.store[self.n] = self.candidate.detach().clone()
 
 
-def _breaching_parts(model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int):
+def _breaching_parts(model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int,
+                     client_bn: BNStats | None = None, train_mode: bool = False):
+    """breaching's (model, server payload, shared data) for gradient ``g``.
+
+    Default: the server's buffers are public and the client ran in eval mode (breaching's convention, the
+    benchmark's threat model). ``client_bn``: the client ran in train mode and sent its batch's BN statistics;
+    breaching loads user buffers into its model and attacks in *eval* mode (its convention for user buffers),
+    so its forward matches the client's at x̂ = x but its gradients do not (no backprop through the batch
+    statistics). ``train_mode``: nobody sends buffers; breaching attacks in train mode, as the client ran,
+    with no BN reference for its prior.
+    """
     wrapped = _FromNormalised(model, mean, std).eval()
     meta = types.SimpleNamespace(shape=(3, 32, 32), mean=mean, std=std, modality="vision")
     payload = [{"parameters": [p.detach() for p in wrapped.parameters()],
-                "buffers": [b.detach() for b in wrapped.buffers()], "metadata": meta}]
-    shared = [{"gradients": [t.clone() for t in g], "buffers": None,
+                "buffers": None if train_mode else [b.detach() for b in wrapped.buffers()], "metadata": meta}]
+    user_buffers = None
+    if client_bn is not None and not train_mode:  # the client's statistics in place of each BN's running stats
+        stats, user_buffers = iter(client_bn), []
+        for mod in wrapped.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                m, v = next(stats)
+                user_buffers += [m.detach().clone(), v.detach().clone(), mod.num_batches_tracked.clone()]
+            else:
+                user_buffers += [b.detach().clone() for b in mod.buffers(recurse=False)]
+        if next(stats, None) is not None or len(user_buffers) != len(list(wrapped.buffers())):
+            raise ValueError("client BN statistics do not line up with the model's BN layers")
+    shared = [{"gradients": [t.clone() for t in g], "buffers": user_buffers,
                "metadata": {"num_data_points": B, "labels": None, "local_hyperparams": None}}]
     return wrapped, payload, shared
 
 
 def breaching_attacker(name: str, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor],
-                       B: int, iterations: int, device: str) -> tuple[Any, Callable[[], Any]]:
+                       B: int, iterations: int, device: str, client_bn: BNStats | None = None,
+                       train_mode: bool = False) -> tuple[Any, Callable[[], Any]]:
     """breaching's attack ``name`` set up on gradient ``g``: the attacker and a call that runs its reconstruct()."""
     import breaching
 
@@ -96,16 +123,19 @@ def breaching_attacker(name: str, model: nn.Module, mean: list[float], std: list
         cfg = breaching.get_attack_config(name)
     cfg.optim.max_iterations = iterations
     cfg.optim.callback = 10**9
-    wrapped, payload, shared = _breaching_parts(model, mean, std, g, B)
+    wrapped, payload, shared = _breaching_parts(model, mean, std, g, B, client_bn, train_mode)
     setup = {"dtype": torch.float32, "device": torch.device(device)}
     attacker = breaching.attacks.prepare_attack(wrapped, nn.CrossEntropyLoss(), cfg, setup)
     return attacker, lambda: attacker.reconstruct(payload, shared, server_secrets={}, dryrun=False)
 
 
 def breaching_attack(name: str, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int,
-                     iterations: int, snap_at: list[int], device: str) -> dict[str, Any]:
-    """Run breaching's attack ``name`` on gradient ``g``; returns images in [0, 1], labels, snapshots, CPU time."""
-    attacker, reconstruct = breaching_attacker(name, model, mean, std, g, B, iterations, device)
+                     iterations: int, snap_at: list[int], device: str, client_bn: BNStats | None = None,
+                     train_mode: bool = False) -> dict[str, Any]:
+    """Run breaching's attack ``name`` on gradient ``g``; returns images in [0, 1], labels, snapshots, CPU time.
+    ``client_bn`` / ``train_mode``: the threat model of a train-mode client, see :func:`_breaching_parts`."""
+    attacker, reconstruct = breaching_attacker(name, model, mean, std, g, B, iterations, device, client_bn,
+                                               train_mode)
     store: dict[int, torch.Tensor] = {}
     orig = attacker._init_optimizer
 
@@ -252,10 +282,38 @@ CANDIDATES["group G=3, control (plain mean)"] = dict(BASE, group_size=3, alpha_g
 for _a, _e in [(0.05, 1), (0.2, 1), (0.05, 50), (0.02, 1)]:
     CANDIDATES[f"group G=3, alpha {_a}, every {_e}"] = dict(BASE, group_size=3, alpha_group=_a, group_every=_e,
                                                            registration="translation")
+# session 6: the BN prior's weight when a train-mode client sends its batch's BN statistics (``--tune-client
+# train-user``); the same base, no Langevin noise
+for _a in (1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1):
+    CANDIDATES[f"BN {_a:g}"] = dict(BASE, alpha_bn=_a)
+CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
+TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
 
-def tune(names: list[str], iterations: int, out_name: str) -> None:
-    """Score ``CANDIDATES[names]`` (overrides of the ``cpu`` preset) by mean PSNR on the tuning batches."""
+def oracle_affine_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean PSNR after fitting, per image and to the truth, one brightness scale and an offset per channel (the
+    affine map a train-mode forward normalises away after the first convolution): an upper bound on what fixing
+    global brightness and contrast could add. Images are matched to the truth as ``image_metrics`` matches them."""
+    order = torch.tensor(image_metrics(images, truth)["order"])
+    rec = images[order]
+    fits = []
+    for r, x in zip(rec, truth):
+        C = r.shape[0]
+        A = torch.cat([r.reshape(C, -1, 1), torch.eye(C)[:, None, :].expand(C, r[0].numel(), C)], 2).reshape(-1, C + 1)
+        sol = torch.linalg.lstsq(A.double(), x.reshape(-1, 1).double()).solution
+        fits.append((A.double() @ sol).view_as(r).clamp(0, 1).to(r.dtype))
+    return image_metrics(torch.stack(fits), truth)["psnr"]
+
+
+def tune(names: list[str], iterations: int, out_name: str, client: str = "eval") -> None:
+    """Score ``CANDIDATES[names]`` (overrides of the ``cpu`` preset) by mean PSNR on the tuning batches.
+
+    ``client``: ``eval`` (the benchmark's threat model: eval-mode client, the server's BN buffers) or
+    ``train-user`` (the paper's: a train-mode client that also sends its batch's BN statistics; ours attacks in
+    train mode with those statistics as the BN prior's reference; ``breaching X`` gets them as user buffers,
+    ``breaching-train X`` attacks in train mode without them)."""
+    if client not in TUNE_CLIENTS:
+        raise SystemExit(f"--tune-client must be one of {TUNE_CLIENTS}, got '{client}'")
     import json
 
     ds = load_dataset("cifar10-train", limit=TUNE_POOL[1])
@@ -266,24 +324,33 @@ def tune(names: list[str], iterations: int, out_name: str) -> None:
     res: dict[str, Any] = {}
     for name in names:
         per: dict[str, float] = {}
+        aff: dict[str, float] = {}  # PSNR after the oracle brightness / contrast fit, see oracle_affine_psnr
         grouped = CANDIDATES.get(name, {}).get("group_size", 1) > 1
         for regime, (model, mean, std) in models.items():
             for B, seed in [(1, s) for s in TUNE_GROUP_SEEDS] if grouped else TUNE_BATCHES:
                 if grouped and regime != "calibrated":
                     continue  # group candidates (G = 3): scored where the benchmark studies them, calibrated B = 1
                 idx = pick_batch(ys, B, seed)
-                g = simulate_client(model, xs[idx], ys[idx], "eval")
-                if name.startswith("breaching "):  # reference point on the same tuning gradients
+                user = client == "train-user"
+                g = simulate_client(model, xs[idx], ys[idx], "train" if user else "eval")
+                ubn = bn_batch_stats(model, xs[idx], "train") if user else None
+                if name.startswith("breaching"):  # reference point on the same tuning gradients
                     torch.manual_seed(seed)
-                    im = breaching_attack(name.split()[1], model, mean, std, g, B, iterations, [], "cpu")["images"]
+                    im = breaching_attack(name.split()[1], model, mean, std, g, B, iterations, [], "cpu",
+                                          client_bn=ubn, train_mode=name.startswith("breaching-train"))["images"]
                 else:
-                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, **CANDIDATES[name])
-                    im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx]).images
+                    over = dict(CANDIDATES[name], **(dict(client_mode="train", bn_stats="user") if user else {}))
+                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, **over)
+                    im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx],
+                                        bn_ref=ubn if user else "running").images
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)
+                aff[f"{regime} B={B} s={seed}"] = round(oracle_affine_psnr(im, xs[idx]), 3)
         res[name] = {"mean_psnr": round(statistics.mean(per.values()), 3), "runs": per,
+                     "oracle_affine_psnr_runs": aff,
                      "overrides": CANDIDATES.get(name, {})}
         print(f"tune {name}: mean PSNR {res[name]['mean_psnr']:.2f} {per}", flush=True)
-        (RESULTS / out_name).write_text(json.dumps({"iterations": iterations, "pool": "cifar10-train[1000:4000]",
+        (RESULTS / out_name).write_text(json.dumps({"iterations": iterations, "client": client,
+                                                    "pool": "cifar10-train[1000:4000]",
                                                     "batches": TUNE_BATCHES, "labels": "oracle (tuning the image "
                                                     "step only)", "candidates": res}, indent=1))
 
@@ -335,12 +402,15 @@ def main() -> None:
     p.add_argument("--tune", nargs="+", default=None, metavar="CANDIDATE",
                    help="score named CANDIDATES on the tuning pool (cifar10-train) instead of benchmarking")
     p.add_argument("--tune-out", default="gradinversion_tuning_last.json")
+    p.add_argument("--tune-client", default="eval", choices=TUNE_CLIENTS,
+                   help="threat model of --tune: eval (the benchmark's) or train-user (client in train mode "
+                        "sends its batch's BN statistics, the paper's)")
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("breaching").setLevel(logging.WARNING)
     if args.tune is not None:
         names = list(CANDIDATES) if args.tune == ["all"] else args.tune
-        tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out)
+        tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client)
         return
     started = time.perf_counter()
     sc = dict(SCALES[args.scale])

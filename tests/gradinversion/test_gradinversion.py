@@ -209,6 +209,35 @@ def test_bn_prior_zero_at_stored_statistics_and_hook_matches_manual():
     assert float(bn_prior(stats, refs, 10.0)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_train_mode_bn_statistics_past_the_first_layer_match_a_manual_train_forward():
+    # a train-mode client normalises layer 1 by the batch's own statistics, so layer 2 sees a different input
+    # than in an eval-mode forward; the statistics it reveals (and the BN prior's reference) are those
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(2.0, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+    net.eval()
+    before = [b.clone() for b in net.buffers()]
+    x = torch.rand(3, 3, 6, 6)
+    with torch.no_grad():
+        h1 = net[0](x)
+        m1, v1 = h1.mean((0, 2, 3)), h1.var((0, 2, 3), unbiased=False)
+        n1 = (h1 - m1[:, None, None]) / torch.sqrt(v1[:, None, None] + net[1].eps)
+        h2 = net[3](torch.relu(n1 * net[1].weight[:, None, None] + net[1].bias[:, None, None]))
+    tr, ev = bn_batch_stats(net, x, "train"), bn_batch_stats(net, x, "eval")
+    assert torch.allclose(tr[0][0], m1, atol=1e-6) and torch.allclose(tr[0][1], v1, atol=1e-6)
+    assert torch.allclose(tr[1][0], h2.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(tr[1][1], h2.var((0, 2, 3), unbiased=False), atol=1e-5)
+    assert torch.allclose(ev[0][0], m1, atol=1e-6)  # the first layer's input does not depend on the mode
+    assert float((ev[1][0] - tr[1][0]).abs().max()) > 1e-2  # past it, it does
+    assert all(torch.equal(a, b) for a, b in zip(before, net.buffers()))  # and the model's buffers are untouched
+
+
 def test_total_variation_known_values():
     x = torch.zeros(1, 1, 3, 3)
     assert float(total_variation(x)) == 0.0
@@ -267,6 +296,14 @@ def test_defences():
     noisy = apply_defences(g, noise_sigma=1.0, seed=3)[0]
     assert 0.7 < float((noisy - g[0]).std()) < 1.3
     assert torch.equal(apply_defences(g)[0], g[0])
+
+
+def test_threat_model_says_when_the_bn_reference_is_unused():
+    on = dataclasses.replace(PRESETS["paper"], bn_stats="user", alpha_bn=0.1).threat_model()
+    off = dataclasses.replace(PRESETS["cpu"], bn_stats="user").threat_model()  # the cpu preset has alpha_bn = 0
+    assert on["bn_stats"] == "user" and on["client_mode"] == "train"
+    assert off["bn_stats"] == "user (BN prior off: alpha_bn = 0)" and off["client_mode"] == "train"
+    assert dataclasses.replace(PRESETS["cpu"], bn_stats="none").threat_model()["bn_stats"] == "none"
 
 
 # ---------------------------------------------------------------------------------------------

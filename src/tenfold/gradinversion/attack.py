@@ -123,9 +123,12 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     return [g.detach() for g in out]
 
 
-def bn_batch_stats(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(mean, biased var) of every BN layer's input for batch ``x``: what a train-mode client's buffers reveal."""
-    f = _Functional(model, "eval", dtype=x.dtype, device=x.device)
+def bn_batch_stats(model: nn.Module, x: torch.Tensor, mode: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, biased var) of every BN layer's input for batch ``x`` in a ``mode`` forward: what a train-mode
+    client's BN layers compute (and its updated buffers reveal). The mode matters past the first BN layer: a
+    train-mode forward normalises each layer by the batch's own statistics, so the next layer's input differs
+    from an eval-mode forward's. ``mode`` must be the attack's ``client_mode`` for the BN prior to vanish at x̂ = x."""
+    f = _Functional(model, mode, dtype=x.dtype, device=x.device)
     rec = _BNRecorder(f.bn)
     with torch.no_grad():
         f(f.theta0, x)

@@ -62,7 +62,10 @@ class Config:
     def threat_model(self) -> dict[str, Any]:
         """The switches that define what the attacker knows; stored with every result."""
         return {"labels": self.labels if self.labels == "oracle" else f"recover ({self.label_rule})",
-                "bn_stats": self.bn_stats, "client_mode": self.resolved_client_mode(),
+                # a reference the attack does not use must not look used: say so where it is recorded
+                "bn_stats": self.bn_stats + (" (BN prior off: alpha_bn = 0)"
+                                             if self.alpha_bn == 0 and self.bn_stats != "none" else ""),
+                "client_mode": self.resolved_client_mode(),
                 "update": self.update if self.update == "gradient" else
                 f"fedavg (k={self.local_steps}, lr={self.local_lr})",
                 "defences": {"noise_sigma": self.noise_sigma, "prune_ratio": self.prune_ratio},

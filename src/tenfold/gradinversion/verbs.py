@@ -120,7 +120,8 @@ def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, ba
     xs, ys = ds.tensors()
     idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
     x, y = xs[idx], ys[idx]
-    return ds, idx, x, y, _client(cfg, net, x, y, seed=batch_seed), bn_batch_stats(net, x)
+    return (ds, idx, x, y, _client(cfg, net, x, y, seed=batch_seed),
+            bn_batch_stats(net, x, cfg.resolved_client_mode()))
 
 
 def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
@@ -250,7 +251,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         for name, sigma, ratio in defences:
             c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
             g = apply_defences(clean, sigma, ratio, seed=batch_seed)
-            res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x), iterations)
+            res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x, c.resolved_client_mode()),
+                             iterations)
             m = image_metrics(res.images, x)
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
                          "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y)})
