@@ -25,10 +25,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import goal, parser, write_result
-from benchmarks.lsgm_time_scale import ode_profile
+from benchmarks.lsgm_time_scale import ode_profile, study_setup
 from tenfold.lsgm import PRESETS
-from tenfold.lsgm.data import load_split
-from tenfold.lsgm.fd import fd, feature_cnn
+from tenfold.lsgm.fd import fd
 from tenfold.lsgm.train import generate, load_model, nelbo, train_stages
 
 
@@ -44,12 +43,7 @@ def main() -> None:
     variants = [v.split(":") for v in a.variants.split(",")]
     if any(len(v) not in (2, 3) or (len(v) == 3 and v[2] != "nomix") for v in variants):
         raise SystemExit(f"--variants takes sde:scheme[:nomix] items, got '{a.variants}'")
-    split = load_split(a.data, 0, image_size=28)
-    fdnet = feature_cnn(split.train, split.train_labels, key=a.data)
-    real = split.heldout_grey[:500]
-    size = dict(vae_ch=8, latent_ch=4, score_ch=16, batch_size=32, data=a.data, warmup=(a.steps - a.steps // 2) // 10,
-                ckpt_every=10 ** 9, log_every=10 ** 9, ode_tol=1e-3, eval_batch=500, ema=0.995, lr_score=1e-3,
-                lr_mix=1e-2)
+    split, fdnet, real, size = study_setup(a.data, a.steps)
     fig: dict[str, Any] = {"data": a.data, "steps": a.steps, "nll_images": a.nll_images}
     goals: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -73,6 +73,17 @@ def ode_profile(fn: Any, sde: SDE, shape: tuple[int, ...], batches: int = 3, n: 
     return out
 
 
+def study_setup(data: str, steps: int) -> tuple[Any, Any, torch.Tensor, dict[str, Any]]:
+    """What the LSGM studies share: the split, the cached FD-CNN, 500 held-out reference images, and the config
+    overrides that give the benchmark's sizes (the same small VAE and score net, EMA and learning rates)."""
+    split = load_split(data, 0, image_size=28)
+    fdnet = feature_cnn(split.train, split.train_labels, key=data)
+    size = dict(vae_ch=8, latent_ch=4, score_ch=16, batch_size=32, data=data, warmup=(steps - steps // 2) // 10,
+                ckpt_every=10 ** 9, log_every=10 ** 9, ode_tol=1e-3, eval_batch=500, ema=0.995, lr_score=1e-3,
+                lr_mix=1e-2)
+    return split, fdnet, split.heldout_grey[:500], size
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "mnist-test")
     p.add_argument("--time-scales", default="1000,100")
@@ -82,12 +93,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     scales = [float(s) for s in a.time_scales.split(",")]
-    split = load_split(a.data, 0, image_size=28)
-    fdnet = feature_cnn(split.train, split.train_labels, key=a.data)
-    real = split.heldout_grey[:500]
-    size = dict(vae_ch=8, latent_ch=4, score_ch=16, batch_size=32, data=a.data, warmup=(a.steps - a.steps // 2) // 10,
-                ckpt_every=10 ** 9, log_every=10 ** 9, ode_tol=1e-3, eval_batch=500, ema=0.995, lr_score=1e-3,
-                lr_mix=1e-2)
+    split, fdnet, real, size = study_setup(a.data, a.steps)
     sde = VPSDE()
     fig: dict[str, Any] = {"data": a.data, "lsgm_steps": a.steps, "data_space_steps": a.data_steps,
                            "data_space": {"weighting": "reweight_uniform", "lr": 3e-3}}
