@@ -321,6 +321,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval")
     xs, ys = xs[TUNE_POOL[0]:], ys[TUNE_POOL[0]:]
     models = {"trained": load_model("cifar10-resnet20", "default"),
               "calibrated": load_model("cifar10-resnet20", "none", calibrate_bn_images=512, seed=0)}
+    user = client == "train-user"
     res: dict[str, Any] = {}
     for name in names:
         per: dict[str, float] = {}
@@ -331,7 +332,6 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval")
                 if grouped and regime != "calibrated":
                     continue  # group candidates (G = 3): scored where the benchmark studies them, calibrated B = 1
                 idx = pick_batch(ys, B, seed)
-                user = client == "train-user"
                 g = simulate_client(model, xs[idx], ys[idx], "train" if user else "eval")
                 ubn = bn_batch_stats(model, xs[idx], "train") if user else None
                 if name.startswith("breaching"):  # reference point on the same tuning gradients
