@@ -24,6 +24,7 @@ Goals (issue 5): LSGM's FD-CNN clearly below the VAE's (<= 0.8x); LSGM's NELBO w
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import multiprocessing
 import shutil
@@ -348,6 +349,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="datasets run side by side, one single-threaded process each (each then sweeps its own "
                         "data-space lr; with 1, the first dataset's sweep is reused)")
+    p.add_argument("--update-from", type=Path, default=None,
+                   help="an earlier result file: the datasets not run now keep its figures and goals (each "
+                        "dataset's source command and commit are recorded)")
     a = p.parse_args()
     a.data_weightings = [w.strip() for w in a.data_weightings.split(",") if w.strip()]
     for w in a.data_weightings:
@@ -389,7 +393,30 @@ def main() -> None:
         for d, (f, g, _) in zip(datasets, results):
             figures[d.split(":")[0]] = f
             goals += g
+    if a.update_from is not None:
+        figures, goals = merge_earlier(a.update_from, [d.split(":")[0] for d in datasets], figures, goals)
     write_result("lsgm", figures, goals, device=a.device, out=a.out, started=started)
+
+
+def merge_earlier(path: Path, ran: list[str], figures: dict[str, Any], goals: list[dict[str, Any]]
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Figures and goals of the datasets in the earlier result ``path`` that were not run now, kept as they were;
+    ``dataset_sources`` says which command and commit produced each dataset's figures."""
+    try:
+        old = json.loads(path.read_text())
+        old_sources = old["figures"].get("dataset_sources", {})
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--update-from {path}: not a readable LSGM result file ({e})") from e
+    sources = {d: "this run" for d in ran}
+    for d in old["figures"]["settings"]["data"].split(","):
+        d = d.split(":")[0].strip()
+        if d and d not in ran:
+            figures[d] = old["figures"][d]
+            goals = goals + [g for g in old["goals"] if g["name"].startswith(f"{d}: ")]
+            sources[d] = old_sources.get(d) if old_sources.get(d, "this run") != "this run" else {
+                "command": old["command"], "commit": old["environment"].get("commit")}
+    figures["dataset_sources"] = sources
+    return figures, goals
 
 
 if __name__ == "__main__":

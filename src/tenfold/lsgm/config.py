@@ -113,7 +113,10 @@ PRESETS: dict[str, Config] = {
                      batch_size=64, warmup=50, ema=0.99, ckpt_every=300, log_every=50, ode_tol=1e-3, time_eps=1e-3),
     # CPU-sized MNIST / OMNIGLOT (the benchmark's settings)
     "mnist": Config(**_CPU, stage1_steps=1500, stage2_steps=1500),
-    "omniglot": Config(**{**_CPU, "data": "omniglot-small1", "kl_max": 1.0}, stage1_steps=1500, stage2_steps=1500),
+    # OMNIGLOT's official recipe regularises the score net too (SR 1e-3): at the benchmark's scale it cut NFE at
+    # tol 1e-5 from 284 to 176 and FD-CNN from 55 to 24 at the same NELBO (results/lsgm_sr.json)
+    "omniglot": Config(**{**_CPU, "data": "omniglot-small1", "kl_max": 1.0, "sr_score": 1e-3}, stage1_steps=1500,
+                       stage2_steps=1500),
     # a short GPU run: CIFAR-10, 16x16 latent, 128-channel U-Net, bf16, batch 128 (per process under torchrun)
     "cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, num_levels=256, vae_ch=64,
                       vae_levels=1, latent_ch=16, groups=1, score_ch=128, score_mult=(1, 2, 2), score_blocks=2,
