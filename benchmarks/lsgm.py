@@ -44,7 +44,7 @@ from tenfold.core.engine import fit, unwrap
 from tenfold.lsgm import PRESETS
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import accuracy, fd, feature_cnn
-from tenfold.lsgm.nets import MixedScore, UNet
+from tenfold.lsgm.nets import MixedScore, SpectralReg, UNet
 from tenfold.lsgm.objective import ce_constant, cross_entropy_dsm, diffuse
 from tenfold.lsgm.ode import ode_nll, ode_sample, timed
 from tenfold.lsgm.sde import SCHEMES, VPSDE, sample_t
@@ -90,13 +90,19 @@ def dequantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: int, run_dir: Path, sde: VPSDE,
-                   time_eps: float, seed: int = 0, scheme: str = "ll_iw", time_scale: float = 1000.0
-                   ) -> tuple[DataSGM, float, dict[str, Any]]:
+                   time_eps: float, seed: int = 0, scheme: str = "ll_iw", time_scale: float = 1000.0,
+                   sr: float = 0.0) -> tuple[DataSGM, float, dict[str, Any]]:
+    """The data-space model trained for ``steps``. ``sr``: spectral regularisation of its U-Net, weighted as in
+    LSGM's per-image loss (this loss is per dimension, so the regulariser enters as sr / D)."""
     torch.manual_seed(seed)
     model = DataSGM(UNet(1, ch=ch, ch_mult=DATA_MULT, num_res_blocks=1, dropout=0.1, time_scale=time_scale), scheme)
+    reg = SpectralReg(model) if sr else None
 
     def step(net: nn.Module, b: list[torch.Tensor]) -> dict[str, Any]:
-        return net(dequantise(b[0]), sde=sde, time_eps=time_eps)
+        out = net(dequantise(b[0]), sde=sde, time_eps=time_eps)
+        if reg is not None:
+            out["loss"] = out["loss"] + sr / b[0][0].numel() * reg()
+        return out
 
     t0 = time.process_time()
     res = fit(model, step, TensorDataset(train), run_dir=run_dir, steps=steps, batch_size=batch,
