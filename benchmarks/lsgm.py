@@ -414,8 +414,8 @@ def merge_earlier(path: Path, ran: list[str], figures: dict[str, Any], goals: li
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"--update-from {path}: not a readable LSGM result file ({e})") from e
     sources = {d: "this run" for d in ran}
-    for d in old["figures"]["settings"]["data"].split(","):
-        d = d.split(":")[0].strip()
+    earlier = old_sources or {d.split(":")[0].strip(): None for d in old["figures"]["settings"]["data"].split(",")}
+    for d in earlier:
         if d and d not in ran:
             figures[d] = old["figures"][d]
             goals = goals + [g for g in old["goals"] if g["name"].startswith(f"{d}: ")]
