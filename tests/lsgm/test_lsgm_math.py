@@ -236,3 +236,19 @@ def test_bernoulli_log_prob():
     p = torch.sigmoid(logits)
     ref = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
     assert torch.allclose(bernoulli_log_prob(logits, x), ref)
+
+
+def test_ode_solvers_refuse_a_bad_tolerance():
+    """A NaN tolerance used to surface as torchdiffeq's 'underflow in dt' assert, a negative one ran silently."""
+    sde = VPSDE()
+
+    def eps(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return z * sde.var(t).sqrt().reshape(-1, 1)
+
+    z = torch.randn(3, 2, dtype=F64)
+    for tol in (float("nan"), -1e-3, 0.0):
+        with pytest.raises(InputError, match="tolerances"):
+            ode_sample(eps, sde, z, tol=tol)
+        with pytest.raises(InputError, match="tolerances"):
+            ode_nll(eps, sde, z, tol=tol)
+    assert torch.allclose(ode_sample(eps, sde, z, tol=1e-6)[0], z)  # N(0, I) data: the drift is zero

@@ -14,7 +14,7 @@ from tenfold.lsgm import PRESETS, Config
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.nets import SpectralReg
 from tenfold.lsgm.objective import LSGMNet, lsgm_loss
-from tenfold.lsgm.train import build, load_model, nelbo, stage2_optimizer, train_stages
+from tenfold.lsgm.train import build, generate, load_model, nelbo, stage2_optimizer, train_stages
 from tenfold.lsgm.vae import VAE, gaussian_entropy
 
 SMOKE = PRESETS["smoke"]
@@ -108,6 +108,8 @@ def test_train_resume_is_exact_and_outputs_a_loadable_model(tmp_path):
     assert full["loss_end"] == pytest.approx(resumed["loss_end"])
     r = nelbo(a, split.heldout[:4], ode=True, tol=1e-2)
     assert r["dsm"].shape == r["ode"].shape == (4,) and torch.isfinite(r["ode"]).all() and r["nfe"] > 0
+    with pytest.raises(ConfigError, match="n=0"):  # was a bare range() ValueError
+        generate(a, 0, tol=1e-3)
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
@@ -117,6 +119,12 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Config(sde="geometric", scheme="drop_all_iw")
     with pytest.raises(ConfigError, match="time_scale"):
         Config(time_scale=0.0)
+    with pytest.raises(ConfigError, match="sr_score"):  # used only in stage 2: caught before stage 1 runs
+        Config(sr_score=float("nan"))
+    with pytest.raises(ConfigError, match="lr_score"):
+        Config(lr_score=-1e-3)
+    with pytest.raises(ConfigError, match="ode_tol"):
+        Config(ode_tol=0.0)
     with pytest.raises(ConfigError):
         build(dataclasses.replace(SMOKE, time_eps=0.0))
     with pytest.raises(CheckpointError):

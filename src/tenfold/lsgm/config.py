@@ -4,6 +4,7 @@ and the official README), and named presets from a seconds-long smoke run to the
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from tenfold.core.io import ConfigError
 
@@ -93,6 +94,19 @@ class Config:
             raise ConfigError(f"amp must be none, bf16 or fp16, got '{self.amp}'")
         if not self.time_scale > 0:  # 0 would make every time look the same to the score net
             raise ConfigError(f"time_scale must be > 0, got {self.time_scale}")
+        # weights, rates and tolerances: a NaN or negative one would fail (or silently misbehave) only after the
+        # stages before it had run, so refuse it here
+        for name in ("sr_vae", "sr_score", "weight_decay", "lr_vae1", "lr_vae1_min", "lr_score", "lr_mix", "lr_vae2",
+                     "lr_vae2_min", "kl_min", "kl_max", "kl_start2", "dropout", "ema", "sigma2_0"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        for name in ("beta0", "beta1", "ode_tol", "ode_eps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v}")
+        if not (self.dropout < 1 and self.ema < 1):
+            raise ConfigError(f"dropout and ema must be < 1, got {self.dropout} and {self.ema}")
 
 
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500

@@ -33,6 +33,8 @@ def _odeint(func: Callable, y0: torch.Tensor | tuple, t0: float, t1: float, rtol
             method: str) -> torch.Tensor | tuple:
     from torchdiffeq import odeint
 
+    if not (math.isfinite(rtol) and rtol > 0 and math.isfinite(atol) and atol > 0):  # NaN: a torchdiffeq assert
+        raise InputError(f"ODE tolerances must be finite and > 0, got rtol={rtol}, atol={atol}")
     ts = torch.tensor([t0, t1], dtype=torch.float64)
     opts = {"step_t": torch.tensor([t1], dtype=torch.float64)} if method in ("dopri5", "bosh3", "dopri8") else None
     out = odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=opts)

@@ -273,6 +273,8 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
              ) -> dict[str, Any]:
     """n images from the prior (N(0, I) for the VAE, the probability-flow ODE or ancestral SDE for LSGM) decoded
     to the decoder mean and a decoder draw. Returns images, NFE per batch, wall and CPU seconds."""
+    if n < 1 or batch < 1:
+        raise ConfigError(f"the number of samples and the batch must be >= 1, got n={n}, batch={batch}")
     g = torch.Generator().manual_seed(seed)
     means, draws, nfes = [], [], []
     wall = cpu = 0.0
@@ -380,6 +382,10 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol
     ``--tol``, default the config's) and seconds."""
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ConfigError(f"--tol must be > 0 (or 0: the checkpoint config's ode_tol), got {tol}")
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
     model = _load_on_device(checkpoint, device)
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
                    batch=min(n, model.cfg.eval_batch), seed=seed)
