@@ -432,6 +432,21 @@ def test_step_schedule_and_initialisations():
         GradInversion(init="ones")
 
 
+def test_bad_weights_and_batch_sizes_are_one_clear_error():
+    """NaN reached Adam as a bare ValueError; batch size 0 asked for ``--unique_labels False``."""
+    from tenfold.gradinversion.verbs import pick_batch
+
+    for kw in ({"lr": float("nan")}, {"lr": 0.0}, {"alpha_tv": -1.0}, {"alpha_bn": float("inf")},
+               {"langevin_sigma": float("nan")}):
+        with pytest.raises(ConfigError, match=next(iter(kw)) if kw != {"lr": 0.0} else "lr > 0"):
+            GradInversion(**kw)
+    labels = torch.arange(10).repeat(3)
+    for B in (0, -2, 31):
+        with pytest.raises(ConfigError, match="batch size"):
+            pick_batch(labels, B, seed=0, unique=False)
+    assert len(set(labels[pick_batch(labels, 10, seed=0)].tolist())) == 10  # unique labels
+
+
 def test_group_consistency_closed_form_gradient_matches_autograd():
     from tenfold.gradinversion.attack import group_consistency
 

@@ -308,6 +308,14 @@ class GradInversion:
         if iterations < 1 or group_size < 1 or group_every < 1:
             raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
                               f"{group_every}")
+        weights = dict(lr=lr, langevin_sigma=langevin_sigma, alpha_grad=alpha_grad, alpha_tv=alpha_tv,
+                       alpha_l2=alpha_l2, alpha_bn=alpha_bn, first_bn_multiplier=first_bn_multiplier,
+                       alpha_group=alpha_group, group_warmup=group_warmup, local_lr=local_lr)
+        for name, v in weights.items():  # NaN used to reach Adam as "Invalid learning rate: nan", or the loss
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if not (lr > 0 and warmup >= 0):
+            raise ConfigError(f"need lr > 0 and warmup >= 0, got {lr}, {warmup}")
         if grad_distance not in ("l2", "sq_l2", "cosine"):
             raise ConfigError(f"unknown grad_distance '{grad_distance}'; choose one of: l2, sq_l2, cosine")
         if registration not in ("none", "translation", "similarity"):

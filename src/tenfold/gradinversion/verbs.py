@@ -78,6 +78,8 @@ def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0
 
 def pick_batch(labels: torch.Tensor, B: int, seed: int, unique: bool = True) -> torch.Tensor:
     """Indices of a seeded random batch of size ``B``; with ``unique`` every label differs (needs B <= classes)."""
+    if not 1 <= B <= labels.numel():
+        raise ConfigError(f"batch size must be between 1 and the dataset's {labels.numel()} images, got {B}")
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(labels.numel(), generator=gen)
     if not unique:
