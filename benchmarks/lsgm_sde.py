@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
             sde, scheme, mixed = v[0], v[1], "nomix" not in v[2:]
-            over = {k: float(x) for k, x in (o.split("=") for o in v[2:] if o != "nomix")}
+            over = {k: type(getattr(base, k))(float(x)) for k, x in (o.split("=") for o in v[2:] if o != "nomix")}
             key = "_".join(v)
             c0 = time.process_time()
             cfg = dataclasses.replace(base, **size, stage1_steps=a.steps // 2, stage2_steps=a.steps - a.steps // 2,
