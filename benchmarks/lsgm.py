@@ -56,6 +56,16 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
+def preset_for(data: str) -> Any:
+    """The CPU preset of a dataset spec: ``omniglot`` for OMNIGLOT splits, else ``mnist``."""
+    return PRESETS["omniglot" if data.split(":")[0].startswith("omniglot") else "mnist"]
+
+
+def data_channels(params: int) -> int:
+    """The data-space U-Net's width whose parameter count is nearest ``params`` (LSGM's VAE + score net)."""
+    return min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1)) - params))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The data-space score model (baseline): VPSDE DSM on uniformly dequantised binary data in [-1, 1], trained with
 # the likelihood weighting (ll_iw, best NLL) or the unweighted eps objective (reweight_uniform, best samples)
@@ -163,7 +173,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
                 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[float, float]]]:
     name = data.split(":")[0]
     work = work / name
-    base = PRESETS["omniglot" if name.startswith("omniglot") else "mnist"]
+    base = preset_for(name)
     s1, s2 = a.steps // 2, a.steps - a.steps // 2
     size = dict(vae_ch=a.vae_ch, latent_ch=a.latent_ch, score_ch=a.score_ch, batch_size=a.batch, data=data,
                 warmup=s2 // 10, ckpt_every=10 ** 9, log_every=max(1, a.steps // 20), ode_tol=a.tol,
@@ -221,8 +231,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
 
     # ---- data-space score model of equal parameter count; lr from a sweep on the val images ---------------
     sde, teps = VPSDE(), 1e-5
-    ch = min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1))
-                                              - lparams))
+    ch = data_channels(lparams)
     eps_fns: dict[str, Any] = {}
     for who, scheme in data_contenders(a):
         if scheme not in lr_sweeps:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import goal, parser, write_result
+from benchmarks.lsgm import preset_for
 from benchmarks.lsgm_time_scale import ode_profile, study_setup
 from tenfold.lsgm import PRESETS
 from tenfold.lsgm.fd import fd
@@ -45,7 +46,7 @@ def main() -> None:
     knobs = {f.name for f in dataclasses.fields(PRESETS["mnist"])}
     if any(len(v) < 2 or any(o != "nomix" and o.split("=")[0] not in knobs for o in v[2:]) for v in variants):
         raise SystemExit(f"--variants takes sde:scheme[:nomix][:knob=value...] items, got '{a.variants}'")
-    base = PRESETS["omniglot" if a.data.startswith("omniglot") else "mnist"]
+    base = preset_for(a.data)
     split, fdnet, real, size = study_setup(a.data, a.steps)
     fig: dict[str, Any] = {"data": a.data, "steps": a.steps, "nll_images": a.nll_images}
     goals: list[dict[str, Any]] = []

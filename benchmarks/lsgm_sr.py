@@ -24,12 +24,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import goal, parser, write_result
-from benchmarks.lsgm import DATA_MULT, n_params, train_data_sgm
-from benchmarks.lsgm_time_scale import ode_profile, study_setup
-from tenfold.lsgm import PRESETS
+from benchmarks.lsgm import data_channels, n_params, preset_for, train_data_sgm
+from benchmarks.lsgm_time_scale import data_space_profile, ode_profile, study_setup
 from tenfold.lsgm.fd import fd
-from tenfold.lsgm.nets import UNet
-from tenfold.lsgm.ode import ode_sample
 from tenfold.lsgm.sde import VPSDE
 from tenfold.lsgm.train import generate, load_model, nelbo, train_stages
 
@@ -46,7 +43,7 @@ def main() -> None:
     started = time.perf_counter()
     weights = [float(w) for w in a.sr.split(",")]
     split, fdnet, real, size = study_setup(a.data, a.steps)
-    base = PRESETS["omniglot" if a.data.startswith("omniglot") else "mnist"]
+    base = preset_for(a.data)
     sde = VPSDE()
     fig: dict[str, Any] = {"data": a.data, "steps": a.steps, "data_space": {"weighting": "reweight_uniform",
                                                                            "lr": a.data_lr}}
@@ -66,21 +63,12 @@ def main() -> None:
             row["lsgm"]["nelbo_ode_se"] = float(r.std() / math.sqrt(len(r)))
             row["lsgm"]["cpu_seconds"] = time.process_time() - c0
             lparams = n_params(m.vae) + n_params(m.score)
-            ch = min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1))
-                                                      - lparams))
+            ch = data_channels(lparams)
             fig["data_space"]["channels"] = ch
             c0 = time.process_time()
             dm, _, _ = train_data_sgm(ch, a.data_lr, split.train, a.steps, size["batch_size"], Path(tmp) / f"d-{w:g}",
                                       sde, 1e-5, scheme="reweight_uniform", sr=w)
-            dm.eval()
-
-            def d_eps(z: torch.Tensor, t: torch.Tensor, dm: Any = dm) -> torch.Tensor:
-                return dm.score(z, t, sde.var(t).sqrt())
-
-            row["data_space"] = ode_profile(d_eps, sde, (1, 28, 28))
-            y1 = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-            yd, _ = ode_sample(d_eps, sde, y1, ode_eps=1e-5, tol=1e-3)
-            row["data_space"]["fd_draw_tol_1e-3"] = fd(fdnet, (yd > 0).float(), real)
+            row["data_space"] = data_space_profile(dm, sde, fdnet, real)
             row["data_space"]["cpu_seconds"] = time.process_time() - c0
             for tol in ("0.001", "1e-05"):
                 row[f"nfe_ratio_data_over_lsgm_tol_{tol}"] = (row["data_space"][f"tol_{tol}"]["nfe_median"]

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from benchmarks.common import goal, parser, write_result
-from benchmarks.lsgm import DATA_MULT, n_params, train_data_sgm
+from benchmarks.lsgm import data_channels, n_params, train_data_sgm
 from tenfold.lsgm import PRESETS
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import fd, feature_cnn
-from tenfold.lsgm.nets import UNet
 from tenfold.lsgm.ode import _drift, ode_sample
 from tenfold.lsgm.sde import SDE, VPSDE
 from tenfold.lsgm.train import generate, load_model, train_stages
@@ -76,6 +75,22 @@ def ode_profile(fn: Any, sde: SDE, shape: tuple[int, ...], batches: int = 3, n: 
     return out
 
 
+def data_space_profile(dm: Any, sde: VPSDE, fdnet: Any, real: torch.Tensor, tols: tuple[float, ...] = (1e-3, 1e-5)
+                       ) -> dict[str, Any]:
+    """:func:`ode_profile` of a trained data-space model, plus FD-CNN of 500 of its samples at tol 1e-3
+    (binarised: the dequantisation bin each falls in)."""
+    dm.eval()
+
+    def d_eps(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return dm.score(z, t, sde.var(t).sqrt())
+
+    out = ode_profile(d_eps, sde, (1, 28, 28), tols=tols)
+    y1 = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    yd, _ = ode_sample(d_eps, sde, y1, ode_eps=1e-5, tol=1e-3)
+    out["fd_draw_tol_1e-3"] = fd(fdnet, (yd > 0).float(), real)
+    return out
+
+
 def study_setup(data: str, steps: int) -> tuple[Any, Any, torch.Tensor, dict[str, Any]]:
     """What the LSGM studies share: the split, the cached FD-CNN, 500 held-out reference images, and the config
     overrides that give the benchmark's sizes (the same small VAE and score net, EMA and learning rates)."""
@@ -111,23 +126,14 @@ def main() -> None:
             train_stages(cfg, Path(tmp) / f"lsgm-{s:g}", split)
             m = load_model(Path(tmp) / f"lsgm-{s:g}")
             lparams = n_params(m.vae) + n_params(m.score)  # the data-space net gets LSGM's parameter count
-            ch = min(range(6, 129), key=lambda c: abs(n_params(UNet(1, ch=c, ch_mult=DATA_MULT, num_res_blocks=1))
-                                                      - lparams))
+            ch = data_channels(lparams)
             fig["data_space"]["channels"] = ch
             row = {"lsgm": ode_profile(m.eps_fn, m.sde, m.vae.latent_shape, tols=tols)}
             g = generate(m, 500, tol=1e-3, batch=500)
             row["lsgm"]["fd_draw_tol_1e-3"] = fd(fdnet, g["draw"], real)
             dm, _, _ = train_data_sgm(ch, 3e-3, split.train, a.data_steps, 32, Path(tmp) / f"data-{s:g}", sde, 1e-5,
                                       scheme="reweight_uniform", time_scale=s)
-            dm.eval()
-
-            def d_eps(z: torch.Tensor, t: torch.Tensor, dm: Any = dm) -> torch.Tensor:
-                return dm.score(z, t, sde.var(t).sqrt())
-
-            row["data_space"] = ode_profile(d_eps, sde, (1, 28, 28), tols=tols)
-            y1 = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-            yd, _ = ode_sample(d_eps, sde, y1, ode_eps=1e-5, tol=1e-3)
-            row["data_space"]["fd_draw_tol_1e-3"] = fd(fdnet, (yd > 0).float(), real)
+            row["data_space"] = data_space_profile(dm, sde, fdnet, real, tols)
             for tol in tols:
                 key = f"tol_{tol:g}"
                 row[f"nfe_ratio_data_over_lsgm_{key}"] = (row["data_space"][key]["nfe_median"]

@@ -382,10 +382,6 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol
     ``--tol``, default the config's) and seconds."""
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ConfigError(f"--tol must be > 0 (or 0: the checkpoint config's ode_tol), got {tol}")
-    if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
     model = _load_on_device(checkpoint, device)
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
                    batch=min(n, model.cfg.eval_batch), seed=seed)
