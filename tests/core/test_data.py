@@ -267,6 +267,66 @@ def test_digits() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# folder:PATH (a user's own images)
+# --------------------------------------------------------------------------------------------
+def _write(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_folder_classes_order_pixels_and_limit(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    want = {}
+    for cls, names in {"zebra": ["2", "10", "1"], "ant/queen": ["a"]}.items():
+        for n in names:
+            want[f"{cls}/{n}.png"] = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+            _write(tmp_path / cls / f"{n}.png", want[f"{cls}/{n}.png"])
+    _write(tmp_path / ".thumbs" / "x.png", np.zeros((1, 1), np.uint8))  # hidden: skipped
+    (tmp_path / "readme.txt").write_text("not an image")
+    ds = D.load_dataset(f"folder:{tmp_path}")
+    assert ds.classes == ["ant/queen", "zebra"]
+    assert ds.ids == ["ant/queen/a.png", "zebra/1.png", "zebra/2.png", "zebra/10.png"]  # numeric stems by value
+    assert ds.labels.tolist() == [0, 1, 1, 1] and ds.images.shape == (4, 3, 5, 7)
+    for i, k in enumerate(ds.ids):
+        np.testing.assert_array_equal(ds.images[i].permute(1, 2, 0).numpy(), want[k])
+    assert D.load_dataset(f"folder:{tmp_path}", limit=2).ids == ["ant/queen/a.png", "zebra/1.png"]
+
+
+def test_folder_flat_grey_and_colour_mix(tmp_path: Path) -> None:
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    _write(tmp_path / "pics" / "a.png", grey)
+    ds = D.load_dataset(f"folder:{tmp_path / 'pics'}")
+    assert ds.classes == ["pics"] and ds.images.shape == (1, 1, 3, 4)  # all grey: one channel
+    np.testing.assert_array_equal(ds.images[0, 0].numpy(), grey)
+    _write(tmp_path / "pics" / "b.png", np.full((3, 4, 3), 7, np.uint8))
+    ds = D.load_dataset(f"folder:{tmp_path / 'pics'}")
+    assert ds.images.shape == (2, 3, 3, 4)  # one colour image: every image RGB (grey repeated per channel)
+    np.testing.assert_array_equal(ds.images[0].numpy(), np.stack([grey] * 3))
+
+
+def test_folder_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="needs a path"):
+        D.load_dataset("folder")
+    with pytest.raises(DataError, match="not found"):
+        D.load_dataset(f"folder:{tmp_path / 'nope'}")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no image files"):
+        D.load_dataset(f"folder:{tmp_path}")
+    _write(tmp_path / "c" / "a.png", np.zeros((4, 4), np.uint8))
+    _write(tmp_path / "c" / "b.png", np.zeros((4, 5), np.uint8))
+    with pytest.raises(DataError, match=r"differ in size \(c/a.png is 4x4, c/b.png is 5x4\)"):
+        D.load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "c" / "b.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="corrupt or unreadable image .*b.png"):
+        D.load_dataset(f"folder:{tmp_path}")
+    good = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4, 4), dtype=np.uint8)).save(good, format="PNG")
+    (tmp_path / "c" / "b.png").write_bytes(good.getvalue()[:45])  # a valid header, pixels cut off
+    with pytest.raises(DataError, match="corrupt or unreadable image .*b.png"):
+        D.load_dataset(f"folder:{tmp_path}")
+
+
+# --------------------------------------------------------------------------------------------
 # PF-WILLOW
 # --------------------------------------------------------------------------------------------
 def test_pfwillow_tiny_fixture_orientation(tmp_path: Path) -> None:

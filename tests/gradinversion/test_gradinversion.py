@@ -506,3 +506,32 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
     off = [((s.abs() - 1).abs().max()) for s in pulled]
     assert max(off[:2]) == 0  # before the group starts: a pure sign step
     assert max(off[3:]) > 1e-3 and max(off[3:]) < 1.0  # after: sign + a pull smaller than one step
+
+
+def test_attack_on_a_users_image_folder_and_too_small_images(tmp_path, monkeypatch):
+    """``--data folder:PATH``: a user's own PNGs (here real bundled CIFAR-10 images, one sub-folder per class) are
+    attacked like a built-in dataset; images too small for the reported SSIM are refused before any attack runs."""
+    from PIL import Image
+
+    from tenfold.core.data import load_dataset
+    from tenfold.core.io import DataError
+    from tenfold.gradinversion import verbs
+
+    ds = load_dataset("cifar10-mini", limit=20)
+    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
+        (tmp_path / "mine" / ds.classes[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / "mine" / ds.classes[y] / f"{i}.png")
+    out = verbs.attack(PRESETS["smoke"], tmp_path / "run", data=f"folder:{tmp_path / 'mine'}", batch_size=2,
+                       iterations=2)
+    assert math.isfinite(out["psnr"]) and len(out["true_labels"]) == 2 and (tmp_path / "run" / "grid.png").is_file()
+    (tmp_path / "small" / "a").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(ds.images[i, :, :10, :12].permute(1, 2, 0).numpy()).save(tmp_path / "small" / "a" / f"{i}.png")
+
+    def no_attack(*a, **k):
+        raise AssertionError("the attack ran on images it cannot score")
+
+    monkeypatch.setattr(verbs, "run_attack", no_attack)
+    with pytest.raises(DataError, match="12x10; the attack's SSIM needs at least 11 px"):
+        verbs.attack(PRESETS["smoke"], tmp_path / "run2", data=f"folder:{tmp_path / 'small'}", batch_size=2,
+                     iterations=2)

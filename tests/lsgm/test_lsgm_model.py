@@ -172,3 +172,72 @@ def test_normal_prior_baseline_and_device_option(tmp_path):
             evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="cuda")
     out = evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="cpu")
     assert math.isfinite(out["nelbo_vae_nats"])
+
+
+def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = False):
+    """The first n real scikit-learn digits saved as PNGs, upscaled ``scale`` times (a user's image folder)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for i in range(n):
+        a = np.kron(np.rint(d.images[i] * 255 / 16).astype(np.uint8), np.ones((scale, scale), np.uint8))
+        sub = root / (str(d.target[i]) if classes else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.stack([a] * 3, -1) if rgb else a).save(sub / f"{i}.png")
+    return d
+
+
+def test_own_image_folder_split_is_seeded_disjoint_and_resized(tmp_path):
+    """folder:PATH gets the generic split: 75 / 5 / 20 %, a partition of the images, the same for the same seed;
+    16 px images are area-averaged to image_size 8, which here gives back the original 8 x 8 digits."""
+    d = _digit_folder(tmp_path / "imgs", 100, classes=True)
+    a = load_split(f"folder:{tmp_path / 'imgs'}", 0, image_size=8)
+    assert (len(a.train), len(a.val), len(a.heldout)) == (75, 5, 20)
+    assert "resized 16 -> 8 px" in a.description
+    real = torch.from_numpy((d.images[:100] * 255 / 16).round() / 255).float()
+    # every split image is one of the 100 digits, each used once (train + val + held out partition them)
+    ref = real.flatten(1)
+    got = torch.cat([a.train, a.val, a.heldout_grey]).flatten(1)
+    match = torch.cdist(got, ref).argmin(1)
+    assert torch.allclose(got, ref[match], atol=1e-6) and len(set(match.tolist())) == 100
+    assert torch.equal(a.heldout, (a.heldout == 1).float())  # binarised once
+    b, c = load_split(f"folder:{tmp_path / 'imgs'}", 0, image_size=8), load_split(f"folder:{tmp_path / 'imgs'}", 1,
+                                                                                image_size=8)
+    assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
+
+
+def test_own_image_folder_bad_inputs(tmp_path):
+    from tenfold.core.io import DataError
+
+    _digit_folder(tmp_path / "few", 10, classes=False)
+    with pytest.raises(DataError, match="10 images are too few"):
+        load_split(f"folder:{tmp_path / 'few'}", 0, image_size=8)
+    _digit_folder(tmp_path / "rgb", 30, classes=False, rgb=True)
+    with pytest.raises(DataError, match="3-channel images but binarize=True"):
+        load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8)
+    assert load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8, binarize=False).train.shape[1:] == (3, 8, 8)
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "wide").mkdir()
+    for i in range(25):
+        Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "wide" / f"{i}.png")
+    with pytest.raises(DataError, match="12x8; lsgm needs square images"):
+        load_split(f"folder:{tmp_path / 'wide'}", 0, image_size=8)
+
+
+def test_train_and_evaluate_on_a_one_class_folder(tmp_path):
+    """End to end on a user's flat folder: training runs, the NELBO is finite, and FD-CNN (which needs class labels
+    to train its feature net) says it was skipped instead of reporting a distance in untrained features."""
+    from tenfold.lsgm.train import evaluate
+
+    _digit_folder(tmp_path / "mine", 60, classes=False, scale=1)
+    cfg = dataclasses.replace(SMOKE, data=f"folder:{tmp_path / 'mine'}", stage1_steps=3, stage2_steps=3,
+                              ckpt_every=3)
+    split = load_split(cfg.data, 0, image_size=8)
+    train_stages(cfg, tmp_path / "run", split)
+    out = evaluate(cfg, tmp_path / "ev", checkpoint=str(tmp_path / "run"), limit=4, fd_samples=8, ode=False)
+    assert math.isfinite(out["nelbo_dsm_nats"]) and out["FD-CNN_mean"].startswith("skipped: the data has one class")
+    assert (tmp_path / "ev" / "samples.png").is_file()

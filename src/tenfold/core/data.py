@@ -8,7 +8,8 @@ Where things live
 
 Image datasets
     ``load_dataset("NAME")`` or ``load_dataset("NAME:PATH")`` returns an :class:`ImageDataset`
-    (uint8 ``(N, C, H, W)`` images + int64 labels). Names are in :data:`DATASETS`. Samples are
+    (uint8 ``(N, C, H, W)`` images + int64 labels). Names are in :data:`DATASETS`; ``folder:PATH``
+    reads a user's own folder of images (one sub-folder per class). Samples are
     ordered by class, then by file number/name (IDX files keep their file order); ``limit=k``
     takes a class-balanced prefix (round-robin over classes, the first images of each class) and
     decodes only those. Full JPEG/PNG decodes are cached as ``.npy`` under ``$TENFOLD_CACHE``
@@ -445,6 +446,69 @@ def _digits(name: str, path: Path | None, limit: int | None) -> ImageDataset:
                         [f"{i:04d}" for i in sel.tolist()])
 
 
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
+    """Your own images, ``folder:PATH``: every image file under PATH (hidden files and folders skipped), each
+    sub-folder a class (images directly in PATH form one class named after it), as torchvision's ImageFolder.
+    Grey ("L") when every image is grey, else RGB; all must share one size (no silent resizing here: a method
+    that needs another size says so and resizes itself). Not cached: a user's folder changes."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path is None:
+        raise DataError("'folder' needs a path: folder:/path/to/images (one sub-folder per class, or the images "
+                        "directly inside)")
+    if not path.is_dir():
+        raise DataError(f"image folder not found: {path}")
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in _IMAGE_EXTS
+                   and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    if not files:
+        raise DataError(f"{path} holds no image files ({', '.join(_IMAGE_EXTS)})")
+    top = path.resolve().name or "images"
+
+    def cls(f: Path) -> str:
+        rel = f.parent.relative_to(path).as_posix()
+        return top if rel == "." else rel
+
+    classes = sorted({cls(f) for f in files})
+    cidx = {c: i for i, c in enumerate(classes)}
+    files.sort(key=lambda f: (cidx[cls(f)], _num_key(f.stem), f.name))
+    labels = np.array([cidx[cls(f)] for f in files], dtype=np.int64)
+    sel = balanced_prefix(labels, limit)
+    chosen = [files[i] for i in sel.tolist()]
+
+    def bad(f: Path, e: Exception) -> DataError:
+        return DataError(f"corrupt or unreadable image {f}: {type(e).__name__}: {e}")
+
+    size: tuple[int, int] | None = None
+    grey = True
+    for f in chosen:  # headers only: one size and the colour mode before decoding anything
+        try:
+            with Image.open(f) as im:
+                here, grey = im.size, grey and im.mode in _GREY_MODES
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise bad(f, e) from None
+        if size is None:
+            size, first = here, f
+        elif here != size:
+            raise DataError(f"images in {path} differ in size ({first.relative_to(path)} is {size[0]}x{size[1]}, "
+                            f"{f.relative_to(path)} is {here[0]}x{here[1]}); resize them to one size first")
+    mode = "L" if grey else "RGB"
+    w, h = size
+    arr = np.empty((len(chosen), 1 if grey else 3, h, w), dtype=np.uint8)
+    for k, f in enumerate(chosen):
+        try:
+            with Image.open(f) as im:
+                a = np.asarray(im.convert(mode))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise bad(f, e) from None
+        arr[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    ids = [f.relative_to(path).as_posix() for f in chosen]
+    return ImageDataset(torch.from_numpy(arr), torch.from_numpy(labels[sel]), classes, name, str(path), ids)
+
+
 DATASETS: dict[str, tuple[str, Callable[[str, Path | None, int | None], ImageDataset]]] = {
     "cifar10-test": ("CIFAR-10 test, even-numbered half (5,000 JPEG 32x32)",
                      _cifar("test", lambda: data_root() / "cifar10" / "cifar10-test-even-jpg.zip")),
@@ -457,6 +521,7 @@ DATASETS: dict[str, tuple[str, Callable[[str, Path | None, int | None], ImageDat
                     lambda n, p, k: _load_mnist(p, "train", n, k)),
     "omniglot-small1": ("OMNIGLOT background small 1 (2,720 105x105 binary, 136 characters)", _omniglot),
     "digits": ("scikit-learn digits (1,797 8x8, 0..16 scaled to 0..255)", _digits),
+    "folder": ("your own images, folder:PATH (one sub-folder per class, all one size; PNG, JPEG, ...)", _folder),
 }
 
 

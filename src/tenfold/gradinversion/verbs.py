@@ -114,12 +114,25 @@ def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, c
 # --------------------------------------------------------------------------------------------
 # Verbs
 # --------------------------------------------------------------------------------------------
+SSIM_WINDOW = 11  # the SSIM every verb reports uses an 11 x 11 Gaussian window
+
+
+def _dataset_tensors(data: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """(dataset, images, labels) of ``data``, refused up front when the images are too small to score (SSIM), so no
+    attack runs for minutes before the metric fails."""
+    ds = load_dataset(data)
+    xs, ys = ds.tensors()
+    if min(xs.shape[-2:]) < SSIM_WINDOW:
+        raise DataError(f"{data} images are {xs.shape[-1]}x{xs.shape[-2]}; the attack's SSIM needs at least "
+                        f"{SSIM_WINDOW} px on each side")
+    return ds, xs, ys
+
+
 def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, batch_seed: int,
                      unique_labels: bool) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    list[torch.Tensor], list]:
     """Pick a real batch and compute what the client shares: (dataset, indices, x, y, update, user BN stats)."""
-    ds = load_dataset(data)
-    xs, ys = ds.tensors()
+    ds, xs, ys = _dataset_tensors(data)
     idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
     x, y = xs[idx], ys[idx]
     return (ds, idx, x, y, _client(cfg, net, x, y, seed=batch_seed),
@@ -242,7 +255,7 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
 
     run_dir = Path(run_dir)
     net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
-    xs, ys = load_dataset(data).tensors()
+    _, xs, ys = _dataset_tensors(data)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
     rows = []

@@ -14,7 +14,7 @@ class Config:
     """Every knob of an LSGM run. Defaults: binarised MNIST, VPSDE with ll_iw (one backward pass)."""
 
     # data
-    data: str = "mnist-test"  # mnist-test (seeded 8,000 / 2,000 split), omniglot-small1, cifar10-train, digits
+    data: str = "mnist-test"  # mnist-test (seeded 8,000 / 2,000), omniglot-small1, cifar10-train, digits, folder:PATH
     split_seed: int = 0
     image_size: int = 28
     pad: int = 2  # 28 -> 32 so the conv VAE halves cleanly; the decoder output is cropped back

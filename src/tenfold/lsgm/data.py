@@ -5,6 +5,8 @@
 - ``omniglot-small1``: background-small-1, inverted and area-resized 105 -> 28; drawers _01-_16 train
   (the 16th drawer's 136 images for selection), _17-_20 held out.
 - ``digits`` (scikit-learn 8x8): seeded 1,437 / 360. ``cifar10-train`` / ``cifar10-test``: as stored.
+- anything else, e.g. your own images as ``folder:PATH`` (see ``tenfold.core.data``): a seeded permutation into
+  75 % train, 5 % val and 20 % held out, square images resized to ``image_size`` (area average to shrink).
 Binary data: the training images stay grey-level (binarised dynamically at each step); the held-out set
 is binarised once with a fixed seed.
 """
@@ -18,6 +20,8 @@ import torch.nn.functional as F
 
 from tenfold.core.data import load_dataset
 from tenfold.core.io import DataError
+
+MIN_IMAGES = 20  # the generic split needs a few images in each of train / val / held out
 
 
 @dataclasses.dataclass
@@ -66,8 +70,26 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
         n_val = min(1000, len(ds) // 10)
         tr, va, ho = perm[n_val:], perm[:n_val], perm[:n_val]
         desc = f"{name}: {len(tr)} train, {n_val} val (evaluate on cifar10-test with --data)"
-    else:
-        raise DataError(f"lsgm has no split rule for '{name}'; use mnist-test, omniglot-small1, digits or cifar10-*")
+    else:  # any other dataset, e.g. a user's folder:PATH: seeded 75 / 5 / 20 %, resized to image_size
+        n = len(ds)
+        if n < MIN_IMAGES:
+            raise DataError(f"{data}: {n} images are too few to split into train / val / held out "
+                            f"(lsgm needs at least {MIN_IMAGES})")
+        perm = torch.randperm(n, generator=g)
+        n_ho, n_va = n // 5, max(1, n // 20)
+        ho, va, tr = perm[:n_ho], perm[n_ho:n_ho + n_va], perm[n_ho + n_va:]
+        h, w = x.shape[-2:]
+        if h != w:
+            raise DataError(f"{data} images are {w}x{h}; lsgm needs square images (crop them first)")
+        desc = (f"{data}: seeded permutation (seed {split_seed}): {len(tr)} train + {len(va)} val / {len(ho)} "
+                f"held out")
+        if h != image_size:  # area average to shrink (no aliasing), bilinear to enlarge
+            x = F.interpolate(x, size=(image_size, image_size), mode="area" if h > image_size else "bilinear",
+                              align_corners=None if h > image_size else False).clamp(0, 1)
+            desc += f", resized {h} -> {image_size} px"
+    if binarize and x.shape[1] != 1:
+        raise DataError(f"{data} has {x.shape[1]}-channel images but binarize=True is for grey images; "
+                        "use --set binarize=false (the 8-bit logistic-mixture decoder)")
     if x.shape[-1] != image_size:
         raise DataError(f"{data} images are {x.shape[-1]} px but the config says image_size={image_size}")
     held = binarize_fixed(x[ho], 12345) if binarize else torch.round(x[ho] * (num_levels - 1)) / (num_levels - 1)

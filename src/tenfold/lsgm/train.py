@@ -341,9 +341,10 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
-    """Save a sample grid PNG."""
+    """Save a sample grid PNG (its folder is created: the Python API need not go through the CLI's run dir)."""
     from torchvision.utils import save_image
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_image(images[: nrow * nrow].clamp(0, 1), str(path), nrow=nrow, padding=1)
     return path
 
@@ -419,12 +420,13 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         from .fd import cifar_feature_net, fd, feature_cnn
 
         gen = generate(model, fd_samples, tol=c.ode_tol, batch=min(fd_samples, c.eval_batch))
-        if split.train.shape[1] == 3:
-            net, name = cifar_feature_net(), "FD-ResNet56"
-        else:
-            net, name = feature_cnn(split.train, split.train_labels, key=c.data), "FD-CNN"
         real = split.heldout_grey if c.binarize else split.heldout
-        out[f"{name}_mean"] = fd(net, gen["mean"], real)
+        if split.train.shape[1] == 3:
+            out["FD-ResNet56_mean"] = fd(cifar_feature_net(), gen["mean"], real)
+        elif int(split.train_labels.max()) < 1:  # e.g. folder:PATH without class sub-folders
+            out["FD-CNN_mean"] = "skipped: the data has one class, so there is nothing to train the FD-CNN on"
+        else:
+            out["FD-CNN_mean"] = fd(feature_cnn(split.train, split.train_labels, key=c.data), gen["mean"], real)
         out["sample_nfe"] = gen["nfe"]
         save_grid(gen["mean"], Path(run_dir) / "samples.png")
     return out
