@@ -156,16 +156,55 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
         print(json.dumps({"method": method, "verb": ns.verb, "preset": ns.preset,
                           "config": config_dict(cfg), "options": to_jsonable(options)}, indent=2))
         return 0
-    run_dir = ns.out if ns.resume else new_run_dir(ns.out or _default_out(f"{method}-{ns.verb}"))
-    if not ns.resume:
-        save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
-                    overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
-    t0 = time.perf_counter()
-    metrics = dict(fn(cfg, run_dir, **options))
-    metrics.setdefault("run_dir", str(run_dir))
-    metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
-    _print_result(metrics, ns.json, title=f"{prog}: done, outputs in {run_dir}")
+    group = _Torchrun(getattr(cfg, "device", "cpu"))
+    try:
+        run_dir = None
+        if group.rank == 0:
+            run_dir = ns.out if ns.resume else new_run_dir(ns.out or _default_out(f"{method}-{ns.verb}"))
+            if not ns.resume:
+                save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
+                            overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
+        run_dir = group.agree(run_dir)
+        t0 = time.perf_counter()
+        metrics = dict(fn(cfg, run_dir, **options))
+        metrics.setdefault("run_dir", str(run_dir))
+        metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
+        if group.rank == 0:  # one result, not one per process
+            _print_result(metrics, ns.json, title=f"{prog}: done, outputs in {run_dir}")
+    finally:
+        group.close()
     return 0
+
+
+class _Torchrun:
+    """The CLI's share of a torchrun launch: every process must write into the run directory that rank 0 picked
+    (``new_run_dir`` on each rank would give rank k its own ``out-k``), so the group is joined before the verb
+    runs and rank 0's choice is broadcast. A plain ``python`` run is one process and needs none of this."""
+
+    def __init__(self, device: str) -> None:
+        self.rank, self.world, self.started = 0, 1, False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from tenfold.core.engine import setup_distributed
+
+            info, _, self.started = setup_distributed(device)
+            self.rank, self.world = info.rank, info.world_size
+
+    def agree(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        """Leave the process group if the CLI created it."""
+        import torch.distributed as dist
+
+        if self.started and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def cmd_eval(argv: Sequence[str]) -> int:

@@ -241,3 +241,31 @@ def test_train_and_evaluate_on_a_one_class_folder(tmp_path):
     out = evaluate(cfg, tmp_path / "ev", checkpoint=str(tmp_path / "run"), limit=4, fd_samples=8, ode=False)
     assert math.isfinite(out["nelbo_dsm_nats"]) and out["FD-CNN_mean"].startswith("skipped: the data has one class")
     assert (tmp_path / "ev" / "samples.png").is_file()
+
+
+def test_torchrun_two_processes_share_one_run_dir(tmp_path):
+    """`torchrun --nproc-per-node 2 -m tenfold lsgm train`: every rank writes into the one run directory rank 0 made
+    (each picked its own `out-k` before, and the launch hung), one JSON result, a loadable model and sample grid."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "earlier.txt").write_text("a run dir in use: the new run goes to run-1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "tenfold", "lsgm", "train", "--preset", "smoke", "--set",
+         "stage1_steps=4", "--set", "stage2_steps=4", "--set", "ckpt_every=4", "--out", str(tmp_path / "run"),
+         "--json"], env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 1 and results[0]["run_dir"] == str(tmp_path / "run-1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run-1"]
+    assert load_model(tmp_path / "run-1").score is not None and (tmp_path / "run-1" / "samples.png").is_file()
+    assert len((tmp_path / "run-1" / "stage2" / "metrics.jsonl").read_text().splitlines()) >= 1

@@ -77,6 +77,7 @@ __all__ = [
     "MetricsLogger",
     "NonFiniteLossError",
     "TrainingError",
+    "barrier",
     "clip_gradients",
     "dist_info",
     "fit",
@@ -138,6 +139,12 @@ def dist_info() -> DistInfo:
 
 def _synced() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every process of a torchrun launch (e.g. before reading what rank 0 wrote); a no-op otherwise."""
+    if _synced():
+        dist.barrier()
 
 
 def setup_distributed(device: str | torch.device = "cpu") -> tuple[DistInfo, torch.device, bool]:
@@ -891,6 +898,8 @@ def fit(
             bar.close()
             logger.close()
             del batches
+        if world > 1:  # leave together: rank 0's logs and checkpoints are complete when any rank reads them
+            dist.barrier()
 
         elapsed = time.perf_counter() - t_start
         result: dict[str, Any] = {"steps": step, **last_logged}

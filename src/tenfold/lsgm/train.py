@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
-from tenfold.core.engine import EMA, fit, seed_everything, unwrap, warmup_cosine
+from tenfold.core.engine import EMA, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
 from tenfold.core.io import CheckpointError, ConfigError, load_checkpoint, save_checkpoint
 
 from .config import Config
@@ -210,7 +210,9 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     state = {"vae": vae.state_dict(), "channels": channels}
     if ema_score is not None:
         state["score"] = ema_score
-    save_checkpoint(run_dir / "model", state, method=METHOD, config=config_dict(cfg))
+    if dist_info().is_main:  # under torchrun every rank holds the same weights: one writer
+        save_checkpoint(run_dir / "model", state, method=METHOD, config=config_dict(cfg))
+    barrier()
     rows = rows1 + rows2
     nel = [r["nelbo"] for r in rows if "nelbo" in r]
     result.update({"loss_start": nel[0] if nel else float("nan"), "loss_end": nel[-1] if nel else float("nan"),
@@ -362,10 +364,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
                        num_levels=cfg.num_levels)
     _device(cfg)
     res = train_stages(cfg, Path(run_dir), split, resume=resume, progress=True)
-    model = load_model(Path(run_dir) / "model", cfg).to(_device(cfg))
-    gen = generate(model, 64, tol=cfg.ode_tol, sampler=cfg.sampler, batch=64)
-    save_grid(gen["mean"], Path(run_dir) / "samples.png")
-    res.update({"sample_nfe": gen["nfe"], "split": split.description})
+    res["split"] = split.description
+    if dist_info().is_main:  # the sample grid: one process draws and writes it
+        model = load_model(Path(run_dir) / "model", cfg).to(_device(cfg))
+        gen = generate(model, 64, tol=cfg.ode_tol, sampler=cfg.sampler, batch=64)
+        save_grid(gen["mean"], Path(run_dir) / "samples.png")
+        res["sample_nfe"] = gen["nfe"]
     return res
 
 
