@@ -29,8 +29,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import goal, parser, write_result
-from benchmarks.lsgm import data_channels, n_params, train_data_sgm
-from tenfold.lsgm import PRESETS
+from benchmarks.lsgm import data_channels, n_params, preset_for, train_data_sgm
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import fd, feature_cnn
 from tenfold.lsgm.ode import _drift, ode_sample
@@ -121,7 +120,7 @@ def main() -> None:
                            "data_space": {"weighting": "reweight_uniform", "lr": 3e-3}}
     with tempfile.TemporaryDirectory() as tmp:
         for s in scales:
-            cfg = dataclasses.replace(PRESETS["mnist"], **size, stage1_steps=a.steps // 2,
+            cfg = dataclasses.replace(preset_for(a.data), **size, stage1_steps=a.steps // 2,
                                       stage2_steps=a.steps - a.steps // 2, time_scale=s)
             train_stages(cfg, Path(tmp) / f"lsgm-{s:g}", split)
             m = load_model(Path(tmp) / f"lsgm-{s:g}")
