@@ -358,25 +358,25 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval")
 
 def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[str, Any]]:
     """The label-rule study's goals: Yin's rule on unique batches of 4 and 8 (the issue's), and the count
-    rule on non-unique batches (report), each against every breaching rule."""
+    rule on non-unique batches (report), each against every breaching rule. None when the study did not run
+    (``--skip-labels``): an unmeasured goal is not a failed one."""
+    if "labels" not in figures:
+        return []
     lab_study_ok, lab_study_txt = True, []
-    if "labels" in figures:
-        for regime in models:
-            for key in ("unique B=4", "unique B=8"):
-                row = figures["labels"][regime][key]
-                best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
-                lab_study_ok &= row["yin"]["accuracy"] >= best_br
-                lab_study_txt.append(f"{regime} {key}: ours-yin {row['yin']['accuracy']:.3f} vs breaching best "
-                                     f"{best_br:.3f}")
     count_ok, count_txt = True, []  # repeated labels: our count rule vs every breaching rule (report)
-    if "labels" in figures:
-        for regime in models:
-            for key in ("non-unique B=4", "non-unique B=8", "non-unique B=16", "non-unique B=32"):
-                row = figures["labels"][regime][key]
-                best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
-                count_ok &= row["count"]["accuracy"] >= best_br
-                count_txt.append(f"{regime} {key}: ours-count {row['count']['accuracy']:.3f} vs breaching best "
+    for regime in models:
+        for key in ("unique B=4", "unique B=8"):
+            row = figures["labels"][regime][key]
+            best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
+            lab_study_ok &= row["yin"]["accuracy"] >= best_br
+            lab_study_txt.append(f"{regime} {key}: ours-yin {row['yin']['accuracy']:.3f} vs breaching best "
                                  f"{best_br:.3f}")
+        for key in ("non-unique B=4", "non-unique B=8", "non-unique B=16", "non-unique B=32"):
+            row = figures["labels"][regime][key]
+            best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
+            count_ok &= row["count"]["accuracy"] >= best_br
+            count_txt.append(f"{regime} {key}: ours-count {row['count']['accuracy']:.3f} vs breaching best "
+                             f"{best_br:.3f}")
     return [
         goal("label rule accuracy, real unique batches of 4 and 8, ours (yin) >= every breaching rule",
              ">= breaching", lab_study_txt, lab_study_ok and bool(lab_study_txt)),
