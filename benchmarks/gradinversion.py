@@ -279,7 +279,7 @@ for _n, _kw in {"warm-up 10": dict(warmup=10), "warm-up 0": dict(warmup=0),
 # re-registered every `group_every` steps; scored on calibrated B = 1 batches TUNE_GROUP_SEEDS
 TUNE_GROUP_SEEDS = [9001, 9002, 9003, 9005]
 CANDIDATES["group G=3, control (plain mean)"] = dict(BASE, group_size=3, alpha_group=0.0, registration="none")
-for _a, _e in [(0.05, 1), (0.2, 1), (0.05, 50), (0.02, 1)]:
+for _a, _e in [(0.05, 1), (0.2, 1), (0.05, 50), (0.02, 1), (0.005, 1)]:  # 0.005: session 8, at 1,000 iterations
     CANDIDATES[f"group G=3, alpha {_a}, every {_e}"] = dict(BASE, group_size=3, alpha_group=_a, group_every=_e,
                                                            registration="translation")
 # session 6: the BN prior's weight when a train-mode client sends its batch's BN statistics (``--tune-client
