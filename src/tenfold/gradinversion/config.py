@@ -81,7 +81,8 @@ PRESETS: dict[str, Config] = {
     # gradients, so the sign was noise); the BN prior hurt at B = 1 (alpha_bn 0); G = 1 (group consistency
     # is a separate, measured option with G = 3: alpha_group 0.05 of a signed step, added after the sign, and
     # the consensus re-registered every step, group_every 1; a consensus 50 steps stale lost most of the gain;
-    # tuned at 160 iterations: at 1,000 the pull lost to the plain mean of the G runs, results/gradinversion_1000it)
+    # tuned at 160 iterations: at 1,000 the pull lost to the plain mean of the G runs, at 0.05 and at 0.005 alike,
+    # results/gradinversion_1000it)
     "cpu": Config(iterations=1500, grad_distance="cosine", signed=True, alpha_grad=1.0, alpha_tv=0.2, alpha_l2=1e-4,
                   alpha_bn=0.0, langevin_sigma=0.0, group_size=1, group_every=1, alpha_group=0.05),
     # seconds on one CPU core: tests, the demo and the end-to-end smoke run
