@@ -10,7 +10,9 @@
 
 Verbs are plain functions ``verb(cfg, run_dir, **options) -> dict``; their keyword options
 become flags (parsed by tyro from the type hints), the config is the method's frozen ``Config``
-preset with ``--set`` overrides. A user mistake prints ``error: ...`` and exits 2.
+preset with ``--set`` overrides. A user mistake prints ``error: ...`` and exits 2. Under torchrun
+the verbs a method lists in ``DISTRIBUTED_VERBS`` run on every rank (DDP); any other verb runs on
+rank 0 alone.
 """
 
 from __future__ import annotations
@@ -165,8 +167,16 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
                 save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
                             overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
         run_dir = group.agree(run_dir)
+        single = group.world > 1 and ns.verb not in getattr(mod, "DISTRIBUTED_VERBS", ())
+        if single:  # a one-process verb: rank 0 runs it alone, the other ranks leave at once
+            group.close()
+            if group.rank != 0:
+                return 0
+            print(f"{prog} runs in one process; under torchrun rank 0 runs it and the other {group.world - 1} "
+                  f"rank(s) exit", file=sys.stderr)
         t0 = time.perf_counter()
-        metrics = dict(fn(cfg, run_dir, **options))
+        with _one_process() if single else contextlib.nullcontext():
+            metrics = dict(fn(cfg, run_dir, **options))
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
         if group.rank == 0:  # one result, not one per process
@@ -174,6 +184,22 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     finally:
         group.close()
     return 0
+
+
+@contextlib.contextmanager
+def _one_process() -> Any:
+    """Hide torchrun's ``WORLD_SIZE``/``RANK`` while a one-process verb runs on rank 0, so nothing inside it (e.g.
+    the engine's ``fit`` training a cached helper model) tries to join a group the other ranks have left."""
+    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK")}
+    os.environ.update(WORLD_SIZE="1", RANK="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class _Torchrun:
@@ -200,11 +226,12 @@ class _Torchrun:
         return box[0]
 
     def close(self) -> None:
-        """Leave the process group if the CLI created it."""
+        """Leave the process group if the CLI created it (safe to call twice)."""
         import torch.distributed as dist
 
         if self.started and dist.is_initialized():
             dist.destroy_process_group()
+        self.started = False
 
 
 def cmd_eval(argv: Sequence[str]) -> int:

@@ -2,7 +2,8 @@
 
 A method is implemented when its subpackage ``tenfold.<name>`` exists and exposes ``VERBS``
 (a dict of verb name -> function ``verb(cfg, run_dir, **typed_kwargs) -> dict``), ``Config``
-and ``PRESETS``; it may also expose ``demo(run_dir) -> dict`` for ``tenfold demo``.
+and ``PRESETS``; it may also expose ``demo(run_dir) -> dict`` for ``tenfold demo`` and
+``DISTRIBUTED_VERBS``, the verbs that run on every rank under torchrun (the others run on rank 0 alone).
 Modules are imported lazily, only when a command needs them.
 """
 

@@ -23,6 +23,7 @@ __all__ = ["PRESETS", "VERBS", "Config", "GeometricVPSDE", "MixedScore", "UNet",
            "sde_sample", "smoke_options", "train"]
 
 VERBS = {"train": train, "sample": sample, "evaluate": evaluate}
+DISTRIBUTED_VERBS = ("train",)  # DDP under torchrun; sample and evaluate run on rank 0 alone
 
 
 def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ __all__ = ["PRESETS", "VERBS", "Config", "GatedViT", "LatencyModel", "ViTSpec", 
            "load_dense", "macs_params", "prune_step", "save_dense", "smoke_options"]
 
 VERBS = {"lut": lut, "prune": prune, "finetune": finetune, "export": export}
+DISTRIBUTED_VERBS = ("finetune",)  # DDP under torchrun; lut, prune (its batches are not sharded) and export: rank 0
 
 
 def smoke_options(verb: str, earlier: dict[str, Path]) -> dict[str, Any]:
