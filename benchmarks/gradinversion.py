@@ -286,6 +286,9 @@ for _a, _e in [(0.05, 1), (0.2, 1), (0.05, 50), (0.02, 1), (0.005, 1)]:  # 0.005
 # train-user``); the same base, no Langevin noise
 for _a in (1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1):
     CANDIDATES[f"BN {_a:g}"] = dict(BASE, alpha_bn=_a)
+# session 9: the starting image (not examined before): the dataset-mean colour, or uniform pixels, instead of N(0, I)
+CANDIDATES["init zeros"] = dict(BASE, init="zeros")
+CANDIDATES["init rand"] = dict(BASE, init="rand")
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
