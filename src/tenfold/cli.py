@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -187,7 +187,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
 
 
 @contextlib.contextmanager
-def _one_process() -> Any:
+def _one_process() -> Iterator[None]:
     """Hide torchrun's ``WORLD_SIZE``/``RANK`` while a one-process verb runs on rank 0, so nothing inside it (e.g.
     the engine's ``fit`` training a cached helper model) tries to join a group the other ranks have left."""
     saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK")}
