@@ -30,6 +30,18 @@ def test_overrides_are_typed():
     assert apply_overrides(cfg, {"steps": 7}).steps == 7
 
 
+@pytest.mark.parametrize("word, value", [("false", False), ("FALSE", False), ("0", False), ("true", True),
+                                         ("True", True), ("yes", True)])
+def test_bool_overrides_take_lowercase_words(word, value):
+    """The READMEs write ``--set binarize=false``; tyro alone only took ``False``."""
+    assert apply_overrides(Cfg(amp=not value), [f"amp={word}"]).amp is value
+
+
+def test_bad_bool_is_one_clear_line():
+    with pytest.raises(ConfigError, match="amp takes true or false, got 'maybe'"):
+        apply_overrides(Cfg(), ["amp=maybe"])
+
+
 def test_unknown_key_lists_valid_ones():
     with pytest.raises(ConfigError, match="unknown config key 'lrr'; valid keys: lr, steps, amp, mode, dims"):
         apply_overrides(Cfg(), ["lrr=1"])

@@ -57,6 +57,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+_BOOL_WORDS = {"true": "True", "1": "True", "yes": "True", "on": "True",
+               "false": "False", "0": "False", "no": "False", "off": "False"}
+
+
+def _parse_bool(key: str, value: str) -> str:
+    """``true``/``false`` in any case (also 1/0, yes/no, on/off) as tyro's ``True``/``False``; else one clear line."""
+    word = _BOOL_WORDS.get(value.strip().lower())
+    if word is None:
+        raise ConfigError(f"bad override: {key} takes true or false, got '{value}'")
+    return word
+
+
 def apply_overrides(cfg: C, overrides: Mapping[str, Any] | Sequence[str]) -> C:
     """Return a copy of the frozen ``cfg`` with ``overrides`` applied and type-checked.
 
@@ -80,6 +92,8 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any] | Sequence[str]) -> C:
     for k, v in overrides.items():
         if isinstance(v, str) and typing.get_origin(hints.get(k)) in (tuple, list):
             vals = [x for x in re.split(r"[,\s]+", v.strip("()[] ")) if x]  # "3,4" or "3 4"
+        elif isinstance(v, str) and hints.get(k) is bool:
+            vals = [_parse_bool(k, v)]
         elif isinstance(v, str):
             vals = [v]
         elif isinstance(v, (list, tuple)):
