@@ -443,8 +443,7 @@ class Checkpointer:
     def save(self, state: Mapping[str, Any], step: int, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``state`` as the checkpoint for ``step``; returns its base path (on every rank)."""
         base = self.path_for(step)
-        if _synced():
-            dist.barrier()
+        barrier()
         try:
             if self.enabled:
                 self.dir.mkdir(parents=True, exist_ok=True)
@@ -454,8 +453,7 @@ class Checkpointer:
                 self._point_last(base)
                 self._prune()
         finally:
-            if _synced():
-                dist.barrier()
+            barrier()
         return base
 
     def load(self, path: str | os.PathLike | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -898,8 +896,7 @@ def fit(
             bar.close()
             logger.close()
             del batches
-        if world > 1:  # leave together: rank 0's logs and checkpoints are complete when any rank reads them
-            dist.barrier()
+        barrier()  # leave together: rank 0's logs and checkpoints are complete when any rank reads them
 
         elapsed = time.perf_counter() - t_start
         result: dict[str, Any] = {"steps": step, **last_logged}
