@@ -79,6 +79,14 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, damage):
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value) or damage == "other_method"
 
 
+def test_foreign_checkpoint_file_is_named_not_misreported(tmp_path):
+    """A torch ``.pt`` handed to a tenfold loader is called what it is, not 'x.json not found'."""
+    pt = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, pt)
+    with pytest.raises(CheckpointError, match=r"model\.pt is not a tenfold checkpoint"):
+        load_checkpoint(pt)
+
+
 def test_new_run_dir_never_overwrites(tmp_path):
     a = new_run_dir(tmp_path / "run")
     (a / "result.txt").write_text("keep")

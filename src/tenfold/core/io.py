@@ -266,6 +266,9 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
     from safetensors.torch import load as st_load
 
     base = Path(path)
+    if base.is_file() and base.suffix not in (".json", ".safetensors"):
+        raise CheckpointError(f"{base} is not a tenfold checkpoint: one is a pair NAME.json + NAME.safetensors "
+                              "(give either file, or the run directory)")
     if base.suffix in (".json", ".safetensors"):
         base = base.with_suffix("")
     jpath, tpath = base.with_suffix(".json"), base.with_suffix(".safetensors")
