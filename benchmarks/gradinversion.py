@@ -289,6 +289,10 @@ for _a in (1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1):
 # session 9: the starting image (not examined before): the dataset-mean colour, or uniform pixels, instead of N(0, I)
 CANDIDATES["init zeros"] = dict(BASE, init="zeros")
 CANDIDATES["init rand"] = dict(BASE, init="rand")
+# session 10: every layer's cosine counting equally (the early convolutions carry the image's spatial detail)
+CANDIDATES["layer cosine"] = dict(BASE, grad_distance="layer_cosine")
+for _tv in (0.3, 0.5, 1.0, 2.0):  # session 10: TV above the preset's 0.2 (stage 1 tried 0.05 and 0.2, stage 3 0.1)
+    CANDIDATES[f"TV {_tv}"] = dict(BASE, alpha_tv=_tv)
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
@@ -308,13 +312,16 @@ def oracle_affine_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:
     return image_metrics(torch.stack(fits), truth)["psnr"]
 
 
-def tune(names: list[str], iterations: int, out_name: str, client: str = "eval") -> None:
+def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
+         batches: list[tuple[int, int]] | None = None) -> None:
     """Score ``CANDIDATES[names]`` (overrides of the ``cpu`` preset) by mean PSNR on the tuning batches.
 
     ``client``: ``eval`` (the benchmark's threat model: eval-mode client, the server's BN buffers) or
     ``train-user`` (the paper's: a train-mode client that also sends its batch's BN statistics; ours attacks in
     train mode with those statistics as the BN prior's reference; ``breaching X`` gets them as user buffers,
-    ``breaching-train X`` attacks in train mode without them)."""
+    ``breaching-train X`` attacks in train mode without them). ``batches``: (B, pick_batch seed) pairs instead of
+    ``TUNE_BATCHES`` (a confirmation on fresh tuning-pool batches)."""
+    batches = batches or TUNE_BATCHES
     if client not in TUNE_CLIENTS:
         raise SystemExit(f"--tune-client must be one of {TUNE_CLIENTS}, got '{client}'")
     import json
@@ -331,7 +338,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval")
         aff: dict[str, float] = {}  # PSNR after the oracle brightness / contrast fit, see oracle_affine_psnr
         grouped = CANDIDATES.get(name, {}).get("group_size", 1) > 1
         for regime, (model, mean, std) in models.items():
-            for B, seed in [(1, s) for s in TUNE_GROUP_SEEDS] if grouped else TUNE_BATCHES:
+            for B, seed in [(1, s) for s in TUNE_GROUP_SEEDS] if grouped else batches:
                 if grouped and regime != "calibrated":
                     continue  # group candidates (G = 3): scored where the benchmark studies them, calibrated B = 1
                 idx = pick_batch(ys, B, seed)
@@ -354,7 +361,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval")
         print(f"tune {name}: mean PSNR {res[name]['mean_psnr']:.2f} {per}", flush=True)
         (RESULTS / out_name).write_text(json.dumps({"iterations": iterations, "client": client,
                                                     "pool": "cifar10-train[1000:4000]",
-                                                    "batches": TUNE_BATCHES, "labels": "oracle (tuning the image "
+                                                    "batches": batches, "labels": "oracle (tuning the image "
                                                     "step only)", "candidates": res}, indent=1))
 
 
@@ -412,12 +419,15 @@ def main() -> None:
     p.add_argument("--tune-client", default="eval", choices=TUNE_CLIENTS,
                    help="threat model of --tune: eval (the benchmark's) or train-user (client in train mode "
                         "sends its batch's BN statistics, the paper's)")
+    p.add_argument("--tune-batches", default=None, metavar="B:SEED,...",
+                   help="tuning batches (batch size : pick_batch seed) instead of the stage-1 ones, e.g. 1:9003,8:9008")
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("breaching").setLevel(logging.WARNING)
     if args.tune is not None:
         names = list(CANDIDATES) if args.tune == ["all"] else args.tune
-        tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client)
+        tb = [tuple(int(v) for v in b.split(":")) for b in args.tune_batches.split(",")] if args.tune_batches else None
+        tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client, tb)
         return
     started = time.perf_counter()
     sc = dict(SCALES[args.scale])

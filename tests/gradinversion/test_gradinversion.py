@@ -144,7 +144,7 @@ def test_yin_rule_refuses_negative_features():
 # ---------------------------------------------------------------------------------------------
 # Step 2: the objective
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("distance", ["l2", "sq_l2", "cosine"])
+@pytest.mark.parametrize("distance", ["l2", "sq_l2", "cosine", "layer_cosine"])
 def test_matching_loss_gradcheck_float64(distance):
     """x̂ -> D(∇W(x̂), ∇W) through double backprop: analytic gradient equals finite differences."""
     net = _tiny_net(torch.float64)
@@ -192,6 +192,11 @@ def test_grad_distances_known_values():
     assert float(match(c)) == pytest.approx(1.0 - 9.0 / 25.0)
     assert float(match([2.0 * t for t in c])) == pytest.approx(1.0 - 9.0 / 25.0)
     assert float(match(d)) == pytest.approx(0.0, abs=1e-7)
+    # layer cosine: each layer's cosine counts equally, cos((3, 0), (3, 4)) = 0.6 and a zero target layer gives 0
+    layer = GradMatch(d, "layer_cosine")
+    assert float(layer(c)) == pytest.approx(1.0 - (0.6 + 0.0) / 2)
+    assert float(layer([2.0 * t for t in c])) == pytest.approx(0.7)
+    assert float(GradMatch(c, "layer_cosine")(c)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_bn_prior_zero_at_stored_statistics_and_hook_matches_manual():

@@ -179,28 +179,34 @@ def calibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 128) 
 # --------------------------------------------------------------------------------------------
 # Objective terms
 # --------------------------------------------------------------------------------------------
+DISTANCES = ("l2", "sq_l2", "cosine", "layer_cosine")
+
+
 class GradMatch:
     """D(∇W(x̂), ∇W) against a fixed target ∇W (paper Eq. 2), with everything that depends on the target alone
     (its norms, its flattened copy) computed once instead of every iteration.
 
     ``l2`` Σ_l ||ĝ_l - g_l||_2 (unsquared, per layer, as the paper's L2 and FLGradientInversion);
     ``sq_l2`` 0.5 Σ_l ||ĝ_l - g_l||² (breaching); ``cosine`` 1 - <ĝ, g> / (||ĝ|| ||g||) over all layers
-    (Inverting Gradients). ``normalize`` divides l2 by Σ_l ||g_l|| and sq_l2 by 0.5 ||g||², making the
+    (Inverting Gradients); ``layer_cosine`` 1 - mean_l cos(ĝ_l, g_l), every layer counting equally (tenfold's
+    option, not the paper's). ``normalize`` divides l2 by Σ_l ||g_l|| and sq_l2 by 0.5 ||g||², making the
     term scale-free across models (tenfold's option; the spec recommends it for CPU budgets).
     """
 
     def __init__(self, g: Sequence[torch.Tensor], distance: str = "l2", normalize: bool = False) -> None:
-        if distance not in ("l2", "sq_l2", "cosine"):
-            raise ConfigError(f"unknown grad_distance '{distance}'; choose one of: l2, sq_l2, cosine")
+        if distance not in DISTANCES:
+            raise ConfigError(f"unknown grad_distance '{distance}'; choose one of: {', '.join(DISTANCES)}")
         self.g, self.distance, self.normalize = list(g), distance, normalize
         with torch.no_grad():
             if distance == "l2":
                 self.scale = sum(torch.linalg.vector_norm(b) for b in self.g).clamp_min(1e-12)
             elif distance == "sq_l2":
                 self.scale = (0.5 * sum(b.pow(2).sum() for b in self.g)).clamp_min(1e-24)
-            else:
+            elif distance == "cosine":
                 self.flat = torch.cat([b.reshape(-1) for b in self.g])  # (P,): all layers as one vector
                 self.norm = torch.linalg.vector_norm(self.flat)  # ||g||
+            else:
+                self.norms = [torch.linalg.vector_norm(b) for b in self.g]  # ||g_l|| per layer
 
     def __call__(self, g_hat: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(g_hat) != len(self.g):
@@ -208,6 +214,10 @@ class GradMatch:
         if self.distance == "cosine":
             a = torch.cat([t.reshape(-1) for t in g_hat])  # (P,)
             return 1.0 - (a @ self.flat) / (torch.linalg.vector_norm(a) * self.norm).clamp_min(1e-12)
+        if self.distance == "layer_cosine":
+            cos = [(a * b).sum() / (torch.linalg.vector_norm(a) * n).clamp_min(1e-12)
+                   for a, b, n in zip(g_hat, self.g, self.norms)]
+            return 1.0 - sum(cos) / len(cos)
         if self.distance == "l2":
             d = sum(torch.linalg.vector_norm(a - b) for a, b in zip(g_hat, self.g))
         else:
@@ -316,8 +326,8 @@ class GradInversion:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
         if not (lr > 0 and warmup >= 0):
             raise ConfigError(f"need lr > 0 and warmup >= 0, got {lr}, {warmup}")
-        if grad_distance not in ("l2", "sq_l2", "cosine"):
-            raise ConfigError(f"unknown grad_distance '{grad_distance}'; choose one of: l2, sq_l2, cosine")
+        if grad_distance not in DISTANCES:
+            raise ConfigError(f"unknown grad_distance '{grad_distance}'; choose one of: {', '.join(DISTANCES)}")
         if registration not in ("none", "translation", "similarity"):
             raise ConfigError(f"unknown registration '{registration}'; choose one of: none, translation, similarity")
         if lr_schedule not in ("cosine", "step"):

@@ -30,7 +30,7 @@ class Config:
     noise_sigma: float = 0.0  # defence: Gaussian noise std added to every shared entry
     prune_ratio: float = 0.0  # defence: fraction of smallest-magnitude entries zeroed per layer
     # --- objective (Eq. 2-6) ---
-    grad_distance: Literal["l2", "sq_l2", "cosine"] = "l2"  # paper: L2 distance (unsquared, per layer)
+    grad_distance: Literal["l2", "sq_l2", "cosine", "layer_cosine"] = "l2"  # paper: L2 distance (unsquared, per layer)
     normalize_grad: bool = False  # divide the gradient term by the target's scale (tenfold's option)
     alpha_grad: float = 1e-4  # α_G, second-hand (breaching)
     alpha_tv: float = 1e-4  # α_TV, second-hand (breaching)
