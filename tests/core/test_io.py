@@ -131,6 +131,9 @@ def test_check_tensor():
         check_tensor(x, "x", ("B", 1, "H", "W"))
     with pytest.raises(InputError, match="shape"):
         check_tensor(torch.zeros(2, 3, 4, 5), "x", ("B", 3, "H", "H"))
+    with pytest.raises(InputError, match=r"x must have shape \(B, 3, \*, \*\), got \(2, 2, 4, 4\)"):
+        check_tensor(torch.zeros(2, 2, 4, 4), "x", ("B", 3, None, None))  # None reads as *, not 'None'
+
     with pytest.raises(InputError, match="NaN"):
         check_tensor(torch.tensor([1.0, float("nan")]), "x")
     with pytest.raises(InputError, match="dtype"):

@@ -452,6 +452,17 @@ def test_bad_weights_and_batch_sizes_are_one_clear_error():
     assert len(set(labels[pick_batch(labels, 10, seed=0)].tolist())) == 10  # unique labels
 
 
+def test_client_labels_out_of_range_are_one_clear_error():
+    """-1 is cross_entropy's ignore_index: it used to drop the image from the gradient without a word."""
+    net = _tiny_net()
+    x = torch.rand(2, 3, 6, 6)
+    for y, msg in ((torch.tensor([1, -1]), ">= 0"), (torch.tensor([1, 5]), "label 5, past the model's outputs"),
+                   (torch.tensor([1.0, 2.5]), "integer")):
+        with pytest.raises(InputError, match=msg):
+            simulate_client(net, x, y)
+    assert len(simulate_client(net, x, torch.tensor([0.0, 4.0]))) == len(list(net.parameters()))  # whole floats pass
+
+
 def test_group_consistency_closed_form_gradient_matches_autograd():
     from tenfold.gradinversion.attack import group_consistency
 

@@ -66,7 +66,7 @@ def check_tensor(
     """Check a tensor argument at an API boundary and return it.
 
     ``shape`` entries are ints (must match), strings (symbolic: equal names must have equal
-    sizes) or ``None`` (anything). ``"..."`` as the first entry allows any leading dims.
+    sizes) or ``None`` (anything, shown as ``*``). ``"..."`` as the first entry allows any leading dims.
     Raises :class:`InputError` with one line naming the argument and the expected layout.
     """
     if not isinstance(x, torch.Tensor):
@@ -76,7 +76,7 @@ def check_tensor(
         lead = bool(spec) and spec[0] == "..."
         if lead:
             spec = spec[1:]
-        want = "(" + ", ".join(str(s) for s in shape) + ")"
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"  # * : any size
         dims = tuple(x.shape)
         ok = len(dims) >= len(spec) if lead else len(dims) == len(spec)
         if ok:

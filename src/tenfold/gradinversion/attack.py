@@ -117,9 +117,16 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     (or the FedAvg update θ_k - θ_0); one tensor per trainable parameter. ``model`` is not modified."""
     check_tensor(x, "x", ("B", None, None, None))
     check_tensor(y, "y", (x.shape[0],))
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise InputError("y must hold integer class labels, got fractional values")
+    if y.numel() and int(y.min()) < 0:  # cross_entropy would silently ignore -1 (its ignore_index)
+        raise InputError(f"y must hold class labels >= 0, got {int(y.min())}")
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
-    with torch.enable_grad():
-        out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
+    try:
+        with torch.enable_grad():
+            out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
+    except IndexError as e:  # cross_entropy: a label past the model's last output
+        raise InputError(f"y holds label {int(y.max())}, past the model's outputs ({str(e).splitlines()[0]})") from None
     return [g.detach() for g in out]
 
 
