@@ -301,6 +301,10 @@ def test_defences():
     noisy = apply_defences(g, noise_sigma=1.0, seed=3)[0]
     assert 0.7 < float((noisy - g[0]).std()) < 1.3
     assert torch.equal(apply_defences(g)[0], g[0])
+    for kw in ({"noise_sigma": float("nan")}, {"noise_sigma": float("inf")}, {"noise_sigma": -1.0},
+               {"prune_ratio": float("nan")}, {"prune_ratio": 1.0}):  # NaN noise used to poison the gradient silently
+        with pytest.raises(ConfigError, match="noise_sigma"):
+            apply_defences(g, **kw)
 
 
 def test_threat_model_says_when_the_bn_reference_is_unused():
@@ -456,11 +460,17 @@ def test_client_labels_out_of_range_are_one_clear_error():
     """-1 is cross_entropy's ignore_index: it used to drop the image from the gradient without a word."""
     net = _tiny_net()
     x = torch.rand(2, 3, 6, 6)
-    for y, msg in ((torch.tensor([1, -1]), ">= 0"), (torch.tensor([1, 5]), "label 5, past the model's outputs"),
-                   (torch.tensor([1.0, 2.5]), "integer")):
+    bad = ((torch.tensor([1, -1]), r"in \[0, 5\) \(the model's outputs\), got -1"),
+           (torch.tensor([1, 5]), r"in \[0, 5\).*got 5"), (torch.tensor([1.0, 2.5]), "integer"))
+    for y, msg in bad:
         with pytest.raises(InputError, match=msg):
             simulate_client(net, x, y)
-    assert len(simulate_client(net, x, torch.tensor([0.0, 4.0]))) == len(list(net.parameters()))  # whole floats pass
+    g = simulate_client(net, x, torch.tensor([0.0, 4.0]))  # whole floats pass
+    assert len(g) == len(list(net.parameters()))
+    for y, msg in bad:  # the attack's oracle labels get the same check before any optimisation
+        with pytest.raises(InputError, match=msg):
+            GradInversion(iterations=1, group_size=1).run(net, g, num_images=2, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                                          labels=y)
 
 
 def test_group_consistency_closed_form_gradient_matches_autograd():

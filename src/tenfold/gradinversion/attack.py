@@ -117,17 +117,25 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     (or the FedAvg update θ_k - θ_0); one tensor per trainable parameter. ``model`` is not modified."""
     check_tensor(x, "x", ("B", None, None, None))
     check_tensor(y, "y", (x.shape[0],))
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise InputError("y must hold integer class labels, got fractional values")
-    if y.numel() and int(y.min()) < 0:  # cross_entropy would silently ignore -1 (its ignore_index)
-        raise InputError(f"y must hold class labels >= 0, got {int(y.min())}")
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
-    try:
-        with torch.enable_grad():
-            out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
-    except IndexError as e:  # cross_entropy: a label past the model's last output
-        raise InputError(f"y holds label {int(y.max())}, past the model's outputs ({str(e).splitlines()[0]})") from None
+    _check_labels(y, f, x[:2], "y")
+    with torch.enable_grad():
+        out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
     return [g.detach() for g in out]
+
+
+def _check_labels(y: torch.Tensor, f: _Functional, x: torch.Tensor, what: str) -> None:
+    """Raise InputError unless ``y`` holds whole class indices in [0, number of logits of ``f`` on ``x``).
+    cross_entropy would silently ignore a label of -1 (its ignore_index) and fail obscurely past the last logit."""
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise InputError(f"{what} must hold integer class labels, got fractional values")
+    if not y.numel():
+        return
+    with torch.no_grad():
+        n = f(f.theta0, x).shape[-1]
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n:
+        raise InputError(f"{what} must hold class labels in [0, {n}) (the model's outputs), got {lo if lo < 0 else hi}")
 
 
 def bn_batch_stats(model: nn.Module, x: torch.Tensor, mode: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -147,7 +155,7 @@ def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prun
                    seed: int = 0) -> list[torch.Tensor]:
     """Client-side defences: per-layer magnitude pruning of the smallest ``prune_ratio`` entries (Zhu et al.
     2019), then additive Gaussian noise N(0, noise_sigma^2) on every entry (DP-SGD style, no clipping)."""
-    if not 0.0 <= prune_ratio < 1.0 or noise_sigma < 0:
+    if not 0.0 <= prune_ratio < 1.0 or not 0.0 <= noise_sigma < math.inf:  # NaN fails both
         raise ConfigError(f"need 0 <= prune_ratio < 1 and noise_sigma >= 0, got {prune_ratio}, {noise_sigma}")
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -390,8 +398,10 @@ class GradInversion:
         lo, hi = (0 - mu) / sd, (1 - mu) / sd  # the valid pixel box in normalised space
 
         # Step 1: labels
+        if labels is not None:
+            check_tensor(labels, "labels", (B,))
+            _check_labels(labels, f, torch.zeros((2, *shape), dtype=dt, device=dev), "labels")
         y = self.restore_labels(model, target, B) if labels is None else labels.to(dev).long().sort().values
-        check_tensor(y, "labels", (B,))
 
         # BN reference statistics
         if isinstance(bn_ref, str):
