@@ -156,7 +156,7 @@ def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prun
     """Client-side defences: per-layer magnitude pruning of the smallest ``prune_ratio`` entries (Zhu et al.
     2019), then additive Gaussian noise N(0, noise_sigma^2) on every entry (DP-SGD style, no clipping)."""
     if not 0.0 <= prune_ratio < 1.0 or not 0.0 <= noise_sigma < math.inf:  # NaN fails both
-        raise ConfigError(f"need 0 <= prune_ratio < 1 and noise_sigma >= 0, got {prune_ratio}, {noise_sigma}")
+        raise ConfigError(f"need 0 <= prune_ratio < 1 and a finite noise_sigma >= 0, got {prune_ratio}, {noise_sigma}")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for g in grads:
