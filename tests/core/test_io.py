@@ -13,8 +13,10 @@ import torch
 
 from tenfold.core.io import (
     CheckpointError,
+    ConfigError,
     DataError,
     InputError,
+    check_device,
     check_tensor,
     load_checkpoint,
     new_run_dir,
@@ -85,6 +87,15 @@ def test_foreign_checkpoint_file_is_named_not_misreported(tmp_path):
     torch.save({"w": torch.ones(2)}, pt)
     with pytest.raises(CheckpointError, match=r"model\.pt is not a tenfold checkpoint"):
         load_checkpoint(pt)
+
+
+def test_check_device():
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="bad device 'gpu0'"):
+        check_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            check_device("cuda:0")
 
 
 def test_new_run_dir_never_overwrites(tmp_path):

@@ -534,6 +534,36 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
     assert max(off[3:]) > 1e-3 and max(off[3:]) < 1.0  # after: sign + a pull smaller than one step
 
 
+def test_verbs_run_on_the_configs_device(tmp_path, monkeypatch):
+    """The config's ``device`` used to be ignored by every verb (a GPU run silently ran on the CPU). Here the device
+    check answers ``meta`` (no GPU in CI): model, shared update, images and labels must all reach the attack there."""
+    from tenfold.gradinversion import verbs
+
+    class Reached(Exception):
+        pass
+
+    seen = {}
+
+    def spy(cfg, net, g, x, y, *a, **k):
+        seen["devices"] = {next(net.parameters()).device.type, g[0].device.type, x.device.type, y.device.type}
+        raise Reached
+
+    monkeypatch.setattr(verbs, "check_device", lambda d: torch.device("meta"))
+    monkeypatch.setattr(verbs, "_client", lambda cfg, net, x, y, seed: [torch.zeros_like(p) for p in net.parameters()])
+    monkeypatch.setattr(verbs, "bn_batch_stats", lambda net, x, mode: [])
+    monkeypatch.setattr(verbs, "run_attack", spy)
+    with pytest.raises(Reached):
+        verbs.attack(PRESETS["smoke"], tmp_path / "run", data="cifar10-mini", batch_size=2, iterations=1)
+    assert seen["devices"] == {"meta"}
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="bad device 'gpu'"):
+        verbs.attack(dataclasses.replace(PRESETS["smoke"], device="gpu"), tmp_path / "r2", data="cifar10-mini",
+                     batch_size=2, iterations=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            verbs.leak(dataclasses.replace(PRESETS["smoke"], device="cuda"), tmp_path / "r3", data="cifar10-mini")
+
+
 def test_attack_on_a_users_image_folder_and_too_small_images(tmp_path, monkeypatch):
     """``--data folder:PATH``: a user's own PNGs (here real bundled CIFAR-10 images, one sub-folder per class) are
     attacked like a built-in dataset; images too small for the reported SSIM are refused before any attack runs."""

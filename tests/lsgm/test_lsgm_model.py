@@ -172,6 +172,13 @@ def test_normal_prior_baseline_and_device_option(tmp_path):
             evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="cuda")
     out = evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="cpu")
     assert math.isfinite(out["nelbo_vae_nats"])
+    for kw in ({"limit": -3}, {"fd_samples": -1}):  # a negative limit used to drop held-out images silently
+        with pytest.raises(ConfigError, match="must be >= 0"):
+            evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), device="cpu", **{"limit": 8, **kw})
+    with pytest.raises(ConfigError, match="bad device 'gpu'"):
+        evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="gpu")
+    with pytest.raises(ConfigError, match="sampler must be ode or sde, got 'euler'"):  # used to run the SDE sampler
+        generate(b, 2, tol=1e-3, sampler="euler")
 
 
 def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = False):

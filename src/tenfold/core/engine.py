@@ -65,6 +65,7 @@ from tenfold.core.io import (
     ConfigError,
     TenfoldError,
     atomic_write_bytes,
+    check_device,
     load_checkpoint,
     save_checkpoint,
     to_jsonable,
@@ -156,9 +157,7 @@ def setup_distributed(device: str | torch.device = "cpu") -> tuple[DistInfo, tor
     single process (no torchrun) is returned as is, without a process group.
     """
     info = dist_info()
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' was asked for but CUDA is not available; use device='cpu'")
+    dev = check_device(device)
     if info.distributed and dev.type == "cuda":
         dev = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(dev)

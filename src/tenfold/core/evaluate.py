@@ -17,20 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tenfold.core.io import ConfigError, DataError, InputError
-
-
-def _device(device: str | torch.device) -> torch.device:
-    """Parse ``device``; ConfigError when it names an accelerator this machine lacks."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"bad device '{device}': {str(e).splitlines()[0]}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device '{device}' requested but MPS is not available; use --device cpu")
-    return dev
+from tenfold.core.io import ConfigError, DataError, InputError, check_device
 
 
 def _batches(dataset: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -65,7 +52,7 @@ def evaluate_classifier(model: nn.Module, dataset: Any, batch_size: int = 256, d
     n_total = len(dataset)
     if n_total == 0:
         raise DataError("cannot evaluate on an empty dataset")
-    dev = _device(device)
+    dev = check_device(device)
     classes = [str(c) for c in getattr(dataset, "classes", [])]
     was_training = model.training
     model.eval()

@@ -98,6 +98,19 @@ def check_tensor(
     return x
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """Parse ``device``; ConfigError (one line) for a malformed name or an accelerator this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device '{device}': {str(e).splitlines()[0]}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for but CUDA is not available; use device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{device}' asked for but MPS is not available; use device cpu")
+    return dev
+
+
 def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") -> Path:
     """Return ``path`` as a Path, or raise :class:`DataError` naming it when it is missing."""
     p = Path(path).expanduser()

@@ -51,7 +51,7 @@ class Config:
     init: Literal["randn", "rand", "zeros"] = "randn"  # x̂ start: N(0, I) in normalised space (paper)
     langevin_sigma: float = 0.2  # σ of the σ·lr·N(0, I) noise on the image gradient (paper 0.2, breaching 0.01)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # where leak / attack / audit run (`--set device=cuda`); outputs come back to the CPU
 
     def resolved_client_mode(self) -> str:
         """``client_mode`` with ``auto`` resolved: eval when the server distributes BN buffers, else train."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tenfold.core.data import load_dataset
-from tenfold.core.io import ConfigError, DataError, load_checkpoint, save_checkpoint, write_json
+from tenfold.core.io import ConfigError, DataError, check_device, load_checkpoint, save_checkpoint, write_json
 from tenfold.core.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -134,9 +134,29 @@ def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, ba
     """Pick a real batch and compute what the client shares: (dataset, indices, x, y, update, user BN stats)."""
     ds, xs, ys = _dataset_tensors(data)
     idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
-    x, y = xs[idx], ys[idx]
+    dev = next(net.parameters()).device  # the config's device (see _model)
+    x, y = xs[idx].to(dev), ys[idx].to(dev)
     return (ds, idx, x, y, _client(cfg, net, x, y, seed=batch_seed),
             bn_batch_stats(net, x, cfg.resolved_client_mode()))
+
+
+def _model(cfg: Config, name: str, weights: str,
+           calibrate_bn_images: int) -> tuple[nn.Module, list[float], list[float]]:
+    """:func:`load_model` moved to the config's ``device`` (checked first: a bad name or a missing GPU is one line)."""
+    dev = check_device(cfg.device)
+    net, mean, std = load_model(name, weights, calibrate_bn_images, seed=cfg.seed)
+    return net.to(dev), mean, std
+
+
+def _cpu(x: Any) -> Any:
+    """Tensors (also inside lists, tuples and dicts) moved to the CPU, for metrics, grids and checkpoints."""
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cpu(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _cpu(v) for k, v in x.items()}
+    return x
 
 
 def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
@@ -144,8 +164,9 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
          calibrate_bn_images: int = 0) -> dict[str, Any]:
     """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch."""
     run_dir = Path(run_dir)
-    net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
-    _, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
+    net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
+    _, idx, x, y, g, user_bn = _cpu(_simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels))
+    net = net.cpu()
     save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
                                        "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
                     extra={"model": model, "weights": weights, "data": data, "mean": mean, "std": std,
@@ -184,18 +205,23 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
         ex = header["extra"]
         model, weights, data = ex["model"], ex["weights"], ex["data"]
-        net, mean, std = load_model(model, weights, ex["calibrate_bn_images"], seed=cfg.seed)
-        g, x, y = state["gradients"], state["images"], state["labels"]
-        user_bn = [tuple(s) for s in state["user_bn"]]
+        net, mean, std = _model(cfg, model, weights, ex["calibrate_bn_images"])
+        dev = next(net.parameters()).device
+        g = [t.to(dev) for t in state["gradients"]]
+        x, y = state["images"].to(dev), state["labels"].to(dev)
+        user_bn = [tuple(t.to(dev) for t in s) for s in state["user_bn"]]
         ds = load_dataset(data)
         idx = state["indices"]
     else:
-        net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
+        net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
         ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
     with MetricsLogger(run_dir, tensorboard=False) as logger:
         res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log)
+    res = dataclasses.replace(res, images=res.images.cpu(), best_seed=res.best_seed.cpu(), seeds=res.seeds.cpu(),
+                              labels=res.labels.cpu(), snapshots=_cpu(res.snapshots))
+    x, y = x.cpu(), y.cpu()
     m = image_metrics(res.images, x)
     order = m.pop("order")
     best = image_metrics(res.best_seed, x)
@@ -254,21 +280,22 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    net, mean, std = load_model(model, weights, calibrate_bn_images, seed=cfg.seed)
+    net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
+    dev = next(net.parameters()).device
     _, xs, ys = _dataset_tensors(data)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
     rows = []
     for B in batch_sizes:
         idx = pick_batch(ys, B, batch_seed, unique=B <= 10)
-        x, y = xs[idx], ys[idx]
+        x, y = xs[idx].to(dev), ys[idx].to(dev)
         clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
         for name, sigma, ratio in defences:
             c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
             g = apply_defences(clean, sigma, ratio, seed=batch_seed)
             res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x, c.resolved_client_mode()),
                              iterations)
-            m = image_metrics(res.images, x)
+            m = image_metrics(res.images.cpu(), x.cpu())
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
                          "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y)})
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")

@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
 from tenfold.core.engine import EMA, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
-from tenfold.core.io import CheckpointError, ConfigError, load_checkpoint, save_checkpoint
+from tenfold.core.io import CheckpointError, ConfigError, check_device, load_checkpoint, save_checkpoint
 
 from .config import Config
 from .data import Split, load_split
@@ -57,9 +57,7 @@ def build(cfg: Config, channels: int = 1) -> tuple[VAE, MixedScore, SDE]:
 
 
 def _device(cfg: Config) -> torch.device:
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{cfg.device}' asked for but CUDA is not available; use --set device=cpu")
-    return torch.device(cfg.device)
+    return check_device(cfg.device)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -277,6 +275,8 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
     to the decoder mean and a decoder draw. Returns images, NFE per batch, wall and CPU seconds."""
     if n < 1 or batch < 1:
         raise ConfigError(f"the number of samples and the batch must be >= 1, got n={n}, batch={batch}")
+    if sampler not in ("ode", "sde"):  # anything else used to run the SDE sampler without a word
+        raise ConfigError(f"sampler must be ode or sde, got '{sampler}'")
     g = torch.Generator().manual_seed(seed)
     means, draws, nfes = [], [], []
     wall = cpu = 0.0
@@ -410,6 +410,8 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     c = model.cfg
     split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
                        num_levels=c.num_levels)
+    if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
+        raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
     x = split.heldout[:limit] if limit else split.heldout
     dims = x[0].numel()
     r = nelbo(model, x, ode=ode and model.score is not None, batch=c.eval_batch)

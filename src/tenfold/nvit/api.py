@@ -27,7 +27,7 @@ from tenfold.core.engine import (
     warmup_cosine,
 )
 from tenfold.core.evaluate import evaluate_classifier
-from tenfold.core.io import CheckpointError, ConfigError, DataError, write_json
+from tenfold.core.io import CheckpointError, ConfigError, DataError, check_device, write_json
 from tenfold.core.latency import (
     LatencyResult,
     LatencyTable,
@@ -138,7 +138,7 @@ def measure_lut(grid: dict[str, list[int]], *, device: str, batch: int, tokens: 
     On the CPU the tables hold process CPU time (the clock the measured latency target is met on) and
     the grid is visited in a seeded random order, so a load change during the sweep cannot tilt one axis
     (in grid order, all E=64 points came before all E=192 ones); wall time on an accelerator."""
-    dev = torch.device(device)
+    dev = check_device(device)
     clock = "cpu" if dev.type == "cpu" else "wall"
     block = build_vit_lut(device, grid, batch, tokens, warmup=warmup, repeats=repeats, order="shuffled",
                           clock=clock)
@@ -185,7 +185,7 @@ def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.
     """Inference latency of ``vit`` at ``batch`` random images (2 warm-up calls, ``repeats`` timed ones).
 
     ``generator`` draws the input off the global RNG (None: the global RNG, as before)."""
-    dev = torch.device(device)
+    dev = check_device(device)
     vit = vit.to(dev).eval()
     x = torch.rand(batch, *vit.input_size, generator=generator).to(dev)
     return measure_latency(vit, (x,), warmup=2, repeats=repeats, device=dev)
@@ -196,7 +196,7 @@ def vit_ratio(ref: nn.Module, vit: nn.Module, batch: int, *, device: str = "cpu"
     single calls (:func:`tenfold.core.latency.measure_ratio`; process CPU time on the CPU, wall time on an
     accelerator). Neighbouring calls see the same machine load, so the ratio stays steady where blocks of
     calls per model did not. The global RNG stays untouched (exact resume of the pruning loop)."""
-    dev = torch.device(device)
+    dev = check_device(device)
     ref, vit = ref.to(dev).eval(), vit.to(dev).eval()
     x = torch.rand(batch, *vit.input_size, generator=torch.Generator().manual_seed(0)).to(dev)
     return measure_ratio(ref, vit, (x,), pairs=pairs, device=dev)
@@ -302,7 +302,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     first, found by bisection on the clock) that still do, so the last step cannot overshoot the target.
     The LUT still prices every unit (eta * dT).
     Returns the per-step history (dims, LUT latency, measured fraction, MACs, params) and losses."""
-    dev = torch.device(device)
+    dev = check_device(device)
     gated.to(dev).train()
     teacher.to(dev).eval()
     masks = masks_of(gated)
@@ -431,7 +431,7 @@ def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: Image
                    augment: bool = True, log_every: int = 25) -> dict[str, Any]:
     """KD fine-tuning (``kd_coef * KL(T) + ce_coef * CE``) with :func:`tenfold.core.engine.fit`
     (DDP under torchrun, exact resume); returns fit's metrics plus ``loss_start``/``loss_end``."""
-    dev = torch.device(device)
+    dev = check_device(device)
     if teacher is not None:
         teacher.to(dev).eval()
         for p in teacher.parameters():
