@@ -125,6 +125,28 @@ def test_bad_input_raises(model32):
         fit(model32, X)
     with pytest.raises(InputError, match="confidence"):
         fit(model32, torch.zeros(1, 26, 3), torch.full((1, 26), 2.0))
+    c = torch.ones(2, 26)
+    c[1] = 0.0  # a body with nothing seen used to reach a singular solve (torch's LinAlgError)
+    with pytest.raises(InputError, match="body 1 has no keypoint with confidence > 0"):
+        fit(model32, torch.zeros(2, 26, 3), c)
+
+
+def test_keypoint_file_keeps_nan_for_the_fit_to_judge(tmp_path, model32):
+    """The CLI reader turned NaN into 0 before the check, so an all-NaN file 'fitted' a body at the origin."""
+    import numpy as np
+
+    from tenfold.kama.verbs import read_keypoints
+
+    k = np.full((26, 3), np.nan)
+    np.save(tmp_path / "nan.npy", k)
+    X, c = read_keypoints(str(tmp_path / "nan.npy"))
+    with pytest.raises(InputError, match="NaN"):
+        fit(model32, X, c)
+    k4 = np.concatenate([np.random.default_rng(0).random((26, 3)), np.ones((26, 1))], 1)
+    k4[3] = [np.nan, np.nan, np.nan, 0.0]  # a missing point: NaN with confidence 0 is allowed
+    np.save(tmp_path / "missing.npy", k4)
+    X, c = read_keypoints(str(tmp_path / "missing.npy"))
+    assert torch.isfinite(fit(model32, X, c)["vertices"]).all()
 
 
 def test_smplify_baseline_fits_keypoints(model32):

@@ -141,6 +141,9 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
                          "set their confidence to 0")
     if (confidence < 0).any() or (confidence > 1).any():
         raise InputError("confidence must lie in [0, 1]")
+    empty = (confidence <= 0).all(-1)
+    if empty.any():  # nothing to fit: the shape solve would be singular
+        raise InputError(f"body {int(empty.nonzero()[0])} has no keypoint with confidence > 0")
     return torch.nan_to_num(keypoints), confidence
 
 

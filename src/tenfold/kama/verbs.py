@@ -83,7 +83,7 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     c = torch.as_tensor(conf, dtype=torch.float32) if conf is not None else torch.ones(X.shape[:2])
     if c.shape != X.shape[:2]:
         raise InputError(f"{p}: confidence must be (B, 26) like the keypoints, got {tuple(c.shape)}")
-    return torch.nan_to_num(X), c
+    return X, c  # NaN stays NaN: the fit refuses it unless its confidence is 0 (check_keypoints)
 
 
 def write_obj(path: Path, vertices: torch.Tensor, faces: torch.Tensor) -> Path:
