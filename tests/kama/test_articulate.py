@@ -230,3 +230,22 @@ def test_smplify_noise_floors_every_stage(model32, monkeypatch):
     smplify(model32, X, noise_mm=25.0, stages=((1e-3, 1e-2, 1.0, 3), (1e-5, 1e-4, 1.0, 3)))
     assert seen["stages"][0][:2] == (pytest.approx(2.5e-3), 1e-2)
     assert seen["stages"][1][:2] == (pytest.approx(2.5e-3), pytest.approx(2.5e-3))
+
+
+def test_bvh_frame_options():
+    """The real CMU walk: fps and max_frames select frames; NaN or negative values are one ConfigError (NaN fps
+    used to fall through to 'every frame')."""
+    from tenfold.core.data import data_root
+    from tenfold.kama.mocap import bvh_keypoints
+    from tenfold.kama.verbs import CMU_BVH
+
+    path = data_root() / CMU_BVH
+    if not path.is_file():
+        pytest.skip("the shared CMU BVH file is not present")
+    X, c, fps = bvh_keypoints(path, fps=30.0, max_frames=5)
+    assert X.shape == (5, 26, 3) and c.shape == (5, 26) and abs(fps - 30.0) < 0.5
+    X0, _, fps0 = bvh_keypoints(path, fps=0.0, max_frames=20)  # 0: the file's own rate
+    assert fps0 > 100 and torch.equal(X0[::4][:5], X)  # 120 Hz -> every 4th frame is the 30 Hz sequence
+    for kw in ({"fps": float("nan")}, {"fps": -1.0}, {"max_frames": -2}):
+        with pytest.raises(ConfigError, match="fps must be finite"):
+            bvh_keypoints(path, **kw)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import torch
 
 from tenfold.core.data import load_bvh
-from tenfold.core.io import DataError
+from tenfold.core.io import ConfigError, DataError
 from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 __all__ = ["CMU_MAP", "bvh_keypoints"]
@@ -27,7 +28,11 @@ CMU_MAP: dict[str, str] = {
 def bvh_keypoints(path: str | os.PathLike, fps: float = 30.0, max_frames: int = 0,
                   mapping: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Keypoints (F, 26, 3) in the file's units (metres expected), confidence (F, 26) (1 where mapped),
-    and the frame rate actually used (the file's rate divided by a whole step)."""
+    and the frame rate actually used (the file's rate divided by a whole step). ``fps`` 0 keeps every frame,
+    ``max_frames`` 0 keeps them all."""
+    if not (math.isfinite(fps) and fps >= 0) or max_frames < 0:
+        raise ConfigError(f"fps must be finite and >= 0 (0: the file's rate) and max_frames >= 0 (0: all), "
+                          f"got {fps}, {max_frames}")
     mot = load_bvh(path, include_end_sites=True)
     mp = mapping or CMU_MAP
     missing = [j for j in mp.values() if j not in mot.joint_names]
