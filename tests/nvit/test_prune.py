@@ -221,3 +221,31 @@ def test_build_rejects_non_positive_schedule_and_groups():
     for name in ("interval", "prune_per_iter", "group_emb", "group_mlp"):
         with pytest.raises(ConfigError, match=f"{name} must be >= 1"):
             build(dataclasses.replace(PRESETS["smoke"], **{name: 0}))
+
+
+def test_lut_file_round_trip_and_bad_files_are_one_line(tmp_path):
+    """load_lut reads the ``lut`` verb's file without writing temp files beside it (it used to, so a read-only LUT
+    folder failed); garbage is a DataError, not a bare JSONDecodeError; a bad --latency-target stops at once."""
+    import dataclasses
+    import json
+
+    from tenfold.core.io import ConfigError, DataError, write_json
+    from tenfold.core.latency import LatencyTable
+    from tenfold.nvit import PRESETS
+    from tenfold.nvit.api import load_lut, prune
+
+    stem = LatencyTable({"embed": AXES["embed"]}, np.array([1e-3, 2e-3, 5e-3]))
+    lat = LatencyModel(synthetic_lut(AXES, 1), stem)
+    write_json(tmp_path / "lut.json", lat.to_dict())
+    back = load_lut(str(tmp_path))
+    dims = [BlockDims(2, 8, 8, 32)] * 3
+    assert back(16, dims) == pytest.approx(lat(16, dims)) and back.stem is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lut.json"]
+    for text, msg in (("garbage", "corrupt NViT LUT"), (json.dumps({"stem": None}), "no 'block' table"),
+                      (json.dumps({"block": {"format": "x"}}), "not a tenfold latency table")):
+        (tmp_path / "lut.json").write_text(text)
+        with pytest.raises(DataError, match=msg):
+            load_lut(str(tmp_path / "lut.json"))
+    for bad in (float("nan"), -0.5, 1.5):
+        with pytest.raises(ConfigError, match="latency-target must be in"):
+            prune(dataclasses.replace(PRESETS["smoke"]), tmp_path / "run", model="nowhere", latency_target=bad)

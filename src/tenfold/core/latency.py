@@ -371,18 +371,24 @@ class LatencyTable:
             d = json.loads(p.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise DataError(f"corrupt latency table {p}: {e}") from None
+        return cls.from_dict(d, str(p))
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "latency table") -> LatencyTable:
+        """The table of :meth:`to_dict`'s output ``d`` (e.g. embedded in a larger JSON); ``where`` names it in the
+        DataError a malformed one raises."""
         if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT:
-            raise DataError(f"{p} is not a tenfold latency table (no format '{TABLE_FORMAT}')")
+            raise DataError(f"{where} is not a tenfold latency table (no format '{TABLE_FORMAT}')")
         if d.get("version") != TABLE_VERSION:
-            raise DataError(f"{p} has latency-table version {d.get('version')}; this tenfold reads {TABLE_VERSION}")
+            raise DataError(f"{where} has latency-table version {d.get('version')}; this tenfold reads {TABLE_VERSION}")
         try:
             shape = tuple(len(g) for g in d["axes"].values())
             flat = [np.nan if v is None else v for v in _flat(d["values"])]
             vals = np.array(flat, dtype=np.float64).reshape(shape)
             return cls(d["axes"], vals, metadata=d.get("metadata") or {},
                        outside=d.get("outside", "clamp"), unit=d.get("unit", "s"))
-        except (KeyError, TypeError, ValueError, InputError) as e:
-            raise DataError(f"malformed latency table {p}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
+            raise DataError(f"malformed latency table {where}: {e}") from None
 
 
 def _num(x: float) -> float | int:

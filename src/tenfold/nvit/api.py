@@ -164,19 +164,14 @@ def load_lut(path: str) -> LatencyModel:
         p = p / "lut.json"
     if not p.is_file():
         raise DataError(f"latency LUT not found: {p} (run `tenfold nvit lut` first)")
-    d = json.loads(p.read_text())
-    tmp = p.with_name(".block.tmp.json")
     try:
-        tmp.write_text(json.dumps(d["block"]))
-        block = LatencyTable.load(tmp)
-        stem = None
-        if d.get("stem"):
-            tmp.write_text(json.dumps(d["stem"]))
-            stem = LatencyTable.load(tmp)
-    except KeyError as e:
-        raise DataError(f"malformed NViT LUT {p}: missing {e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        d = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"corrupt NViT LUT {p}: {e}") from None
+    if not isinstance(d, dict) or "block" not in d:
+        raise DataError(f"malformed NViT LUT {p}: no 'block' table (write one with `tenfold nvit lut`)")
+    block = LatencyTable.from_dict(d["block"], f"{p} (block table)")
+    stem = LatencyTable.from_dict(d["stem"], f"{p} (stem table)") if d.get("stem") else None
     return LatencyModel(block, stem)
 
 
@@ -529,6 +524,9 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
     LUT. Writes ``pruned.json/.safetensors`` (dense NViT model), ``teacher.*``, history and plot; the loop
     checkpoints every ``prune_ckpt_every`` iterations and ``--resume`` continues it exactly."""
     b = build(cfg)
+    frac = latency_target or cfg.latency_target
+    if not 0 < frac <= 1:  # NaN fails too
+        raise ConfigError(f"--latency-target must be in (0, 1] (a fraction of the dense latency), got {frac}")
     run_dir = Path(run_dir)
     seed_everything(cfg.seed)
     teacher = load_model(cfg, model, weights)
@@ -542,7 +540,6 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
                 "qk": sorted({1, top["qk_dim"]}), "v": sorted({1, top["v_dim"]}), "mlp": sorted({1, top["mlp_hidden"]})}
         lat = LatencyModel(synthetic_lut(axes, spec.tokens))
     ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
-    frac = latency_target or cfg.latency_target
     if cfg.stop_on not in ("lut", "measured"):
         raise ConfigError(f"stop_on must be 'lut' or 'measured', got '{cfg.stop_on}'")
     measure = None
