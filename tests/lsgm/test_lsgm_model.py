@@ -125,6 +125,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Config(lr_score=-1e-3)
     with pytest.raises(ConfigError, match="ode_tol"):
         Config(ode_tol=0.0)
+    for kw, msg in (({"groups": 0}, "groups must be >= 1"), ({"latent_ch": 0}, "latent_ch"),  # were torch errors
+                    ({"sde_steps": 0}, "sde_steps"), ({"num_levels": 1}, "num_levels must be >= 2"),
+                    ({"score_mult": ()}, "score_mult")):
+        with pytest.raises(ConfigError, match=msg):
+            Config(**kw)
     with pytest.raises(ConfigError):
         build(dataclasses.replace(SMOKE, time_eps=0.0))
     with pytest.raises(CheckpointError):

@@ -105,6 +105,15 @@ class Config:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
+        # sizes: a zero one used to surface as a torch reshape / cat error deep inside the model
+        for name in ("vae_ch", "vae_levels", "latent_ch", "groups", "num_mix", "score_ch", "score_blocks",
+                     "sde_steps", "eval_batch", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_levels < 2:
+            raise ConfigError(f"num_levels must be >= 2 (the discretised decoder's bins), got {self.num_levels}")
+        if not self.score_mult or min(self.score_mult) < 1:
+            raise ConfigError(f"score_mult must be one or more multipliers >= 1, got {self.score_mult}")
         if not (self.dropout < 1 and self.ema < 1):
             raise ConfigError(f"dropout and ema must be < 1, got {self.dropout} and {self.ema}")
 
