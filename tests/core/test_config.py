@@ -54,6 +54,18 @@ def test_wrong_type_is_one_line(bad, pattern):
     assert "\n" not in str(e.value)
 
 
+def test_bad_choice_lists_every_choice():
+    """tyro wraps its message at 80 columns; the one line used to stop mid-list of the choices."""
+    @dataclasses.dataclass(frozen=True)
+    class Many:
+        rule: Literal["alpha_rule", "beta_rule", "gamma_rule", "delta_rule", "epsilon_rule",
+                      "omega_rule"] = "alpha_rule"
+
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Many(), ["rule=nope"])
+    assert "invalid choice 'nope'" in str(e.value) and "'omega_rule')" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_presets():
     assert get_preset(PRESETS, "paper").steps == 1000
     with pytest.raises(ConfigError, match="smoke, paper"):

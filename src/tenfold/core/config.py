@@ -38,12 +38,19 @@ def field_names(cfg: Any) -> list[str]:
 def _tyro_message(text: str) -> str:
     """Squeeze tyro's boxed error text into one line."""
     lines = [ln.strip(" -|\u2502\u2500\u256d\u256e\u2570\u256f") for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("For full helptext")]
-    hits = [ln for ln in lines if re.search(r"Error parsing|invalid choice|could not|Expected|expected|"
-                                             r"Unrecognized|required", ln)]
+    lines = ["" if ln.startswith("For full helptext") else ln for ln in lines]  # "" ends a paragraph
+    hits = [i for i, ln in enumerate(lines) if ln and re.search(r"Error parsing|invalid choice|could not|Expected|"
+                                                                r"expected|Unrecognized|required", ln)]
     if hits:
-        return max(hits, key=len)  # the detailed line, not the box title
-    return lines[-1] if lines else "invalid value"
+        i = max(hits, key=lambda j: len(lines[j]))  # the detailed line, not the box title
+        parts = [lines[i]]
+        for ln in lines[i + 1:]:  # tyro wraps at 80 columns: keep the rest of the paragraph (e.g. every choice)
+            if not ln:
+                break
+            parts.append(ln)
+        return " ".join(parts)
+    rest = [ln for ln in lines if ln]
+    return rest[-1] if rest else "invalid value"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
