@@ -104,6 +104,10 @@ def test_new_run_dir_never_overwrites(tmp_path):
     b = new_run_dir(tmp_path / "run")
     assert a != b and (a / "result.txt").read_text() == "keep"
     assert new_run_dir(tmp_path / "empty") == new_run_dir(tmp_path / "empty")  # empty dir is reused
+    (tmp_path / "afile").write_text("x")
+    assert new_run_dir(tmp_path / "afile") == tmp_path / "afile-1"  # a file at --out is left alone
+    with pytest.raises(ConfigError, match="cannot create the run directory .*afile/run"):
+        new_run_dir(tmp_path / "afile" / "run")  # parent is a file: one line, not NotADirectoryError
 
 
 def test_restricted_unpickler_accepts_arrays_python2_style(tmp_path):

@@ -183,10 +183,13 @@ def new_run_dir(out: str | os.PathLike) -> Path:
     ``out-1``, ``out-2``, ... so that a run never overwrites earlier results."""
     base = Path(out).expanduser()
     cand, i = base, 0
-    while cand.exists() and any(cand.iterdir()):
-        i += 1
-        cand = base.with_name(f"{base.name}-{i}")
-    cand.mkdir(parents=True, exist_ok=True)
+    try:
+        while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):  # a file there counts as taken
+            i += 1
+            cand = base.with_name(f"{base.name}-{i}")
+        cand.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a read-only place or a parent that is a file: one line, not a traceback
+        raise ConfigError(f"cannot create the run directory {cand}: {e.strerror or e}") from None
     return cand
 
 
