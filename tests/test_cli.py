@@ -87,6 +87,19 @@ def test_resume_reuses_run_dir_and_config(fake_method, capsys, tmp_path):
     assert m["resumed"] is True and m["steps"] == 5 and m["run_dir"] == str(tmp_path / "r")
 
 
+def test_resume_keeps_the_verb_options_the_run_started_with(fake_method, capsys, tmp_path):
+    """--resume used to rerun the verb with its default options (e.g. a pruning run resumed on the default
+    model); it now takes the saved ones and refuses new ones or another verb."""
+    _run(capsys, "nvit", "train", "--scale", "3", "--tag", "mine", "--out", str(tmp_path / "r"))
+    code, out, err = _run(capsys, "nvit", "train", "--resume", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert (tmp_path / "r" / "out.txt").read_text() == "3 0.1 3.0 mine True"
+    code, _, err = _run(capsys, "nvit", "train", "--resume", "--scale", "2", "--out", str(tmp_path / "r"))
+    assert code == 2 and "verb options cannot be combined with --resume" in err and "--scale 2" in err
+    code, _, err = _run(capsys, "nvit", "show", "--resume", "--out", str(tmp_path / "r"))
+    assert code == 2 and ("'train' run" in err or "cannot resume" in err)
+
+
 @pytest.mark.parametrize("argv, pattern", [
     (["nvit", "train", "--set", "lrr=1"], "unknown config key 'lrr'; valid keys: steps, lr"),
     (["nvit", "train", "--set", "steps=abc"], "steps"),

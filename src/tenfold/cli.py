@@ -124,7 +124,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="run directory (never overwritten)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its saved config and options")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object of metrics")
     if argv and argv[0] in ("-h", "--help"):
@@ -151,6 +151,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
         cfg = load_config(mod.Config, ns.out / "config.json")
         if ns.overrides:
             raise ConfigError("--set cannot be combined with --resume (the run keeps its saved config)")
+        options = _saved_options(ns.out / "config.json", options, rest, ns.verb)
         options["resume"] = True
     else:
         cfg = apply_overrides(get_preset(mod.PRESETS, ns.preset), ns.overrides)
@@ -184,6 +185,22 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     finally:
         group.close()
     return 0
+
+
+def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], verb: str) -> dict[str, Any]:
+    """The verb options a run started with (saved in its config.json), for ``--resume``: resuming with the
+    defaults instead would continue e.g. a pruning run on another model or to another latency target."""
+    saved = json.loads(path.read_text())
+    if saved.get("verb", verb) != verb:
+        raise ConfigError(f"{path.parent} is a '{saved.get('verb')}' run; resume it with that verb, not '{verb}'")
+    if given:
+        raise ConfigError(f"verb options cannot be combined with --resume (the run keeps the options it started "
+                          f"with): {' '.join(given)}")
+    out = dict(defaults)
+    for k, v in (saved.get("options") or {}).items():
+        if k in out:
+            out[k] = tuple(v) if isinstance(v, list) else v
+    return out
 
 
 @contextlib.contextmanager
