@@ -124,7 +124,8 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="run directory (never overwritten)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with its saved config and options")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its saved config and options")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object of metrics")
     if argv and argv[0] in ("-h", "--help"):
