@@ -294,6 +294,40 @@ def test_attack_never_mutates_the_model_and_checks_its_inputs():
         build(cfg).run(net, g, num_images=2, mean=[0.5], std=[0.5])
 
 
+def test_attack_resumes_exactly_after_a_kill(tmp_path):
+    """A long attack saves its loop state (images, Adam, schedule, noise generator, group consensus); killed after
+    iteration 7 and resumed from the checkpoint at 5 it ends on the very images of an uninterrupted run."""
+    from tenfold.core.engine import Checkpointer
+    from tenfold.core.io import CheckpointError
+
+    net = _tiny_net()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([0, 2])
+    g = simulate_client(net, x, y)
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=12, group_size=2, group_warmup=0.25, group_every=3,
+                              langevin_sigma=0.5, signed=False)  # noise and group term: every piece of state counts
+    kw = dict(num_images=2, mean=[0.5] * 3, std=[0.5] * 3, labels=y)
+    full = build(cfg).run(net, g, **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(it, row):
+        if it == 7:
+            raise Killed
+
+    ckpt = Checkpointer(tmp_path, method="gradinversion-attack")
+    with pytest.raises(Killed):
+        build(cfg).run(net, g, **kw, log=kill, log_every=1, checkpointer=ckpt, ckpt_every=5)
+    assert ckpt.steps() == [5]
+    again = build(cfg).run(net, g, **kw, checkpointer=ckpt, ckpt_every=5, resume=True)
+    assert torch.equal(again.seeds, full.seeds) and torch.equal(again.images, full.images)
+    assert again.loss_start == full.loss_start and again.history[-1] == full.history[-1]
+    with pytest.raises(CheckpointError, match="another attack"):  # another client's update
+        build(cfg).run(net, simulate_client(net, x.flip(0), y), **kw, checkpointer=ckpt, resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        build(cfg).run(net, g, **kw, checkpointer=Checkpointer(tmp_path / "empty", method="x"), resume=True)
+
+
 def test_defences():
     g = [torch.arange(1.0, 101.0).view(10, 10)]
     pruned = apply_defences(g, prune_ratio=0.9)[0]
@@ -591,3 +625,21 @@ def test_attack_on_a_users_image_folder_and_too_small_images(tmp_path, monkeypat
     with pytest.raises(DataError, match="12x10; the attack's SSIM needs at least 11 px"):
         verbs.attack(PRESETS["smoke"], tmp_path / "run2", data=f"folder:{tmp_path / 'small'}", batch_size=2,
                      iterations=2)
+
+
+def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
+    """`attack --resume --out RUN` continues from the saved loop state with the run's own options (here a
+    non-default --batch-seed) and reports the result of the uninterrupted run."""
+    import json
+
+    from tenfold import cli
+
+    run = str(tmp_path / "run")
+    argv = ["gradinversion", "attack", "--preset", "smoke", "--data", "cifar10-mini", "--batch-size", "2",
+            "--batch-seed", "3", "--set", "ckpt_every=5", "--json", "--out", run]
+    assert cli.main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tmp_path / "run" / "checkpoints" / "step-00000015.json").is_file()
+    assert cli.main(["gradinversion", "attack", "--resume", "--json", "--out", run]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["psnr"] == first["psnr"] and again["true_labels"] == first["true_labels"]

@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from tenfold.core.engine import warmup_cosine
-from tenfold.core.io import ConfigError, InputError, check_tensor
+from tenfold.core.io import CheckpointError, ConfigError, InputError, check_tensor
 from tenfold.gradinversion.labels import recover_labels
 from tenfold.gradinversion.registration import consensus, invert, warp
 
@@ -373,12 +373,15 @@ class GradInversion:
             labels: torch.Tensor | None = None,
             bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] = "running",
             snapshot_at: Sequence[int] = (), log: Callable[[int, dict[str, float]], None] | None = None,
-            log_every: int = 50) -> AttackResult:
+            log_every: int = 50, checkpointer: Any = None, ckpt_every: int = 0,
+            resume: bool = False) -> AttackResult:
         """Steps 1-3: restore labels (unless given), optimise G seeds of ``num_images`` images, fuse them.
 
         ``model`` takes images in [0, 1]; ``mean``/``std`` are the normalisation the images are optimised
         in (x̂ lives in normalised space, as in the paper). ``bn_ref``: ``"running"`` (the model's BN
         buffers), ``"none"`` (no BN prior) or a list of (mean, var) per BN layer (buffers a client sent).
+        ``checkpointer`` (a :class:`tenfold.core.engine.Checkpointer`) saves the whole loop state every
+        ``ckpt_every`` iterations; ``resume`` continues from its newest checkpoint exactly (same images).
         """
         check_gradients(model, target)
         shape = tuple(input_shape) if input_shape is not None else tuple(getattr(model, "input_size", ()))
@@ -434,11 +437,37 @@ class GradInversion:
         seed_losses = torch.zeros(G)
         loss_start = float("nan")
         t0, c0 = time.perf_counter(), time.process_time()
+        first, spent = 1, (0.0, 0.0)  # first iteration to run; wall and CPU seconds of the run before a resume
+        # what identifies the problem: a checkpoint of another batch, model or setting is refused on resume
+        key = {"target_norm": float(sum(float(t.double().pow(2).sum()) for t in target)),
+               "shape": [G, B, *shape], "iterations": self.iterations, "labels": y.tolist()}
+        if resume:
+            if checkpointer is None or checkpointer.latest() is None:
+                raise CheckpointError("nothing to resume: no attack checkpoint in the run directory")
+            st, header = checkpointer.load()
+            old = header["extra"].get("key", {})
+            if (old.get("shape"), old.get("iterations"), old.get("labels")) != (key["shape"], key["iterations"],
+                                                                                 key["labels"]) or \
+                    not math.isclose(old.get("target_norm", -1.0), key["target_norm"], rel_tol=1e-9):
+                raise CheckpointError(f"the checkpoint in {checkpointer.dir} belongs to another attack (shared "
+                                      "update, batch shape, labels or iterations differ)")
+            with torch.no_grad():
+                X.copy_(st["X"].to(dev))
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            gen.set_state(st["generator"])
+            E_frames = st["E_frames"].to(dev) if "E_frames" in st else None
+            seed_losses = st["seed_losses"].clone()
+            first = int(header["extra"]["step"]) + 1
+            loss_start = float(header["extra"]["loss_start"])
+            history = list(header["extra"]["history"])
+            snapshots = {int(k): v for k, v in st.get("snapshots", {}).items()}
+            spent = (float(header["extra"]["wall_seconds"]), float(header["extra"]["cpu_seconds"]))
 
         def to01(z: torch.Tensor) -> torch.Tensor:
             return (z * sd + mu).clamp(0, 1)
 
-        for it in range(1, self.iterations + 1):
+        for it in range(first, self.iterations + 1):
             opt.zero_grad(set_to_none=False)
             if X.grad is None:
                 X.grad = torch.zeros_like(X)
@@ -501,14 +530,25 @@ class GradInversion:
                 snapshots[it] = self._output(X.detach(), to01)
             if not math.isfinite(row["grad"]):
                 raise InputError(f"the gradient loss became non-finite at iteration {it}; lower lr or check the target")
+            if checkpointer is not None and ckpt_every > 0 and it % ckpt_every == 0 and it < self.iterations:
+                state: dict[str, Any] = {"X": X.detach().cpu(), "optimizer": opt.state_dict(),
+                                         "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                                         "seed_losses": seed_losses.clone(),
+                                         "snapshots": {str(k): v.cpu() for k, v in snapshots.items()}}
+                if E_frames is not None:
+                    state["E_frames"] = E_frames.cpu()
+                checkpointer.save(state, it, extra={
+                    "key": key, "loss_start": loss_start, "history": history,
+                    "wall_seconds": spent[0] + time.perf_counter() - t0,
+                    "cpu_seconds": spent[1] + time.process_time() - c0})
         if recorder is not None:
             recorder.close()
         out = self._output(X.detach(), to01)
         best = int(torch.argmin(seed_losses))
         return AttackResult(images=out, best_seed=to01(X.detach()[best]), seeds=to01(X.detach()), labels=y,
                             loss_start=loss_start, loss_end=float(seed_losses.mean()), history=history,
-                            snapshots=snapshots, cpu_seconds=time.process_time() - c0,
-                            wall_seconds=time.perf_counter() - t0, iterations=self.iterations)
+                            snapshots=snapshots, cpu_seconds=spent[1] + time.process_time() - c0,
+                            wall_seconds=spent[0] + time.perf_counter() - t0, iterations=self.iterations)
 
     def _output(self, X: torch.Tensor, to01: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Step 3's output: the registered group mean (the plain seed when G = 1), in [0, 1]."""

@@ -51,6 +51,7 @@ class Config:
     init: Literal["randn", "rand", "zeros"] = "randn"  # x̂ start: N(0, I) in normalised space (paper)
     langevin_sigma: float = 0.2  # σ of the σ·lr·N(0, I) noise on the image gradient (paper 0.2, breaching 0.01)
     seed: int = 0
+    ckpt_every: int = 500  # attack: save the loop state every this many iterations (0: never); --resume continues
     device: str = "cpu"  # where leak / attack / audit run (`--set device=cuda`); outputs come back to the CPU
 
     def resolved_client_mode(self) -> str:
@@ -102,5 +103,5 @@ def build(cfg: Config) -> Any:
     if not isinstance(cfg, Config):
         raise ConfigError(f"build needs a gradinversion Config, got {type(cfg).__name__}")
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-          if f.name not in ("labels", "bn_stats", "client_mode", "noise_sigma", "prune_ratio", "device")}
+          if f.name not in ("labels", "bn_stats", "client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
     return GradInversion(client_mode=cfg.resolved_client_mode(), **kw)

@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from tenfold.core.data import load_dataset
-from tenfold.core.io import ConfigError, DataError, check_device, load_checkpoint, save_checkpoint, write_json
+from tenfold.core.io import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    check_device,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
 from tenfold.core.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -193,12 +201,13 @@ def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tens
 def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
            data: str = "cifar10-test", batch_size: int = 8, iterations: int = 0, target: str = "",
            batch_seed: int = 0, unique_labels: bool = True, calibrate_bn_images: int = 0,
-           lpips_weights: str = "") -> dict[str, Any]:
+           lpips_weights: str = "", resume: bool = False) -> dict[str, Any]:
     """Invert a client's update: grid (originals above reconstructions), PSNR, SSIM, label accuracy, IIP.
 
     ``target`` is a ``leak`` run directory; without it a fresh client batch is simulated. ``iterations``
-    > 0 overrides the preset's."""
-    from tenfold.core.engine import MetricsLogger
+    > 0 overrides the preset's. The loop state is saved every ``ckpt_every`` iterations (config), and
+    ``--resume --out RUN`` continues it exactly."""
+    from tenfold.core.engine import Checkpointer, MetricsLogger
 
     run_dir = Path(run_dir)
     if target:
@@ -217,8 +226,12 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
-    with MetricsLogger(run_dir, tensorboard=False) as logger:
-        res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log)
+    ckpt = Checkpointer(run_dir, method="gradinversion-attack", config=cfg)
+    if resume and not ckpt.steps():
+        raise CheckpointError(f"nothing to resume: no attack checkpoint in {ckpt.dir}")
+    with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
+        res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log, checkpointer=ckpt,
+                         ckpt_every=cfg.ckpt_every, resume=resume)
     res = dataclasses.replace(res, images=res.images.cpu(), best_seed=res.best_seed.cpu(), seeds=res.seeds.cpu(),
                               labels=res.labels.cpu(), snapshots=_cpu(res.snapshots))
     x, y = x.cpu(), y.cpu()
