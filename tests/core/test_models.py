@@ -139,8 +139,14 @@ def test_missing_or_bad_weights_file(tmp_path):
     _one_line(err)
     bad = tmp_path / "bad.th"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="bad.th"):
+    with pytest.raises(CheckpointError, match="bad.th is not a PyTorch weights file"):
         cifar_resnet(20, weights=bad)
+    import os
+    import pickle
+
+    (tmp_path / "code.th").write_bytes(pickle.dumps({"x": os.system}))  # a pickle that would run code
+    with pytest.raises(CheckpointError, match=r"code.th cannot be loaded safely \(torch.load weights_only refused"):
+        cifar_resnet(20, weights=tmp_path / "code.th")
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         cifar_resnet(20, weights=tmp_path / "bad.safetensors")

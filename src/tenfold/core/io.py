@@ -334,11 +334,18 @@ def _to_device(obj: Any, device: str | torch.device) -> Any:
 def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
     """Load a third-party ``.pth``/``.th`` file with ``weights_only=True`` onto the CPU."""
     p = require_file(path, what)
+    with open(p, "rb") as fh:
+        head = fh.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (new) or a pickle (legacy)
+        raise CheckpointError(f"{p} is not a PyTorch {what}: neither a torch.save zip archive nor a pickle")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
-        raise CheckpointError(f"{p} cannot be loaded safely (weights_only): {first}") from None
+        text = " ".join(str(e).split())
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip() \
+            if "WeightsUnpickler error:" in text else (text[:200] or "unpickling refused")
+        raise CheckpointError(f"{p} cannot be loaded safely (torch.load weights_only refused it: {detail}); it is "
+                              "corrupt or holds Python objects: re-save its state_dict") from None
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"corrupt {what} {p}: {type(e).__name__}: {first}") from None
