@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from tenfold.core.engine import warmup_cosine
+from tenfold.core.engine import Checkpointer, warmup_cosine
 from tenfold.core.io import CheckpointError, ConfigError, InputError, check_tensor
 from tenfold.gradinversion.labels import recover_labels
 from tenfold.gradinversion.registration import consensus, invert, warp
@@ -373,7 +373,7 @@ class GradInversion:
             labels: torch.Tensor | None = None,
             bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] = "running",
             snapshot_at: Sequence[int] = (), log: Callable[[int, dict[str, float]], None] | None = None,
-            log_every: int = 50, checkpointer: Any = None, ckpt_every: int = 0,
+            log_every: int = 50, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
             resume: bool = False) -> AttackResult:
         """Steps 1-3: restore labels (unless given), optimise G seeds of ``num_images`` images, fuse them.
 
