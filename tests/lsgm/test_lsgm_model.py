@@ -184,6 +184,11 @@ def test_normal_prior_baseline_and_device_option(tmp_path):
         evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, device="gpu")
     with pytest.raises(ConfigError, match="sampler must be ode or sde, got 'euler'"):  # used to run the SDE sampler
         generate(b, 2, tol=1e-3, sampler="euler")
+    from tenfold.core.io import DataError
+
+    with pytest.raises(DataError, match="--data cifar10-mini does not fit this model") as e:  # colour vs grey
+        evaluate(cfg, tmp_path, checkpoint=str(tmp_path / "s2"), limit=8, fd_samples=0, data="cifar10-mini")
+    assert "--set" not in str(e.value)  # training advice does not apply to a trained model
 
 
 def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = False):

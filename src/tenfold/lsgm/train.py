@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
 from tenfold.core.engine import EMA, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
-from tenfold.core.io import CheckpointError, ConfigError, check_device, load_checkpoint, save_checkpoint
+from tenfold.core.io import CheckpointError, ConfigError, DataError, check_device, load_checkpoint, save_checkpoint
 
 from .config import Config
 from .data import Split, load_split
@@ -408,8 +408,16 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
     c = model.cfg
-    split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
-                       num_levels=c.num_levels)
+    try:
+        split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
+                           num_levels=c.num_levels)
+    except DataError as e:
+        if not data:
+            raise
+        # the loader's advice (e.g. "use --set binarize=false") is for training; a trained model is fixed
+        raise DataError(f"--data {data} does not fit this model (image_size {c.image_size}, "
+                        f"{'binarised grey' if c.binarize else str(c.num_levels) + '-level'} images): "
+                        f"{str(e).split(';')[0]}") from None
     if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
         raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
     x = split.heldout[:limit] if limit else split.heldout
