@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -643,3 +644,39 @@ def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
     assert cli.main(["gradinversion", "attack", "--resume", "--json", "--out", run]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["psnr"] == first["psnr"] and again["true_labels"] == first["true_labels"]
+
+
+def test_audit_table_and_resume_after_a_crash(tmp_path, monkeypatch):
+    """`audit` attacks each (batch size, defence) pair once and tables every row; a run that crashed mid-table
+    resumes to the same table, running only the missing attacks."""
+    from tenfold.gradinversion import verbs
+
+    kw = dict(data="cifar10-mini", batch_sizes=(1, 2), noise_sigmas=(10.0,), prune_ratios=(0.9,), iterations=3)
+    cfg = dataclasses.replace(PRESETS["smoke"], group_size=1)
+    (tmp_path / "full").mkdir()
+    full = verbs.audit(cfg, tmp_path / "full", **kw)
+    table = json.loads((tmp_path / "full" / "audit.json").read_text())["rows"]
+    assert full["rows"] == len(table) == 6 and (tmp_path / "full" / "audit.png").is_file()
+    assert [(r["batch_size"], r["defence"]) for r in table] == [(B, d) for B in (1, 2)
+                                                                 for d in ("none", "noise 10", "prune 0.9")]
+    assert all(math.isfinite(r["psnr"]) for r in table)
+
+    real, calls = verbs.run_attack, []
+
+    def crash_on_the_fourth(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    (tmp_path / "cut").mkdir()
+    monkeypatch.setattr(verbs, "run_attack", crash_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        verbs.audit(cfg, tmp_path / "cut", **kw)
+    assert len((tmp_path / "cut" / "audit_rows.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(ConfigError, match="already holds audit rows"):
+        verbs.audit(cfg, tmp_path / "cut", **kw)
+    calls.clear()
+    monkeypatch.setattr(verbs, "run_attack", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    verbs.audit(cfg, tmp_path / "cut", resume=True, **kw)
+    assert len(calls) == 3 and json.loads((tmp_path / "cut" / "audit.json").read_text())["rows"] == table

@@ -285,8 +285,12 @@ def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
 def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
           data: str = "cifar10-test", batch_sizes: tuple[int, ...] = (1, 4),
           noise_sigmas: tuple[float, ...] = (1e-4, 1e-3, 1e-2), prune_ratios: tuple[float, ...] = (0.5, 0.9, 0.99),
-          iterations: int = 0, batch_seed: int = 0, calibrate_bn_images: int = 0) -> dict[str, Any]:
-    """Leakage (PSNR, label accuracy) against common defences, per batch size: a table and a plot."""
+          iterations: int = 0, batch_seed: int = 0, calibrate_bn_images: int = 0,
+          resume: bool = False) -> dict[str, Any]:
+    """Leakage (PSNR, label accuracy) against common defences, per batch size: a table and a plot.
+
+    Each finished row is appended to ``audit_rows.jsonl`` at once; ``--resume --out RUN`` keeps those rows and
+    runs only the missing attacks (each attack is seeded on its own, so the table is the same)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,12 +302,23 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     _, xs, ys = _dataset_tensors(data)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    done_path = run_dir / "audit_rows.jsonl"
+    if done_path.is_file() and not resume:
+        raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")
+    done = {(r["batch_size"], r["defence"]): r for r in
+            (json.loads(ln) for ln in (done_path.read_text().splitlines() if done_path.is_file() else []) if ln)}
     rows = []
     for B in batch_sizes:
+        if all((B, name) in done for name, _, _ in defences):
+            rows += [done[(B, name)] for name, _, _ in defences]
+            continue
         idx = pick_batch(ys, B, batch_seed, unique=B <= 10)
         x, y = xs[idx].to(dev), ys[idx].to(dev)
         clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
         for name, sigma, ratio in defences:
+            if (B, name) in done:
+                rows.append(done[(B, name)])
+                continue
             c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
             g = apply_defences(clean, sigma, ratio, seed=batch_seed)
             res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x, c.resolved_client_mode()),
@@ -311,6 +326,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
             m = image_metrics(res.images.cpu(), x.cpu())
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
                          "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y)})
+            with open(done_path, "a") as fh:  # this row survives a crash of any later attack
+                fh.write(json.dumps(rows[-1]) + "\n")
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
     lines = ["batch_size,defence,psnr,ssim,label_accuracy"] + \
         [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f}" for r in rows]
