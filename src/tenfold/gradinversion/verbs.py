@@ -232,8 +232,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
         res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log, checkpointer=ckpt,
                          ckpt_every=cfg.ckpt_every, resume=resume)
-    res = dataclasses.replace(res, images=res.images.cpu(), best_seed=res.best_seed.cpu(), seeds=res.seeds.cpu(),
-                              labels=res.labels.cpu(), snapshots=_cpu(res.snapshots))
+    res = dataclasses.replace(res, **{k: _cpu(getattr(res, k)) for k in ("images", "best_seed", "seeds", "labels",
+                                                                          "snapshots")})
     x, y = x.cpu(), y.cpu()
     m = image_metrics(res.images, x)
     order = m.pop("order")
@@ -305,8 +305,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     done_path = run_dir / "audit_rows.jsonl"
     if done_path.is_file() and not resume:
         raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")
-    done = {(r["batch_size"], r["defence"]): r for r in
-            (json.loads(ln) for ln in (done_path.read_text().splitlines() if done_path.is_file() else []) if ln)}
+    saved = done_path.read_text().splitlines() if done_path.is_file() else []
+    done = {(r["batch_size"], r["defence"]): r for r in map(json.loads, filter(None, saved))}  # rows of a resumed run
     rows = []
     for B in batch_sizes:
         if all((B, name) in done for name, _, _ in defences):
