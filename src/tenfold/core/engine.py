@@ -885,6 +885,8 @@ def fit(
                     last_logged.update({k: float(v) / n_sum for k, v in zip(keys, vals)})
                     last_logged.update({"lr": lr, "grad_norm": float(sums["grad_norm"]) / n_sum,
                                         "seconds": seconds_before + time.perf_counter() - t_start})
+                    if dev.type == "cuda":  # what a GPU run costs in memory: this process's peak so far
+                        last_logged["max_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
                     logger.log(step, last_logged)
                     bar.set_postfix(loss=f"{last_logged['loss']:.4g}", refresh=False)
                     sums, n_sum = {}, 0
