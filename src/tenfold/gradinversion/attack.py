@@ -404,7 +404,7 @@ class GradInversion:
         if labels is not None:
             check_tensor(labels, "labels", (B,))
             _check_labels(labels, f, torch.zeros((2, *shape), dtype=dt, device=dev), "labels")
-        y = self.restore_labels(model, target, B) if labels is None else labels.to(dev).long().sort().values
+        y = (self.restore_labels(model, target, B) if labels is None else labels.long().sort().values).to(dev)
 
         # BN reference statistics
         if isinstance(bn_ref, str):
@@ -597,7 +597,7 @@ def _features_nonnegative(model: nn.Module, fc: nn.Linear) -> bool:
     p = next(iter(f.net.parameters()), None)
     dt = p.dtype if p is not None else torch.float32
     with torch.no_grad():
-        f(f.theta0, torch.rand((4, *shape), generator=gen, dtype=dt))
+        f(f.theta0, torch.rand((4, *shape), generator=gen, dtype=dt).to(p.device if p is not None else "cpu"))
     h.remove()
     return bool(seen) and bool((seen[-1] >= 0).all())
 
