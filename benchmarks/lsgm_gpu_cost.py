@@ -49,7 +49,12 @@ def main() -> None:
     for spec in args.run:
         preset, run = spec.split("=", 1)
         full = PRESETS[preset]
-        entry: dict[str, Any] = {"run_dir": run, "batch_size_per_process": full.batch_size, "amp": full.amp}
+        try:  # the run's own settings (e.g. --set batch_size=32), as the CLI saved them
+            ran = json.loads((Path(run) / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            ran = {}
+        entry: dict[str, Any] = {"run_dir": run, "batch_size": ran.get("batch_size", full.batch_size),
+                                 "preset_batch_size": full.batch_size, "amp": ran.get("amp", full.amp)}
         total_h = 0.0
         for stage, n_full in (("stage1", full.stage1_steps), ("stage2", full.stage2_steps)):
             c = stage_cost(Path(run) / stage / "metrics.jsonl")

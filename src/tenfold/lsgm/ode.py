@@ -35,8 +35,10 @@ def _odeint(func: Callable, y0: torch.Tensor | tuple, t0: float, t1: float, rtol
 
     if not (math.isfinite(rtol) and rtol > 0 and math.isfinite(atol) and atol > 0):  # NaN: a torchdiffeq assert
         raise InputError(f"ODE tolerances must be finite and > 0, got rtol={rtol}, atol={atol}")
-    ts = torch.tensor([t0, t1], dtype=torch.float64)
-    opts = {"step_t": torch.tensor([t1], dtype=torch.float64)} if method in ("dopri5", "bosh3", "dopri8") else None
+    dev = (y0[0] if isinstance(y0, tuple) else y0).device  # times on the state's device (torchdiffeq warns otherwise)
+    ts = torch.tensor([t0, t1], dtype=torch.float64, device=dev)
+    opts = ({"step_t": torch.tensor([t1], dtype=torch.float64, device=dev)} if method in ("dopri5", "bosh3", "dopri8")
+            else None)
     out = odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=opts)
     return tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
 
