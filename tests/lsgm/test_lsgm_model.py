@@ -297,3 +297,35 @@ def test_torchrun_two_processes_share_one_run_dir(tmp_path):
     assert len(results) == 1 and results[0]["run_dir"] == str(tmp_path / "smp") and results[0]["nfe"] > 0
     assert "rank 0 runs it" in proc.stderr and (tmp_path / "smp" / "samples.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run-1", "smp"]
+
+
+def test_accum_keeps_the_schedules_in_optimizer_steps(tmp_path, monkeypatch):
+    """With accum = k every micro-step of an optimizer step sees that step's KL weight (the schedule counts
+    optimizer steps, not micro-steps), in both stages; accum = 0 and a batch it does not divide are refused."""
+    from tenfold.lsgm import objective
+
+    seen: list[tuple[str, float]] = []
+    vae_fwd, lsgm_fwd = objective.VAEStage.forward, objective.LSGMNet.forward
+
+    def rec_vae(self, x, kl_coef, **kw):
+        seen.append(("vae", kl_coef))
+        return vae_fwd(self, x, kl_coef, **kw)
+
+    def rec_lsgm(self, x, **kw):
+        seen.append(("lsgm", kw["kl_coef"]))
+        return lsgm_fwd(self, x, **kw)
+
+    monkeypatch.setattr(objective.VAEStage, "forward", rec_vae)
+    monkeypatch.setattr(objective.LSGMNet, "forward", rec_lsgm)
+    split = load_split("digits", 0, image_size=8)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=4, stage2_steps=4, batch_size=8, kl_anneal=1.0, kl_start2=0.2,
+                              kl_anneal2=1.0, ckpt_every=0, log_every=1)
+    train_stages(cfg, tmp_path / "a1", split)
+    one, seen[:] = list(seen), []
+    train_stages(dataclasses.replace(cfg, accum=2), tmp_path / "a2", split)
+    assert len(one) == 8 and len(set(k for _, k in one)) > 2  # the KL weights move within each stage
+    assert seen == [row for row in one for _ in range(2)]
+    with pytest.raises(ConfigError, match="accum"):
+        dataclasses.replace(cfg, accum=0)
+    with pytest.raises(ConfigError, match="divisible"):
+        train_stages(dataclasses.replace(cfg, batch_size=6, accum=4), tmp_path / "a3", split)

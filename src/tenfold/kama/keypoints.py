@@ -178,7 +178,7 @@ class KeypointRegressor:
         self.inv = torch.argsort(self.order)
         self.J_template, self.J_shapedirs = model.J_template, model.J_shapedirs
         self.T, self.S = model.v_template[ids], model.shapedirs[ids]                 # (11, 3), (11, 3, NB)
-        cols = (ids[:, None] * 3 + torch.arange(3)).reshape(-1)
+        cols = (ids[:, None] * 3 + torch.arange(3, device=ids.device)).reshape(-1)
         self.Pd = model.posedirs[:, cols]                                             # (207, 33)
         self.W = model.weights[ids]                                                   # (11, 24)
 

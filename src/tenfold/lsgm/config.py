@@ -67,7 +67,8 @@ class Config:
     kl_anneal2: float = 0.1
     sr_score: float = 0.0
     ema: float = 0.9999
-    batch_size: int = 128
+    batch_size: int = 128  # global: split over torchrun's ranks and `accum` micro-steps
+    accum: int = 1  # micro-steps per optimizer step: the same global batch on fewer GPUs or less memory
     # run
     amp: str = "none"  # none | bf16 (networks only; SDE maths stays fp32)
     device: str = "cpu"
@@ -107,7 +108,7 @@ class Config:
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
         # sizes: a zero one used to surface as a torch reshape / cat error deep inside the model
         for name in ("vae_ch", "vae_levels", "latent_ch", "groups", "num_mix", "score_ch", "score_blocks",
-                     "sde_steps", "eval_batch", "image_size"):
+                     "sde_steps", "eval_batch", "image_size", "accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_levels < 2:

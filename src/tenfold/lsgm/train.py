@@ -105,8 +105,8 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     vae, score, sde = build(cfg, channels)
     x_bin = cfg.binarize
     train_set = TensorDataset(split.train)
-    common = dict(batch_size=cfg.batch_size, amp=cfg.amp, device=cfg.device, seed=cfg.seed, resume=resume,
-                  ckpt_every=cfg.ckpt_every, log_every=cfg.log_every, progress=progress, method=METHOD,
+    common = dict(batch_size=cfg.batch_size, accum=cfg.accum, amp=cfg.amp, device=cfg.device, seed=cfg.seed,
+                  resume=resume, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every, progress=progress, method=METHOD,
                   config=config_dict(cfg), tensorboard=False, keep=2)
 
     # ---- stage 1: the N(0, I) VAE (Adamax, cosine lr, KL warm-up) ---------------------------------------
@@ -116,7 +116,7 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     def step1(net: torch.nn.Module, batch: list[torch.Tensor]) -> dict[str, Any]:
         m = unwrap(net)
         x = torch.bernoulli(batch[0]) if x_bin else _quantise(batch[0], cfg.num_levels)
-        s = int(m.micro_step)
+        s = int(m.micro_step) // cfg.accum  # the optimizer step: schedules run in steps
         m.micro_step += 1
         kl = cfg.kl_min + (cfg.kl_max - cfg.kl_min) * min(1.0, s / max(1.0, cfg.kl_anneal * n1))
         return net(x, kl_coef=kl, sr_vae=cfg.sr_vae)
@@ -161,7 +161,7 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
         def step2n(net: torch.nn.Module, batch: list[torch.Tensor]) -> dict[str, Any]:
             m = unwrap(net)
             x = torch.bernoulli(batch[0]) if x_bin else _quantise(batch[0], cfg.num_levels)
-            s = int(m.micro_step)
+            s = int(m.micro_step) // cfg.accum  # the optimizer step: schedules run in steps
             m.micro_step += 1
             return net(x, kl_coef=kl_coef2(s), sr_vae=cfg.sr_vae)
 
@@ -190,7 +190,7 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
         def step2(net: torch.nn.Module, batch: list[torch.Tensor]) -> dict[str, Any]:
             m = unwrap(net)
             x = torch.bernoulli(batch[0]) if x_bin else _quantise(batch[0], cfg.num_levels)
-            s = int(m.micro_step)
+            s = int(m.micro_step) // cfg.accum  # the optimizer step: schedules run in steps
             m.micro_step += 1
             return net(x, sde=sde, scheme=cfg.scheme, time_eps=cfg.time_eps, kl_coef=kl_coef2(s),
                        train_vae=cfg.end_to_end,
