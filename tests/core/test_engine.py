@@ -359,6 +359,31 @@ def test_ema_closed_form() -> None:
     assert other.decay == 0.5 and other.num_updates == 2 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
 
 
+def test_ema_update_matches_a_per_tensor_lerp() -> None:
+    """The multi-tensor update equals ema <- ema + (1 - decay) (w - ema) tensor by tensor, bit for bit, with a
+    bf16 parameter averaged in float32 and the buffers (BN statistics, an integer counter) copied."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 5))
+    model[2].to(torch.bfloat16)
+    ema = EMA(model, decay=0.9)
+    ref = {k: v.clone() for k, v in ema.shadow.items()}
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model[1].running_mean.add_(1.0)
+        model[1].num_batches_tracked.add_(2)
+        ema.update(model)
+        for n, p in model.named_parameters():
+            ref[n].lerp_(p.detach().float(), 0.1)
+        for n, b in model.named_buffers():
+            ref[n].copy_(b)
+    assert ema.shadow["2.weight"].dtype == torch.float32
+    for k in ref:
+        assert torch.equal(ema.shadow[k], ref[k]), k
+    assert int(ema.shadow["1.num_batches_tracked"]) == 6
+
+
 def test_ema_warmup_closed_form() -> None:
     """With warm-up the n-th update uses min(decay, (1 + n) / (10 + n)): 0.1 then 2/11, then the cap."""
     model = nn.Linear(2, 1)

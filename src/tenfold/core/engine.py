@@ -293,14 +293,24 @@ class EMA:
         """Fold the model's current weights into the average (call after each optimizer step)."""
         m = unwrap(model)
         w = 1.0 - self.current_decay()
+        # multi-tensor (foreach) kernels: one launch per device and dtype instead of one per tensor, which
+        # dominates the update on a GPU (a U-Net has hundreds of parameters)
+        avg, new, dst, src = [], [], [], []
         for n, p in m.named_parameters():
-            e = self.shadow[n]
+            e, p = self.shadow[n], p.detach()
             if e.is_floating_point():
-                e.lerp_(p.detach().to(e.dtype), w)
+                avg.append(e)
+                new.append(p if p.dtype == e.dtype else p.to(e.dtype))
             else:
-                e.copy_(p.detach())
+                dst.append(e)
+                src.append(p)
         for n, b in m.named_buffers():
-            self.shadow[n].copy_(b.detach())
+            dst.append(self.shadow[n])
+            src.append(b.detach())
+        if avg:
+            torch._foreach_lerp_(avg, new, w)
+        if dst:
+            torch._foreach_copy_(dst, src)
         self.num_updates += 1
 
     def current_decay(self) -> float:
