@@ -50,11 +50,11 @@ def main() -> None:
         preset, run = spec.split("=", 1)
         full = PRESETS[preset]
         try:  # the run's own settings (e.g. --set batch_size=32), as the CLI saved them
-            ran = json.loads((Path(run) / "config.json").read_text())["config"]
+            run_cfg = json.loads((Path(run) / "config.json").read_text())["config"]
         except (OSError, ValueError, KeyError):
-            ran = {}
-        entry: dict[str, Any] = {"run_dir": run, "batch_size": ran.get("batch_size", full.batch_size),
-                                 "preset_batch_size": full.batch_size, "amp": ran.get("amp", full.amp)}
+            run_cfg = {}
+        entry: dict[str, Any] = {"run_dir": run, "batch_size": run_cfg.get("batch_size", full.batch_size),
+                                 "preset_batch_size": full.batch_size, "amp": run_cfg.get("amp", full.amp)}
         total_h = 0.0
         for stage, n_full in (("stage1", full.stage1_steps), ("stage2", full.stage2_steps)):
             c = stage_cost(Path(run) / stage / "metrics.jsonl")
@@ -72,8 +72,8 @@ def main() -> None:
         except (OSError, ValueError) as e:
             figures[name] = {"error": f"{path}: {e}"}
     c10 = figures["presets"].get("cifar10", {})
-    ran = all((c10.get(s) or {}).get("loss_finite") for s in ("stage1", "stage2")) and "nfe" in figures.get(
-        "sample", {})
+    ran = (all((c10.get(s) or {}).get("loss_finite") for s in ("stage1", "stage2")) and "nfe" in figures.get(
+        "sample", {}) and args.device.startswith("cuda") and c10.get("amp") == "bf16")  # a CPU dry run does not count
     goals = [goal("the cifar10 preset trains both stages under torchrun in bf16 on a GPU and samples through the "
                   "ODE (short run; cost extrapolated to the full schedule)", "runs",
                   {"hours_one_gpu_full_schedule": c10.get("full_schedule_hours_one_gpu"),
