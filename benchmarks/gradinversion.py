@@ -424,6 +424,9 @@ def main() -> None:
     p.add_argument("--tune-batches", default=None, metavar="B:SEED,...",
                    help="tuning batches (batch size : pick_batch seed) instead of the stage-1 ones, e.g. 1:9003,8:9008")
     args = p.parse_args()
+    for k in ("iterations", "label_batches", "group_size", "group_batches", "timing_pairs", "timing_iterations"):
+        if getattr(args, k) is not None and getattr(args, k) < 0:
+            p.error(f"--{k.replace('_', '-')} must be >= 0, got {getattr(args, k)}")
     torch.set_num_threads(1)
     logging.getLogger("breaching").setLevel(logging.WARNING)
     if args.tune is not None:

@@ -120,7 +120,7 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
     _check_labels(y, f, x[:2], "y")
     with torch.enable_grad():
-        out = f.update(x, y.long(), update, local_steps, local_lr, create_graph=False)
+        out = f.update(x, y.to(x.device).long(), update, local_steps, local_lr, create_graph=False)  # labels follow x
     return [g.detach() for g in out]
 
 
