@@ -225,6 +225,21 @@ def test_own_image_folder_split_is_seeded_disjoint_and_resized(tmp_path):
     assert torch.equal(a.train, b.train) and not torch.equal(a.train, c.train)
 
 
+def test_evaluate_on_another_dataset_holds_out_all_of_it(tmp_path):
+    """evaluate --data OTHER scores every image of OTHER (the model never saw it; it used to score only OTHER's own
+    held-out fifth, 500 of cifar10-test's 5,000); --data naming the training data keeps its held-out split."""
+    from tenfold.lsgm.train import evaluate
+
+    _digit_folder(tmp_path / "other", 30, classes=True, scale=1)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=0, ckpt_every=2)
+    train_stages(cfg, tmp_path / "run", load_split("digits", 0, image_size=8))
+    kw = dict(checkpoint=str(tmp_path / "run"), fd_samples=0, ode=False)
+    other = evaluate(cfg, tmp_path / "e1", data=f"folder:{tmp_path / 'other'}", **kw)
+    assert other["n"] == 30 and "all 30 images held out" in other["split"]
+    assert evaluate(cfg, tmp_path / "e2", data="digits", **kw)["n"] == 360 == evaluate(cfg, tmp_path / "e3", **kw)["n"]
+    assert len(load_split("digits", 0, image_size=8, all_heldout=True).heldout) == 1797
+
+
 def test_own_image_folder_bad_inputs(tmp_path):
     from tenfold.core.io import DataError
 

@@ -43,8 +43,9 @@ def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize: bool = True,
-               num_levels: int = 256) -> Split:
-    """Load ``data`` (a spec ``NAME`` or ``NAME:PATH``) and split it as the module docstring says."""
+               num_levels: int = 256, all_heldout: bool = False) -> Split:
+    """Load ``data`` (a spec ``NAME`` or ``NAME:PATH``) and split it as the module docstring says.
+    ``all_heldout``: every image is held out (evaluating a model on a dataset it was not trained on)."""
     name = data.split(":", 1)[0].strip().lower()
     ds = load_dataset(data)
     x, y = ds.tensors()
@@ -92,5 +93,8 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
                         "use --set binarize=false (the 8-bit logistic-mixture decoder)")
     if x.shape[-1] != image_size:
         raise DataError(f"{data} images are {x.shape[-1]} px but the config says image_size={image_size}")
+    if all_heldout:
+        ho = torch.arange(len(x))
+        desc = f"{data}: all {len(x)} images held out (not the model's training data)"
     held = binarize_fixed(x[ho], 12345) if binarize else torch.round(x[ho] * (num_levels - 1)) / (num_levels - 1)
     return Split(x[tr], x[va], held, x[ho], y[tr], y[ho], desc)

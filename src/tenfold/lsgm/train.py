@@ -403,14 +403,15 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
              ode: bool = True, data: str = "", device: str = "") -> dict[str, Any]:
     """Held-out NELBO (DSM and ODE bounds, nats per image and bits/dim) and FD-CNN / FD-ResNet56 of
     ``fd_samples`` samples against the held-out images, on ``--device`` (default: the checkpoint config's).
-    ``--data`` points at another split."""
+    ``--data`` names another dataset, all of whose images are then held out (e.g. cifar10-test for a model
+    trained on cifar10-train); naming the training data again evaluates its held-out split."""
     if not checkpoint:
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
     c = model.cfg
     try:
         split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
-                           num_levels=c.num_levels)
+                           num_levels=c.num_levels, all_heldout=bool(data) and data != c.data)
     except DataError as e:
         if not data:
             raise
