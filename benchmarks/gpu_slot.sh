@@ -8,7 +8,8 @@
 #      and one image grid).
 # Every part has its own time limit and a failure does not stop the next part. Data: $TENFOLD_DATA (default
 # .gpudata: cifar10/ with the test zip and the train zip's first 1,000 images of each class, and weights/);
-# Python packages the GPU image lacks: wheels in .gpuwheels (tyro, kornia, breaching and their needs).
+# Python packages the GPU image lacks: wheels in .gpuwheels (tyro, kornia, breaching and their needs). Both are
+# built by benchmarks/gpu_slot_prepare.sh.
 #   bash benchmarks/gpu_slot.sh          # on the GPU machine, from the repo root, OUT set
 #   DRY=1 bash benchmarks/gpu_slot.sh    # the same steps at toy sizes on the CPU: checks the script itself
 #   PARTS="gi c10" runs those parts in that order (default: c10 paper gi)
