@@ -32,6 +32,7 @@ def _show(cfg: FakeConfig, run_dir: Path, *, file: Annotated[str, tyro.conf.Posi
 
 def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x", resume: bool = False) -> dict:
     """Writes a file so the test can see the run directory was used."""
+    print("progress: a verb's own line")
     (run_dir / "out.txt").write_text(f"{cfg.steps} {cfg.lr} {scale} {tag} {resume}")
     return {"loss": cfg.lr * scale, "steps": cfg.steps, "resumed": resume}
 
@@ -62,7 +63,8 @@ def test_method_verb_with_overrides_and_json(fake_method, capsys, tmp_path):
     code, out, err = _run(capsys, "nvit", "train", "--set", "lr=0.5", "--scale", "2", "--tag", "hi",
                           "--json", "--out", str(tmp_path / "r"))
     assert code == 0, err
-    metrics = json.loads(out.strip().splitlines()[-1])
+    metrics = json.loads(out)  # with --json stdout is the one JSON object; the verb's print went to stderr
+    assert "progress: a verb's own line" in err
     assert metrics["loss"] == pytest.approx(1.0) and metrics["steps"] == 3
     assert (tmp_path / "r" / "out.txt").read_text() == "3 0.5 2.0 hi False"
     saved = json.loads((tmp_path / "r" / "config.json").read_text())

@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _print_result(metrics: dict[str, Any], as_json: bool, title: str = "") -> None:
-    """Human summary, then (with --json) one JSON object as the last line of stdout."""
+    """Human summary, or (with --json) one JSON object, the only thing on stdout (see ``_stdout_to_stderr``)."""
     if not as_json:
         if title:
             print(title)
@@ -177,7 +177,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             print(f"{prog} runs in one process; under torchrun rank 0 runs it and the other {group.world - 1} "
                   f"rank(s) exit", file=sys.stderr)
         t0 = time.perf_counter()
-        with _one_process() if single else contextlib.nullcontext():
+        with _one_process() if single else contextlib.nullcontext(), _stdout_to_stderr(ns.json):
             metrics = dict(fn(cfg, run_dir, **options))
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
@@ -186,6 +186,11 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     finally:
         group.close()
     return 0
+
+
+def _stdout_to_stderr(as_json: bool) -> contextlib.AbstractContextManager:
+    """With --json, what a verb prints goes to stderr, so stdout is the one JSON result (``| jq`` works)."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], verb: str) -> dict[str, Any]:
@@ -302,7 +307,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
     p.add_argument("--only", action="append", default=None, help="run only these sections (repeatable)")
     p.add_argument("--json", action="store_true")
     ns = p.parse_args(argv)
-    metrics = run_demo(ns.out, only=ns.only, progress=not ns.json)
+    with _stdout_to_stderr(ns.json):
+        metrics = run_demo(ns.out, only=ns.only, progress=not ns.json)
     _print_result(metrics, ns.json, title=f"tenfold demo: report at {metrics['report']}")
     if metrics["failed"]:
         print(f"error: demo sections failed: {', '.join(metrics['failed'])} (see error.txt in their folders)",
