@@ -700,3 +700,36 @@ def test_leak_then_attack_equals_the_one_go_attack(tmp_path):
     one_go = verbs.attack(cfg, tmp_path / "b", **opts)
     assert two_step["true_labels"] == one_go["true_labels"] == sorted(state["labels"].tolist())
     assert two_step["psnr"] == one_go["psnr"] and two_step["restored_labels"] == one_go["restored_labels"]
+
+
+def test_attack_creates_no_tensor_on_the_default_device():
+    """Every tensor the client simulation and the attack create follows its inputs' device, or is put on the CPU on
+    purpose. Under ``torch.set_default_device("meta")`` a factory call without ``device=`` makes a meta tensor and
+    the run fails. The CUDA-only bugs found on the first GPU run (session 11: the Yin-rule probe and the restored
+    labels left on the CPU) were of this kind; CI has no GPU, so this is how it checks. The results are unchanged:
+    Langevin noise, the BN prior, group consistency with both registrations, FedAvg, defences, two label rules."""
+    from tenfold.gradinversion import Config
+
+    net = _tiny_net()
+    x, y = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(3)), torch.tensor([1, 4])
+    base = Config(iterations=3, warmup=1, group_size=2, group_every=1, alpha_group=0.1, group_warmup=0.0,
+                  langevin_sigma=0.2, alpha_bn=0.1)
+    cfgs = [base, dataclasses.replace(base, registration="similarity", init="rand", label_rule="count"),
+            dataclasses.replace(base, update="fedavg", local_steps=2, signed=True, init="zeros")]
+
+    def run_all() -> list[torch.Tensor]:
+        out = []
+        for c in cfgs:
+            g = simulate_client(net, x, y, update=c.update, local_steps=c.local_steps)
+            g = apply_defences(g, noise_sigma=1e-3, prune_ratio=0.5, seed=1)
+            res = build(c).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.25] * 3)
+            out += [res.images, res.best_seed, res.labels.float()]
+        return out
+
+    ref = run_all()
+    try:
+        torch.set_default_device("meta")
+        got = run_all()
+    finally:
+        torch.set_default_device(None)
+    assert all(t.device.type == "cpu" and torch.equal(t, r) for t, r in zip(got, ref))

@@ -167,7 +167,7 @@ def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prun
                 thr = g.abs().flatten().kthvalue(k).values
                 g = torch.where(g.abs() > thr, g, torch.zeros_like(g))
         if noise_sigma > 0:
-            g = g + noise_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype).to(g.device)
+            g = g + noise_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype, device="cpu").to(g.device)
         out.append(g)
     return out
 
@@ -434,7 +434,7 @@ class GradInversion:
         history: list[dict[str, float]] = []
         snapshots: dict[int, torch.Tensor] = {}
         snap = set(int(s) for s in snapshot_at)
-        seed_losses = torch.zeros(G)
+        seed_losses = torch.zeros(G, device="cpu")  # per-seed losses as Python floats: kept on the CPU
         loss_start = float("nan")
         t0, c0 = time.perf_counter(), time.process_time()
         first, spent = 1, (0.0, 0.0)  # first iteration to run; wall and CPU seconds of the run before a resume
@@ -502,7 +502,8 @@ class GradInversion:
                 loss_start = terms["grad"] / G
             if self.langevin_sigma > 0:  # Langevin ("energy") noise σ·lr·N(0, I) on the image gradient
                 lr_t = opt.param_groups[0]["lr"]
-                X.grad += self.langevin_sigma * lr_t * torch.randn(X.shape, generator=gen, dtype=dt).to(dev)
+                noise = torch.randn(X.shape, generator=gen, dtype=dt, device="cpu")  # one CPU stream on any device
+                X.grad += self.langevin_sigma * lr_t * noise.to(dev)
             if self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
                 X.grad.sign_()
             if group_on and E_frames is not None:
@@ -563,10 +564,10 @@ def _initial_images(kind: str, shape: tuple[int, ...], gen: torch.Generator, dt:
     """Starting images in normalised space: ``randn`` N(0, I) (paper), ``rand`` U[0, 1] pixels, ``zeros`` the
     normalised 0 (the dataset mean colour)."""
     if kind == "randn":
-        return torch.randn(shape, generator=gen, dtype=dt)
+        return torch.randn(shape, generator=gen, dtype=dt, device="cpu")
     if kind == "rand":
-        return (torch.rand(shape, generator=gen, dtype=dt) - mu.cpu()) / sd.cpu()
-    return torch.zeros(shape, dtype=dt)
+        return (torch.rand(shape, generator=gen, dtype=dt, device="cpu") - mu.cpu()) / sd.cpu()
+    return torch.zeros(shape, dtype=dt, device="cpu")
 
 
 def _schedule(opt: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -597,7 +598,8 @@ def _features_nonnegative(model: nn.Module, fc: nn.Linear) -> bool:
     p = next(iter(f.net.parameters()), None)
     dt = p.dtype if p is not None else torch.float32
     with torch.no_grad():
-        f(f.theta0, torch.rand((4, *shape), generator=gen, dtype=dt).to(p.device if p is not None else "cpu"))
+        probe = torch.rand((4, *shape), generator=gen, dtype=dt, device="cpu")
+        f(f.theta0, probe.to(p.device if p is not None else "cpu"))
     h.remove()
     return bool(seen) and bool((seen[-1] >= 0).all())
 

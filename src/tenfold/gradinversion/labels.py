@@ -37,7 +37,7 @@ def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None 
         raise InputError(f"batch size B must be >= 1, got {B}")
     db = grad_fc_bias.detach().double().cpu()
     if prior is None:
-        pi = torch.full((C,), 1.0 / C, dtype=torch.float64)
+        pi = torch.full((C,), 1.0 / C, dtype=torch.float64, device="cpu")
     else:
         check_tensor(prior, "prior", (C,))
         pi = prior.detach().double().cpu()
@@ -46,11 +46,11 @@ def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None 
     est = B * (pi - db)  # estimated counts n_c
     present = torch.nonzero(db < 0).flatten()
     present = present[torch.argsort(db[present])][:B]  # most negative first, at most B
-    counts = torch.zeros(C, dtype=torch.long)
+    counts = torch.zeros(C, dtype=torch.long, device="cpu")
     counts[present] = 1
     for _ in range(B - int(counts.sum())):
         counts[int(torch.argmax(est - counts.double()))] += 1
-    return torch.repeat_interleave(torch.arange(C), counts)
+    return torch.repeat_interleave(torch.arange(C, device="cpu"), counts)
 
 
 def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
