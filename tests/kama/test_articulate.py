@@ -249,3 +249,20 @@ def test_bvh_frame_options():
     for kw in ({"fps": float("nan")}, {"fps": -1.0}, {"max_frames": -2}):
         with pytest.raises(ConfigError, match="fps must be finite"):
             bvh_keypoints(path, **kw)
+
+
+@pytest.mark.parametrize("method", ["lm", "lbfgs"])
+def test_fit_creates_no_tensor_on_the_default_device(model32, method):
+    """Every tensor KAMA's fit creates follows the keypoints' or the model's device: under
+    ``torch.set_default_device("meta")`` a factory call without ``device=`` makes a meta tensor and the fit fails
+    (CI has no GPU; the `paper` preset runs on CUDA). The result is unchanged, a missing keypoint included."""
+    pose, b, t, X = bodies(model32, 3, 5)
+    c = torch.ones(3, 26)
+    c[0, 5] = 0.0
+    ref = fit(model32, X, c, refine_iters=2, refine_method=method)
+    try:
+        torch.set_default_device("meta")
+        got = fit(model32, X, c, refine_iters=2, refine_method=method)
+    finally:
+        torch.set_default_device(None)
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)

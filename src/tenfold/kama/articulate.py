@@ -81,7 +81,7 @@ def _bone_terms(Kt: torch.Tensor, D: torch.Tensor, X: torch.Tensor, c: torch.Ten
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bone-length model at beta: Jacobian J_b (B, P, NB), rest length |d_b| (B, P), observed length
     L_b (B, P) and pair weight min(c_i, c_j) (B, P)."""
-    i, j = torch.tensor(BONE_PAIRS).T
+    i, j = torch.tensor(BONE_PAIRS, device=X.device).T
     d = (Kt[j] - Kt[i]) + torch.einsum("pcn,bn->bpc", D[j] - D[i], beta)   # (B, P, 3)
     n = d.norm(dim=-1).clamp_min(1e-9)
     Jb = torch.einsum("bpc,pcn->bpn", d / n[..., None], D[j] - D[i])     # (B, P, NB)

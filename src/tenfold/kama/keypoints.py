@@ -64,7 +64,7 @@ def select_landmarks(model) -> dict[str, int]:
     out["left_ear"] = int(near[T[near, 0].argmax()])
     out["right_ear"] = int(near[T[near, 0].argmin()])
     for side, sx in (("left", 1.0), ("right", -1.0)):
-        target = T[nose] + torch.tensor([sx * 0.032, 0.035, -0.02], dtype=T.dtype)
+        target = T[nose] + torch.tensor([sx * 0.032, 0.035, -0.02], dtype=T.dtype, device=T.device)
         out[f"{side}_eye"] = int(head[(T[head] - target).norm(dim=1).argmin()])
     for side, ankle, foot, sx in (("left", _L_ANKLE, _L_FOOT, 1.0), ("right", _R_ANKLE, _R_FOOT, -1.0)):
         a = _dominated(model, ankle)
@@ -174,7 +174,7 @@ class KeypointRegressor:
         ids = landmark_ids(model)
         self.parents = model.parents
         self.levels = _levels(model.parents)
-        self.order = torch.tensor([j for lev in self.levels for j in lev])
+        self.order = torch.tensor([j for lev in self.levels for j in lev], device=model.v_template.device)
         self.inv = torch.argsort(self.order)
         self.J_template, self.J_shapedirs = model.J_template, model.J_shapedirs
         self.T, self.S = model.v_template[ids], model.shapedirs[ids]                 # (11, 3), (11, 3, NB)
