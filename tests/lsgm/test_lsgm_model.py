@@ -344,3 +344,28 @@ def test_accum_keeps_the_schedules_in_optimizer_steps(tmp_path, monkeypatch):
         dataclasses.replace(cfg, accum=0)
     with pytest.raises(ConfigError, match="divisible"):
         train_stages(dataclasses.replace(cfg, batch_size=6, accum=4), tmp_path / "a3", split)
+
+
+def test_sampling_and_nelbo_create_no_tensor_on_the_default_device(tmp_path):
+    """Sampling (ODE and ancestral SDE, binarised draws) and the NELBO (DSM and ODE with its Hutchinson probe)
+    create every tensor on the model's device or, for seeded draws, on the CPU on purpose. Under
+    ``torch.set_default_device("meta")`` a factory call without ``device=`` makes a meta tensor and fails; CI has no
+    GPU. Results are unchanged."""
+    split = load_split("digits", 0, image_size=8)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=2, ckpt_every=0)
+    train_stages(cfg, tmp_path / "run", split)
+    model = load_model(tmp_path / "run")
+
+    def run() -> list[torch.Tensor]:
+        ode = generate(model, 3, tol=1e-3, seed=1)
+        sde = generate(model, 3, tol=1e-3, seed=1, sampler="sde")
+        r = nelbo(model, split.heldout[:3], ode=True, tol=1e-2)
+        return [ode["mean"], ode["draw"], sde["draw"], r["dsm"], r["ode"]]
+
+    ref = run()
+    try:
+        torch.set_default_device("meta")
+        got = run()
+    finally:
+        torch.set_default_device(None)
+    assert all(a.device.type == "cpu" and torch.equal(a, b) for a, b in zip(got, ref))

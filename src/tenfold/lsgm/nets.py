@@ -153,7 +153,7 @@ class SpectralReg(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """The regulariser value (differentiable in the weights)."""
-        total = torch.zeros(())
+        total = torch.zeros((), device=self._convs[0].weight.device if self._convs else "cpu")
         for i, m in enumerate(self._convs):
             w = m.weight.reshape(m.weight.shape[0], -1).float()
             u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")

@@ -24,7 +24,7 @@ def diffuse(sde: SDE, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) ->
 
 def ce_constant(sde: SDE, time_eps: float, dims: int) -> float:
     """(D / 2) ln(2 pi e sigma2_eps): no gradient, but needed for the CE to be a bound."""
-    var_eps = float(sde.var(torch.tensor(time_eps, dtype=torch.float64)))
+    var_eps = float(sde.var(torch.tensor(time_eps, dtype=torch.float64, device="cpu")))
     return 0.5 * dims * math.log(2 * math.pi * math.e * var_eps)
 
 

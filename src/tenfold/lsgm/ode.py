@@ -75,7 +75,7 @@ def ode_nll(eps_fn: EpsFn, sde: SDE, z0: torch.Tensor, *, ode_eps: float = 1e-5,
     D = z0[0].numel()
     exact = D <= 64 if exact_trace is None else exact_trace
     # drawn on the CPU (where a seeded generator lives), then moved: the same probe on any device
-    v = (torch.randint(0, 2, z0.shape, generator=generator).to(z0.dtype) * 2 - 1).to(z0.device)
+    v = (torch.randint(0, 2, z0.shape, generator=generator, device="cpu").to(z0.dtype) * 2 - 1).to(z0.device)
     nfe = 0
 
     def f(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +107,7 @@ def sde_sample(eps_fn: EpsFn, sde: SDE, z1: torch.Tensor, *, steps: int = 200, o
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Ancestral sampling of the reverse SDE dz = [-1/2 beta z - beta score] dt + sqrt(beta) dw-bar by
     Euler-Maruyama on a uniform grid from 1 to ``ode_eps``, without noise on the last step. (z, NFE)."""
-    ts = torch.linspace(1.0, ode_eps, steps + 1, dtype=torch.float64)
+    ts = torch.linspace(1.0, ode_eps, steps + 1, dtype=torch.float64, device="cpu")
     z = z1
     for i in range(steps):
         t, dt = float(ts[i]), float(ts[i + 1] - ts[i])  # dt < 0
@@ -117,7 +117,7 @@ def sde_sample(eps_fn: EpsFn, sde: SDE, z1: torch.Tensor, *, steps: int = 200, o
         score = -eps_fn(z, tb).to(z.dtype) / sigma
         z = z + (-0.5 * beta * z - beta * score) * dt
         if i < steps - 1:
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
             z = z + torch.sqrt(beta * -dt) * noise
     return z, steps
 

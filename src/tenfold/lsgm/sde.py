@@ -56,14 +56,14 @@ class VPSDE:
     def one_minus_var_integral(self, t_lo: float, t_hi: float = 1.0) -> float:
         """Z = int (1 - sigma2_t) dt = (1 - sigma2_0) e^{beta0^2 / 2 Delta} sqrt(pi / 2 Delta) [erf(...)]
         (the official code has e^{beta0 / 2 Delta}, 0.23 % high)."""
-        a = self._erf_arg(torch.tensor([t_lo, t_hi], dtype=torch.float64))
+        a = self._erf_arg(torch.tensor([t_lo, t_hi], dtype=torch.float64, device="cpu"))
         span = float(torch.erf(a[1]) - torch.erf(a[0]))
         return (1 - self.sigma2_0) * math.exp(self.beta0 ** 2 / (2 * self.delta)) * math.sqrt(
             math.pi / (2 * self.delta)) * span
 
     def sample_t_drop_all(self, u: torch.Tensor, t_lo: float) -> torch.Tensor:
         """Inverse CDF of the density proportional to 1 - sigma2_t on [t_lo, 1], in float64 (erfinv near 1)."""
-        a = self._erf_arg(torch.tensor([t_lo, 1.0], dtype=torch.float64))
+        a = self._erf_arg(torch.tensor([t_lo, 1.0], dtype=torch.float64, device="cpu"))
         e0, e1 = torch.erf(a[0]), torch.erf(a[1])
         e = e0 + u.to(torch.float64) * (e1 - e0)
         t = torch.erfinv(e) / math.sqrt(self.delta / 2.0) - self.beta0 / self.delta
@@ -124,7 +124,7 @@ def check_time_eps(sde: SDE, time_eps: float) -> None:
     """Reject a cutoff whose variance is 0 (the CE constant ln sigma2_eps would be -inf)."""
     if not 0.0 <= time_eps < 1.0:
         raise ConfigError(f"time_eps must lie in [0, 1), got {time_eps}")
-    if float(sde.var(torch.tensor(time_eps, dtype=torch.float64))) <= 0.0:
+    if float(sde.var(torch.tensor(time_eps, dtype=torch.float64, device="cpu"))) <= 0.0:
         raise ConfigError(f"sigma2(time_eps={time_eps}) = 0 for this SDE; use time_eps > 0 or sigma2_0 > 0")
 
 

@@ -283,7 +283,7 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
     shape = model.vae.latent_shape
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        z1 = torch.randn((b, *shape), generator=g).to(model.device)  # drawn on the CPU: same samples anywhere
+        z1 = torch.randn((b, *shape), generator=g, device="cpu").to(model.device)  # CPU draw: same samples anywhere
         if model.score is None:
             z, nfe, w, c = z1, 0, 0.0, 0.0
         elif sampler == "ode":
@@ -327,7 +327,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
         with torch.no_grad():
             t, _, wq = (a.to(model.device) for a in sample_t(model.sde, "ll_iw", len(xb), model.cfg.time_eps,
                                                              generator=g))
-            noise = torch.randn(z0.shape, generator=g).to(model.device)
+            noise = torch.randn(z0.shape, generator=g, device="cpu").to(model.device)
             z_t, sigma = diffuse(model.sde, z0, t, noise)
             ce = cross_entropy_dsm(noise, model.score(z_t, t, sigma), wq,
                                    ce_constant(model.sde, model.cfg.time_eps, z0[0].numel()))

@@ -176,7 +176,8 @@ class VAE(nn.Module):
         for g in range(self.groups):
             inp = h if state is None else torch.cat([h, state], 1)
             mu, ls = soft_clamp5(self.q_heads[g](inp)).chunk(2, 1)
-            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            where = generator.device if generator is not None else mu.device  # a seeded generator's own device
+            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=where).to(mu.device)
             z = mu + torch.exp(ls) * noise
             zs.append(z)
             mus.append(mu)
@@ -206,5 +207,6 @@ class VAE(nn.Module):
         """A draw from p(x | z0) for Bernoulli decoders (binary images); the mean otherwise."""
         if self.decoder_kind == "bernoulli":
             p = torch.sigmoid(params.float())
-            return torch.bernoulli(p, generator=generator)
+            where = generator.device if generator is not None else p.device  # a CPU generator with a CUDA model
+            return torch.bernoulli(p.to(where), generator=generator).to(p.device)
         return self.mean_image(params)
