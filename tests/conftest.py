@@ -30,3 +30,16 @@ def shared_data():
     if not root.is_dir():
         pytest.skip(f"real data not found at {root} (set TENFOLD_DATA)")
     return root
+
+
+@pytest.fixture
+def on_meta_default():
+    """Run ``fn()`` with torch's default device set to ``meta``: a tensor created without ``device=`` is then a meta
+    tensor and the run fails, which is how tests catch code that would break on CUDA (CI has no GPU)."""
+    def run(fn):
+        torch.set_default_device("meta")
+        try:
+            return fn()
+        finally:
+            torch.set_default_device(None)
+    return run

@@ -702,7 +702,7 @@ def test_leak_then_attack_equals_the_one_go_attack(tmp_path):
     assert two_step["psnr"] == one_go["psnr"] and two_step["restored_labels"] == one_go["restored_labels"]
 
 
-def test_attack_creates_no_tensor_on_the_default_device():
+def test_attack_creates_no_tensor_on_the_default_device(on_meta_default):
     """Every tensor the client simulation and the attack create follows its inputs' device, or is put on the CPU on
     purpose. Under ``torch.set_default_device("meta")`` a factory call without ``device=`` makes a meta tensor and
     the run fails. The CUDA-only bugs found on the first GPU run (session 11: the Yin-rule probe and the restored
@@ -726,10 +726,5 @@ def test_attack_creates_no_tensor_on_the_default_device():
             out += [res.images, res.best_seed, res.labels.float()]
         return out
 
-    ref = run_all()
-    try:
-        torch.set_default_device("meta")
-        got = run_all()
-    finally:
-        torch.set_default_device(None)
+    ref, got = run_all(), on_meta_default(run_all)
     assert all(t.device.type == "cpu" and torch.equal(t, r) for t, r in zip(got, ref))

@@ -346,7 +346,7 @@ def test_accum_keeps_the_schedules_in_optimizer_steps(tmp_path, monkeypatch):
         train_stages(dataclasses.replace(cfg, batch_size=6, accum=4), tmp_path / "a3", split)
 
 
-def test_sampling_and_nelbo_create_no_tensor_on_the_default_device(tmp_path):
+def test_sampling_and_nelbo_create_no_tensor_on_the_default_device(tmp_path, on_meta_default):
     """Sampling (ODE and ancestral SDE, binarised draws) and the NELBO (DSM and ODE with its Hutchinson probe)
     create every tensor on the model's device or, for seeded draws, on the CPU on purpose. Under
     ``torch.set_default_device("meta")`` a factory call without ``device=`` makes a meta tensor and fails; CI has no
@@ -362,10 +362,5 @@ def test_sampling_and_nelbo_create_no_tensor_on_the_default_device(tmp_path):
         r = nelbo(model, split.heldout[:3], ode=True, tol=1e-2)
         return [ode["mean"], ode["draw"], sde["draw"], r["dsm"], r["ode"]]
 
-    ref = run()
-    try:
-        torch.set_default_device("meta")
-        got = run()
-    finally:
-        torch.set_default_device(None)
+    ref, got = run(), on_meta_default(run)
     assert all(a.device.type == "cpu" and torch.equal(a, b) for a, b in zip(got, ref))
