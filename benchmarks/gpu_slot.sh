@@ -50,7 +50,7 @@ part_c10() {
     > "$RUNS/c10_train.json" || say "lsgm cifar10 train: exit $?"
   tail -c 2000 "$RUNS/c10_train.json"; echo
   say "lsgm cifar10: sample $N_SAMPLE"
-  timeout 40 python3 -m tenfold lsgm sample --checkpoint "$C10" --n $N_SAMPLE --device $DEV \
+  timeout 40 python3 -m tenfold lsgm sample --checkpoint "$C10" --num-samples $N_SAMPLE --device $DEV \
     --out "$RUNS/c10_sample" --json > "$RUNS/c10_sample.json" || say "lsgm sample: exit $?"
   cat "$RUNS/c10_sample.json"; echo
   cp "$RUNS/c10_sample/samples.png" "$OUT/lsgm_cifar10_samples.png" 2>/dev/null

@@ -16,6 +16,7 @@ import pytest
 import tyro
 
 from tenfold import cli
+from tenfold.core.io import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +32,29 @@ def _show(cfg: FakeConfig, run_dir: Path, *, file: Annotated[str, tyro.conf.Posi
 
 
 def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x", resume: bool = False) -> dict:
-    """Writes a file so the test can see the run directory was used."""
+    """Writes a file so the test can see the run directory was used.
+
+    Args:
+        scale: multiplies the
+            learning rate (a description over two lines).
+        resume: set by the CLI's own --resume.
+    """
     print("progress: a verb's own line")
     (run_dir / "out.txt").write_text(f"{cfg.steps} {cfg.lr} {scale} {tag} {resume}")
     return {"loss": cfg.lr * scale, "steps": cfg.steps, "resumed": resume}
 
 
+def _fail(cfg: FakeConfig, run_dir: Path, *, partial: bool = False) -> dict:
+    """Fails with a user error, after writing a partial result when asked."""
+    if partial:
+        (run_dir / "rows.jsonl").write_text("{}\n")
+    raise InputError("the input is bad")
+
+
 @pytest.fixture
 def fake_method(monkeypatch):
     mod = types.SimpleNamespace(Config=FakeConfig, PRESETS={"smoke": FakeConfig(), "paper": FakeConfig(steps=99)},
-                                VERBS={"train": _train, "show": _show})
+                                VERBS={"train": _train, "show": _show, "fail": _fail})
     monkeypatch.setattr(cli, "load_method", lambda name: mod if name == "nvit" else None)
     return mod
 
@@ -73,6 +87,19 @@ def test_method_verb_with_overrides_and_json(fake_method, capsys, tmp_path):
     code, out, _ = _run(capsys, "nvit", "train", "--json", "--out", str(tmp_path / "r"))
     assert json.loads(out.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "r-1")
     assert (tmp_path / "r" / "out.txt").read_text() == "3 0.5 2.0 hi False"
+
+
+def test_a_user_error_leaves_no_empty_run_dir(fake_method, capsys, tmp_path):
+    """A verb that fails on bad input before writing anything leaves no run directory behind (its config.json
+    alone is removed); one that wrote a partial result keeps it, and so does an earlier run's directory."""
+    code, _, err = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "a"))
+    assert code == 2 and err.strip() == "error: the input is bad" and not (tmp_path / "a").exists()
+    code, _, _ = _run(capsys, "nvit", "fail", "--partial", "True", "--out", str(tmp_path / "b"))
+    assert code == 2 and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "rows.jsonl"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "mine.txt").write_text("a user's file")
+    code, _, _ = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "c"))
+    assert code == 2 and (tmp_path / "c" / "mine.txt").is_file() and not (tmp_path / "c-1").exists()
 
 
 def test_dry_run_writes_nothing(fake_method, capsys, tmp_path):
@@ -133,9 +160,53 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
 def test_verb_help_lists_verb_options(fake_method, capsys):
     code, out, _ = _run(capsys, "nvit", "train", "--help")
     assert code == 0 and "--scale" in out and "--preset" in out
+    assert "multiplies the learning rate (a description over two lines)" in " ".join(out.split())
+    # the verb's own resume flag is hidden: the CLI's --resume sets it (with the run's saved options)
+    assert "--resume" not in out.split("tenfold nvit train:", 1)[1]
+
+
+def test_every_real_verb_option_has_help():
+    """Each option of every implemented verb is described in its docstring's Args section, which is what
+    `tenfold METHOD VERB --help` shows (an option added without a line there fails here)."""
+    from tenfold.registry import METHODS, load_method
+
+    checked = 0
+    for m in METHODS:
+        mod = load_method(m)
+        if mod is None:
+            continue
+        for verb, fn in mod.VERBS.items():
+            helps = cli.verb_option_help(fn)
+            for p in cli.verb_options(fn):
+                assert helps.get(p.name), f"{m} {verb}: option '{p.name}' has no Args line in the docstring"
+                checked += 1
+            assert set(helps) <= {p.name for p in cli.verb_options(fn)}, f"{m} {verb}: Args names a non-option"
+    assert checked >= 40  # nvit, kama, lsgm and gradinversion verbs
 
 
 def test_positional_verb_option(fake_method, capsys, tmp_path):
     code, out, err = _run(capsys, "nvit", "show", "motion.bvh", "--n", "3", "--out", str(tmp_path / "s"))
     assert code == 0, err
     assert (tmp_path / "s" / "shown.txt").read_text() == "motion.bvh 3"
+
+
+def test_no_flag_is_ambiguous_to_torchrun():
+    """torchrun classifies every argument against its own options before handing the rest to the script, and
+    stops with "ambiguous option" on a flag that abbreviates two of them (LSGM's sample took `--n`, which
+    could be `--nnodes` or `--nproc-per-node`): no CLI or verb flag may do that."""
+    from torch.distributed.run import get_args_parser
+
+    from tenfold.registry import METHODS, load_method
+
+    own = [s for s in get_args_parser()._option_string_actions if s.startswith("--")]
+
+    def ambiguous(flag: str) -> bool:
+        return flag not in own and sum(s.startswith(flag) for s in own) > 1
+
+    assert ambiguous("--n") and not ambiguous("--num-samples")  # the check itself can fail
+    flags = {"--preset", "--set", "--out", "--resume", "--dry-run", "--json", "--help"}
+    for m in METHODS:
+        mod = load_method(m)
+        for fn in (mod.VERBS.values() if mod else ()):
+            flags |= {"--" + p.name.replace("_", "-") for p in cli.verb_options(fn)}
+    assert len(flags) > 40 and not [f for f in sorted(flags) if ambiguous(f)]

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 from tenfold import __version__
 from tenfold.core.io import ConfigError, TenfoldError, to_jsonable
@@ -70,6 +70,28 @@ def verb_options(fn: Callable[..., Any]) -> list[inspect.Parameter]:
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def verb_option_help(fn: Callable[..., Any]) -> dict[str, str]:
+    """Each option's help from the verb docstring's ``Args:`` section (Google style), so the Python API's
+    documentation and ``tenfold METHOD VERB --help`` are one text."""
+    import docstring_parser
+
+    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.GOOGLE)
+    return {p.arg_name: _plain(p.description or "") for p in doc.params if p.description}
+
+
+def verb_summary(fn: Callable[..., Any]) -> str:
+    """The verb docstring's text before its ``Args:`` section, as one plain paragraph for ``--help``."""
+    import docstring_parser
+
+    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.GOOGLE)
+    return _plain(" ".join(filter(None, (doc.short_description, doc.long_description))))
+
+
+def _plain(text: str) -> str:
+    """Docstring text for a terminal: one line, reST literals (````x````) shown as x."""
+    return " ".join(text.replace("``", "").split())
+
+
 def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -> dict[str, Any]:
     """Parse ``args`` into the verb's typed keyword options with tyro (errors: one line)."""
     import typing
@@ -79,9 +101,14 @@ def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -
     from tenfold.core.config import _tyro_message
 
     hints = typing.get_type_hints(fn, include_extras=True)  # keep tyro markers such as Positional
+    helps = verb_option_help(fn)
     fields = []
     for p in verb_options(fn):
         ann = hints.get(p.name, str)
+        if p.name == "resume":  # the CLI's own --resume sets it (with the run's saved options): not a verb flag
+            ann = Annotated[ann, tyro.conf.Suppress]
+        elif p.name in helps:
+            ann = Annotated[ann, tyro.conf.arg(help=helps[p.name])]
         default = p.default if p.default is not inspect.Parameter.empty else dataclasses.MISSING
         fields.append((p.name, ann, dataclasses.field(default=default)))
     if not fields:
@@ -137,7 +164,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     prog = f"tenfold {method} {ns.verb}"
     if ns.help:
         p.print_help()
-        print(f"\n{prog}: {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+        print(f"\n{prog}: {verb_summary(fn)}")
         if verb_options(fn):
             with contextlib.suppress(SystemExit):
                 parse_verb_options(fn, ["--help"], prog)
@@ -177,8 +204,13 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             print(f"{prog} runs in one process; under torchrun rank 0 runs it and the other {group.world - 1} "
                   f"rank(s) exit", file=sys.stderr)
         t0 = time.perf_counter()
-        with _one_process() if single else contextlib.nullcontext(), _stdout_to_stderr(ns.json):
-            metrics = dict(fn(cfg, run_dir, **options))
+        try:
+            with _one_process() if single else contextlib.nullcontext(), _stdout_to_stderr(ns.json):
+                metrics = dict(fn(cfg, run_dir, **options))
+        except TenfoldError:
+            if group.rank == 0 and not ns.resume:
+                _remove_if_only_config(Path(run_dir))
+            raise
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
         if group.rank == 0:  # one result, not one per process
@@ -191,6 +223,15 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
 def _stdout_to_stderr(as_json: bool) -> contextlib.AbstractContextManager:
     """With --json, what a verb prints goes to stderr, so stdout is the one JSON result (``| jq`` works)."""
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
+def _remove_if_only_config(run_dir: Path) -> None:
+    """A run directory this command made and a user error ended before anything but ``config.json`` was
+    written: removed, so a mistyped option leaves no empty run behind (anything else in it is kept)."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in run_dir.iterdir()] == ["config.json"]:
+            (run_dir / "config.json").unlink()
+            run_dir.rmdir()
 
 
 def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], verb: str) -> dict[str, Any]:
@@ -358,8 +399,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     import warnings
 
-    # kornia scripts functions at import time; torch 2.10+ warns about it on every CLI call.
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    from tenfold.core.io import TenfoldWarning
+
+    with warnings.catch_warnings():  # restores the filters and showwarning when main returns (tests call it)
+        # kornia scripts functions at import time; torch 2.10+ warns about it on every CLI call.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        default_show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            if issubclass(category, TenfoldWarning):  # ours: one line, like the errors
+                print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+            else:
+                default_show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    """:func:`main` inside its warning handling."""
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(_top_help())

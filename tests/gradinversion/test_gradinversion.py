@@ -295,6 +295,31 @@ def test_attack_never_mutates_the_model_and_checks_its_inputs():
         build(cfg).run(net, g, num_images=2, mean=[0.5], std=[0.5])
 
 
+def test_warmup_longer_than_the_run_warns(capsys, tmp_path):
+    """A warm-up >= iterations leaves the LR rising to the last step (it is clamped, not decayed): the API
+    warns with TenfoldWarning, the CLI prints it as one 'warning:' line; a normal schedule stays silent."""
+    import warnings
+
+    from tenfold import cli
+    from tenfold.core.io import TenfoldWarning
+
+    net = _tiny_net()
+    x, y = torch.rand(1, 3, 6, 6), torch.tensor([1])
+    g = simulate_client(net, x, y)
+    kw = dict(num_images=1, mean=[0.5] * 3, std=[0.5] * 3)
+    with pytest.warns(TenfoldWarning, match=r"warm-up of 5 steps >= the run's 3 iterations.*--set warmup=N"):
+        build(dataclasses.replace(PRESETS["smoke"], iterations=3, warmup=5, group_size=1)).run(net, g, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        build(dataclasses.replace(PRESETS["smoke"], iterations=6, warmup=5, group_size=1)).run(net, g, **kw)
+    argv = ["gradinversion", "attack", "--preset", "smoke", "--data", "cifar10-mini", "--batch-size", "1",
+            "--iterations", "2", "--set", "group_size=1", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warm-up" in ln]
+    assert err == ["warning: warm-up of 4 steps >= the run's 2 iterations: the learning rate rises through the "
+                   "whole run and never decays; set warmup below iterations (CLI: --set warmup=N)"]
+
+
 def test_attack_resumes_exactly_after_a_kill(tmp_path):
     """A long attack saves its loop state (images, Adam, schedule, noise generator, group consensus); killed after
     iteration 7 and resumed from the checkpoint at 5 it ends on the very images of an uninterrupted run."""
@@ -644,6 +669,28 @@ def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
     assert cli.main(["gradinversion", "attack", "--resume", "--json", "--out", run]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["psnr"] == first["psnr"] and again["true_labels"] == first["true_labels"]
+
+
+def test_audit_and_attack_refuse_bad_settings_before_any_attack(tmp_path, monkeypatch):
+    """A NaN noise sigma, a prune ratio of 1, no batch sizes or negative iterations are refused up front: before
+    the first attack (the NaN used to fail only at its own row, after the clean row's attack had run)."""
+    from tenfold.gradinversion import verbs
+
+    def no_attack(*a, **k):
+        raise AssertionError("an attack ran before the settings were checked")
+
+    monkeypatch.setattr(verbs, "run_attack", no_attack)
+    cfg, kw = PRESETS["smoke"], dict(data="cifar10-mini", iterations=3)
+    for bad, match in ((dict(noise_sigmas=(1e-3, math.nan)), "finite noise_sigma"),
+                       (dict(prune_ratios=(0.5, 1.0)), "prune_ratio < 1"),
+                       (dict(batch_sizes=()), "one or more sizes"),
+                       (dict(batch_sizes=(1, 0)), "one or more sizes"),
+                       (dict(iterations=-1), "iterations must be >= 0")):
+        with pytest.raises(ConfigError, match=match):
+            verbs.audit(cfg, tmp_path, **{**kw, **bad})
+    with pytest.raises(ConfigError, match="iterations must be >= 0"):
+        verbs.attack(cfg, tmp_path, data="cifar10-mini", batch_size=1, iterations=-5)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_audit_table_and_resume_after_a_crash(tmp_path, monkeypatch):

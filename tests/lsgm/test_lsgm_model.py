@@ -305,11 +305,15 @@ def test_torchrun_two_processes_share_one_run_dir(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
          "--master-port", str(port), "-m", "tenfold", "lsgm", "sample", "--checkpoint", str(tmp_path / "run-1"),
-         "--out", str(tmp_path / "smp"), "--json"],  # torchrun takes "--n" for its own (ambiguous) option
+         "--num-samples", "6", "--out", str(tmp_path / "smp"), "--json"],  # torchrun's parser refused "--n 6"
         env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == 1 and results[0]["run_dir"] == str(tmp_path / "smp") and results[0]["nfe"] > 0
+    assert results[0]["num_samples"] == 6
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "smp" / "samples.safetensors"))["mean"].shape[0] == 6
     assert "rank 0 runs it" in proc.stderr and (tmp_path / "smp" / "samples.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run-1", "smp"]
 

@@ -64,6 +64,7 @@ from tenfold.core.io import (
     CheckpointError,
     ConfigError,
     TenfoldError,
+    TenfoldWarning,
     atomic_write_bytes,
     check_device,
     load_checkpoint,
@@ -772,7 +773,8 @@ def fit(
                 set_rng_state(rngs[rank])
             else:
                 warnings.warn(f"checkpoint was written by {len(rngs)} processes, resuming with {world}: "
-                              "RNG states are reseeded, so the run is no longer bit-identical", stacklevel=2)
+                              "RNG states are reseeded, so the run is no longer bit-identical", TenfoldWarning,
+                              stacklevel=2)
                 seed_everything(seed + rank + 1_000_003 * state["step"])
             start_step, seconds_before, resumed_from = int(state["step"]), float(state["seconds"]), int(state["step"])
             sums = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in state["log"]["sums"].items()}

@@ -52,6 +52,11 @@ class DependencyError(TenfoldError):
     """An optional dependency that this feature needs is not installed."""
 
 
+class TenfoldWarning(UserWarning):
+    """A setting that runs but likely not as meant (e.g. a warm-up longer than the run); the CLI prints it as
+    one ``warning: <message>`` line on stderr."""
+
+
 # --------------------------------------------------------------------------------------------
 # Boundary checks
 # --------------------------------------------------------------------------------------------

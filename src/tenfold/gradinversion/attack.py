@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 from tenfold.core.engine import Checkpointer, warmup_cosine
-from tenfold.core.io import CheckpointError, ConfigError, InputError, check_tensor
+from tenfold.core.io import CheckpointError, ConfigError, InputError, TenfoldWarning, check_tensor
 from tenfold.gradinversion.labels import recover_labels
 from tenfold.gradinversion.registration import consensus, invert, warp
 
@@ -428,6 +429,10 @@ class GradInversion:
         X = _initial_images(self.init, (G, B, *shape), gen, dt, mu, sd).to(dev)
         X = torch.max(torch.min(X, hi), lo).requires_grad_(True)
         opt = torch.optim.Adam([X], lr=self.lr)
+        if self.warmup >= self.iterations:  # clamped below, so the learning rate only ramps up and never decays
+            warnings.warn(f"warm-up of {self.warmup} steps >= the run's {self.iterations} iterations: the learning "
+                          f"rate rises through the whole run and never decays; set warmup below iterations "
+                          f"(CLI: --set warmup=N)", TenfoldWarning, stacklevel=2)
         sched = _schedule(opt, self.lr_schedule, min(self.warmup, self.iterations), self.iterations)
         start_group = int(self.group_warmup * self.iterations)
         E_frames: torch.Tensor | None = None  # (G, B, C, H, W): consensus in each seed's frame

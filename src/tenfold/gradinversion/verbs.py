@@ -170,7 +170,20 @@ def _cpu(x: Any) -> Any:
 def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
          data: str = "cifar10-test", batch_size: int = 8, batch_seed: int = 0, unique_labels: bool = True,
          calibrate_bn_images: int = 0) -> dict[str, Any]:
-    """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch."""
+    """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch.
+
+    Args:
+        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
+            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
+        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
+            (seeded He init) or a local weights file.
+        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
+        batch_size: images in the client's batch.
+        batch_seed: seed that picks the batch from ``data`` (and the defences' noise).
+        unique_labels: draw a batch whose labels all differ (the paper's setting; needs ``batch_size`` <= classes).
+        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
+            "fresh network, calibrated BN" regime, with ``--weights none``).
+    """
     run_dir = Path(run_dir)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     _, idx, x, y, g, user_bn = _cpu(_simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels))
@@ -186,10 +199,17 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
             **{f"label_accuracy_{k}": v for k, v in accs.items()}, "threat_model": cfg.threat_model()}
 
 
+def _check_iterations(iterations: int) -> None:
+    """``iterations`` is a count or 0 (the preset's); a negative one used to run the preset's budget silently."""
+    if iterations < 0:
+        raise ConfigError(f"--iterations must be >= 0 (0: the preset's), got {iterations}")
+
+
 def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                mean: list[float], std: list[float], user_bn: list[tuple[torch.Tensor, torch.Tensor]] | None,
                iterations: int = 0, **run_kw: Any) -> AttackResult:
     """Run the configured attack on shared update ``g`` of the client batch (x, y)."""
+    _check_iterations(iterations)
     if iterations > 0:
         cfg = dataclasses.replace(cfg, iterations=iterations)
     inv = build(cfg)
@@ -206,10 +226,28 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
 
     ``target`` is a ``leak`` run directory; without it a fresh client batch is simulated. ``iterations``
     > 0 overrides the preset's. The loop state is saved every ``ckpt_every`` iterations (config), and
-    ``--resume --out RUN`` continues it exactly."""
+    ``--resume --out RUN`` continues it exactly.
+
+    Args:
+        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
+            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
+        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
+            (seeded He init) or a local weights file.
+        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
+        batch_size: images in the client's batch.
+        iterations: optimisation steps of the inversion; 0: the preset's.
+        target: a ``leak`` run directory to attack (its model, data and update); empty: simulate a client here.
+        batch_seed: seed that picks the batch from ``data`` (and the defences' noise).
+        unique_labels: draw a batch whose labels all differ (the paper's setting; needs ``batch_size`` <= classes).
+        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
+            "fresh network, calibrated BN" regime, with ``--weights none``).
+        lpips_weights: a local LPIPS backbone weights file; LPIPS is reported only when one is given (no downloads).
+        resume: continue the attack from the run's last checkpoint (the CLI's ``--resume --out RUN``).
+    """
     from tenfold.core.engine import Checkpointer, MetricsLogger
 
     run_dir = Path(run_dir)
+    _check_iterations(iterations)
     if target:
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
         ex = header["extra"]
@@ -260,7 +298,7 @@ def _lpips_note(lpips_weights: str) -> str:
     """LPIPS is reported only with local backbone weights; none ship offline, so say why it is skipped."""
     if lpips_weights and Path(lpips_weights).is_file():
         return f"skipped: the lpips package is not installed to read {lpips_weights}"
-    return "skipped: LPIPS needs local backbone weights (--lpips_weights FILE); none are available offline"
+    return "skipped: LPIPS needs local backbone weights (--lpips-weights FILE); none are available offline"
 
 
 def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
@@ -290,18 +328,39 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     """Leakage (PSNR, label accuracy) against common defences, per batch size: a table and a plot.
 
     Each finished row is appended to ``audit_rows.jsonl`` at once; ``--resume --out RUN`` keeps those rows and
-    runs only the missing attacks (each attack is seeded on its own, so the table is the same)."""
+    runs only the missing attacks (each attack is seeded on its own, so the table is the same).
+
+    Args:
+        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
+            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
+        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
+            (seeded He init) or a local weights file.
+        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
+        batch_sizes: one row group per batch size, e.g. ``--batch-sizes 1 4 8``.
+        noise_sigmas: standard deviations of the Gaussian noise added to every gradient entry (one row each).
+        prune_ratios: fractions in [0, 1) of each layer's smallest-magnitude gradient entries set to zero.
+        iterations: optimisation steps of each inversion; 0: the preset's.
+        batch_seed: seed that picks each batch from ``data`` (and the defences' noise).
+        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
+            "fresh network, calibrated BN" regime, with ``--weights none``).
+        resume: keep the rows ``audit_rows.jsonl`` already holds and run only the missing attacks.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
+               [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    for _, sigma, ratio in defences:  # every row's settings checked before the first attack, not at its row
+        apply_defences([torch.zeros(1)], sigma, ratio)
+    _check_iterations(iterations)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"--batch-sizes needs one or more sizes >= 1, got {list(batch_sizes)}")
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     dev = next(net.parameters()).device
     _, xs, ys = _dataset_tensors(data)
-    defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
-               [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
     done_path = run_dir / "audit_rows.jsonl"
     if done_path.is_file() and not resume:
         raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")

@@ -132,12 +132,17 @@ def _synthetic_bodies(model: BodyModel, n: int, seed: int, noise_mm: float = 0.0
     return {"pose": pose, "betas": betas, "transl": transl, "keypoints": noisy, "clean": kp}
 
 
-def synth(cfg: Config, run_dir: Path, *, n: int = 0, noise_mm: float = 0.0) -> dict[str, Any]:
-    """SYNTHETIC keypoints of random procedural bodies: writes keypoints.npy (B, 26, 3) and truth.npz."""
+def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0) -> dict[str, Any]:
+    """SYNTHETIC keypoints of random procedural bodies: writes keypoints.npy (B, 26, 3) and truth.npz.
+
+    Args:
+        bodies: bodies to draw; 0: the config's ``demo_bodies``.
+        noise_mm: standard deviation of the Gaussian noise added to each keypoint coordinate, in millimetres.
+    """
     model = procedural_model(cfg.seed)
-    n = n or cfg.demo_bodies
+    n = bodies or cfg.demo_bodies
     if n < 1 or noise_mm < 0:
-        raise InputError("n must be >= 1 and noise_mm >= 0")
+        raise InputError(f"bodies must be >= 1 and noise_mm >= 0, got {n}, {noise_mm}")
     s = _synthetic_bodies(model, n, cfg.seed + 1, noise_mm)
     np.save(run_dir / "keypoints.npy", s["keypoints"].numpy())
     np.savez(run_dir / "truth.npz", pose=s["pose"].numpy(), betas=s["betas"].numpy(), transl=s["transl"].numpy())
@@ -146,7 +151,15 @@ def synth(cfg: Config, run_dir: Path, *, n: int = 0, noise_mm: float = 0.0) -> d
 
 def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = "",
         landmarks: str = "") -> dict[str, Any]:
-    """Fit the body model to keypoints (.npy/.json, metres): writes params.npz, mesh_000.obj, fit.png."""
+    """Fit the body model to keypoints (.npy/.json, metres): writes params.npz, mesh_000.obj, fit.png.
+
+    Args:
+        keypoints: ``.npy`` of (26, 3), (B, 26, 3) or (B, 26, 4) with confidence last, or ``.json``
+            (``{"keypoints": ..., "confidence": ...}`` or a nested list); metres, in the 26-keypoint order.
+        body_model: ``procedural`` or an SMPL-layout ``.npz`` / ``.pkl`` file; empty: the config's.
+        landmarks: a ``.json`` such as ``{"nose": 331}`` naming the vertex of any of the 11 surface landmarks,
+            in place of the ones the body model's rules pick.
+    """
     if not keypoints:
         raise InputError("pass --keypoints FILE (.npy or .json, (B, 26, 3) metres)")
     X, c = read_keypoints(keypoints)
@@ -170,7 +183,15 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,
         max_frames: int = 0, shared_shape: bool = True, body_model: str = "") -> dict[str, Any]:
     """Fit every frame of a BVH file (default: the CMU walk in the shared data) from the keypoints its
-    skeleton has. ``shared_shape``: one beta for the sequence (median of the per-frame fits)."""
+    skeleton has. ``shared_shape``: one beta for the sequence (median of the per-frame fits).
+
+    Args:
+        file: the ``.bvh`` file (CMU skeleton names); empty: the CMU walk in the shared data.
+        fps: frame rate to fit at (the file's rate divided by a whole step); 0: every frame.
+        max_frames: fit at most this many frames; 0: all.
+        shared_shape: one shape (betas) for the whole sequence, the median of a first per-frame fit.
+        body_model: ``procedural`` or an SMPL-layout ``.npz`` / ``.pkl`` file; empty: the config's.
+    """
     path = file or str(data_root() / CMU_BVH)
     X, c, used_fps = bvh_keypoints(path, fps, max_frames)
     model = build(cfg, body_model)
@@ -233,7 +254,7 @@ def demo(run_dir: Path) -> Section:
 def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any]:
     """Options each verb needs in the end-to-end smoke test."""
     if verb == "synth":
-        return {"n": 4, "noise_mm": 5.0}
+        return {"bodies": 4, "noise_mm": 5.0}
     if verb == "fit":
         return {"keypoints": str(earlier_run_dirs["synth"] / "keypoints.npy")}
     if verb == "bvh":

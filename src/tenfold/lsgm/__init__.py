@@ -29,7 +29,7 @@ DISTRIBUTED_VERBS = ("train",)  # DDP under torchrun; sample and evaluate run on
 def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any]:
     """Options each verb needs in the end-to-end smoke test (sample/evaluate read train's model)."""
     if verb == "sample":
-        return {"checkpoint": str(earlier_run_dirs["train"]), "n": 16}
+        return {"checkpoint": str(earlier_run_dirs["train"]), "num_samples": 16}
     if verb == "evaluate":
         return {"checkpoint": str(earlier_run_dirs["train"]), "limit": 16, "fd_samples": 32}
     return {}

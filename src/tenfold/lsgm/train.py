@@ -359,7 +359,11 @@ def _bpd(nats: float, cfg: Config, dims: int) -> float:
 # verbs
 # ------------------------------------------------------------------------------------------------------
 def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train the VAE (stage 1) and the score prior (stage 2); writes ``model.*``, ``samples.png``, logs."""
+    """Train the VAE (stage 1) and the score prior (stage 2); writes ``model.*``, ``samples.png``, logs.
+
+    Args:
+        resume: continue from the run's last checkpoint, exactly (the CLI's ``--resume --out RUN``).
+    """
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,
                        num_levels=cfg.num_levels)
     _device(cfg)
@@ -380,11 +384,20 @@ def _load_on_device(checkpoint: str, device: str) -> Trained:
     return model.to(_device(dataclasses.replace(model.cfg, device=dev)))
 
 
-def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol: float = 0.0,
+def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int = 64, tol: float = 0.0,
            sampler: str = "", seed: int = 0, device: str = "") -> dict[str, Any]:
-    """Draw ``n`` samples from a trained model (``--checkpoint RUN_DIR``) on ``--device`` (default: the
-    checkpoint config's); writes ``samples.png`` and ``samples.safetensors``; reports NFE per batch (at
-    ``--tol``, default the config's) and seconds."""
+    """Draw samples from a trained model; writes ``samples.png`` (decoder means) and ``samples.safetensors``
+    (means and decoder draws); reports NFE per batch and seconds.
+
+    Args:
+        checkpoint: the run directory ``tenfold lsgm train`` wrote.
+        num_samples: images to draw (named so that ``torchrun`` does not take the flag for one of its own).
+        tol: the ODE solver's rtol = atol; 0: the checkpoint config's ``ode_tol``.
+        sampler: ``ode`` (probability flow, adaptive) or ``sde`` (ancestral); empty: the config's.
+        seed: seed of the prior noise (the same seed gives the same images).
+        device: ``cpu``, ``cuda``, ``cuda:1``; empty: the checkpoint config's.
+    """
+    n = num_samples
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
@@ -395,7 +408,8 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", n: int = 64, tol
 
     save_file({"mean": gen["mean"].contiguous(), "draw": gen["draw"].contiguous()},
               str(Path(run_dir) / "samples.safetensors"))
-    return {"n": n, "nfe": gen["nfe"], "seconds": round(gen["seconds"], 3), "cpu_seconds": round(gen["cpu_seconds"], 3),
+    return {"num_samples": n, "nfe": gen["nfe"], "seconds": round(gen["seconds"], 3),
+            "cpu_seconds": round(gen["cpu_seconds"], 3),
             "tol": tol or model.cfg.ode_tol, "sampler": sampler or model.cfg.sampler}
 
 
@@ -404,7 +418,17 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     """Held-out NELBO (DSM and ODE bounds, nats per image and bits/dim) and FD-CNN / FD-ResNet56 of
     ``fd_samples`` samples against the held-out images, on ``--device`` (default: the checkpoint config's).
     ``--data`` names another dataset, all of whose images are then held out (e.g. cifar10-test for a model
-    trained on cifar10-train); naming the training data again evaluates its held-out split."""
+    trained on cifar10-train); naming the training data again evaluates its held-out split.
+
+    Args:
+        checkpoint: the run directory ``tenfold lsgm train`` wrote.
+        limit: score only the first ``limit`` held-out images; 0: all of them.
+        fd_samples: samples (and as many held-out images) for the Frechet distance; 0: skip it.
+        ode: also compute the ODE bound (probability flow with Hutchinson's trace; slower than the DSM one).
+        data: another dataset of the same format whose images are all held out; empty: the training data's
+            held-out split.
+        device: ``cpu``, ``cuda``, ``cuda:1``; empty: the checkpoint config's.
+    """
     if not checkpoint:
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)

@@ -501,7 +501,11 @@ def plot_dims(dims: dict[str, tuple[int, list[BlockDims]]], path: Path, title: s
 # Verbs
 # --------------------------------------------------------------------------------------------
 def lut(cfg: Config, run_dir: Path, *, device: str = "") -> dict[str, Any]:
-    """Measure the block + stem latency LUT on this device (``lut_*`` grid, ``lut_batch``) -> lut.json."""
+    """Measure the block + stem latency LUT on this device (``lut_*`` grid, ``lut_batch``) -> lut.json.
+
+    Args:
+        device: where to time the blocks (``cpu``, ``cuda``, ``cuda:1``); empty: the config's ``device``.
+    """
     b = build(cfg)
     dev = device or cfg.device
     t0 = time.perf_counter()
@@ -522,7 +526,16 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
 
     ``lut``: a ``lut.json`` (or run dir) from the ``lut`` verb; empty: a SYNTHETIC MACs-proportional
     LUT. Writes ``pruned.json/.safetensors`` (dense NViT model), ``teacher.*``, history and plot; the loop
-    checkpoints every ``prune_ckpt_every`` iterations and ``--resume`` continues it exactly."""
+    checkpoints every ``prune_ckpt_every`` iterations and ``--resume`` continues it exactly.
+
+    Args:
+        model: ``vit`` (tenfold's ViT at the config's dims), ``timm:NAME`` (built locally, no download), or an
+            NViT ``.json`` / run directory from an earlier prune or finetune.
+        weights: a local weights file for ``vit`` or ``timm:NAME`` (safetensors or ``.pth``); empty: random init.
+        lut: a ``lut.json`` or ``lut`` run directory; empty: a SYNTHETIC MACs-proportional LUT.
+        latency_target: the goal as a fraction in (0, 1] of the dense model's LUT latency; 0: the config's.
+        resume: continue the pruning loop from the run's last checkpoint (the CLI's ``--resume --out RUN``).
+    """
     b = build(cfg)
     frac = latency_target or cfg.latency_target
     if not 0 < frac <= 1:  # NaN fails too
@@ -577,7 +590,16 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
 def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", resume: bool = False,
              scratch: bool = False, steps: int = 0) -> dict[str, Any]:
     """Fine-tune a pruned dense model (``model``: prune run dir or ``.json``) with KD from ``teacher``
-    (default: the prune run's ``teacher.json``); ``scratch`` re-initialises it ("ReViT")."""
+    (default: the prune run's ``teacher.json``); ``scratch`` re-initialises it ("ReViT").
+
+    Args:
+        model: the pruned model: a prune run directory or its ``pruned.json``.
+        teacher: the distillation teacher (NViT ``.json``); empty: the ``teacher.json`` beside ``model``, and
+            no distillation when there is none.
+        resume: continue from the run's last checkpoint (the CLI's ``--resume --out RUN``).
+        scratch: re-initialise the pruned architecture and train it from scratch (the paper's "ReViT").
+        steps: optimizer steps; 0: the config's ``finetune_steps``.
+    """
     if not model:
         raise ConfigError("finetune needs --model (a prune run directory or pruned .json)")
     run_dir = Path(run_dir)
@@ -608,7 +630,14 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
 def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: bool = True,
            repeats: int = 10) -> dict[str, Any]:
     """ONNX export (checked with onnxruntime) and the report: MACs, params, LUT and measured latency
-    (batch 1 and ``lut_batch``) of the model next to its unpruned teacher when one is found."""
+    (batch 1 and ``lut_batch``) of the model next to its unpruned teacher when one is found.
+
+    Args:
+        model: a finetune or prune run directory, or an NViT ``.json``.
+        lut: a ``lut.json`` or ``lut`` run directory, to report the LUT latency next to the measured one.
+        onnx: write ``model.onnx`` and check it against PyTorch with onnxruntime.
+        repeats: timed calls per latency measurement (after 2 warm-up calls).
+    """
     if not model:
         raise ConfigError("export needs --model (a finetune/prune run directory or NViT .json)")
     run_dir = Path(run_dir)
