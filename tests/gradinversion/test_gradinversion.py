@@ -775,3 +775,125 @@ def test_attack_creates_no_tensor_on_the_default_device(on_meta_default):
 
     ref, got = run_all(), on_meta_default(run_all)
     assert all(t.device.type == "cpu" and torch.equal(t, r) for t, r in zip(got, ref))
+
+
+# ---------------------------------------------------------------------------------------------
+# Defects found by the session-12 review, each with the case that exposed it
+# ---------------------------------------------------------------------------------------------
+def test_count_rule_reads_a_fedavg_update():
+    """`count` reads the bias gradient's magnitude, so a FedAvg update θ_k - θ_0 ≈ -η k ∇ is divided by -η k, not
+    only sign-flipped (with η = 0.01 the flipped update made every count the prior's: 0.5 accuracy here)."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5)).eval()
+    net.input_size = (3, 6, 6)
+    x = torch.rand(8, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])
+    for update, k in (("gradient", 1), ("fedavg", 1), ("fedavg", 2)):
+        cfg = dataclasses.replace(PRESETS["smoke"], label_rule="count", update=update, local_steps=k, local_lr=0.01)
+        g = simulate_client(net, x, y, update=update, local_steps=k, local_lr=0.01)
+        assert build(cfg).restore_labels(net, g, 8).tolist() == y.tolist(), (update, k)
+
+
+def test_attack_on_a_leak_takes_the_clients_settings_and_model(tmp_path, monkeypatch):
+    """`attack --target` attacks what the leak run shared: its update kind, local steps, defences and client mode,
+    and the model as the leak initialised it (``weights=none`` is seeded by the leak's seed, not the attack's).
+    It used to take all of these from its own config: a FedAvg update matched as a gradient, a noise defence
+    recorded that was never applied, and a different random model (relative gradient error 1.28)."""
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.gradinversion import verbs
+
+    leak_cfg = dataclasses.replace(PRESETS["smoke"], update="fedavg", local_steps=2, local_lr=0.05, seed=0)
+    (tmp_path / "leak").mkdir()
+    verbs.leak(leak_cfg, tmp_path / "leak", weights="none", data="cifar10-mini", batch_size=2)
+    seen = {}
+
+    def capture(cfg, net, g, x, y, *a, **k):
+        seen.update(cfg=cfg, net=net, g=g, x=x, y=y)
+        raise KeyboardInterrupt  # stop before the inversion: the inputs are what this test checks
+
+    monkeypatch.setattr(verbs, "run_attack", capture)
+    attack_cfg = dataclasses.replace(PRESETS["smoke"], seed=1, noise_sigma=0.1)
+    with (pytest.warns(TenfoldWarning, match=r"update=fedavg \(this config: gradient\).*noise_sigma=0.0"),
+          pytest.raises(KeyboardInterrupt)):
+        verbs.attack(attack_cfg, tmp_path / "a", target=str(tmp_path / "leak"))
+    c = seen["cfg"]
+    assert (c.update, c.local_steps, c.local_lr, c.noise_sigma, c.seed) == ("fedavg", 2, 0.05, 0.0, 1)
+    again = simulate_client(seen["net"], seen["x"], seen["y"], c.resolved_client_mode(), c.update, c.local_steps,
+                            c.local_lr)
+    assert all(torch.equal(a, b) for a, b in zip(again, seen["g"]))  # the very model and client the leak had
+
+
+def test_yin_guard_probes_models_without_input_size():
+    """Yin's rule assumes features h >= 0 before the classifier. A model without ``input_size`` (any user's
+    nn.Module) used to skip the check; the attack's own input shape now drives the probe."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Tanh(),
+                        nn.Linear(4, 5)).eval()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([0, 3])
+    g = simulate_client(net, x, y)
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, warmup=1, group_size=1, label_rule="yin")
+    with pytest.raises(ConfigError, match="non-negative features"):
+        build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3, input_shape=(3, 6, 6))
+    res = build(dataclasses.replace(cfg, force_label_rule=True)).run(net, g, num_images=2, mean=[0.5] * 3,
+                                                                      std=[0.5] * 3, input_shape=(3, 6, 6))
+    assert res.labels.shape == (2,)
+
+
+class _BNOutOfOrder(nn.Module):
+    """Declares its BN layers in the opposite order to the one they run in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_late = nn.BatchNorm2d(4)
+        self.conv0, self.conv = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn_early = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.bn_early(self.conv0(x)))
+        return self.fc(torch.relu(self.bn_late(h)).mean((2, 3)))
+
+
+def test_bn_prior_pairs_each_layer_with_its_own_statistics():
+    """R_BN pairs every BN layer with its own reference, whatever order the model declares them in, and the
+    first-layer weight goes to the layer that runs first. Pairing two lists by position gave a nonzero R_BN at
+    the true batch here, where it must be 0."""
+    from tenfold.gradinversion.attack import _BNRecorder, _Functional
+
+    torch.manual_seed(0)
+    net, x = _BNOutOfOrder().eval(), torch.rand(4, 3, 6, 6)
+    # train mode: each layer normalises by the batch's own statistics, so planting the buffers changes no input
+    stats = bn_batch_stats(net, x, "train")  # in declaration order: bn_late, bn_early
+    with torch.no_grad():
+        for m, (mu, var) in zip((net.bn_late, net.bn_early), stats):
+            m.running_mean.copy_(mu)
+            m.running_var.copy_(var)
+    f = _Functional(net, "train")
+    refs = [(m.running_mean.clone(), m.running_var.clone()) for m in f.bn]
+    rec = _BNRecorder(f.bn)
+    with torch.no_grad():
+        f(f.theta0, x)
+    assert float(bn_prior(*rec.paired(refs), 10.0)) < 1e-5
+    shifted = [(mu + (0.1 if i == 1 else 0.0) / 2, var) for i, (mu, var) in enumerate(refs)]  # bn_early, |Δμ| 0.1
+    assert float(bn_prior(*rec.paired(shifted), 10.0)) == pytest.approx(10 * 0.1, rel=1e-4)
+    shifted = [(mu + (0.1 if i == 0 else 0.0) / 2, var) for i, (mu, var) in enumerate(refs)]  # bn_late: weight 1
+    assert float(bn_prior(*rec.paired(shifted), 10.0)) == pytest.approx(0.1, rel=1e-4)
+
+
+def test_user_bn_statistics_and_empty_batches_are_checked():
+    """A user's BN statistics of the wrong shape used to broadcast silently (one scalar pair for a 4-channel layer
+    gave R_BN 22.6), and an empty client batch "leaked" all-zero gradients: both are one clear error now."""
+    net = _tiny_net()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
+    g = simulate_client(net, x, y, mode="train")
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, warmup=1, group_size=1, alpha_bn=0.1,
+                              client_mode="train")
+    with pytest.raises(InputError, match=r"bn_stats layer 0: mean and var need shape \(4,\)"):
+        build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3,
+                       bn_ref=[(torch.zeros(()), torch.ones(()))])
+    with pytest.raises(InputError, match="NaN"):
+        build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3,
+                       bn_ref=[(torch.full((4,), math.nan), torch.ones(4))])
+    with pytest.raises(InputError, match="no images"):
+        simulate_client(net, x[:0], y[:0])

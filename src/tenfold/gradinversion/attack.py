@@ -68,6 +68,23 @@ def fc_layer(model: nn.Module) -> tuple[int, nn.Linear]:
     return names.index(wname), last[1]
 
 
+def fc_gradients(model: nn.Module, shared: Sequence[torch.Tensor], update: str = "gradient", local_steps: int = 1,
+                 local_lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None, nn.Linear]:
+    """The classifier's weight and bias gradient (bias: None without a trainable one) read from what a client
+    shared, and the layer. A FedAvg update θ_k - θ_0 ≈ -η k ∇ (first order in η) is divided by -η k: the sign
+    and order rules would need only the sign flip, but ``count`` reads the bias gradient's magnitude."""
+    idx, fc = fc_layer(model)
+    if update == "gradient":
+        scale = 1.0
+    elif update == "fedavg" and local_lr > 0 and local_steps >= 1:
+        scale = -1.0 / (local_lr * local_steps)
+    else:
+        raise ConfigError(f"update must be 'gradient', or 'fedavg' with local_lr > 0 and local_steps >= 1; got "
+                          f"{update}, local_lr {local_lr}, local_steps {local_steps}")
+    gb = shared[idx + 1] * scale if fc.bias is not None and fc.bias.requires_grad else None
+    return shared[idx] * scale, gb, fc
+
+
 class _Functional:
     """A private copy of ``model`` in a fixed mode, run functionally with cloned buffers."""
 
@@ -118,6 +135,8 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     (or the FedAvg update θ_k - θ_0); one tensor per trainable parameter. ``model`` is not modified."""
     check_tensor(x, "x", ("B", None, None, None))
     check_tensor(y, "y", (x.shape[0],))
+    if not x.shape[0]:  # an empty batch used to "leak" all-zero gradients
+        raise InputError("x holds no images: a client batch needs at least one")
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
     _check_labels(y, f, x[:2], "y")
     with torch.enable_grad():
@@ -149,7 +168,10 @@ def bn_batch_stats(model: nn.Module, x: torch.Tensor, mode: str = "train") -> li
     with torch.no_grad():
         f(f.theta0, x)
     rec.close()
-    return [(m.detach(), v.detach()) for m, v in rec.stats]
+    if len(rec.stats) != len(f.bn):
+        raise InputError(f"{len(f.bn) - len(rec.stats)} of the model's {len(f.bn)} BN layers did not run in its "
+                         "forward")
+    return [(rec.stats[i][0].detach(), rec.stats[i][1].detach()) for i in range(len(f.bn))]
 
 
 def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prune_ratio: float = 0.0,
@@ -282,16 +304,31 @@ def group_consistency(X: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 class _BNRecorder:
-    """Forward hooks recording (mean, biased var) of each BN layer's *input* over all dims but channels."""
+    """Forward hooks recording (mean, biased var) of each BN layer's *input* over all dims but channels.
+
+    ``stats`` maps a layer's index in ``modules`` to its statistics, in the order the layers ran, first call
+    only: pairing by index keeps each layer with its own reference even when a model declares its layers in
+    another order than it runs them (pairing two lists by position mismatched them silently), and a layer
+    called again in the same forward (a FedAvg unroll's later steps) keeps its first, x̂-only statistics."""
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
-        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.handles = [m.register_forward_hook(self._hook) for m in modules]
+        self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
 
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        h = inputs[0]
-        dims = [0] + list(range(2, h.dim()))
-        self.stats.append((h.mean(dims), h.var(dims, unbiased=False)))
+    def _hook(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if i not in self.stats:
+                h = inputs[0]
+                dims = [0] + list(range(2, h.dim()))
+                self.stats[i] = (h.mean(dims), h.var(dims, unbiased=False))
+        return hook
+
+    def paired(self, refs: Sequence[tuple[torch.Tensor, torch.Tensor]]
+               ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """(recorded stats, their references) in execution order, for :func:`bn_prior`."""
+        if len(self.stats) != len(refs):
+            raise InputError(f"BN prior: {len(self.stats)} of the model's {len(refs)} BN layers ran in the forward")
+        return [self.stats[i] for i in self.stats], [refs[i] for i in self.stats]
 
     def close(self) -> None:
         for hd in self.handles:
@@ -353,16 +390,13 @@ class GradInversion:
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     # ----------------------------------------------------------------------------------------
-    def restore_labels(self, model: nn.Module, target: Sequence[torch.Tensor], B: int) -> torch.Tensor:
-        """Step 1: ŷ from the classifier's weight (and bias) gradient, checking Yin's h >= 0 assumption."""
-        idx, fc = fc_layer(model)
-        gW = target[idx]
-        if self.update == "fedavg":
-            gW = -gW  # θ_k - θ_0 ≈ -η k ∇W: flip the sign, the rules read signs and order only
-        gb = None
-        if fc.bias is not None and fc.bias.requires_grad:
-            gb = target[idx + 1] if self.update == "gradient" else -target[idx + 1]
-        if self.label_rule == "yin" and not self.force_label_rule and not _features_nonnegative(model, fc):
+    def restore_labels(self, model: nn.Module, target: Sequence[torch.Tensor], B: int,
+                       input_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """Step 1: ŷ from the classifier's weight (and bias) gradient, checking Yin's h >= 0 assumption on a
+        probe batch of ``input_shape`` (default: the model's ``input_size``)."""
+        gW, gb, fc = fc_gradients(model, target, self.update, self.local_steps, self.local_lr)
+        if self.label_rule == "yin" and not self.force_label_rule and not _features_nonnegative(model, fc,
+                                                                                                input_shape):
             raise ConfigError("Yin's label rule needs non-negative features before the last Linear layer "
                               "(ReLU then pooling); set force_label_rule=true to use it anyway, "
                               "or use label_rule=rowsum")
@@ -405,7 +439,7 @@ class GradInversion:
         if labels is not None:
             check_tensor(labels, "labels", (B,))
             _check_labels(labels, f, torch.zeros((2, *shape), dtype=dt, device=dev), "labels")
-        y = (self.restore_labels(model, target, B) if labels is None else labels.long().sort().values).to(dev)
+        y = (self.restore_labels(model, target, B, shape) if labels is None else labels.long().sort().values).to(dev)
 
         # BN reference statistics
         if isinstance(bn_ref, str):
@@ -417,10 +451,16 @@ class GradInversion:
             else:
                 raise ConfigError(f"bn_stats must be 'running', 'user' or 'none', got '{bn_ref}'")
         else:
-            refs = [(m.to(dt), v.to(dt)) for m, v in bn_ref]
+            refs = [(torch.as_tensor(m).to(dev, dt), torch.as_tensor(v).to(dev, dt)) for m, v in bn_ref]
             use_bn = self.alpha_bn > 0 and len(refs) > 0
             if use_bn and len(refs) != len(f.bn):
                 raise InputError(f"bn_stats lists {len(refs)} layers but the model has {len(f.bn)} BN layers")
+            for i, ((m, v), layer) in enumerate(zip(refs, f.bn)):  # a wrong shape used to broadcast silently
+                if m.shape != (layer.num_features,) or v.shape != (layer.num_features,):
+                    raise InputError(f"bn_stats layer {i}: mean and var need shape ({layer.num_features},) (its "
+                                     f"channels), got {tuple(m.shape)} and {tuple(v.shape)}")
+                check_tensor(m, f"bn_stats layer {i} mean")
+                check_tensor(v, f"bn_stats layer {i} var")
         recorder = _BNRecorder(f.bn) if use_bn else None
         match = GradMatch(target, self.grad_distance, self.normalize_grad)
 
@@ -494,7 +534,7 @@ class GradInversion:
                     loss = loss + self.alpha_tv * tv + self.alpha_l2 * l2
                     if recorder is not None:
                         # in train mode the first forward of the FedAvg unroll is the one on x̂ alone
-                        rbn = bn_prior(recorder.stats[: len(refs)], refs, self.first_bn_multiplier)
+                        rbn = bn_prior(*recorder.paired(refs), self.first_bn_multiplier)
                         loss = loss + self.alpha_bn * rbn
                         terms["bn"] += float(rbn.detach())
                     (gx,) = torch.autograd.grad(loss, xg)
@@ -590,9 +630,10 @@ def _schedule(opt: torch.optim.Optimizer, kind: str, warmup: int, total: int) ->
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _features_nonnegative(model: nn.Module, fc: nn.Linear) -> bool:
-    """Whether the classifier's input is non-negative on a probe batch (Yin's rule assumes h >= 0)."""
-    shape = getattr(model, "input_size", None)
+def _features_nonnegative(model: nn.Module, fc: nn.Linear, input_shape: Sequence[int] | None = None) -> bool:
+    """Whether the classifier's input is non-negative on a probe batch of ``input_shape`` (default: the model's
+    ``input_size``) in [0, 1] (Yin's rule assumes h >= 0)."""
+    shape = input_shape if input_shape is not None else getattr(model, "input_size", None)
     if shape is None:
         return True  # cannot probe without an input shape; trust the user
     seen: list[torch.Tensor] = []

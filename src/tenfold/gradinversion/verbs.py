@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tenfold.core.io import (
     CheckpointError,
     ConfigError,
     DataError,
+    TenfoldWarning,
     check_device,
     load_checkpoint,
     save_checkpoint,
@@ -34,7 +36,7 @@ from tenfold.gradinversion.attack import (
     apply_defences,
     bn_batch_stats,
     calibrate_bn,
-    fc_layer,
+    fc_gradients,
     simulate_client,
 )
 from tenfold.gradinversion.config import Config, build
@@ -110,12 +112,11 @@ def _client(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor, see
 
 
 def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, cfg: Config) -> dict[str, float]:
-    idx, fc = fc_layer(model)
-    sign = -1.0 if cfg.update == "fedavg" else 1.0
-    gb = sign * g[idx + 1] if fc.bias is not None else None
+    gW, gb, _ = fc_gradients(model, g, cfg.update, cfg.local_steps, cfg.local_lr)
     out = {}
-    for rule in ("yin", "rowsum", "bias") + (("idlg",) if y.numel() == 1 else ()):
-        out[rule] = label_accuracy(recover_labels(sign * g[idx], y.numel(), rule, gb), y)
+    for rule in ("yin", "rowsum") + (("bias", "count") if gb is not None else ()) + (("idlg",) if y.numel() == 1
+                                                                                     else ()):
+        out[rule] = label_accuracy(recover_labels(gW, y.numel(), rule, gb), y)
     return out
 
 
@@ -148,12 +149,37 @@ def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, ba
             bn_batch_stats(net, x, cfg.resolved_client_mode()))
 
 
-def _model(cfg: Config, name: str, weights: str,
-           calibrate_bn_images: int) -> tuple[nn.Module, list[float], list[float]]:
-    """:func:`load_model` moved to the config's ``device`` (checked first: a bad name or a missing GPU is one line)."""
+def _model(cfg: Config, name: str, weights: str, calibrate_bn_images: int,
+           seed: int | None = None) -> tuple[nn.Module, list[float], list[float]]:
+    """:func:`load_model` moved to the config's ``device`` (checked first: a bad name or a missing GPU is one line).
+    ``seed`` (default: the config's) seeds a random initialisation, so a leak's model can be rebuilt exactly."""
     dev = check_device(cfg.device)
-    net, mean, std = load_model(name, weights, calibrate_bn_images, seed=cfg.seed)
+    net, mean, std = load_model(name, weights, calibrate_bn_images, seed=cfg.seed if seed is None else seed)
     return net.to(dev), mean, std
+
+
+# What the client did, which a leak run fixes: how it computed its update, in which BN mode, with which defences
+CLIENT_FIELDS = ("update", "local_steps", "local_lr", "noise_sigma", "prune_ratio")
+
+
+def _client_settings_of_leak(cfg: Config, leak_config: dict[str, Any], target: Path) -> tuple[Config, int]:
+    """The attack's config with the client-side settings of the ``leak`` run it attacks, and the seed that
+    initialised the leak's model. The attack used to take them from its own config, so a FedAvg leak was
+    matched as a gradient and a defence never applied was recorded. A differing value is overridden with a
+    warning that names it."""
+    try:
+        leak = dataclasses.replace(cfg, **{k: leak_config[k] for k in (*CLIENT_FIELDS, "client_mode", "bn_stats",
+                                                                       "seed")})
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{target}: the leak run's config lacks the client's settings ({e})") from None
+    new = {k: getattr(leak, k) for k in CLIENT_FIELDS}
+    new["client_mode"] = leak.resolved_client_mode()
+    changed = [f"{k}={new[k]} (this config: {getattr(cfg, k) if k != 'client_mode' else cfg.resolved_client_mode()})"
+               for k in new if new[k] != (getattr(cfg, k) if k != "client_mode" else cfg.resolved_client_mode())]
+    if changed:
+        warnings.warn(f"--target: the client's settings come from the leak run {target}: {', '.join(changed)}",
+                      TenfoldWarning, stacklevel=3)
+    return dataclasses.replace(cfg, **new), int(leak.seed)
 
 
 def _cpu(x: Any) -> Any:
@@ -252,7 +278,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
         ex = header["extra"]
         model, weights, data = ex["model"], ex["weights"], ex["data"]
-        net, mean, std = _model(cfg, model, weights, ex["calibrate_bn_images"])
+        cfg, model_seed = _client_settings_of_leak(cfg, header.get("config") or {}, Path(target))
+        net, mean, std = _model(cfg, model, weights, ex["calibrate_bn_images"], seed=model_seed)
         dev = next(net.parameters()).device
         g = [t.to(dev) for t in state["gradients"]]
         x, y = state["images"].to(dev), state["labels"].to(dev)
