@@ -252,3 +252,12 @@ def test_ode_solvers_refuse_a_bad_tolerance():
         with pytest.raises(InputError, match="tolerances"):
             ode_nll(eps, sde, z, tol=tol)
     assert torch.allclose(ode_sample(eps, sde, z, tol=1e-6)[0], z)  # N(0, I) data: the drift is zero
+
+
+def test_sample_t_refuses_a_cutoff_without_variance():
+    """sample_t is public: time_eps 0 on a VPSDE with sigma2_0 = 0 gave NaN weights, 1.5 negative ones."""
+    for eps, match in ((0.0, "sigma2"), (1.5, r"\[0, 1\)"), (-0.1, r"\[0, 1\)")):
+        with pytest.raises(ConfigError, match=match):
+            sample_t(VPSDE(), "ll_iw", 3, eps)
+    t, w_p, w_q = sample_t(VPSDE(), "drop_all_iw", 64, 1e-2, generator=torch.Generator().manual_seed(0))
+    assert bool((w_p > 0).all() and (w_q > 0).all() and (t >= 1e-2).all())

@@ -91,6 +91,35 @@ def test_spectral_reg_power_iteration_converges():
     assert float(val.detach()) == pytest.approx(float(ref.detach()), rel=1e-4)
 
 
+def test_spectral_reg_survives_a_zero_initialised_layer():
+    """The score net's output conv starts at zero (LSGM starts as the N(0, I) VAE). Its power-iteration vectors used
+    to normalise to 0 at the first call and stay 0, so the layer never counted; they now keep their last value
+    until the weight is nonzero, and the estimate converges to sigma_max once it is."""
+    conv = torch.nn.Conv2d(3, 5, 3)
+    torch.nn.init.zeros_(conv.weight)
+    sr = SpectralReg(torch.nn.Sequential(conv))
+    assert float(sr().detach()) == 0.0 and float(sr.u0.norm()) == pytest.approx(1.0)
+    with torch.no_grad():
+        conv.weight.normal_()
+    for _ in range(60):
+        val = sr()
+    ref = torch.linalg.matrix_norm(conv.weight.reshape(5, -1), ord=2)
+    assert float(val.detach()) == pytest.approx(float(ref.detach()), rel=1e-4)
+
+
+def test_without_the_mix_every_trainable_parameter_gets_a_gradient():
+    """DDP (no find_unused_parameters) waits for a gradient of every trainable parameter; with ``mixed=False`` the
+    mixing logit takes no part in the loss, and torchrun training failed at its second step. It is frozen now."""
+    cfg = dataclasses.replace(SMOKE, mixed=False)
+    vae, score, sde = build(cfg, 1)
+    m = LSGMNet(vae, score)
+    x = (torch.rand(4, 1, 8, 8) > 0.5).float()
+    m(x, sde=sde, scheme="ll_iw", time_eps=1e-2, kl_coef=1.0, train_vae=True)["loss"].backward()
+    unused = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == [] and not score.mix_logit.requires_grad
+    assert build(SMOKE, 1)[1].mix_logit.requires_grad  # the mixed score still learns its logits
+
+
 def test_train_resume_is_exact_and_outputs_a_loadable_model(tmp_path):
     split = load_split("digits", 0, image_size=8)
     cfg = dataclasses.replace(SMOKE, stage1_steps=4, stage2_steps=4, ckpt_every=2, log_every=1)
@@ -368,3 +397,24 @@ def test_sampling_and_nelbo_create_no_tensor_on_the_default_device(tmp_path, on_
 
     ref, got = run(), on_meta_default(run)
     assert all(a.device.type == "cpu" and torch.equal(a, b) for a, b in zip(got, ref))
+
+
+def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path, monkeypatch):
+    """The per-channel KL that pins "inactive" latent channels is measured on binarised images for a Bernoulli
+    model (on quantised ones for 8-bit data), as the encoder sees them in training; it used the grey images."""
+    import importlib
+
+    train_mod = importlib.import_module("tenfold.lsgm.train")  # the module (the package exports a train verb)
+    seen = []
+    real = train_mod.channel_kl
+
+    def spy(vae, x, batch=500):
+        seen.append(x)
+        return real(vae, x, batch)
+
+    monkeypatch.setattr(train_mod, "channel_kl", spy)
+    split = load_split("digits", 0, image_size=8)
+    assert not bool(((split.train == 0) | (split.train == 1)).all())  # grey training images
+    train_stages(dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=1), tmp_path / "run", split)
+    assert len(seen) == 1 and seen[0].shape == split.train[:2000].shape
+    assert bool(((seen[0] == 0) | (seen[0] == 1)).all())

@@ -120,7 +120,8 @@ class MixedScore(nn.Module):
         super().__init__()
         self.net = net
         self.mixed = mixed  # False: eps_hat = eps'_theta (the "no mix" ablation, or a data-space model)
-        self.mix_logit = nn.Parameter(torch.full((channels,), float(logit_init)))
+        # without the mix the logit takes no part in the loss: frozen, so DDP does not wait for its gradient
+        self.mix_logit = nn.Parameter(torch.full((channels,), float(logit_init)), requires_grad=mixed)
         self.register_buffer("active", torch.ones(channels))
 
     def alpha(self) -> torch.Tensor:
@@ -135,6 +136,12 @@ class MixedScore(nn.Module):
             return eps_net
         a = self.alpha()[None, :, None, None]
         return (1.0 - a) * sigma_t[:, None, None, None] * z_t + a * eps_net
+
+
+def _keep_if_zero(vec: torch.Tensor, new: torch.Tensor) -> None:
+    """``vec`` <- ``new`` / |new|, or unchanged where |new| = 0 (no host sync: a ``where`` on the device)."""
+    n = torch.linalg.vector_norm(new)
+    vec.copy_(torch.where(n > 0, new / n.clamp_min(torch.finfo(new.dtype).tiny), vec))
 
 
 class SpectralReg(nn.Module):
@@ -157,9 +164,10 @@ class SpectralReg(nn.Module):
         for i, m in enumerate(self._convs):
             w = m.weight.reshape(m.weight.shape[0], -1).float()
             u, v = getattr(self, f"u{i}"), getattr(self, f"v{i}")
-            with torch.no_grad():
-                v.copy_(F.normalize(w.t() @ u, dim=0))
-                u.copy_(F.normalize(w @ v, dim=0))
+            with torch.no_grad():  # a zero product (the zero-initialised output conv) keeps the old vector: it
+                # used to normalise to 0, and u = v = 0 then stayed 0 and dropped the layer for good
+                _keep_if_zero(v, w.t() @ u)
+                _keep_if_zero(u, w @ v)
             total = total + u @ w @ v
         for m in self._norms:
             total = total + m.weight.abs().max()

@@ -144,6 +144,7 @@ def sample_t(sde: SDE, scheme: str, n: int, time_eps: float, *, generator: torch
     """
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown t-sampling scheme '{scheme}'; choose one of: {', '.join(SCHEMES)}")
+    check_time_eps(sde, time_eps)  # time_eps 0 gave NaN weights and 1.5 negative ones, without a word
     u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
     f64 = torch.float64
     eps_t = torch.tensor(time_eps, dtype=f64, device=device)

@@ -130,7 +130,12 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     vae = s1.vae.cpu()
 
     # ---- drop inactive latent channels (KL < inactive_kl nats) -------------------------------------------
-    kl_ch = channel_kl(vae, split.train[:2000])
+    # on inputs as the encoder trains on them: binarised (a fixed draw, so the global RNG stream is untouched) or
+    # quantised; the grey images it used before are never an input in training
+    x_kl = split.train[:2000]
+    x_kl = (torch.bernoulli(x_kl, generator=torch.Generator().manual_seed(cfg.seed)) if x_bin
+            else _quantise(x_kl, cfg.num_levels))
+    kl_ch = channel_kl(vae, x_kl)
     if cfg.drop_inactive:
         score.active.copy_((kl_ch >= cfg.inactive_kl).float())
     result: dict[str, Any] = {"stage1_cpu_seconds": round(cpu1, 2), "active_channels": int(score.active.sum()),
