@@ -12,7 +12,8 @@ Verbs are plain functions ``verb(cfg, run_dir, **options) -> dict``; their keywo
 become flags (parsed by tyro from the type hints), the config is the method's frozen ``Config``
 preset with ``--set`` overrides. A user mistake prints ``error: ...`` and exits 2. Under torchrun
 the verbs a method lists in ``DISTRIBUTED_VERBS`` run on every rank (DDP); any other verb runs on
-rank 0 alone.
+rank 0 alone. Verbs listed in ``CHECKPOINT_VERBS`` run with the config saved in a checkpoint, so
+``--preset`` and ``--set`` are refused for them.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     p = _Parser(prog=f"tenfold {method}", description=METHODS[method], add_help=False)
     p.add_argument("verb", choices=list(verbs), help="what to do")
     p.add_argument("-h", "--help", action="store_true", help="show this help (and the verb's options)")
-    p.add_argument("--preset", default="smoke", help=f"one of: {', '.join(mod.PRESETS)}")
+    p.add_argument("--preset", default=None, help=f"one of: {', '.join(mod.PRESETS)} (default: smoke)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="run directory (never overwritten)")
@@ -170,6 +171,10 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
                 parse_verb_options(fn, ["--help"], prog)
         return 0
     options = parse_verb_options(fn, rest, prog)
+    if ns.verb in getattr(mod, "CHECKPOINT_VERBS", ()) and (ns.preset is not None or ns.overrides):
+        raise ConfigError(f"{prog} runs with the config saved in its --checkpoint, so --preset and --set would "
+                          f"not apply; use its options (tenfold {method} {ns.verb} --help)")
+    ns.preset = ns.preset or "smoke"
 
     if ns.resume:
         if ns.out is None or not (ns.out / "config.json").is_file():

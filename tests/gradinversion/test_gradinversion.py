@@ -897,3 +897,17 @@ def test_user_bn_statistics_and_empty_batches_are_checked():
                        bn_ref=[(torch.full((4,), math.nan), torch.ones(4))])
     with pytest.raises(InputError, match="no images"):
         simulate_client(net, x[:0], y[:0])
+
+
+def test_client_statistics_from_an_eval_mode_client_warn():
+    """An eval-mode client's BN buffers do not move, so it cannot send its batch statistics: bn_stats=user with
+    client_mode=eval gives the attacker more than the threat model, and says so; train mode (auto) is silent."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.warns(TenfoldWarning, match="sends no batch statistics"):
+        build(dataclasses.replace(PRESETS["smoke"], bn_stats="user", client_mode="eval"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        build(dataclasses.replace(PRESETS["smoke"], bn_stats="user"))  # auto: train

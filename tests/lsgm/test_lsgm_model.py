@@ -4,6 +4,7 @@ exact resume, bad input."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -267,6 +268,38 @@ def test_evaluate_on_another_dataset_holds_out_all_of_it(tmp_path):
     assert other["n"] == 30 and "all 30 images held out" in other["split"]
     assert evaluate(cfg, tmp_path / "e2", data="digits", **kw)["n"] == 360 == evaluate(cfg, tmp_path / "e3", **kw)["n"]
     assert len(load_split("digits", 0, image_size=8, all_heldout=True).heldout) == 1797
+    # the training data spelled another way is still the training data (" Digits" scored all 1,797 images,
+    # training ones included, as held out)
+    assert evaluate(cfg, tmp_path / "e4", data=" Digits", **kw)["n"] == 360
+
+
+def test_sample_and_evaluate_run_with_the_checkpoints_config(tmp_path, capsys):
+    """sample and evaluate use the config saved with the model: --set and --preset are refused (they were silently
+    ignored while config.json recorded them), and the run's config.json holds the checkpoint's config."""
+    from tenfold import cli
+
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=2, ckpt_every=2, ode_tol=0.05)
+    train_stages(cfg, tmp_path / "run", load_split("digits", 0, image_size=8))
+    base = ["lsgm", "sample", "--checkpoint", str(tmp_path / "run"), "--num-samples", "2", "--out"]
+    assert cli.main([*base, str(tmp_path / "s1"), "--set", "ode_tol=0.1"]) == 2
+    assert "--preset and --set would not apply" in capsys.readouterr().err
+    assert cli.main(["lsgm", "evaluate", "--preset", "mnist", "--checkpoint", str(tmp_path / "run"), "--out",
+                     str(tmp_path / "e1")]) == 2
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "e1").exists()
+    assert cli.main([*base, str(tmp_path / "s2"), "--json"]) == 0
+    saved = json.loads((tmp_path / "s2" / "config.json").read_text())
+    assert saved["config"]["ode_tol"] == 0.05 and saved["config_from"] == str(tmp_path / "run")
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["tol"] == 0.05
+
+
+def test_encoder_outputs_stay_float32_under_bf16_autocast():
+    """bf16 is for inside the networks: the posterior parameters, z0 and hence the analytic entropy stay fp32."""
+    vae = build(SMOKE, 1)[0]
+    x = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z0, mu, ls = vae.encode(x)
+    assert z0.dtype == mu.dtype == ls.dtype == torch.float32
+    assert gaussian_entropy(ls).dtype == torch.float32
 
 
 def test_own_image_folder_bad_inputs(tmp_path):

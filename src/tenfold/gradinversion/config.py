@@ -8,10 +8,11 @@ warm-up 50, cosine decay, 20k iterations) and LeakPro's preset (group 1e-2, 4 se
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tenfold.core.io import ConfigError
+from tenfold.core.io import ConfigError, TenfoldWarning
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ def build(cfg: Config) -> Any:
 
     if not isinstance(cfg, Config):
         raise ConfigError(f"build needs a gradinversion Config, got {type(cfg).__name__}")
+    if cfg.bn_stats == "user" and cfg.resolved_client_mode() == "eval":
+        warnings.warn("bn_stats=user with client_mode=eval: an eval-mode client's BN buffers do not change, so it "
+                      "sends no batch statistics; the attack gets more than this threat model gives it",
+                      TenfoldWarning, stacklevel=2)
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
           if f.name not in ("labels", "bn_stats", "client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
     return GradInversion(client_mode=cfg.resolved_client_mode(), **kw)

@@ -24,6 +24,7 @@ __all__ = ["PRESETS", "VERBS", "Config", "GeometricVPSDE", "MixedScore", "UNet",
 
 VERBS = {"train": train, "sample": sample, "evaluate": evaluate}
 DISTRIBUTED_VERBS = ("train",)  # DDP under torchrun; sample and evaluate run on rank 0 alone
+CHECKPOINT_VERBS = ("sample", "evaluate")  # run with their --checkpoint's config: --preset / --set are refused
 
 
 def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
 from tenfold.core.engine import EMA, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
-from tenfold.core.io import CheckpointError, ConfigError, DataError, check_device, load_checkpoint, save_checkpoint
+from tenfold.core.io import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    check_device,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
 
 from .config import Config
 from .data import Split, load_split
@@ -382,6 +390,26 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     return res
 
 
+def same_data(a: str, b: str) -> bool:
+    """Whether two dataset specs name the same data: names compared case-blind, paths resolved (``Digits``,
+    `` digits`` and ``folder:./x`` vs ``folder:x`` used to count as other datasets, all of whose images,
+    training ones included, were then scored as held out)."""
+    def key(spec: str) -> tuple[str, str]:
+        name, _, path = spec.strip().partition(":")
+        return name.strip().lower(), str(Path(path.strip()).expanduser().resolve()) if path.strip() else ""
+    return key(a) == key(b)
+
+
+def _record_config(run_dir: Path, model: Trained, checkpoint: str) -> None:
+    """Put the checkpoint's config, the one this verb runs with, into the run's ``config.json`` (the CLI wrote
+    the preset's there, which these verbs do not use)."""
+    p = Path(run_dir) / "config.json"
+    if p.is_file():
+        saved = json.loads(p.read_text())
+        saved.update(config=config_dict(model.cfg), config_from=str(checkpoint), preset=None, overrides=[])
+        write_json(p, saved)
+
+
 def _load_on_device(checkpoint: str, device: str) -> Trained:
     """Load a trained model onto ``device`` (default: the device its config names)."""
     model = load_model(checkpoint)
@@ -406,6 +434,7 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
+    _record_config(run_dir, model, checkpoint)
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
                    batch=min(n, model.cfg.eval_batch), seed=seed)
     save_grid(gen["mean"], Path(run_dir) / "samples.png")
@@ -428,7 +457,8 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     Args:
         checkpoint: the run directory ``tenfold lsgm train`` wrote.
         limit: score only the first ``limit`` held-out images; 0: all of them.
-        fd_samples: samples (and as many held-out images) for the Frechet distance; 0: skip it.
+        fd_samples: samples drawn (with the checkpoint's sampler) for the Frechet distance against all held-out
+            images; 0: skip it.
         ode: also compute the ODE bound (probability flow with Hutchinson's trace; slower than the DSM one).
         data: another dataset of the same format whose images are all held out; empty: the training data's
             held-out split.
@@ -437,10 +467,11 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     if not checkpoint:
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
+    _record_config(run_dir, model, checkpoint)
     c = model.cfg
     try:
         split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
-                           num_levels=c.num_levels, all_heldout=bool(data) and data != c.data)
+                           num_levels=c.num_levels, all_heldout=bool(data) and not same_data(data, c.data))
     except DataError as e:
         if not data:
             raise
@@ -463,7 +494,7 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     if fd_samples:
         from .fd import cifar_feature_net, fd, feature_cnn
 
-        gen = generate(model, fd_samples, tol=c.ode_tol, batch=min(fd_samples, c.eval_batch))
+        gen = generate(model, fd_samples, tol=c.ode_tol, sampler=c.sampler, batch=min(fd_samples, c.eval_batch))
         real = split.heldout_grey if c.binarize else split.heldout
         if split.train.shape[1] == 3:
             out["FD-ResNet56_mean"] = fd(cifar_feature_net(), gen["mean"], real)
