@@ -249,3 +249,61 @@ def test_lut_file_round_trip_and_bad_files_are_one_line(tmp_path):
     for bad in (float("nan"), -0.5, 1.5):
         with pytest.raises(ConfigError, match="latency-target must be in"):
             prune(dataclasses.replace(PRESETS["smoke"]), tmp_path / "run", model="nowhere", latency_target=bad)
+
+
+def test_saliency_resume_puts_the_ema_on_the_gates_device():
+    """A checkpoint loads onto the CPU; the EMA used to stay there while the sums followed the gates, so a CUDA run
+    failed at its first prune step after a resume. ('meta' stands in for a GPU: CI has none.)"""
+    g = GatedViT(VisionTransformer(img_size=8, patch_size=4, embed_dim=12, depth=1, num_heads=2, mlp_ratio=2.0))
+    sal = Saliency(g, {"emb": 1, "head": 1, "qk": 1, "v": 1, "mlp": 1}, momentum=0.9)
+    state = {"sums": {f"{s}.{i}": v.clone() for (s, i), v in sal.sums.items()},
+             "ema": {f"{s}.{i}": torch.ones_like(v) for (s, i), v in sal.sums.items()}, "batches": 1}
+    sal.sums = {k: v.to("meta") for k, v in sal.sums.items()}  # the gates on another device
+    sal.load_state_dict(state)
+    assert {v.device.type for v in sal.ema.values()} == {"meta"}
+    assert {v.dtype for v in sal.ema.values()} == {torch.float64}
+
+
+def test_prune_without_weights_distils_from_the_model_it_prunes(tmp_path, monkeypatch):
+    """With no --weights the student and the teacher are one random initialisation (they were two: the student was
+    distilled towards an unrelated network, and teacher.json was not the unpruned model)."""
+    import dataclasses
+
+    from tenfold.nvit import PRESETS, api
+
+    seen = {}
+
+    def stop(gated, teacher, *a, **k):
+        seen.update(gated=gated, teacher=teacher)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "prune_model", stop)
+    with pytest.raises(KeyboardInterrupt):
+        api.prune(dataclasses.replace(PRESETS["smoke"]), tmp_path, model="vit")
+    t, s = seen["teacher"].state_dict(), seen["gated"].vit.state_dict()
+    assert all(torch.equal(t[k], s[k]) for k in t)
+
+
+def test_a_lut_for_another_model_is_refused(tmp_path, monkeypatch):
+    """A LUT measured at another token count, or whose grid stops below the model's dims, is refused: outside its
+    grid the table clamps, so every unit looked free (all savings 0) and the target's reference was wrong."""
+    import dataclasses
+
+    from tenfold.core.io import ConfigError, write_json
+    from tenfold.nvit import PRESETS, api
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "prune_model", stop)
+    cfg = dataclasses.replace(PRESETS["smoke"])  # embed 32, heads 2, qk = v = 16, mlp 64; 17 tokens
+    for name, axes, tokens, match in (("fits", AXES, 17, None), ("tokens", AXES, 50, "measured at 50 tokens"),
+                                      ("small", {**AXES, "embed": [8, 16], "mlp": [8, 32]}, 17,
+                                       r"embed 32 > 16, mlp 64 > 32")):
+        write_json(tmp_path / f"{name}.json", LatencyModel(synthetic_lut(axes, tokens)).to_dict())
+        if match is None:
+            with pytest.raises(KeyboardInterrupt):  # accepted: pruning starts
+                api.prune(cfg, tmp_path / name, lut=str(tmp_path / f"{name}.json"))
+        else:
+            with pytest.raises(ConfigError, match=match):
+                api.prune(cfg, tmp_path / name, lut=str(tmp_path / f"{name}.json"))

@@ -175,6 +175,24 @@ def load_lut(path: str) -> LatencyModel:
     return LatencyModel(block, stem)
 
 
+def check_lut_fits(lat: LatencyModel, spec: Any, where: str) -> None:
+    """Refuse a LUT measured for another model: a token count other than the model's, or a grid that does not
+    reach the model's dims (the table clamps outside its grid, so every saving there read 0 and the dense
+    latency, the target's reference, was wrong, without a word)."""
+    tokens = lat.block.metadata.get("tokens")
+    if tokens is not None and int(tokens) != spec.tokens:
+        raise ConfigError(f"LUT {where} was measured at {tokens} tokens but this model has {spec.tokens}; measure one "
+                          "for it with `tenfold nvit lut` and the model's config")
+    need = {"embed": spec.embed_dim, "heads": max(b.num_heads for b in spec.blocks),
+            "qk": max(b.qk_dim for b in spec.blocks), "v": max(b.v_dim for b in spec.blocks),
+            "mlp": max(b.mlp_hidden for b in spec.blocks)}
+    short = [f"{k} {v} > {int(lat.block.axes[k][-1])}" for k, v in need.items()
+             if k in lat.block.axes and v > lat.block.axes[k][-1]]
+    if short:
+        raise ConfigError(f"LUT {where} does not reach this model's dims ({', '.join(short)}): outside its grid "
+                          "every unit would look free; measure one with `--set lut_*` grids that cover the model")
+
+
 def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.device = "cpu",
                generator: torch.Generator | None = None) -> LatencyResult:
     """Inference latency of ``vit`` at ``batch`` random images (2 warm-up calls, ``repeats`` timed ones).
@@ -543,10 +561,16 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
     run_dir = Path(run_dir)
     seed_everything(cfg.seed)
     teacher = load_model(cfg, model, weights)
-    gated = GatedViT(load_model(cfg, model, weights))
+    # the student starts as the teacher itself: without weights the two load_model calls gave two random
+    # initialisations, and the student was distilled towards an unrelated network (the second call stays, so
+    # the random stream, and with it every run with weights, is unchanged)
+    student = load_model(cfg, model, weights)
+    student.load_state_dict(teacher.state_dict())
+    gated = GatedViT(student)
     spec = spec_of(teacher)
     if lut:
         lat = load_lut(lut)
+        check_lut_fits(lat, spec, lut)
     else:
         top = {f: max(getattr(bb, f) for bb in spec.blocks) for f in ("num_heads", "qk_dim", "v_dim", "mlp_hidden")}
         axes = {"embed": sorted({1, spec.embed_dim}), "heads": sorted({1, top["num_heads"]}),

@@ -158,7 +158,9 @@ class Saliency:
             return s, int(i)
         for k, v in state["sums"].items():
             self.sums[key(k)].copy_(v)
-        self.ema = {key(k): v.to(torch.float64).clone() for k, v in state["ema"].items()}
+        # on the gates' device (a checkpoint loads onto the CPU; a CUDA run failed at its next prune step)
+        self.ema = {key(k): v.to(device=self.sums[key(k)].device, dtype=torch.float64).clone()
+                    for k, v in state["ema"].items()}
         self.batches = int(state["batches"])
 
     def remove(self) -> None:
