@@ -384,3 +384,19 @@ def test_pitch_yaw_vector_conventions():
     # horizontal flip: (gx, gy, gz) -> (-gx, gy, gz) is yaw -> -yaw
     _, yf = G.vector_to_pitch_yaw(v * torch.tensor([-1.0, 1, 1], dtype=D64))
     torch.testing.assert_close(yf, -yaw)
+
+
+def test_swing_rotation_stays_a_rotation_near_antiparallel_in_float32():
+    """In float32 the old I + [v]x + [v]x^2 / (1 + c) divided by a cancelling 1 + c: 0.002 rad from antiparallel,
+    |R^T R - I| reached 0.53. Rodrigues with a unit axis keeps R orthogonal at every angle."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(200, 3, generator=g, dtype=torch.float64), dim=-1)
+    perp = torch.nn.functional.normalize(torch.linalg.cross(a, torch.randn(200, 3, generator=g, dtype=torch.float64),
+                                                            dim=-1), dim=-1)
+    for off in (1e-2, 2e-3, 1e-4, 0.0):
+        b = -a * math.cos(off) + perp * math.sin(off)  # off radians from antiparallel
+        R = G.swing_rotation(a.float(), b.float())
+        eye = torch.eye(3).expand(R.shape)
+        assert float((R.transpose(-1, -2) @ R - eye).abs().max()) < 1e-5, off
+        assert float((torch.linalg.det(R) - 1).abs().max()) < 1e-5, off
+        assert float(((R @ a.float()[..., None])[..., 0] - b.float()).abs().max()) < 1e-3, off

@@ -45,7 +45,8 @@ def test_chumpy_ch_becomes_its_array(tmp_path, protocol):
     out = restricted_load(p, allow_chumpy=True)
     np.testing.assert_array_equal(out["shapedirs"], np.arange(24.0).reshape(2, 3, 4))
     assert isinstance(out["shapedirs"], np.ndarray) and isinstance(out["nested"][0], np.ndarray)
-    np.testing.assert_array_equal(out["J_regressor"].toarray(), [[0.5, 0.5], [0.0, 1.0]])
+    assert isinstance(out["J_regressor"], np.ndarray)  # scipy sparse arrives dense (checked, never scipy's class)
+    np.testing.assert_array_equal(out["J_regressor"], [[0.5, 0.5], [0.0, 1.0]])
 
 
 def test_chumpy_refused_unless_allowed(tmp_path):
@@ -60,3 +61,31 @@ def test_other_chumpy_classes_refused_even_when_allowed(tmp_path):
     p.write_bytes(_fake_chumpy_pickle(2, other_class=True))
     with pytest.raises(DataError, match=r"chumpy\.ch\.Select"):
         restricted_load(p, allow_chumpy=True)
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+@pytest.mark.parametrize("fmt", ["csc", "csr"])
+def test_sparse_matrices_arrive_dense_and_are_checked(tmp_path, protocol, fmt):
+    """scipy csc / csr matrices come back as the dense arrays they describe (duplicates summed, as scipy does), built
+    by tenfold after checking their fields: a crafted file's out-of-range indices reached scipy's unchecked C++
+    code (a segfault at index 1e8, silently wrong numbers at 24), and a huge declared shape could exhaust memory."""
+    from tenfold.core.io import restricted_loads
+
+    dense = np.array([[0.5, 0.0, 2.0], [0.0, 1.0, 0.0]])
+    m = (scipy.sparse.csc_matrix if fmt == "csc" else scipy.sparse.csr_matrix)(dense)
+    np.testing.assert_array_equal(restricted_loads(pickle.dumps({"J": m}, protocol=protocol))["J"], dense)
+    dup = (scipy.sparse.csc_matrix if fmt == "csc" else scipy.sparse.csr_matrix)(
+        (np.array([1.0, 2.0]), np.array([0, 0]), np.array([0, 2] + [2] * (dense.shape[1 if fmt == "csc" else 0] - 1))),
+        shape=dense.shape)
+    assert restricted_loads(pickle.dumps(dup, protocol=protocol))[0, 0] == 3.0
+    for field, value in (("indices", 10 ** 8), ("indices", -1), ("indptr", 99)):
+        bad = m.copy()
+        getattr(bad, field)[-1] = value
+        p = tmp_path / f"bad-{field}-{value}.pkl"
+        p.write_bytes(pickle.dumps({"J": bad}, protocol=protocol))
+        with pytest.raises(DataError, match="out-of-range"):
+            restricted_load(p)
+    one = (np.array([1.0]), (np.array([0]), np.array([0])))
+    huge = (scipy.sparse.csc_matrix if fmt == "csc" else scipy.sparse.csr_matrix)(one, shape=(10 ** 5, 10 ** 5))
+    with pytest.raises(DataError, match="out-of-range"):
+        restricted_loads(pickle.dumps(huge, protocol=protocol))

@@ -265,3 +265,69 @@ def test_fit_creates_no_tensor_on_the_default_device(model32, method, on_meta_de
 
     ref, got = fit_once(), on_meta_default(fit_once)
     assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Defects found by the session-12 review, each with the case that exposed it
+# ---------------------------------------------------------------------------------------------
+def test_a_slightly_hyperextended_knee_does_not_twist_the_hip(rigid64):
+    """A knee bent 0.3 rad the wrong way flipped u x s, and the hinge solution turned the thigh by 180 deg about
+    its axis (vertex error 160 mm at zero keypoint residual). Near-straight legs keep the small-twist side."""
+    from tenfold.core.geometry import axis_angle_to_matrix
+
+    pose, b, t, _ = bodies(rigid64, 6, 0, matched=True)
+    h = hinge_axes(rigid64.rest_joints(b))
+    for flex in (0.3, -0.3):
+        p = pose.clone()
+        p[:, 4] = flex * h[:, 0]  # left knee
+        out = fit(rigid64, regress_keypoints(rigid64, p, b, t), betas=b)
+        for j in (1, 4):  # left hip and knee: exact (the hip was off by 180 deg for -0.3)
+            err = matrix_to_axis_angle(out["rot"][:, j].transpose(-1, -2) @ axis_angle_to_matrix(p[:, j]))
+            assert float(err.norm(dim=-1).max()) < 1e-6, (flex, j)
+
+
+def test_distal_keypoint_on_the_middle_one_gives_rotations(model32):
+    """An ankle on the knee (s = 0) failed the straight-limb test (0 < 0) and the hinge frame was rank 1:
+    det(rot) = 0 at hip and knee, a pose that no longer matched rot, and a 503 mm heel residual."""
+    from tenfold.core.geometry import axis_angle_to_matrix
+
+    _, _, _, X = bodies(model32, 1, 1)
+    X = X.clone()
+    X[0, K["left_ankle"]] = X[0, K["left_knee"]]
+    out = fit(model32, X)
+    assert torch.allclose(torch.linalg.det(out["rot"]), torch.ones(1, 24), atol=1e-4)
+    assert torch.allclose(axis_angle_to_matrix(out["pose"]), out["rot"], atol=1e-4)
+    assert bool(out["degenerate"][0, 0])  # flagged as a straight (degenerate) limb
+
+
+def test_unseen_points_may_hold_inf_and_units_must_be_metres(model32):
+    """Inf at a confidence-0 point (which the error message allows) overflowed the bone lengths to NaN; it is
+    ignored like NaN now. Centimetres or millimetres fitted to absurd shapes (|beta| 1,687) without a word."""
+    pose, b, t, X = bodies(model32, 2, 3)
+    c = torch.ones(2, 26)
+    c[:, K["nose"]] = 0.0
+    ref = fit(model32, X, c)
+    for bad in (float("inf"), -1e20, float("nan")):
+        Xb = X.clone()
+        Xb[:, K["nose"]] = bad
+        out = fit(model32, Xb, c)
+        assert torch.equal(out["betas"], ref["betas"]) and torch.isfinite(out["vertices"]).all()
+    for scale in (100.0, 1000.0):
+        with pytest.raises(InputError, match="KAMA takes metres"):
+            fit(model32, X * scale)
+
+
+def test_bvh_shared_shape_survives_the_refinement(tmp_path):
+    """`kama bvh` fits one shape for the sequence; the refinement used to re-fit beta per frame (spread 0.38,
+    thigh lengths varying), so the sequence's shape was not shared. Given betas stay fixed in refinement."""
+    import dataclasses
+
+    from tenfold.kama import PRESETS
+    from tenfold.kama.verbs import bvh
+
+    cfg = dataclasses.replace(PRESETS["smoke"], refine_iters=3)
+    bvh(cfg, tmp_path, max_frames=6, shared_shape=True)
+    import numpy as np
+
+    betas = np.load(tmp_path / "params.npz")["betas"]
+    assert betas.shape[0] == 6 and np.abs(betas - betas[:1]).max() == 0.0

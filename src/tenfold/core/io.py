@@ -371,10 +371,63 @@ _ALLOWED_GLOBALS: set[tuple[str, str]] = {
     ("copyreg", "_reconstructor"),
     ("__builtin__", "object"),
     ("builtins", "object"),
-    ("scipy.sparse.csc", "csc_matrix"),
-    ("scipy.sparse._csc", "csc_matrix"),
-    ("scipy.sparse.csr", "csr_matrix"),
-    ("scipy.sparse._csr", "csr_matrix"),
+}
+
+
+class SparseStub:
+    """Stand-in for a pickled scipy ``csc_matrix`` / ``csr_matrix``: it keeps the pickled fields only, and
+    :func:`restricted_load` turns it into a dense array after checking them. Building the real scipy class let
+    a crafted file's out-of-range indices reach scipy's unchecked C++ routines (a segfault, or silently wrong
+    numbers)."""
+
+    axis = ""  # "csc": indptr runs over columns, indices are rows; "csr": the other way round
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def to_dense(self, max_elements: int = 10 ** 8) -> np.ndarray:
+        """The dense array, or UnpicklingError when the fields do not describe a valid matrix."""
+        st = getattr(self, "state", None)
+        if isinstance(st, tuple) and len(st) == 2 and isinstance(st[1], dict):
+            st = st[1]  # (dict, slots) form
+        if not isinstance(st, dict):
+            raise pickle.UnpicklingError(f"a {self.axis} matrix holds no field dict")
+        shape = st.get("_shape", st.get("shape"))
+        try:
+            rows, cols = (int(v) for v in shape)
+            data, indices, indptr = (np.asarray(st[k]) for k in ("data", "indices", "indptr"))
+        except (TypeError, ValueError, KeyError) as e:
+            raise pickle.UnpicklingError(f"a {self.axis} matrix lacks a valid shape/data/indices/indptr "
+                                         f"({e})") from None
+        outer, inner = (cols, rows) if self.axis == "csc" else (rows, cols)
+        ok = (rows >= 0 and cols >= 0 and rows * cols <= max_elements
+              and data.ndim == indices.ndim == indptr.ndim == 1
+              and indptr.shape == (outer + 1,) and np.issubdtype(indices.dtype, np.integer)
+              and np.issubdtype(indptr.dtype, np.integer) and data.dtype != object)
+        ok = ok and len(data) == len(indices) and indptr[0] == 0 and int(indptr[-1]) == len(data)
+        ok = ok and bool(np.all(np.diff(indptr) >= 0)) and (len(indices) == 0 or (indices.min() >= 0
+                                                                                   and indices.max() < inner))
+        if not ok:
+            raise pickle.UnpicklingError(f"a {self.axis} matrix of shape {shape} has inconsistent or out-of-range "
+                                         "indices (a corrupt or crafted file)")
+        out = np.zeros((outer, inner), dtype=data.dtype)
+        np.add.at(out, (np.repeat(np.arange(outer), np.diff(indptr)), indices), data)  # duplicates sum, as scipy
+        return out.T.copy() if self.axis == "csc" else out
+
+
+class _CscStub(SparseStub):
+    axis = "csc"
+
+
+class _CsrStub(SparseStub):
+    axis = "csr"
+
+
+_SPARSE_STUBS: dict[tuple[str, str], type[SparseStub]] = {
+    ("scipy.sparse.csc", "csc_matrix"): _CscStub,
+    ("scipy.sparse._csc", "csc_matrix"): _CscStub,
+    ("scipy.sparse.csr", "csr_matrix"): _CsrStub,
+    ("scipy.sparse._csr", "csr_matrix"): _CsrStub,
 }
 
 
@@ -400,6 +453,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) in _SPARSE_STUBS:
+            return _SPARSE_STUBS[(module, name)]
         if self.allow_chumpy and (module, name) == ("chumpy.ch", "Ch"):
             return ChumpyArrayStub
         if self.allow_chumpy and (module, name) in (("__builtin__", "set"), ("builtins", "set")):
@@ -408,6 +463,17 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(
                 f"file holds chumpy objects ({module}.{name}); convert it to plain arrays (.npz) first")
         raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only arrays are accepted)")
+
+
+def _replace_stubs(obj: Any) -> Any:
+    """Every :class:`SparseStub` in nested dicts/lists/tuples as its checked dense array."""
+    if isinstance(obj, SparseStub):
+        return obj.to_dense()
+    if isinstance(obj, dict):
+        return {k: _replace_stubs(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_replace_stubs(v) for v in obj)
+    return obj
 
 
 def _replace_chumpy(obj: Any) -> Any:
@@ -432,7 +498,7 @@ def restricted_load(path: str | os.PathLike, what: str = "pickle file", *, allow
     p = require_file(path, what)
     try:
         with open(p, "rb") as f:
-            out = RestrictedUnpickler(f, encoding="latin1", allow_chumpy=allow_chumpy).load()
+            out = _replace_stubs(RestrictedUnpickler(f, encoding="latin1", allow_chumpy=allow_chumpy).load())
         return _replace_chumpy(out) if allow_chumpy else out
     except pickle.UnpicklingError as e:
         raise DataError(f"{p}: {e}") from None
@@ -443,6 +509,6 @@ def restricted_load(path: str | os.PathLike, what: str = "pickle file", *, allow
 def restricted_loads(data: bytes) -> Any:
     """In-memory variant of :func:`restricted_load` (raises :class:`DataError`)."""
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _replace_stubs(RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load())
     except pickle.UnpicklingError as e:
         raise DataError(str(e)) from None

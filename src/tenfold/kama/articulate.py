@@ -38,6 +38,8 @@ BONE_PAIRS: list[tuple[int, int]] = [
 LIMBS = [(1, 4, 7, 4, 7, (0.0, 0.0, -1.0)), (2, 5, 8, 5, 8, (0.0, 0.0, -1.0)),
          (16, 18, 20, 22, 24, (0.0, 0.0, 1.0)), (17, 19, 21, 23, 25, (0.0, 0.0, 1.0))]
 STRAIGHT = 0.15          # |u x s| < 0.15 |u||s|: a straight limb, swing only (spec 2.3 step 4)
+NEAR_STRAIGHT = 0.5      # |u x s| < 0.5 |u||s| (a leg bent under 30 deg): hinge axis on the swing's side (ours)
+LEG_ROOTS = (1, 2)       # the hips
 
 
 def hinge_axes(Jr: torch.Tensor) -> torch.Tensor:
@@ -260,9 +262,19 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         u = X[:, km] - p[prox]
         s = X[:, kd] - X[:, km]
         n = torch.linalg.cross(u, s, dim=-1)
-        straight = n.norm(dim=-1) < STRAIGHT * u.norm(dim=-1) * s.norm(dim=-1)
-        hinge = two_vector_align(a1, a2, u, n)
+        us = u.norm(dim=-1) * s.norm(dim=-1)
+        # <=: a distal point on the middle one (s = 0) is a straight limb too (0 < 0 failed, and the rank-1
+        # "hinge" frame returned matrices that were not rotations)
+        straight = n.norm(dim=-1) <= STRAIGHT * us
         swing = swing_rotation(a1, u)
+        # a nearly straight leg bent slightly backwards (noise, or hyperextension) flips u x s, and the hinge
+        # solution then twisted the whole leg by 180 deg at the hip: below NEAR_STRAIGHT keep the hinge axis on
+        # the side of the swing-only solution's (the smaller twist: a hip turns well under 90 deg about the
+        # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, and there the rule cost more
+        # than it saved at 10 mm noise (wrong shoulders 0.5 % -> 4 %; hips 5.5 % -> 1 % at 25 mm)
+        a2s = (swing @ a2[..., None])[..., 0]
+        back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
+        hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))
         Rm = _sel(straight, swing, hinge)
         # only the distal point seen: swing the whole limb towards it
         whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], X[:, kd] - p[prox])
@@ -312,20 +324,21 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
 
 def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, keypoints: torch.Tensor,
            confidence: torch.Tensor | None = None, iters: int = 20, w_betas: float = 1e-5,
-           w_pose: float = 1e-4, method: str = "lbfgs") -> dict[str, torch.Tensor]:
+           w_pose: float = 1e-4, method: str = "lbfgs", fix_betas: bool = False) -> dict[str, torch.Tensor]:
     """Step 7 [R]: per-sample L-BFGS (strong Wolfe) on sum_k c_k |kp_k - x_k|^2 + w_betas |beta|^2
     + w_pose |theta_body|^2, started from the analytic answer. One optimiser per sample: a line search
     shared across a batch lets the worst sample set every step (spec 2.3 step 7). ``method="lm"``:
     :func:`refine_lm` instead (``iters`` LM steps). w_betas: the spec recalls 1e-3 [R]; in metres that
-    prior moves beta by ~0.1 and the keypoints by ~3 mm, so we use 1e-5 [O]."""
+    prior moves beta by ~0.1 and the keypoints by ~3 mm, so we use 1e-5 [O]. ``fix_betas``: the shape stays as
+    given (a sequence's shared shape), only pose and translation move."""
     X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
     args = (KeypointRegressor(model), matrix_to_axis_angle(rot.to(dt)), betas.to(dt), transl.to(dt), X.to(dt),
             c.to(dt))
     if method == "lm":
-        aa = refine_lm(*args, iters=iters, w_betas=w_betas, w_pose=w_pose)
+        aa = refine_lm(*args, iters=iters, w_betas=w_betas, w_pose=w_pose, fix_betas=fix_betas)
     elif method == "lbfgs":
-        aa = minimise_keypoints(*args, [(w_betas, w_pose, 0.0, iters)])
+        aa = minimise_keypoints(*args, [(w_betas, w_pose, 0.0, iters)], fix_betas=fix_betas)
     else:
         raise ConfigError(f"refinement method must be 'lm' or 'lbfgs', got {method!r}")
     return {"rot": axis_angle_to_matrix(aa[0]), "betas": aa[1], "transl": aa[2]}
@@ -333,7 +346,7 @@ def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, 
 
 def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, transl0: torch.Tensor,
               X: torch.Tensor, c: torch.Tensor, iters: int = 5, w_betas: float = 1e-5,
-              w_pose: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              w_pose: float = 1e-4, fix_betas: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[O] Levenberg-Marquardt on the same energy as :func:`refine`, every sample with its own damping and
     its own accept/reject (no shared step). Residuals r = [sqrt(c)(kp - x), sqrt(w_b) beta, sqrt(w_p)
     theta_body]; Jacobians by forward-mode autodiff, vmapped over the batch; step
@@ -356,6 +369,8 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
     cost = (r * r).sum(-1)
     for _ in range(iters):
         Jm = jac(x, X, sc)                                           # (B, R, P)
+        if fix_betas:  # no column for beta: its step solves to exactly 0
+            Jm[:, :, 72:72 + nb] = 0
         JtJ = Jm.transpose(1, 2) @ Jm
         g = (Jm.transpose(1, 2) @ r[..., None])[..., 0]
         D = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-9)
@@ -389,7 +404,8 @@ def _closure(opt: torch.optim.Optimizer, kpfn: KeypointRegressor, aa: torch.Tens
 
 def minimise_keypoints(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, transl0: torch.Tensor,
                        X: torch.Tensor, c: torch.Tensor, stages: list[tuple[float, float, float, int]],
-                       hinge: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       hinge: torch.Tensor | None = None, fix_betas: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample L-BFGS over (theta, beta, t) through ``stages`` of (w_betas, w_pose, w_bend, iterations):
     E = sum_k c_k |kp_k - x_k|^2 + w_betas |beta|^2 + w_pose |theta_body|^2
         + w_bend sum_{knees, elbows} relu(-theta . h)^2    (bending the wrong way; ``hinge`` (B, 4, 3)).
@@ -397,14 +413,15 @@ def minimise_keypoints(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch
     outs: list[list[torch.Tensor]] = [[], [], []]
     for i in range(X.shape[0]):
         aa = aa0[i:i + 1].clone().requires_grad_(True)
-        b = betas0[i:i + 1].clone().requires_grad_(True)
+        b = betas0[i:i + 1].clone().requires_grad_(not fix_betas)
         t = transl0[i:i + 1].clone().requires_grad_(True)
         hi = hinge[i:i + 1] if hinge is not None else None
         for w_b, w_p, w_bend, iters in stages:
             if iters <= 0:
                 continue
-            opt = torch.optim.LBFGS([aa, b, t], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe",
-                                    tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20)
+            opt = torch.optim.LBFGS([aa, t] if fix_betas else [aa, b, t], lr=1.0, max_iter=iters,
+                                    line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
+                                    history_size=20)
             opt.step(_closure(opt, kpfn, aa, b, t, X[i:i + 1], c[i:i + 1], hi, w_b, w_p, w_bend))
         for lst, v in zip(outs, (aa, b, t)):
             lst.append(v.detach())
@@ -433,14 +450,15 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     pose (B, 24, 3) axis-angle, rot (B, 24, 3, 3), betas (B, NB), transl (B, 3), vertices (B, V, 3),
     joints (B, 24, 3), keypoints (B, 26, 3) of the fitted body, residual (B, 26) metres (0 where
     missing), degenerate (B, 4) straight-limb flags. ``refine_iters`` > 0 adds step 7, whose prior
-    weights follow the stated keypoint noise ``noise_mm`` (:func:`noise_prior_weights`)."""
+    weights follow the stated keypoint noise ``noise_mm`` (:func:`noise_prior_weights`). Given ``betas`` (B, NB)
+    the shape is fixed, in the refinement too (it used to re-fit them, so `kama bvh`'s shared shape was not)."""
     X, c = check_keypoints(keypoints, confidence)
     with torch.no_grad():
         out = articulate(model, X, c, betas=betas, shape_rounds=shape_rounds)
     if refine_iters > 0:
         wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,
-                          method=refine_method, w_betas=wb, w_pose=wp))
+                          method=refine_method, w_betas=wb, w_pose=wp, fix_betas=betas is not None))
     with torch.no_grad():
         res = model(out["rot"], out["betas"], out["transl"]) if with_vertices else None
         kp = regress_keypoints(model, out["rot"], out["betas"], out["transl"])

@@ -144,7 +144,18 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
     empty = (confidence <= 0).all(-1)
     if empty.any():  # nothing to fit: the shape solve would be singular
         raise InputError(f"body {int(empty.nonzero()[0])} has no keypoint with confidence > 0")
-    return torch.nan_to_num(keypoints), confidence
+    # unseen points count as 0 (an Inf there, which the message above allows, overflowed the bone lengths to NaN)
+    seen = (confidence > 0)[..., None]
+    keypoints = torch.where(seen, keypoints, torch.zeros((), dtype=keypoints.dtype, device=keypoints.device))
+    big = torch.where(seen, keypoints, float("-inf")).amax(1) - torch.where(seen, keypoints, float("inf")).amin(1)
+    span = float(big.clamp_min(0).norm(dim=-1).max())  # the largest body's bounding-box diagonal
+    if span > MAX_SPAN_M:  # a person spans about 2 m; centimetres or millimetres fitted "fine" to absurd shapes
+        raise InputError(f"the keypoints of a body span {span:.4g} m; KAMA takes metres (divide centimetres by 100, "
+                         f"millimetres by 1000)")
+    return keypoints, confidence
+
+
+MAX_SPAN_M = 5.0  # the largest plausible extent of one body's keypoints, in metres
 
 
 def _levels(parents: list[int]) -> list[list[int]]:
