@@ -129,3 +129,24 @@ def test_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError):
         load_body_model(tmp_path / "junk.npz")
+
+
+def test_a_model_with_another_joint_tree_is_refused(tmp_path):
+    """KAMA's steps name SMPL's 24 joints: a 52-joint (SMPL-H-like) tree failed later with an IndexError, and a
+    24-joint tree in another order would have been fitted with the wrong joint meanings; both are refused."""
+    arr, _ = procedural_arrays(0)
+    kt = arr["kintree_table"]
+    extra = 28  # hand joints hanging off the wrists, as SMPL-H adds them
+    parents = np.concatenate([kt[0], np.repeat([20, 21], extra // 2)])
+    big = dict(arr, kintree_table=np.stack([parents, np.arange(24 + extra)]),
+               J_regressor=np.concatenate([arr["J_regressor"], arr["J_regressor"][:extra]]),
+               weights=np.concatenate([arr["weights"], np.zeros((arr["weights"].shape[0], extra))], 1))
+    np.savez(tmp_path / "smplh.npz", **big)
+    with pytest.raises(DataError, match="SMPL's 24-joint tree; this model has 52 joints"):
+        load_body_model(tmp_path / "smplh.npz")
+    swapped = kt.copy()
+    swapped[0, 13] = 6  # collar hangs off spine2 instead of spine3: a 24-joint tree, not SMPL's
+    np.savez(tmp_path / "other.npz", **dict(arr, kintree_table=swapped))
+    with pytest.raises(DataError, match="24 joints in another order"):
+        load_body_model(tmp_path / "other.npz")
+    assert load_body_model(write_model_file(tmp_path / "ok.npz", arr)).num_joints == 24

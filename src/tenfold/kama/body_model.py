@@ -168,6 +168,11 @@ def arrays_to_model(arrays: dict[str, np.ndarray], landmarks: dict[str, int] | N
     parents = [-1 if i == 0 else pos.get(int(kt[0, i]) if kt[0, i] < 2**31 else -1, -2) for i in range(kt.shape[1])]
     if ids != list(range(len(ids))) or -2 in parents:
         raise DataError(f"{source}: kintree_table has unexpected joint ids")
+    if parents != SMPL_PARENTS:  # SMPL-H / SMPL-X (52 / 55 joints) failed later with an IndexError, and a
+        # 24-joint tree in another order would have been fitted with the wrong joint meanings
+        raise DataError(f"{source}: KAMA articulates SMPL's 24-joint tree; this model has {len(parents)} joints"
+                        + ("" if len(parents) != 24 else " in another order")
+                        + " (for SMPL-H / SMPL-X, export the SMPL body joints first)")
     shapedirs = a["shapedirs"]
     if shapedirs.ndim == 2:
         shapedirs = shapedirs[:, :, None]
