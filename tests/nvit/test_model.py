@@ -200,6 +200,16 @@ def test_timm_models_convert_and_prune():
                                   patch_size=8, depth=1)
     with pytest.raises(ConfigError, match="distillation token"):
         from_timm(distilled)
+    # another activation or LayerNorm eps converted silently before, and gave other logits (quick_gelu: 2.3e-3)
+    from functools import partial
+
+    for kw, what in ((dict(act_layer="quick_gelu"), "activation QuickGELU"),
+                     (dict(act_layer="gelu_tanh"), "activation GELUTanh"),
+                     (dict(norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)), "LayerNorm eps 1e-05")):
+        other = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1,
+                                  **kw)
+        with pytest.raises(ConfigError, match=what):
+            from_timm(other)
 
 
 def test_save_load_and_onnx_round_trip(tmp_path):

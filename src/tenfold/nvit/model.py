@@ -305,6 +305,17 @@ def from_timm(model: nn.Module) -> VisionTransformer:
     if bad or getattr(model, "global_pool", "token") != "token" or "cls_token" not in sd:
         raise ConfigError(f"{name}: unsupported timm ViT variant (needs a class token, global_pool='token', "
                           f"no layer scale/register tokens/qk-norm); offending keys: {bad[:3]}")
+    # the dense model computes exact-erf GELU and LayerNorm eps 1e-6 (timm's ViT defaults); anything else used
+    # to convert without a word and give other logits (quick_gelu: 2.3e-3 relative)
+    odd = sorted({f"activation {type(m.act).__name__}" + (f"({m.act.approximate})" if hasattr(m.act, "approximate")
+                                                          else "")
+                  for m in (b.mlp for b in model.blocks)
+                  if not (isinstance(m.act, nn.GELU) and m.act.approximate == "none")}
+                 | {f"LayerNorm eps {m.eps:g}" for m in model.modules()
+                    if isinstance(m, nn.LayerNorm) and m.eps != 1e-6})
+    if odd:
+        raise ConfigError(f"{name}: unsupported timm ViT variant ({', '.join(odd)}); tenfold's ViT uses exact GELU "
+                          "and LayerNorm eps 1e-6")
     pe = model.patch_embed
     img = pe.img_size[0] if isinstance(pe.img_size, (tuple, list)) else int(pe.img_size)
     patch = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else int(pe.patch_size)
