@@ -500,3 +500,19 @@ def test_data_root_env_and_list_data(tmp_path: Path, monkeypatch) -> None:
     assert rows["weights-resnet20"]["exists"] and rows["weights-resnet20"]["size_bytes"] == 5
     assert not rows["cifar10-test"]["exists"] and rows["cifar10-test"]["size_bytes"] == 0
     assert rows["asset-cifar10-mini"]["exists"]
+
+
+def test_folder_rescales_16_bit_grey_and_refuses_32_bit(tmp_path: Path) -> None:
+    """PIL's convert("L") clips 16-bit values at 255, so a 0..60000 depth image read almost all white; 16-bit grey
+    is rescaled to 8 bits now, and 32-bit integer / float images (no fixed range) are refused."""
+    from PIL import Image
+
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    a = np.array([[0, 257, 30000, 65535]] * 4, dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "d" / "a" / "x.png")
+    x, _ = D.load_dataset(f"folder:{tmp_path / 'd'}").tensors()
+    assert torch.allclose(x[0, 0, 0], torch.tensor([0, 1, round(30000 / 257), 255]) / 255.0)
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    Image.fromarray(np.ones((4, 4), np.float32) * 0.5, mode="F").save(tmp_path / "f" / "a" / "x.tif")
+    with pytest.raises(DataError, match="32-bit float image with no fixed range"):
+        D.load_dataset(f"folder:{tmp_path / 'f'}")

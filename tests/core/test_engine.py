@@ -166,6 +166,20 @@ def test_resume_guards(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match="batch_size"):
         run(tmp_path, 8, resume=True, batch_size=16)
+    # another seed mid-epoch would skip the consumed samples of a different order (repeats, unseen samples)
+    with pytest.raises(CheckpointError, match="seed=7, shuffle=True"):
+        run(tmp_path, 8, resume=True, seed=8)
+
+
+def test_a_branch_from_an_older_checkpoint_is_refused_while_newer_ones_exist(tmp_path: Path) -> None:
+    """Resuming from step 4 of a run that went on to 12 left steps 8 and 12 beside the branch's own, and a later
+    resume=True picked the abandoned run's step 12 (its weights, optimizer and RNG) over the branch's."""
+    run(tmp_path, 12, ckpt_every=4, keep=None)
+    ck = Checkpointer(tmp_path, method="engine")
+    with pytest.raises(TrainingError, match=r"after step-00000004 \(steps \[8, 12\]\)"):
+        run(tmp_path, 10, ckpt_every=4, keep=None, resume=str(ck.path_for(4)))
+    _, out = run(tmp_path, 16, ckpt_every=4, keep=None, resume=str(ck.path_for(12)))  # the newest: fine
+    assert out["resumed_from"] == 12
 
 
 def test_rng_state_round_trip() -> None:

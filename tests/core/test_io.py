@@ -184,3 +184,30 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_checkpoint_keeps_non_finite_floats_dotted_names_and_refuses_slash_keys(tmp_path):
+    """inf came back as the string 'inf' and NaN as None (a ReduceLROnPlateau state then failed to step); names
+    with a dot overwrote each other ("lr0.001" and "lr0.003" were both "lr0"); a "/" in a key collided with a
+    nested key of the same path and lost a tensor."""
+    import math
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    state = {"sched": sched.state_dict(), "best": float("inf"), "worst": float("-inf"), "nan": float("nan"),
+             "np_inf": np.float64("inf")}
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "c", state, method="unit"))
+    assert loaded["best"] == math.inf and loaded["worst"] == -math.inf and math.isnan(loaded["nan"])
+    assert loaded["np_inf"] == math.inf and loaded["sched"]["best"] == math.inf
+    again = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    again.load_state_dict(loaded["sched"])
+    again.step(1.0)  # failed: can't multiply sequence by non-int of type 'float'
+    for lr in ("0.001", "0.003"):
+        save_checkpoint(tmp_path / f"model-lr{lr}", {"w": torch.full((2,), float(lr), dtype=torch.float64)},
+                        method="unit")
+    assert sorted(p.name for p in tmp_path.glob("model-lr*")) == [
+        "model-lr0.001.json", "model-lr0.001.safetensors", "model-lr0.003.json", "model-lr0.003.safetensors"]
+    assert float(load_checkpoint(tmp_path / "model-lr0.001")[0]["w"][0]) == 0.001
+    assert float(load_checkpoint(tmp_path / "model-lr0.001.json")[0]["w"][0]) == 0.001
+    with pytest.raises(CheckpointError, match="cannot contain '/'"):
+        save_checkpoint(tmp_path / "s", {"a/b": torch.zeros(1), "a": {"b": torch.ones(1)}}, method="unit")

@@ -450,6 +450,20 @@ _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
+def _as_uint8(im: Any, mode: str, f: Path) -> np.ndarray:
+    """An image as 8-bit ``mode`` ("L" or "RGB"). 16-bit grey is rescaled (0..65535 -> 0..255); PIL's own
+    convert("L") clipped it at 255, so nearly every pixel of a depth or medical image read white. 32-bit integer
+    and float images have no fixed range to rescale from, so they are refused."""
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float64) * (255.0 / 65535.0)
+        a = np.rint(a).astype(np.uint8)
+        return a if mode == "L" else np.repeat(a[..., None], 3, -1)
+    if im.mode in ("I", "F"):
+        raise DataError(f"{f} is a 32-bit {'float' if im.mode == 'F' else 'integer'} image with no fixed range; "
+                        "convert it to 8-bit (or 16-bit) first")
+    return np.asarray(im.convert(mode))
+
+
 def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
     """Your own images, ``folder:PATH``: every image file under PATH (hidden files and folders skipped), each
     sub-folder a class (images directly in PATH form one class named after it), as torchvision's ImageFolder.
@@ -501,7 +515,7 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
     for k, f in enumerate(chosen):
         try:
             with Image.open(f) as im:
-                a = np.asarray(im.convert(mode))
+                a = _as_uint8(im, mode, f)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         arr[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)

@@ -401,6 +401,17 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int,
 # --------------------------------------------------------------------------------------------
 # Checkpoints and metrics
 # --------------------------------------------------------------------------------------------
+def _step_of(path: str | os.PathLike) -> int:
+    """The step of a ``step-NNNNNNNN`` checkpoint path (-1 for any other name, e.g. ``last``)."""
+    name = Path(path).name
+    for suffix in (".json", ".safetensors"):
+        name = name.removesuffix(suffix)
+    try:
+        return int(name.split("-", 1)[1]) if name.startswith("step-") else -1
+    except ValueError:
+        return -1
+
+
 class Checkpointer:
     """Periodic, atomic checkpoints in ``run_dir/checkpoints``.
 
@@ -744,6 +755,11 @@ def fit(
         sums: dict[str, Any] = {}  # running sums of the logged values since the last log line
         n_sum = 0
         src = (ckpt.latest() if resume is True else Path(resume)) if resume else None
+        if src is not None and resume is not True and _step_of(src) >= 0:  # a branch from an older checkpoint
+            newer = [s for s in ckpt.steps() if s > _step_of(src)]
+            if newer:  # resume=True would later pick the abandoned run's newest step over this branch's own
+                raise TrainingError(f"{ckpt.dir} holds checkpoints after {Path(src).name} (steps {newer}) from the "
+                                    "run that went on past it; move them out of that folder to branch from here")
         if not resume and ckpt.steps():
             raise TrainingError(f"{ckpt.dir} already holds checkpoints; pass resume=True to continue, or "
                                 "use a new run directory (tenfold.core.io.new_run_dir)")
@@ -754,6 +770,11 @@ def fit(
                 raise CheckpointError(
                     f"{src} was written with batch_size={data['batch_size']} on {data['dataset_len']} samples; "
                     f"resume with the same batch_size and dataset (now {batch_size} on {n_data})")
+            # another seed or shuffle mid-epoch skips the consumed samples of a *different* order: some samples
+            # would repeat and others go unseen that epoch, without a word
+            if (data.get("seed", seed), data.get("shuffle", shuffle)) != (seed, shuffle):
+                raise CheckpointError(f"{src} was written with seed={data.get('seed')}, shuffle={data.get('shuffle')}; "
+                                      f"resume with the same (now seed={seed}, shuffle={shuffle})")
             raw.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             for name, obj, st in (("scheduler", sched, state["scheduler"]), ("ema", ema_obj, state["ema"]),

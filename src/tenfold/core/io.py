@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -204,6 +205,17 @@ def new_run_dir(out: str | os.PathLike) -> Path:
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 _INTKEYS = "__intkeys__"
+_FLOAT = "__float__"  # a non-finite float (JSON has none): {"__float__": "inf" | "-inf" | "nan"}
+
+
+def _pair(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(base, base.json, base.safetensors) of a checkpoint path given with or without one of the two suffixes.
+    The suffixes are appended, not swapped in: with_suffix made "model-lr0.001" and "model-lr0.003" both
+    "model-lr0", so they overwrote each other."""
+    base = Path(path)
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    return base, base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
@@ -226,6 +238,9 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
         return _flatten(torch.from_numpy(np.ascontiguousarray(obj)), prefix, tensors, seen)
     if isinstance(obj, Mapping):
         keys = list(obj.keys())
+        slash = [str(k) for k in keys if "/" in str(k)]
+        if slash:  # "/" joins nested keys: {"a/b": x, "a": {"b": y}} stored both at "a/b" and lost x
+            raise CheckpointError(f"checkpoint keys cannot contain '/': {slash[0]!r} at '{prefix or '(top)'}'")
         out = {str(k): _flatten(v, f"{prefix}/{k}" if prefix else str(k), tensors, seen) for k, v in obj.items()}
         ints = [str(k) for k in keys if isinstance(k, int)]
         if ints:
@@ -235,10 +250,12 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
         return {_TUPLE: [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
         return [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):  # inf came back as the string "inf", NaN as None
+        return {_FLOAT: "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
     raise CheckpointError(f"cannot store a {type(obj).__name__} at '{prefix}' in a checkpoint")
 
 
@@ -248,6 +265,8 @@ def _unflatten(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
             return tensors[obj[_TENSOR]]
         if _TUPLE in obj:
             return tuple(_unflatten(v, tensors) for v in obj[_TUPLE])
+        if _FLOAT in obj:
+            return float(obj[_FLOAT])
         ints = set(obj.get(_INTKEYS, []))
         return {(int(k) if k in ints else k): _unflatten(v, tensors) for k, v in obj.items() if k != _INTKEYS}
     if isinstance(obj, list):
@@ -264,17 +283,15 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], *, method
     """
     from safetensors.torch import save as st_save
 
-    base = Path(path)
-    if base.suffix in (".json", ".safetensors"):
-        base = base.with_suffix("")
+    base, jpath, tpath = _pair(path)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(dict(state), "", tensors)
     save_id = uuid.uuid4().hex  # pairs the two files: a crash between the writes is detected on load
-    atomic_write_bytes(base.with_suffix(".safetensors"), st_save(tensors, metadata={"save_id": save_id}))
+    atomic_write_bytes(tpath, st_save(tensors, metadata={"save_id": save_id}))
     header = {"tenfold_checkpoint": FORMAT_VERSION, "method": method, "save_id": save_id,
               "config": to_jsonable(config) if config is not None else None,
               "extra": to_jsonable(dict(extra or {})), "state": tree}
-    return write_json(base.with_suffix(".json"), header)
+    return write_json(jpath, header)
 
 
 def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
@@ -290,9 +307,7 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
     if base.is_file() and base.suffix not in (".json", ".safetensors"):
         raise CheckpointError(f"{base} is not a tenfold checkpoint: one is a pair NAME.json + NAME.safetensors "
                               "(give either file, or the run directory)")
-    if base.suffix in (".json", ".safetensors"):
-        base = base.with_suffix("")
-    jpath, tpath = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    base, jpath, tpath = _pair(base)
     for p in (jpath, tpath):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file not found: {p}")
