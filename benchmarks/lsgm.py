@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from benchmarks.common import goal, parser, write_result
-from tenfold.core.engine import fit, unwrap
+from tenfold.core.engine import EMA, fit, unwrap
 from tenfold.lsgm import PRESETS
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import accuracy, fd, feature_cnn
@@ -101,9 +101,13 @@ def dequantise(x: torch.Tensor) -> torch.Tensor:
 
 def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: int, run_dir: Path, sde: VPSDE,
                    time_eps: float, seed: int = 0, scheme: str = "ll_iw", time_scale: float = 1000.0,
-                   sr: float = 0.0) -> tuple[DataSGM, float, dict[str, Any]]:
-    """The data-space model trained for ``steps``. ``sr``: spectral regularisation of its U-Net, weighted as in
-    LSGM's per-image loss (this loss is per dimension, so the regulariser enters as sr / D)."""
+                   sr: float = 0.0, ema: float = 0.995) -> tuple[DataSGM, float, dict[str, Any]]:
+    """The data-space model trained for ``steps``, returned with its EMA weights (``ema`` decay, warmed up), as
+    LSGM's score net is evaluated with its own. ``sr``: spectral regularisation of its U-Net, weighted as in
+    LSGM's per-image loss (this loss is per dimension, so the regulariser enters as sr / D).
+
+    Before session 12 it passed ``ema=0.999`` to ``fit`` as a number, whose average ``fit`` keeps only in its
+    checkpoints: every data-space figure until then came from the raw, constant-lr weights."""
     torch.manual_seed(seed)
     model = DataSGM(UNet(1, ch=ch, ch_mult=DATA_MULT, num_res_blocks=1, dropout=0.1, time_scale=time_scale), scheme)
     reg = SpectralReg(model) if sr else None
@@ -115,9 +119,11 @@ def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: i
         return out
 
     t0 = time.process_time()
+    avg = EMA(model, ema, warmup=True)  # warm-up: a short lr-sweep run is not dominated by the initial weights
     res = fit(model, step, TensorDataset(train), run_dir=run_dir, steps=steps, batch_size=batch,
-              optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=lr), ema=0.999, progress=False,
+              optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=lr), ema=avg, progress=False,
               tensorboard=False, log_every=max(1, steps // 10), ckpt_every=None, method="lsgm-data", seed=seed)
+    avg.copy_to(model)
     return model, time.process_time() - t0, res
 
 
@@ -145,7 +151,7 @@ def pick_lr(ch: int, train: torch.Tensor, val: torch.Tensor, a: Any, work: Path,
     while lrs:
         for lr in lrs:
             m, _, _ = train_data_sgm(ch, lr, train, a.sweep_steps, a.batch, work / f"sweep-{scheme}-{lr:g}", sde,
-                                     teps, scheme=scheme, time_scale=a.time_scale)
+                                     teps, scheme=scheme, time_scale=a.time_scale, ema=a.ema)
             sweep[lr] = data_dsm_nll(m, val, sde, teps, key="loss")
             print(f"  sweep {scheme} lr {lr:g}: val objective {sweep[lr]:.4f}", flush=True)
         best, ordered = min(sweep, key=sweep.get), sorted(sweep)
@@ -188,8 +194,12 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     n_fd = a.fd_samples
     real = split.heldout_grey[:n_fd]
     fig["fd_cnn_heldout_accuracy"] = accuracy(fdnet, split.heldout_grey, split.heldout_labels)
-    fig["fd_floor_real_vs_real"] = fd(fdnet, split.train[:n_fd], real)
-    fig["fd_floor_binarised_real"] = fd(fdnet, torch.bernoulli(split.train[:n_fd]), real)
+    # a seeded random subset: OMNIGLOT's training split is stored by alphabet, so its first 500 images held 34 of
+    # the 136 characters and read 103.0 / 161.8 against the held-out images (5.3 / 17.2 with a random subset)
+    some = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(0))[:n_fd]]
+    fig["fd_floor_real_vs_real"] = fd(fdnet, some, real)
+    fig["fd_floor_binarised_real"] = fd(fdnet, torch.bernoulli(some, generator=torch.Generator().manual_seed(1)),
+                                        real)
     fig["fd_noise"] = fd(fdnet, torch.rand_like(real), real)
     x_nll = split.heldout[: a.nll_images]
 
@@ -242,7 +252,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
         sweep = lr_sweeps[scheme]
         best = min(sweep, key=sweep.get)
         dm, dcpu, _ = train_data_sgm(ch, best, split.train, a.steps, a.batch, work / who, sde, teps, scheme=scheme,
-                                     time_scale=a.time_scale)
+                                     time_scale=a.time_scale, ema=a.ema)
         dm.eval()
 
         def d_eps(z: torch.Tensor, t: torch.Tensor, dm: DataSGM = dm) -> torch.Tensor:
@@ -290,11 +300,12 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     # one adaptive solve's NFE moves with its noise batch (LSGM read 194 and 296 on two draws of 10 samples), so
     # several larger batches, the same noise seeds for every model, and their median
     for who, (fn, sde_w, shape) in samplers.items():
-        g5 = torch.Generator().manual_seed(5)
-        counts = [ode_sample(fn, sde_w, torch.randn(a.nfe_samples, *shape, generator=g5), ode_eps=1e-5, tol=1e-5)[1]
-                  for _ in range(a.nfe_batches)]
-        fig[who]["nfe_tol_1e-5_batches"] = counts
-        fig[who]["nfe_tol_1e-5"] = statistics.median(counts)
+        for tol, key in ((a.tol, "nfe_tol"), (1e-5, "nfe_tol_1e-5")):  # the goal's tolerance and the official one
+            g5 = torch.Generator().manual_seed(5)
+            counts = [ode_sample(fn, sde_w, torch.randn(a.nfe_samples, *shape, generator=g5), ode_eps=1e-5,
+                                 tol=tol)[1] for _ in range(a.nfe_batches)]
+            fig[who][f"{key}_batches"] = counts
+            fig[who][key] = statistics.median(counts)
 
     # ---- variance of the CE estimate: IS of t (ll_iw) vs uniform t, per sample, on the held-out latents -----
     with torch.no_grad():
@@ -333,11 +344,13 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     for who in eps_fns:
         Dd = fig[who]
         tag = f"data-space ({Dd['training_weighting']}-trained)"
-        nfe_ratio = Dd["nfe_sampling"] / max(L["nfe_sampling"], 1)
+        # the median over noise batches, as at 1e-5: one solve of the 500-sample batch moved by a whole dopri5
+        # step (6 calls) with its noise (LSGM 26 there, 32 in every other reading), which made MNIST's goal "hold"
+        nfe_ratio = Dd["nfe_tol"] / max(L["nfe_tol"], 1)
         nfe5_ratio = Dd["nfe_tol_1e-5"] / max(L["nfe_tol_1e-5"], 1)
         goals += [
-            goal(f"{name}: {tag} NFE / LSGM NFE at tol {a.tol} ({a.fd_samples}-sample batch)", ">= 3",
-                 round(nfe_ratio, 2), nfe_ratio >= 3),
+            goal(f"{name}: {tag} NFE / LSGM NFE at tol {a.tol} (median of {a.nfe_batches} {a.nfe_samples}-sample "
+                 "batches)", ">= 3", round(nfe_ratio, 2), nfe_ratio >= 3),
             goal(f"{name}: {tag} NFE / LSGM NFE at tol 1e-5, the official solver's rtol = atol "
                  f"(median of {a.nfe_batches} {a.nfe_samples}-sample batches)", ">= 3", round(nfe5_ratio, 2),
                  nfe5_ratio >= 3),
