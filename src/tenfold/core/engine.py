@@ -673,8 +673,10 @@ def fit(
         accum: micro-steps whose gradients are summed into one optimizer step (trades memory for
             time; under DDP the gradient all-reduce happens on the last micro-step only).
         ema: keep an exponential moving average of the weights, updated after every optimizer
-            step: a decay such as 0.999, or an :class:`EMA` you built (keep the handle to evaluate
-            with the averaged weights after ``fit``). Saved in checkpoints. None: no EMA.
+            step: a decay such as 0.999, or an :class:`EMA` you built. Saved in checkpoints. The model
+            keeps its trained weights: with a number the average lives in the checkpoints only, so to
+            use it after ``fit`` pass an :class:`EMA` and call its ``copy_to`` or ``swapped`` (a
+            benchmark of ours passed a number and evaluated raw weights for ten sessions). None: no EMA.
         ckpt_every: write a checkpoint every this many steps (None: only at the end). One is
             always written at the end.
         keep: how many step checkpoints to keep besides ``last`` (None: all).
