@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,22 +194,34 @@ def _cpu(x: Any) -> Any:
     return x
 
 
+_SHARED_ARGS = """\
+        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
+            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
+        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
+            (seeded He init) or a local weights file.
+        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
+        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
+            "fresh network, calibrated BN" regime, with ``--weights none``).
+"""
+
+
+def _shared_args(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options the three verbs share to ``fn``'s ``Args:`` section (one text for all three; the CLI's
+    ``--help`` reads it from there)."""
+    fn.__doc__ = (fn.__doc__ or "").replace("    Args:\n", "    Args:\n" + _SHARED_ARGS, 1)
+    return fn
+
+
+@_shared_args
 def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
          data: str = "cifar10-test", batch_size: int = 8, batch_seed: int = 0, unique_labels: bool = True,
          calibrate_bn_images: int = 0) -> dict[str, Any]:
     """Simulate a client: the averaged gradient (or FedAvg update) of a real batch, saved with the batch.
 
     Args:
-        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
-            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
-        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
-            (seeded He init) or a local weights file.
-        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
         batch_size: images in the client's batch.
         batch_seed: seed that picks the batch from ``data`` (and the defences' noise).
         unique_labels: draw a batch whose labels all differ (the paper's setting; needs ``batch_size`` <= classes).
-        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
-            "fresh network, calibrated BN" regime, with ``--weights none``).
     """
     run_dir = Path(run_dir)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
@@ -244,6 +257,7 @@ def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tens
                    labels=y if cfg.labels == "oracle" else None, bn_ref=ref, **run_kw)
 
 
+@_shared_args
 def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
            data: str = "cifar10-test", batch_size: int = 8, iterations: int = 0, target: str = "",
            batch_seed: int = 0, unique_labels: bool = True, calibrate_bn_images: int = 0,
@@ -255,18 +269,11 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     ``--resume --out RUN`` continues it exactly.
 
     Args:
-        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
-            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
-        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
-            (seeded He init) or a local weights file.
-        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
         batch_size: images in the client's batch.
         iterations: optimisation steps of the inversion; 0: the preset's.
         target: a ``leak`` run directory to attack (its model, data and update); empty: simulate a client here.
         batch_seed: seed that picks the batch from ``data`` (and the defences' noise).
         unique_labels: draw a batch whose labels all differ (the paper's setting; needs ``batch_size`` <= classes).
-        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
-            "fresh network, calibrated BN" regime, with ``--weights none``).
         lpips_weights: a local LPIPS backbone weights file; LPIPS is reported only when one is given (no downloads).
         resume: continue the attack from the run's last checkpoint (the CLI's ``--resume --out RUN``).
     """
@@ -347,6 +354,7 @@ def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
     plt.close(fig)
 
 
+@_shared_args
 def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
           data: str = "cifar10-test", batch_sizes: tuple[int, ...] = (1, 4),
           noise_sigmas: tuple[float, ...] = (1e-4, 1e-3, 1e-2), prune_ratios: tuple[float, ...] = (0.5, 0.9, 0.99),
@@ -358,18 +366,11 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     runs only the missing attacks (each attack is seeded on its own, so the table is the same).
 
     Args:
-        model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
-            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
-        weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
-            (seeded He init) or a local weights file.
-        data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
         batch_sizes: one row group per batch size, e.g. ``--batch-sizes 1 4 8``.
         noise_sigmas: standard deviations of the Gaussian noise added to every gradient entry (one row each).
         prune_ratios: fractions in [0, 1) of each layer's smallest-magnitude gradient entries set to zero.
         iterations: optimisation steps of each inversion; 0: the preset's.
         batch_seed: seed that picks each batch from ``data`` (and the defences' noise).
-        calibrate_bn_images: > 0: re-estimate the BN statistics on that many real CIFAR-10 training images (the
-            "fresh network, calibrated BN" regime, with ``--weights none``).
         resume: keep the rows ``audit_rows.jsonl`` already holds and run only the missing attacks.
     """
     import matplotlib
