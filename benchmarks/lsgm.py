@@ -195,7 +195,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     real = split.heldout_grey[:n_fd]
     fig["fd_cnn_heldout_accuracy"] = accuracy(fdnet, split.heldout_grey, split.heldout_labels)
     # a seeded random subset: OMNIGLOT's training split is stored by alphabet, so its first 500 images held 34 of
-    # the 136 characters and read 103.0 / 161.8 against the held-out images (5.3 / 17.2 with a random subset)
+    # the 136 characters and read 103.0 / 161.8 against the held-out images (5.3 / 18.5 with this subset)
     some = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(0))[:n_fd]]
     fig["fd_floor_real_vs_real"] = fd(fdnet, some, real)
     fig["fd_floor_binarised_real"] = fd(fdnet, torch.bernoulli(some, generator=torch.Generator().manual_seed(1)),

@@ -799,7 +799,7 @@ def test_attack_on_a_leak_takes_the_clients_settings_and_model(tmp_path, monkeyp
     """`attack --target` attacks what the leak run shared: its update kind, local steps, defences and client mode,
     and the model as the leak initialised it (``weights=none`` is seeded by the leak's seed, not the attack's).
     It used to take all of these from its own config: a FedAvg update matched as a gradient, a noise defence
-    recorded that was never applied, and a different random model (relative gradient error 1.28)."""
+    recorded that was never applied, and a different random model."""
     from tenfold.core.io import TenfoldWarning
     from tenfold.gradinversion import verbs
 
@@ -883,7 +883,7 @@ def test_bn_prior_pairs_each_layer_with_its_own_statistics():
 
 def test_user_bn_statistics_and_empty_batches_are_checked():
     """A user's BN statistics of the wrong shape used to broadcast silently (one scalar pair for a 4-channel layer
-    gave R_BN 22.6), and an empty client batch "leaked" all-zero gradients: both are one clear error now."""
+    gave a large R_BN), and an empty client batch "leaked" all-zero gradients: both are one clear error now."""
     net = _tiny_net()
     x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
     g = simulate_client(net, x, y, mode="train")

@@ -288,7 +288,7 @@ def test_a_slightly_hyperextended_knee_does_not_twist_the_hip(rigid64):
 
 def test_distal_keypoint_on_the_middle_one_gives_rotations(model32):
     """An ankle on the knee (s = 0) failed the straight-limb test (0 < 0) and the hinge frame was rank 1:
-    det(rot) = 0 at hip and knee, a pose that no longer matched rot, and a 503 mm heel residual."""
+    det(rot) = 0 at hip and knee, a pose that no longer matched rot, and a large heel residual."""
     from tenfold.core.geometry import axis_angle_to_matrix
 
     _, _, _, X = bodies(model32, 1, 1)
@@ -302,7 +302,7 @@ def test_distal_keypoint_on_the_middle_one_gives_rotations(model32):
 
 def test_unseen_points_may_hold_inf_and_units_must_be_metres(model32):
     """Inf at a confidence-0 point (which the error message allows) overflowed the bone lengths to NaN; it is
-    ignored like NaN now. Centimetres or millimetres fitted to absurd shapes (|beta| 1,687) without a word."""
+    ignored like NaN now. Centimetres or millimetres fitted to absurd shapes (huge |beta|) without a word."""
     pose, b, t, X = bodies(model32, 2, 3)
     c = torch.ones(2, 26)
     c[:, K["nose"]] = 0.0
@@ -318,7 +318,7 @@ def test_unseen_points_may_hold_inf_and_units_must_be_metres(model32):
 
 
 def test_bvh_shared_shape_survives_the_refinement(tmp_path):
-    """`kama bvh` fits one shape for the sequence; the refinement used to re-fit beta per frame (spread 0.38,
+    """`kama bvh` fits one shape for the sequence; the refinement used to re-fit beta per frame (betas spread,
     thigh lengths varying), so the sequence's shape was not shared. Given betas stay fixed in refinement."""
     import dataclasses
 

@@ -200,7 +200,7 @@ def test_timm_models_convert_and_prune():
                                   patch_size=8, depth=1)
     with pytest.raises(ConfigError, match="distillation token"):
         from_timm(distilled)
-    # another activation or LayerNorm eps converted silently before, and gave other logits (quick_gelu: 2.3e-3)
+    # another activation or LayerNorm eps converted silently before, and gave other logits
     from functools import partial
 
     for kw, what in ((dict(act_layer="quick_gelu"), "activation QuickGELU"),

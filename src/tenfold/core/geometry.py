@@ -290,7 +290,7 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # |a x b| at rounding level with a.b < 0: the axis a x b is noise, so take the half-turn branch
     anti = (c < 0) & (s < 64 * torch.finfo(a.dtype).eps)
     # Rodrigues with a unit axis, R = I + sin t K + (1 - cos t) K^2: orthogonal to rounding at every angle
-    # (I + [v]x + [v]x^2 / (1 + c) divided by a cancelling 1 + c: |R^T R - I| reached 0.5 in float32 near pi)
+    # (I + [v]x + [v]x^2 / (1 + c) divided by a cancelling 1 + c: far from orthogonal in float32 near pi)
     K = _skew(v / s.clamp_min(torch.finfo(a.dtype).tiny)[..., None])
     eye = torch.eye(3, dtype=a.dtype, device=a.device).expand(K.shape)
     R_reg = eye + s[..., None, None] * K + (1.0 - c)[..., None, None] * (K @ K)

@@ -270,8 +270,8 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         # a nearly straight leg bent slightly backwards (noise, or hyperextension) flips u x s, and the hinge
         # solution then twisted the whole leg by 180 deg at the hip: below NEAR_STRAIGHT keep the hinge axis on
         # the side of the swing-only solution's (the smaller twist: a hip turns well under 90 deg about the
-        # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, and there the rule cost more
-        # than it saved at 10 mm noise (wrong shoulders 0.5 % -> 4 %; hips 5.5 % -> 1 % at 25 mm)
+        # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, where the rule is wrong (at 10 mm
+        # noise it flipped 2 % of right shoulders that were right; benchmarks/kama_near_straight.py)
         a2s = (swing @ a2[..., None])[..., 0]
         back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
         hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))

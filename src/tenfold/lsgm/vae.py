@@ -176,7 +176,7 @@ class VAE(nn.Module):
         for g in range(self.groups):
             inp = h if state is None else torch.cat([h, state], 1)
             # posterior parameters, z0 and so the entropy in fp32 under autocast (bf16 is for inside the networks;
-            # a bf16 entropy was off by up to 25 nats per image on a 4,096-dim latent); a no-op in fp32
+            # a bf16 entropy summed rounding over thousands of latent dimensions); a no-op in fp32
             mu, ls = soft_clamp5(self.q_heads[g](inp).float()).chunk(2, 1)
             where = generator.device if generator is not None else mu.device  # a seeded generator's own device
             noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=where).to(mu.device)
