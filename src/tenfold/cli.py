@@ -71,20 +71,22 @@ def verb_options(fn: Callable[..., Any]) -> list[inspect.Parameter]:
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def verb_option_help(fn: Callable[..., Any]) -> dict[str, str]:
-    """Each option's help from the verb docstring's ``Args:`` section (Google style), so the Python API's
-    documentation and ``tenfold METHOD VERB --help`` are one text."""
+def _docstring(fn: Callable[..., Any]) -> Any:
+    """The verb's docstring parsed as Google style (summary, description, ``Args:``)."""
     import docstring_parser
 
-    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.GOOGLE)
-    return {p.arg_name: _plain(p.description or "") for p in doc.params if p.description}
+    return docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.GOOGLE)
+
+
+def verb_option_help(fn: Callable[..., Any]) -> dict[str, str]:
+    """Each option's help from the verb docstring's ``Args:`` section, so the Python API's documentation and
+    ``tenfold METHOD VERB --help`` are one text."""
+    return {p.arg_name: _plain(p.description or "") for p in _docstring(fn).params if p.description}
 
 
 def verb_summary(fn: Callable[..., Any]) -> str:
     """The verb docstring's text before its ``Args:`` section, as one plain paragraph for ``--help``."""
-    import docstring_parser
-
-    doc = docstring_parser.parse(fn.__doc__ or "", style=docstring_parser.DocstringStyle.GOOGLE)
+    doc = _docstring(fn)
     return _plain(" ".join(filter(None, (doc.short_description, doc.long_description))))
 
 

@@ -173,10 +173,11 @@ def _client_settings_of_leak(cfg: Config, leak_config: dict[str, Any], target: P
                                                                        "seed")})
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{target}: the leak run's config lacks the client's settings ({e})") from None
-    new = {k: getattr(leak, k) for k in CLIENT_FIELDS}
-    new["client_mode"] = leak.resolved_client_mode()
-    changed = [f"{k}={new[k]} (this config: {getattr(cfg, k) if k != 'client_mode' else cfg.resolved_client_mode()})"
-               for k in new if new[k] != (getattr(cfg, k) if k != "client_mode" else cfg.resolved_client_mode())]
+    def client(c: Config) -> dict[str, Any]:
+        return {**{k: getattr(c, k) for k in CLIENT_FIELDS}, "client_mode": c.resolved_client_mode()}
+
+    new, cur = client(leak), client(cfg)
+    changed = [f"{k}={new[k]} (this config: {cur[k]})" for k in new if new[k] != cur[k]]
     if changed:
         warnings.warn(f"--target: the client's settings come from the leak run {target}: {', '.join(changed)}",
                       TenfoldWarning, stacklevel=3)
@@ -247,8 +248,8 @@ def _check_iterations(iterations: int) -> None:
 def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                mean: list[float], std: list[float], user_bn: list[tuple[torch.Tensor, torch.Tensor]] | None,
                iterations: int = 0, **run_kw: Any) -> AttackResult:
-    """Run the configured attack on shared update ``g`` of the client batch (x, y)."""
-    _check_iterations(iterations)
+    """Run the configured attack on shared update ``g`` of the client batch (x, y); the verbs check
+    ``iterations`` before any work (:func:`_check_iterations`)."""
     if iterations > 0:
         cfg = dataclasses.replace(cfg, iterations=iterations)
     inv = build(cfg)

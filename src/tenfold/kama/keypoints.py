@@ -129,6 +129,9 @@ def rest_keypoints(model, betas: torch.Tensor) -> torch.Tensor:
     return assemble(model.rest_joints(betas), model.shaped_vertices(betas, landmark_ids(model)))
 
 
+MAX_SPAN_M = 5.0  # the largest plausible extent of one body's keypoints, in metres
+
+
 def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Boundary check of user keypoints (B, 26, 3) metres and confidence (B, 26) in [0, 1]."""
     check_tensor(keypoints, "keypoints", ("B", NUM_KEYPOINTS, 3), finite=False)
@@ -153,9 +156,6 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
         raise InputError(f"the keypoints of a body span {span:.4g} m; KAMA takes metres (divide centimetres by 100, "
                          f"millimetres by 1000)")
     return keypoints, confidence
-
-
-MAX_SPAN_M = 5.0  # the largest plausible extent of one body's keypoints, in metres
 
 
 def _levels(parents: list[int]) -> list[list[int]]:
