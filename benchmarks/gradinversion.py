@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import math
 import statistics
 import time
 import types
@@ -164,12 +165,40 @@ def breaching_labels(strategy: str, g: list[torch.Tensor], B: int) -> torch.Tens
     return a._recover_label_information(user, None, None).flatten()[:B].long()
 
 
+def breaching_labels_unpadded(strategy: str, g: list[torch.Tensor], B: int) -> tuple[torch.Tensor, int]:
+    """breaching's rule ``strategy`` before its random padding: (the labels it chose, how many it pads).
+
+    breaching fills a short answer with ``torch.randint`` labels, so one run of a rule that returns fewer than B
+    labels scores by luck (the same batches moved ``analytic`` by 0.01 between two runs). The padding is read
+    here by having ``torch.randint`` return -1 during the call."""
+    def marker(*args: Any, **kw: Any) -> torch.Tensor:
+        size = args[2] if len(args) > 2 else kw["size"]
+        return torch.full(tuple(size), -1, dtype=torch.long)
+
+    real = torch.randint
+    torch.randint = marker
+    try:
+        lab = breaching_labels(strategy, g, B)
+    finally:
+        torch.randint = real
+    return lab[lab >= 0], int((lab < 0).sum())
+
+
+def expected_overlap(chosen: torch.Tensor, pads: int, true: torch.Tensor, C: int) -> float:
+    """E[multiset overlap / B] of ``chosen`` plus ``pads`` labels drawn uniformly from C classes (breaching's
+    padding): sum over classes of E[min(f_c + R_c, t_c)], R_c ~ Binomial(pads, 1 / C)."""
+    f = torch.bincount(chosen, minlength=C).tolist()
+    t = torch.bincount(true, minlength=C).tolist()
+    pmf = [math.comb(pads, r) * (1 / C) ** r * (1 - 1 / C) ** (pads - r) for r in range(pads + 1)]
+    return sum(w * min(f[c] + r, t[c]) for c in range(C) for r, w in enumerate(pmf)) / true.numel()
+
+
 # ---------------------------------------------------------------------------------------------
 def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], ys: torch.Tensor,
                 xs: torch.Tensor, n_batches: int) -> dict[str, Any]:
     """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs."""
     settings = [("unique", b) for b in (1, 2, 4, 8, 10)] + [("non-unique", b) for b in (4, 8, 16, 32)]
-    ours = ("yin", "rowsum", "bias", "count")
+    ours = ("yin", "yin_mass", "rowsum", "bias", "count")
     theirs = ("yin", "iDLG", "analytic", "bias-corrected")
     out: dict[str, Any] = {}
     for regime, (model, _, _) in models.items():
@@ -185,7 +214,12 @@ def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], y
                 for r in theirs:
                     if r == "iDLG" and B != 1:
                         continue
-                    hits["breaching-" + r] = hits.get("breaching-" + r, 0.0) + _overlap(breaching_labels(r, g, B), y)
+                    chosen, pads = breaching_labels_unpadded(r, g, B)
+                    hits["breaching-" + r] = hits.get("breaching-" + r, 0.0) + expected_overlap(chosen, pads, y,
+                                                                                                 g[-1].numel())
+                    hits["breaching-" + r + " (one random padding)"] = (
+                        hits.get("breaching-" + r + " (one random padding)", 0.0) + _overlap(breaching_labels(r, g, B),
+                                                                                             y))
             rows[f"{kind} B={B}"] = {r: {"accuracy": round(h / n_batches, 4),
                                          "ci95": [round(v, 3) for v in binomial_ci(round(h * B), n_batches * B)]}
                                      for r, h in hits.items()}
@@ -367,28 +401,35 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
 
 
 def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[str, Any]]:
-    """The label-rule study's goals: Yin's rule on unique batches of 4 and 8 (the issue's), and the count
-    rule on non-unique batches (report), each against every breaching rule. None when the study did not run
-    (``--skip-labels``): an unmeasured goal is not a failed one."""
+    """The label-rule study's goals: the ``cpu`` preset's rule on unique batches of 4 and 8 (the issue's), and the
+    count rule on non-unique batches (report), each against every breaching rule, breaching's random padding
+    scored at its expected value. None when the study did not run (``--skip-labels``): an unmeasured goal is not
+    a failed one."""
     if "labels" not in figures:
         return []
     lab_study_ok, lab_study_txt = True, []
     count_ok, count_txt = True, []  # repeated labels: our count rule vs every breaching rule (report)
+    rule = PRESETS["cpu"].label_rule
+
+    def best_breaching(row: dict[str, Any]) -> float:
+        return max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-") and "random padding" not in k)
+
     for regime in models:
         for key in ("unique B=4", "unique B=8"):
             row = figures["labels"][regime][key]
-            best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
-            lab_study_ok &= row["yin"]["accuracy"] >= best_br
-            lab_study_txt.append(f"{regime} {key}: ours-yin {row['yin']['accuracy']:.3f} vs breaching best "
-                                 f"{best_br:.3f}")
+            best_br = best_breaching(row)
+            lab_study_ok &= row[rule]["accuracy"] >= best_br
+            lab_study_txt.append(f"{regime} {key}: ours-{rule} {row[rule]['accuracy']:.3f} (yin "
+                                 f"{row['yin']['accuracy']:.3f}) vs breaching best {best_br:.3f}")
         for key in ("non-unique B=4", "non-unique B=8", "non-unique B=16", "non-unique B=32"):
             row = figures["labels"][regime][key]
-            best_br = max(v["accuracy"] for k, v in row.items() if k.startswith("breaching-"))
+            best_br = best_breaching(row)
             count_ok &= row["count"]["accuracy"] >= best_br
             count_txt.append(f"{regime} {key}: ours-count {row['count']['accuracy']:.3f} vs breaching best "
                              f"{best_br:.3f}")
     return [
-        goal("label rule accuracy, real unique batches of 4 and 8, ours (yin) >= every breaching rule",
+        goal(f"label rule accuracy, real unique batches of 4 and 8, ours ({rule}, the cpu preset's rule) >= every "
+             "breaching rule (its random padding at its expected value)",
              ">= breaching", lab_study_txt, lab_study_ok and bool(lab_study_txt)),
         goal("label rule accuracy, real non-unique batches of 4 to 32, ours (count) >= every breaching rule "
              "(report: the issue asks for unique batches only)", ">= breaching", count_txt,

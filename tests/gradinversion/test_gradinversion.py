@@ -122,6 +122,51 @@ def test_label_restoration_exact_at_batch_1_float64_real_resnet20(resnet_and_ima
     model.float()
 
 
+def test_yin_rule_exact_at_batch_1_float32_when_the_true_row_vanishes():
+    """Real ResNet-20, float32: on these bundled images the prediction is so confident that p_y rounds to 1 and the
+    true class's weight-gradient row is exactly zero. Yin's minimum then ties (0) with every absent class; the row
+    sum breaks the tie, so the rule stays exact."""
+    from tenfold.core.data import load_dataset
+    from tenfold.core.models import build_model, default_weights
+
+    model = build_model("cifar10-resnet20", weights=default_weights("cifar10-resnet20")).eval()
+    x, y = load_dataset("cifar10-mini").tensors()
+    for i in (223, 297, 333, 403, 477):
+        gr = simulate_client(model, x[i:i + 1], y[i:i + 1])
+        assert float(gr[-2][y[i]].abs().max()) == 0.0, i  # the case this test is about
+        assert float(gr[-2].amin(1).max()) == 0.0 and float(gr[-2].amin(1).min()) == 0.0, i  # every minimum ties
+        assert int(recover_labels(gr[-2], 1, "yin")) == int(y[i]), i
+        assert int(recover_labels(gr[-2], 1, "yin_mass")) == int(y[i]), i  # the vanished row goes first
+    # the planted form of the same case, and the tie-break keeps Yin's order where the minima differ
+    dW = torch.tensor([[0.0, 3e-9], [0.0, 0.0], [0.0, 1e-12], [-1e-3, 5.0]])
+    assert torch.equal(recover_labels(dW, 1, "yin"), torch.tensor([3]))
+    assert torch.equal(recover_labels(dW, 2, "yin"), torch.tensor([1, 3]))
+
+
+def test_yin_mass_finds_the_favourite_class_that_yin_misses():
+    """A fresh network predicts one class for every image (here class 0, p ~ 0.98). When that class is in the batch
+    its weight-gradient row has no negative entry (sum_i p_i0 h_i >= h_k), so Yin's rule ranks it with the absent
+    classes and fills the batch with the class the batch predicts least. ``yin_mass`` ranks the rows without a
+    negative entry by their mass (largest row sum first) and finds it; both agree on the rows Yin is sure of."""
+    g = torch.Generator().manual_seed(0)
+    C, d, B = 10, 32, 4
+    for _ in range(20):
+        y = torch.cat([torch.tensor([0]), 1 + torch.randperm(C - 1, generator=g)[:B - 1]])
+        h = 1.0 + 0.2 * torch.rand(B, d, generator=g)  # post-ReLU features with a common part
+        p = torch.softmax(torch.randn(B, C, generator=g) + 4 * F.one_hot(torch.zeros(B, dtype=torch.long), C), 1)
+        dW = (p - F.one_hot(y, C).float()).T @ h / B
+        assert float(dW[0].amin()) > 0  # the case this test is about: the present favourite looks absent to Yin
+        assert torch.equal(recover_labels(dW, B, "yin_mass"), y.sort().values)
+        yin = recover_labels(dW, B, "yin")
+        assert 0 not in yin.tolist() and label_accuracy(yin, y) == (B - 1) / B
+    # unique labels from a non-degenerate prediction: the same answer as Yin's (every present row has a negative)
+    for _ in range(20):
+        y = torch.randperm(C, generator=g)[:6]
+        h = torch.rand(6, d, generator=g)
+        dW = (torch.softmax(torch.randn(6, C, generator=g), 1) - F.one_hot(y, C).float()).T @ h / 6
+        assert torch.equal(recover_labels(dW, 6, "yin_mass"), recover_labels(dW, 6, "yin"))
+
+
 def test_label_rule_errors():
     with pytest.raises(ConfigError, match="batch size 1"):
         recover_labels(torch.randn(10, 4), 2, "idlg")
@@ -135,9 +180,9 @@ def test_yin_rule_refuses_negative_features():
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Linear(8, 4))  # FC input can be negative
     net.input_size = (3, 2, 2)
     g = simulate_client(net, torch.rand(1, 3, 2, 2), torch.tensor([1]))
-    inv = GradInversion(iterations=1, group_size=1)
-    with pytest.raises(ConfigError, match="non-negative"):
-        inv.restore_labels(net, g, 1)
+    for rule in ("yin", "yin_mass"):
+        with pytest.raises(ConfigError, match="non-negative"):
+            GradInversion(iterations=1, group_size=1, label_rule=rule).restore_labels(net, g, 1)
     inv = GradInversion(iterations=1, group_size=1, force_label_rule=True)
     assert inv.restore_labels(net, g, 1).shape == (1,)
 

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from tenfold.core.engine import Checkpointer, warmup_cosine
 from tenfold.core.io import CheckpointError, ConfigError, InputError, TenfoldWarning, check_tensor
-from tenfold.gradinversion.labels import recover_labels
+from tenfold.gradinversion.labels import NONNEGATIVE_FEATURE_RULES, recover_labels
 from tenfold.gradinversion.registration import consensus, invert, warp
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -395,10 +395,10 @@ class GradInversion:
         """Step 1: ŷ from the classifier's weight (and bias) gradient, checking Yin's h >= 0 assumption on a
         probe batch of ``input_shape`` (default: the model's ``input_size``)."""
         gW, gb, fc = fc_gradients(model, target, self.update, self.local_steps, self.local_lr)
-        if self.label_rule == "yin" and not self.force_label_rule and not _features_nonnegative(model, fc,
-                                                                                                input_shape):
-            raise ConfigError("Yin's label rule needs non-negative features before the last Linear layer "
-                              "(ReLU then pooling); set force_label_rule=true to use it anyway, "
+        if (self.label_rule in NONNEGATIVE_FEATURE_RULES and not self.force_label_rule
+                and not _features_nonnegative(model, fc, input_shape)):
+            raise ConfigError(f"label rule '{self.label_rule}' (Yin's) needs non-negative features before the last "
+                              "Linear layer (ReLU then pooling); set force_label_rule=true to use it anyway, "
                               "or use label_rule=rowsum")
         return recover_labels(gW, B, self.label_rule, gb)
 
