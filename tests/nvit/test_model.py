@@ -233,6 +233,28 @@ def test_save_load_and_onnx_round_trip(tmp_path):
         load_dense(tmp_path / "nothing")
 
 
+def test_dotted_model_names_stay_separate_models(tmp_path):
+    """save_dense appends its suffixes: "deit.v1" and "deit.v2" are two models (the suffix used to be swapped in,
+    so both wrote deit.json / deit.safetensors and the second overwrote the first)."""
+    x = torch.rand(2, 3, 16, 16)
+    outs = {}
+    for k, name in enumerate(("deit.v1", "deit.v2")):
+        torch.manual_seed(k)
+        g = GatedViT(_vit())
+        _random_masks(g)
+        dense = g.to_dense().eval()
+        assert save_dense(dense, tmp_path / name) == tmp_path / f"{name}.json"
+        with torch.no_grad():
+            outs[name] = dense(x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deit.v1.json", "deit.v1.safetensors", "deit.v2.json",
+                                                          "deit.v2.safetensors"]
+    for name, want in outs.items():
+        with torch.no_grad():
+            assert torch.equal(load_dense(tmp_path / name).eval()(x), want)
+            assert torch.equal(load_dense(tmp_path / f"{name}.safetensors").eval()(x), want)
+    assert not torch.equal(outs["deit.v1"], outs["deit.v2"])
+
+
 def test_bad_input_raises_input_error():
     g = GatedViT(_vit())
     with pytest.raises(InputError):

@@ -208,7 +208,7 @@ _INTKEYS = "__intkeys__"
 _FLOAT = "__float__"  # a non-finite float (JSON has none): {"__float__": "inf" | "-inf" | "nan"}
 
 
-def _pair(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+def paired_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """(base, base.json, base.safetensors) of a checkpoint path given with or without one of the two suffixes.
     The suffixes are appended, not swapped in: with_suffix made "model-lr0.001" and "model-lr0.003" both
     "model-lr0", so they overwrote each other."""
@@ -283,7 +283,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], *, method
     """
     from safetensors.torch import save as st_save
 
-    base, jpath, tpath = _pair(path)
+    base, jpath, tpath = paired_paths(path)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(dict(state), "", tensors)
     save_id = uuid.uuid4().hex  # pairs the two files: a crash between the writes is detected on load
@@ -307,7 +307,7 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
     if base.is_file() and base.suffix not in (".json", ".safetensors"):
         raise CheckpointError(f"{base} is not a tenfold checkpoint: one is a pair NAME.json + NAME.safetensors "
                               "(give either file, or the run directory)")
-    base, jpath, tpath = _pair(base)
+    base, jpath, tpath = paired_paths(base)
     for p in (jpath, tpath):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file not found: {p}")

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.core.io import CheckpointError, ConfigError, DependencyError, InputError, write_json
+from tenfold.core.io import CheckpointError, ConfigError, DependencyError, InputError, paired_paths, write_json
 from tenfold.core.models import BlockDims, VisionTransformer
 
 STRUCTURES = ("emb", "head", "qk", "v", "mlp")
@@ -345,14 +345,11 @@ def save_dense(vit: VisionTransformer, path: str | os.PathLike, extra: dict[str,
     """Write ``<path>.safetensors`` (the state_dict) and ``<path>.json`` (the :class:`ViTSpec` + ``extra``)."""
     from safetensors.torch import save_file
 
-    base = Path(path)
-    base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
+    base, j, s = paired_paths(path)  # appended, not swapped in: "deit.v1" and "deit.v2" stay two models
     base.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in vit.state_dict().items()},
-              str(base.with_suffix(".safetensors")))
-    write_json(base.with_suffix(".json"), {"format": FORMAT, "version": 1, "model": spec_of(vit).to_dict(),
-                                           "extra": extra or {}})
-    return base.with_suffix(".json")
+    save_file({k: v.detach().cpu().contiguous() for k, v in vit.state_dict().items()}, str(s))
+    write_json(j, {"format": FORMAT, "version": 1, "model": spec_of(vit).to_dict(), "extra": extra or {}})
+    return j
 
 
 def load_dense(path: str | os.PathLike) -> VisionTransformer:
@@ -360,9 +357,7 @@ def load_dense(path: str | os.PathLike) -> VisionTransformer:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    base = Path(path)
-    base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
-    j, s = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    _, j, s = paired_paths(path)
     for f in (j, s):
         if not f.is_file():
             raise CheckpointError(f"NViT model file not found: {f}")
