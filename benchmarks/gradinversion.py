@@ -277,8 +277,9 @@ def paired_cpu_ratio(cfg: Any, model: nn.Module, mean: list[float], std: list[fl
     return out
 
 
-# Tuning of the ``cpu`` preset: on cifar10-train images disjoint from the benchmark's (which are cifar10-test)
-# and from the 512 BN-calibration images (the first 512 of cifar10-train).
+# Tuning of the ``cpu`` preset: on cifar10-train images disjoint from the benchmark's (which are cifar10-test).
+# Indices into the class-ordered, class-balanced first 4,000: classes 2-9 only, and 357 of the 3,000 are among the
+# 512 BN-calibration images (the balanced first 512); the label study on the training side excludes those.
 TUNE_POOL = (1000, 4000)  # cifar10-train indices [1000, 4000) are the tuning pool
 TUNE_BATCHES = [(1, 9001), (1, 9002), (4, 9004)]  # (B, pick_batch seed) per regime
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -456,6 +457,9 @@ def main() -> None:
                    help="the consistency variant's alpha_group (default: the cpu preset's, chosen on the tuning pool)")
     p.add_argument("--labels-only", action="store_true",
                    help="only the label-rule study (about 3 min); writes gradinversion_labels.json unless --out")
+    p.add_argument("--labels-on-tuning-pool", action="store_true",
+                   help="the label-rule study on cifar10-train images (where label rules are chosen, never on the "
+                        "benchmark's); writes gradinversion_labels_pool.json unless --out")
     p.add_argument("--tune", nargs="+", default=None, metavar="CANDIDATE",
                    help="score named CANDIDATES on the tuning pool (cifar10-train) instead of benchmarking")
     p.add_argument("--tune-out", default="gradinversion_tuning_last.json")
@@ -476,6 +480,21 @@ def main() -> None:
         tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client, tb)
         return
     started = time.perf_counter()
+    if args.labels_on_tuning_pool:
+        # the image tuning pool (TUNE_POOL) holds 8 classes only, so the label pool is cifar10-train's class-balanced
+        # first 4,000 images less the 512 that calibrate the fresh net's BN statistics
+        pool = load_dataset("cifar10-train", limit=4000)
+        calib = set(load_dataset("cifar10-train", limit=512).ids)
+        keep = torch.tensor([i for i, k in enumerate(pool.ids) if k not in calib])
+        xs, ys = (t[keep] for t in pool.tensors())
+        models = {"trained": load_model("cifar10-resnet20", "default"),
+                  "calibrated": load_model("cifar10-resnet20", "none", calibrate_bn_images=512, seed=0)}
+        n = args.label_batches or 100
+        figures = {"data": f"cifar10-train, class-balanced first 4,000 less the 512 BN-calibration images "
+                           f"({len(keep)})", "label_batches": n, "labels": label_study(models, ys, xs, n)}
+        write_result("gradinversion", figures, [], out=args.out or RESULTS / "gradinversion_labels_pool.json",
+                     started=started)
+        return
     sc = dict(SCALES[args.scale])
     for k in ("iterations", "batch_sizes", "label_batches", "group_size", "group_batches", "timing_pairs",
               "timing_iterations"):

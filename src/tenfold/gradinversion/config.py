@@ -84,8 +84,8 @@ PRESETS: dict[str, Config] = {
     # is a separate, measured option with G = 3: alpha_group 0.05 of a signed step, added after the sign, and
     # the consensus re-registered every step, group_every 1; a consensus 50 steps stale lost most of the gain;
     # tuned at 160 iterations: at 1,000 the pull lost to the plain mean of the G runs, at 0.05 and at 0.005 alike,
-    # results/gradinversion_1000it). Labels: yin_mass (Yin's sure rows, then the rest by mass; on the tuning pool
-    # never below Yin's order, and unique B = 4 / 8 from 0.90 / 0.91 to 1.00 on the calibrated net; labels.py)
+    # results/gradinversion_1000it). Labels: yin_mass (Yin's sure rows, then the rest by mass; on cifar10-train
+    # batches never below Yin's order, and unique B = 4 / 8 from 0.90 / 0.90 to 1.00 on the calibrated net; labels.py)
     "cpu": Config(iterations=1500, label_rule="yin_mass", grad_distance="cosine", signed=True, alpha_grad=1.0,
                   alpha_tv=0.2, alpha_l2=1e-4, alpha_bn=0.0, langevin_sigma=0.0, group_size=1, group_every=1,
                   alpha_group=0.05),
