@@ -41,7 +41,7 @@ from tenfold.core.data import load_dataset
 from tenfold.core.latency import measure_ratio
 from tenfold.gradinversion import PRESETS, build, recover_labels, simulate_client
 from tenfold.gradinversion.attack import bn_batch_stats
-from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, save_grid
+from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy
 from tenfold.gradinversion.verbs import load_model, pick_batch
 
@@ -529,6 +529,7 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, alpha_group=args.alpha_group)
         figures["ours_config"]["alpha_group"] = args.alpha_group
     rows: list[dict[str, Any]] = []
+    references: list[dict[str, Any]] = []  # per cell: the PSNR of guesses that read no gradient
     paired_timing: list[dict[str, Any]] = []
     if not args.group_only:
         for regime, (model, mean, std) in models.items():
@@ -551,6 +552,7 @@ def main() -> None:
                     else:
                         runs[who] = breaching_attack(who, model, mean, std, g, B, N, snap_at, args.device)
                 x, y = x.cpu(), y.cpu()
+                references.append({"regime": regime, "B": B, **reference_psnr(x, xs.cpu())})
                 for who, r in runs.items():
                     curve = {it: image_metrics(im, x) for it, im in r["snapshots"].items()}
                     fin = image_metrics(r["images"], x)
@@ -578,6 +580,7 @@ def main() -> None:
                           ["original", "ours (GradInversion, cpu preset)", "breaching seethroughgradients",
                            "breaching invertinggradients"])
         figures["images"] = rows
+        figures["reference_psnr"] = references
         figures["paired_cpu_timing"] = {"iterations_per_call": sc["timing_iterations"], "pairs": sc["timing_pairs"],
                                         "cells": paired_timing}
 

@@ -738,6 +738,24 @@ def test_audit_and_attack_refuse_bad_settings_before_any_attack(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_reference_psnr_known_answers():
+    """Images of colour c with a +-d checkerboard: the own-mean-colour guess misses by d everywhere (PSNR
+    -20 log10 d); a dataset of colour k misses by c - k +- d (MSE (c - k)^2 + d^2)."""
+    from tenfold.gradinversion.evaluation import reference_psnr
+
+    c = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64).view(1, 3, 1, 1)
+    board = ((torch.arange(4).view(4, 1) + torch.arange(4).view(1, 4)) % 2 * 2.0 - 1.0).double()  # +-1, mean 0
+    d = 0.1
+    true = (c + d * board).expand(2, 3, 4, 4)
+    data = torch.full((5, 3, 4, 4), 0.4, dtype=torch.float64)
+    ref = reference_psnr(true, data)
+    assert ref["psnr_own_mean_colour"] == pytest.approx(-20 * math.log10(d), abs=1e-9)
+    mse = float(((c.flatten() - 0.4) ** 2).mean()) + d**2
+    assert ref["psnr_dataset_mean_colour"] == pytest.approx(-10 * math.log10(mse), abs=1e-9)
+    with pytest.raises(InputError):
+        reference_psnr(true, torch.rand(5, 1, 4, 4))  # grey data for colour images
+
+
 def test_audit_table_and_resume_after_a_crash(tmp_path, monkeypatch):
     """`audit` attacks each (batch size, defence) pair once and tables every row; a run that crashed mid-table
     resumes to the same table, running only the missing attacks."""
@@ -752,6 +770,13 @@ def test_audit_table_and_resume_after_a_crash(tmp_path, monkeypatch):
     assert [(r["batch_size"], r["defence"]) for r in table] == [(B, d) for B in (1, 2)
                                                                  for d in ("none", "noise 10", "prune 0.9")]
     assert all(math.isfinite(r["psnr"]) for r in table)
+    # every row carries the two no-gradient references of its batch, the same within a batch size
+    for B in (1, 2):
+        refs = {(r["psnr_dataset_mean_colour"], r["psnr_own_mean_colour"]) for r in table if r["batch_size"] == B}
+        assert len(refs) == 1 and next(iter(refs))[0] < next(iter(refs))[1]
+    assert full["psnr_own_mean_colour_b1"] == table[0]["psnr_own_mean_colour"]
+    assert (tmp_path / "full" / "audit.csv").read_text().splitlines()[0].endswith(
+        "psnr_dataset_mean_colour,psnr_own_mean_colour")
 
     real, calls = verbs.run_attack, []
 

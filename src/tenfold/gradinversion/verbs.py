@@ -41,7 +41,7 @@ from tenfold.gradinversion.attack import (
     simulate_client,
 )
 from tenfold.gradinversion.config import Config, build
-from tenfold.gradinversion.evaluation import iip, image_metrics, save_grid
+from tenfold.gradinversion.evaluation import iip, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy, recover_labels
 
 METHOD = "gradinversion"
@@ -315,6 +315,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     rec_sorted = res.images[torch.tensor(order)]
     out = {"psnr": m["psnr"], "psnr_max": m["psnr_max"], "ssim": m["ssim"], "fft2": m["fft2"],
            "psnr_best_seed": best["psnr"], "label_accuracy": label_accuracy(res.labels, y),
+           **reference_psnr(x, ref_x),  # guesses without the gradient, to read the PSNR against
            "iip_pixel": iip(rec_sorted, torch.as_tensor(idx), y, ref_x, ref_y),
            "lpips": _lpips_note(lpips_weights),
            "loss_start": res.loss_start, "loss_end": res.loss_end, "iterations": res.iterations,
@@ -403,6 +404,7 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         idx = pick_batch(ys, B, batch_seed, unique=B <= 10)
         x, y = xs[idx].to(dev), ys[idx].to(dev)
         clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
+        ref = reference_psnr(x.cpu(), xs)  # what no leak (the dataset's mean colour) and colour alone would score
         for name, sigma, ratio in defences:
             if (B, name) in done:
                 rows.append(done[(B, name)])
@@ -413,19 +415,27 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
                              iterations)
             m = image_metrics(res.images.cpu(), x.cpu())
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
-                         "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y)})
+                         "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y),
+                         **ref})
             with open(done_path, "a") as fh:  # this row survives a crash of any later attack
                 fh.write(json.dumps(rows[-1]) + "\n")
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
-    lines = ["batch_size,defence,psnr,ssim,label_accuracy"] + \
-        [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f}" for r in rows]
+    lines = ["batch_size,defence,psnr,ssim,label_accuracy,psnr_dataset_mean_colour,psnr_own_mean_colour"] + \
+        [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f},"
+         f"{r.get('psnr_dataset_mean_colour', float('nan')):.3f},{r.get('psnr_own_mean_colour', float('nan')):.3f}"
+         for r in rows]
     (run_dir / "audit.csv").write_text("\n".join(lines) + "\n")
     write_json(run_dir / "audit.json", {"rows": rows, "threat_model": cfg.threat_model()})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     names = [d[0] for d in defences]
     for B in batch_sizes:
         rb = [r for r in rows if r["batch_size"] == B]
-        axes[0].plot(names, [r["psnr"] for r in rb], "o-", label=f"B={B}")
+        line, = axes[0].plot(names, [r["psnr"] for r in rb], "o-", label=f"B={B}")
+        if "psnr_dataset_mean_colour" in rb[0]:  # rows of a pre-session-13 run lack the references
+            axes[0].axhline(rb[0]["psnr_dataset_mean_colour"], color=line.get_color(), ls=":", lw=1,
+                            label=f"B={B}: dataset mean colour (no leak)")
+            axes[0].axhline(rb[0]["psnr_own_mean_colour"], color=line.get_color(), ls="--", lw=1,
+                            label=f"B={B}: own mean colour (colour only)")
         axes[1].plot(names, [r["label_accuracy"] for r in rb], "o-", label=f"B={B}")
     axes[0].set_ylabel("PSNR (dB)")
     axes[1].set_ylabel("label accuracy")
@@ -437,5 +447,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     plt.close(fig)
     undefended = {f"psnr_undefended_b{r['batch_size']}": r["psnr"] for r in rows if r["defence"] == "none"}
     worst = min(rows, key=lambda r: r["psnr"])
-    return {"rows": len(rows), **undefended, "lowest_psnr": worst["psnr"], "lowest_psnr_defence": worst["defence"],
+    refs = {f"{k}_b{r['batch_size']}": r[k] for r in rows if r["defence"] == "none"
+            for k in ("psnr_dataset_mean_colour", "psnr_own_mean_colour") if k in r}
+    return {"rows": len(rows), **undefended, **refs, "lowest_psnr": worst["psnr"],
+            "lowest_psnr_defence": worst["defence"],
             "threat_model": cfg.threat_model()}
