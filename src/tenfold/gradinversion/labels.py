@@ -15,7 +15,7 @@ Yin's rule is certain only about rows with a negative entry; when fewer than B r
 with the rows whose minimum is smallest, i.e. the classes the batch predicts *least* (an absent class's row is
 ``(1/B) sum_i p_ic h_i``), which are absent. A present class without a negative entry must carry a large mass
 (``sum_i p_ic h_i >= h_k`` elementwise, so ``pbar_c`` is large), so ``yin_mass`` (ours) keeps Yin's certain rows,
-then vanished (all-zero) rows, then the rest by *largest* row sum. On cifar10-train batches (``python -m
+then (at B = 1) vanished all-zero rows, then the rest by *largest* row sum. On cifar10-train batches (``python -m
 benchmarks.gradinversion --labels-on-tuning-pool``, 100 per cell, results/gradinversion_labels_pool.json) it lifts
 unique batches of 4 / 8 from 0.90 / 0.90 to 1.00 / 1.00 on a BN-calibrated fresh ResNet-20 and from 0.73 / 0.81 to
 0.80 / 0.88 on the trained one, and it is below Yin's order in no cell (unique and repeated labels, B = 1 to 32).
@@ -74,8 +74,8 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
     """Labels ``(B,)`` (sorted; their order cannot be identified) from the FC weight gradient ``(C, d)``.
 
     Rules: ``yin`` m_c = min_j dW_{c,j}, the B smallest, ties by row sum (Yin et al. 2021, assumes unique
-    labels, B <= C); ``yin_mass`` the rows with m_c < 0 (most negative first), then all-zero rows, then the
-    rest by largest row sum (ours, see the module docstring);
+    labels, B <= C); ``yin_mass`` the rows with m_c < 0 (most negative first), then (B = 1) all-zero rows,
+    then the rest by largest row sum (ours, see the module docstring);
     ``rowsum`` the B most negative row sums; ``bias`` classes with a negative bias gradient (most
     negative first, padded with the most negative remaining ones, which repeats none); ``idlg``
     B = 1 only, the most negative row sum (Zhao et al. 2020); ``count`` label counts from the bias
@@ -92,7 +92,10 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
         score, tie = g.amin(dim=1), g.sum(dim=1)  # m_c, (C,); ties (vanished rows in float32) by row sum
     elif rule == "yin_mass":
         m, s = g.amin(dim=1), g.sum(dim=1)
-        neg, zero = m < 0, (g == 0).all(dim=1)
+        neg = m < 0
+        # at B = 1 the present row is (p - 1) h <= 0, so without a negative entry it must have vanished (all zero);
+        # at B >= 2 an all-zero row is mostly a pruned one (a defence), ranked by its mass (0) with the rest
+        zero = (g == 0).all(dim=1) & ~neg if B == 1 else torch.zeros_like(neg)
         idx = torch.arange(C, device=g.device)
         sure, rest = idx[neg], idx[~neg & ~zero]
         order = torch.cat([sure[torch.argsort(m[sure], stable=True)], idx[zero],
