@@ -39,7 +39,7 @@ from torch import nn
 from benchmarks.common import RESULTS, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.latency import measure_ratio
-from tenfold.gradinversion import PRESETS, build, recover_labels, simulate_client
+from tenfold.gradinversion import PRESETS, apply_defences, build, recover_labels, simulate_client
 from tenfold.gradinversion.attack import bn_batch_stats
 from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy
@@ -195,8 +195,9 @@ def expected_overlap(chosen: torch.Tensor, pads: int, true: torch.Tensor, C: int
 
 # ---------------------------------------------------------------------------------------------
 def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], ys: torch.Tensor,
-                xs: torch.Tensor, n_batches: int) -> dict[str, Any]:
-    """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs."""
+                xs: torch.Tensor, n_batches: int, prune_ratio: float = 0.0) -> dict[str, Any]:
+    """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs.
+    ``prune_ratio``: the client prunes its gradient (the defence) before sharing it."""
     settings = [("unique", b) for b in (1, 2, 4, 8, 10)] + [("non-unique", b) for b in (4, 8, 16, 32)]
     ours = ("yin", "yin_mass", "rowsum", "bias", "count")
     theirs = ("yin", "iDLG", "analytic", "bias-corrected")
@@ -208,7 +209,7 @@ def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], y
             for k in range(n_batches):
                 idx = pick_batch(ys, B, 1000 * B + k, unique=kind == "unique")
                 y = ys[idx]
-                g = simulate_client(model, xs[idx], y)
+                g = apply_defences(simulate_client(model, xs[idx], y), 0.0, prune_ratio, seed=k)
                 for r in ours + (("idlg",) if B == 1 else ()):
                     hits[r] = hits.get(r, 0.0) + label_accuracy(recover_labels(g[-2], B, r, g[-1]), y)
                 for r in theirs:
@@ -460,6 +461,8 @@ def main() -> None:
     p.add_argument("--labels-on-tuning-pool", action="store_true",
                    help="the label-rule study on cifar10-train images (where label rules are chosen, never on the "
                         "benchmark's); writes gradinversion_labels_pool.json unless --out")
+    p.add_argument("--label-prune-ratio", type=float, default=0.0,
+                   help="with --labels-on-tuning-pool: the client prunes this fraction of its gradient first")
     p.add_argument("--tune", nargs="+", default=None, metavar="CANDIDATE",
                    help="score named CANDIDATES on the tuning pool (cifar10-train) instead of benchmarking")
     p.add_argument("--tune-out", default="gradinversion_tuning_last.json")
@@ -491,7 +494,8 @@ def main() -> None:
                   "calibrated": load_model("cifar10-resnet20", "none", calibrate_bn_images=512, seed=0)}
         n = args.label_batches or 100
         figures = {"data": f"cifar10-train, class-balanced first 4,000 less the 512 BN-calibration images "
-                           f"({len(keep)})", "label_batches": n, "labels": label_study(models, ys, xs, n)}
+                           f"({len(keep)})", "label_batches": n, "prune_ratio": args.label_prune_ratio,
+                   "labels": label_study(models, ys, xs, n, args.label_prune_ratio)}
         write_result("gradinversion", figures, [], out=args.out or RESULTS / "gradinversion_labels_pool.json",
                      started=started)
         return
