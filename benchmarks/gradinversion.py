@@ -172,8 +172,8 @@ def breaching_labels_unpadded(strategy: str, g: list[torch.Tensor], B: int) -> t
     labels scores by luck (the same batches moved ``analytic`` by 0.01 between two runs). The padding is read
     here by having ``torch.randint`` return -1 during the call."""
     def marker(*args: Any, **kw: Any) -> torch.Tensor:
-        size = args[2] if len(args) > 2 else kw["size"]
-        return torch.full(tuple(size), -1, dtype=torch.long)
+        size = kw["size"] if "size" in kw else args[-1]  # randint(high, size) or randint(low, high, size)
+        return torch.full(tuple(size), -1, dtype=torch.long, device=kw.get("device"))
 
     real = torch.randint
     torch.randint = marker
@@ -217,7 +217,7 @@ def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], y
                         continue
                     chosen, pads = breaching_labels_unpadded(r, g, B)
                     hits["breaching-" + r] = hits.get("breaching-" + r, 0.0) + expected_overlap(chosen, pads, y,
-                                                                                                 g[-1].numel())
+                                                                                                 g[-1].shape[0])
                     hits["breaching-" + r + " (one random padding)"] = (
                         hits.get("breaching-" + r + " (one random padding)", 0.0) + _overlap(breaching_labels(r, g, B),
                                                                                              y))
@@ -475,6 +475,8 @@ def main() -> None:
     for k in ("iterations", "label_batches", "group_size", "group_batches", "timing_pairs", "timing_iterations"):
         if getattr(args, k) is not None and getattr(args, k) < 0:
             p.error(f"--{k.replace('_', '-')} must be >= 0, got {getattr(args, k)}")
+    if args.label_prune_ratio and not args.labels_on_tuning_pool:
+        p.error("--label-prune-ratio applies to --labels-on-tuning-pool only")
     torch.set_num_threads(1)
     logging.getLogger("breaching").setLevel(logging.WARNING)
     if args.tune is not None:
