@@ -100,6 +100,12 @@ def test_a_user_error_leaves_no_empty_run_dir(fake_method, capsys, tmp_path):
     (tmp_path / "c" / "mine.txt").write_text("a user's file")
     code, _, _ = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "c"))
     assert code == 2 and (tmp_path / "c" / "mine.txt").is_file() and not (tmp_path / "c-1").exists()
+    # parents the command had to create go too (the default --out is runs/NAME), parents that were there stay
+    code, _, _ = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "new" / "deeper" / "d"))
+    assert code == 2 and not (tmp_path / "new").exists() and tmp_path.is_dir()
+    (tmp_path / "kept").mkdir()
+    code, _, _ = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "kept" / "sub" / "e"))
+    assert code == 2 and (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "sub").exists()
 
 
 def test_dry_run_writes_nothing(fake_method, capsys, tmp_path):

@@ -196,9 +196,11 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
         return 0
     group = _Torchrun(getattr(cfg, "device", "cpu"))
     try:
-        run_dir = None
+        run_dir, made = None, []
         if group.rank == 0:
-            run_dir = ns.out if ns.resume else new_run_dir(ns.out or _default_out(f"{method}-{ns.verb}"))
+            target = Path(ns.out or _default_out(f"{method}-{ns.verb}")).expanduser()
+            made = [] if ns.resume else [q for q in target.parents if not q.exists()]  # e.g. runs/, deepest first
+            run_dir = ns.out if ns.resume else new_run_dir(target)
             if not ns.resume:
                 save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
                             overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
@@ -216,7 +218,7 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
                 metrics = dict(fn(cfg, run_dir, **options))
         except TenfoldError:
             if group.rank == 0 and not ns.resume:
-                _remove_if_only_config(Path(run_dir))
+                _remove_if_only_config(Path(run_dir), made)
             raise
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
@@ -232,13 +234,16 @@ def _stdout_to_stderr(as_json: bool) -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
-def _remove_if_only_config(run_dir: Path) -> None:
+def _remove_if_only_config(run_dir: Path, made: Sequence[Path] = ()) -> None:
     """A run directory this command made and a user error ended before anything but ``config.json`` was
-    written: removed, so a mistyped option leaves no empty run behind (anything else in it is kept)."""
+    written: removed, so a mistyped option leaves no empty run behind (anything else in it is kept). So are the
+    parents it had to create (``made``, deepest first, e.g. ``runs/``) while they stay empty."""
     with contextlib.suppress(OSError):
         if [p.name for p in run_dir.iterdir()] == ["config.json"]:
             (run_dir / "config.json").unlink()
             run_dir.rmdir()
+            for parent in made:
+                parent.rmdir()  # OSError when not empty: stop there
 
 
 def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], verb: str) -> dict[str, Any]:
