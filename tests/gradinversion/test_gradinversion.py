@@ -830,6 +830,12 @@ def test_leak_then_attack_equals_the_one_go_attack(tmp_path):
     one_go = verbs.attack(cfg, tmp_path / "b", **opts)
     assert two_step["true_labels"] == one_go["true_labels"] == sorted(state["labels"].tolist())
     assert two_step["psnr"] == one_go["psnr"] and two_step["restored_labels"] == one_go["restored_labels"]
+    from tenfold.core.data import load_dataset
+    from tenfold.gradinversion.evaluation import reference_psnr  # the no-gradient guesses of this very batch
+
+    want = reference_psnr(state["images"], load_dataset("cifar10-mini").tensors()[0])
+    for k, v in want.items():
+        assert two_step[k] == one_go[k] == pytest.approx(v, abs=1e-9)
 
 
 def test_attack_creates_no_tensor_on_the_default_device(on_meta_default):

@@ -322,7 +322,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
            "cpu_seconds": round(res.cpu_seconds, 2), "seconds_per_iteration": res.cpu_seconds / res.iterations,
            "restored_labels": res.labels.tolist(), "true_labels": y.sort().values.tolist(), "threat_model": tm}
     save_grid(run_dir / "grid.png", [x, rec_sorted, res.best_seed[torch.tensor(best["order"])]],
-              ["client batch", f"GradInversion (PSNR {m['psnr']:.2f} dB)", "best single seed"])
+              ["client batch", f"GradInversion (PSNR {m['psnr']:.2f} dB)\nno-leak guess: "
+               f"{out['psnr_dataset_mean_colour']:.2f} dB", "best single seed"])
     state = {"images": res.images, "best_seed": res.best_seed, "seeds": res.seeds, "labels": res.labels}
     save_checkpoint(run_dir / "reconstruction", state, method=METHOD, config=cfg, extra={"metrics": out})
     _loss_plot(run_dir / "loss.png", res.history)
