@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tenfold.core.io import ConfigError
 from tenfold.core.models import BlockDims, VisionTransformer
 from tenfold.nvit.model import GatedViT
 from tenfold.nvit.prune import LatencyModel, Saliency, delta_latency, masks_of, prune_step, synthetic_lut
@@ -122,7 +123,7 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
 
 
 def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0,
-               measured_power: float = 1.0):
+               measured_power: float = 1.0, lr_schedule: str = "cosine"):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
     from tenfold.core.engine import Checkpointer
@@ -145,7 +146,7 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scal
                       eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
                       temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
                       checkpointer=Checkpointer(run_dir, method="nvit-prune"), ckpt_every=3, resume=resume,
-                      stop_after=stop_after, measure=measure)
+                      stop_after=stop_after, measure=measure, lr_schedule=lr_schedule)
     return gated, res
 
 
@@ -161,6 +162,27 @@ def test_pruning_loop_resumes_exactly_after_a_kill(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_pruning_lr_follows_the_cosine_over_the_run_cap(tmp_path):
+    """Spec §2: the weights keep training under a cosine lr; the curve spans max_iters (the run's cap), and the
+    optimizer a checkpoint saves carries the lr of the iteration it was saved after."""
+    import math
+
+    from tenfold.core.engine import Checkpointer
+    from tenfold.nvit.api import prune_lr_at
+
+    assert prune_lr_at(0, 1e-3, 40, "cosine") == pytest.approx(1e-3)
+    assert prune_lr_at(20, 1e-3, 40, "cosine") == pytest.approx(5e-4)
+    assert prune_lr_at(40, 1e-3, 40, "cosine") == pytest.approx(0.0, abs=1e-18)
+    assert prune_lr_at(39, 1e-3, 40, "constant") == 1e-3
+    _prune_run(tmp_path, stop_after=7)  # checkpoints after iterations 3 and 6
+    st, _ = Checkpointer(tmp_path, method="nvit-prune").load()
+    assert st["iteration"] == 6
+    lr = st["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 40)))  # the step of 0-based iteration 5
+    with pytest.raises(ConfigError, match="schedule"):
+        _prune_run(tmp_path / "c", lr_schedule="linear")
 
 
 def test_measured_stop_calibrates_the_lut_target_to_the_device_clock(tmp_path):
@@ -213,7 +235,6 @@ def test_build_rejects_non_positive_schedule_and_groups():
     """A non-positive interval, P, G or group size is one ConfigError naming the field."""
     import dataclasses
 
-    from tenfold.core.io import ConfigError
     from tenfold.nvit import PRESETS
     from tenfold.nvit.api import build
 

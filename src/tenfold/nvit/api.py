@@ -289,11 +289,20 @@ class _Batches:
         self.pos = int(state["pos"])
 
 
+def prune_lr_at(it: int, lr: float, max_iters: int, schedule: str) -> float:
+    """The pruning loop's lr at 0-based iteration ``it``: ``lr (1 + cos(pi it / max_iters)) / 2`` for "cosine",
+    ``lr`` for "constant"."""
+    if schedule == "constant":
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(it, max_iters) / max_iters))
+
+
 def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, latency: LatencyModel, *,
                 target_fraction: float, interval: int, prune_per_iter: int, group_norm: int,
                 group_size: dict[str, int], minimum: dict[str, int], scale: dict[str, float], momentum: float,
                 eta: float, eta_mode: str, eta_rho: float, batch_size: int, lr: float, weight_decay: float,
                 kd_coef: float, temperature: float, ce_coef: float, label_smoothing: float, max_iters: int,
+                lr_schedule: str = "cosine",
                 device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
                 augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
                 resume: bool = False, stop_after: int = 0,
@@ -314,8 +323,16 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     ``target_fraction * (1 + measure_tolerance)``; it then keeps only the fewest of its groups (lowest scores
     first, found by bisection on the clock) that still do, so the last step cannot overshoot the target.
     The LUT still prices every unit (eta * dT).
+    ``lr_schedule``: "cosine" (the reference's DeiT loop) decays the AdamW lr from ``lr`` to 0 over ``max_iters``,
+    the cap of the run, not its unknown length, so a run that stops early keeps most of its lr as in the
+    reference (50 epochs at most; spec §2); no warm-up (the spec names none for a pretrained start).
+    "constant" keeps ``lr``.
     Returns the per-step history (dims, LUT latency, measured fraction, MACs, params) and losses."""
     dev = check_device(device)
+    if lr_schedule not in ("cosine", "constant"):
+        raise ConfigError(f"prune lr schedule must be 'cosine' or 'constant', got '{lr_schedule}'")
+    if max_iters < 1:
+        raise ConfigError(f"max_prune_iters must be >= 1, got {max_iters}")
     gated.to(dev).train()
     teacher.to(dev).eval()
     masks = masks_of(gated)
@@ -374,6 +391,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 p.grad = None
             loss.backward()
             sal.batch_done()
+            for group in opt.param_groups:  # from the iteration alone, so a resumed run follows the same curve
+                group["lr"] = prune_lr_at(it, lr, max_iters, lr_schedule)
             opt.step()
             ce_trace.append(float(parts["ce"]))
             bar.update(1)
@@ -593,7 +612,8 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
                           eta_mode=cfg.eta_mode, eta_rho=cfg.eta_rho, batch_size=cfg.batch_size,
                           lr=cfg.prune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
                           kd_coef=cfg.kd_coef, temperature=cfg.kd_temperature, ce_coef=cfg.ce_coef,
-                          label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters, device=cfg.device,
+                          label_smoothing=cfg.label_smoothing, max_iters=cfg.max_prune_iters,
+                          lr_schedule=cfg.prune_lr_schedule, device=cfg.device,
                           seed=cfg.seed, logger=logger, checkpointer=ckpt,
                           ckpt_every=cfg.prune_ckpt_every, resume=resume, measure=measure, progress=True)
     dense = gated.cpu().to_dense().eval()

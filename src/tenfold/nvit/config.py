@@ -57,6 +57,7 @@ class Config:
     stop_on: str = "lut"  # "lut" (paper) | "measured": calibrate each step's LUT target by timing the model
     prune_ckpt_every: int = 500  # iterations between checkpoints of the pruning loop (0: only at the end)
     prune_lr: float = 1e-4  # x batch/512 (linear scaling)
+    prune_lr_schedule: str = "cosine"  # over max_prune_iters (the reference: over its 50-epoch cap) | "constant"
     weight_decay: float = 0.05
     kd_coef: float = 1e5
     kd_temperature: float = 3.0
