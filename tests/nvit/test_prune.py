@@ -120,9 +120,17 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
     assert torch.all(imp2[:3] == 0)
     # emb saliency is scaled by 1/12 before squaring
     assert masks_of(g)[("emb", 0)] is g.mask_emb
+    # after reset_ema the next importance is that step's mean alone (no blend with the old EMA)
+    sal.reset_ema()
+    for p in g.gates():
+        p.grad = None
+    torch.nn.functional.cross_entropy(g(x), y).backward()
+    cur3 = (g.gate_mlp[0].grad.detach().double()) ** 2
+    sal.batch_done()
+    torch.testing.assert_close(sal.importance()[("mlp", 0)], cur3 * g.mask_mlp_0.double())
 
 
-def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0,
+def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0, per_iter: int = 16,
                measured_power: float = 1.0, lr_schedule: str = "cosine"):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
@@ -141,7 +149,7 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scal
     full = lat(*gated.dims())
     # a planted device clock: measured fraction = measured_scale * LUT fraction (the LUT overestimates)
     measure = (lambda: measured_scale * (lat(*gated.dims()) / full) ** measured_power) if measured_scale else None
-    res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=16, group_norm=16,
+    res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=per_iter, group_norm=16,
                       group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9, eta=0.0,
                       eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
                       temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
@@ -162,6 +170,22 @@ def test_pruning_loop_resumes_exactly_after_a_kill(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_student_switches_to_eval_and_restarts_the_ema_after_the_first_prune_step(tmp_path, monkeypatch):
+    """Spec §2: the student trains in train mode until the first prune step, in eval mode after it (also after a
+    resume), and the saliency EMA restarts at that switch."""
+    from tenfold.nvit.prune import Saliency as Sal
+
+    resets: list[int] = []
+    real_reset = Sal.reset_ema
+    monkeypatch.setattr(Sal, "reset_ema", lambda self: (resets.append(1), real_reset(self))[1])
+    before, res = _prune_run(tmp_path / "a", stop_after=1)  # interval 2: no prune step yet
+    assert res["prune_steps"] == 0 and before.training and not resets
+    after, res = _prune_run(tmp_path / "b", stop_after=5)  # steps after iterations 2 and 4
+    assert res["prune_steps"] == 2 and not after.training and resets == [1]
+    resumed, res = _prune_run(tmp_path / "b", stop_after=7, resume=True)  # from the checkpoint at iteration 3
+    assert not resumed.training and resets == [1]
 
 
 def test_pruning_lr_follows_the_cosine_over_the_run_cap(tmp_path):
@@ -198,13 +222,18 @@ def test_measured_stop_calibrates_the_lut_target_to_the_device_clock(tmp_path):
 
 
 def test_measured_stop_does_not_overshoot_a_clock_the_lut_misjudges(tmp_path):
-    """A clock that falls faster than the LUT (measured = LUT fraction squared) makes the calibrated last step
-    too big: it would end at 0.31 of the dense clock (a window of 0.4 +- 10 % missed). The stop keeps only the
-    fewest of that step's groups the clock needs, landing within the window."""
-    _, res = _prune_run(tmp_path / "a", measured_scale=1.0, measured_power=2.0)
+    """A clock that falls faster than the LUT (measured = LUT fraction squared): the calibration of each step's LUT
+    target lags the clock, so the step that crosses the target on the clock is one the LUT calls short of it
+    (LUT 0.62 against its target 0.47), and it chose three groups (P/G = 3), which would end at 0.31 of the dense
+    clock (a window of 0.4 +- 10 % missed). The stop comes at that step, on the clock, and keeps only the fewest
+    of its groups the clock needs, landing within the window."""
+    _, res = _prune_run(tmp_path / "a", measured_scale=1.0, measured_power=2.0, per_iter=48)
     final = res["history"][-1]
     assert res["reached"] and final["measured_fraction_after"] <= 0.4 * 1.05
     assert final["measured_fraction_after"] >= 0.4 * 0.9
+    assert final["measured_fraction_before"] > 0.4 * 1.05  # the step itself crossed the target
+    assert final["lut_fraction"] > final["lut_target"]  # the LUT alone would have pruned on
+    assert final["groups_removed"] < final["groups_chosen"]  # the step was cut back
     assert (res["lut_final"] / res["lut_full"]) ** 2 == pytest.approx(final["measured_fraction_after"])
 
 

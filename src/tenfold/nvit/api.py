@@ -320,8 +320,10 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     reading cannot move the stop), so the stop lands on the *measured* target even where the LUT's
     interpolation is off (alignment cliffs of CPU kernels, a LUT timed under load). A step that meets its LUT
     target only ends the pruning if the clock (median of ``settle_reads`` readings) says at most
-    ``target_fraction * (1 + measure_tolerance)``; it then keeps only the fewest of its groups (lowest scores
-    first, found by bisection on the clock) that still do, so the last step cannot overshoot the target.
+    ``target_fraction * (1 + measure_tolerance)``; a step the clock puts there ends it too, whatever the LUT says
+    (the calibration lags a clock/LUT ratio that moves fast); the last step then keeps only the fewest of its
+    groups (lowest scores first, found by bisection on the clock) that still do, so it cannot overshoot the
+    target. The student trains in eval mode after the first prune step, where the saliency EMA restarts (spec §2).
     The LUT still prices every unit (eta * dT).
     ``lr_schedule``: "cosine" (the reference's DeiT loop) decays the AdamW lr from ``lr`` to 0 over ``max_iters``,
     the cap of the run, not its unknown length, so a run that stops early keeps most of its lr as in the
@@ -358,6 +360,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         set_rng_state(st["rng"])
         t, eta_used, reached, start = int(st["t"]), float(st["eta"]), bool(st["reached"]), int(st["iteration"])
         history, ce_trace, seconds0 = list(st["history"]), [float(v) for v in st["ce_trace"]], float(st["seconds"])
+        if t >= 1:
+            gated.eval()  # the student trains in eval mode after the first prune step (below)
     t0 = time.perf_counter() - seconds0
     measured_now: float | None = None
 
@@ -413,10 +417,22 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
                                  group_size=group_size, minimum=minimum, eta=eta_used, target=step_target)
                 reached, measured_before, measured_now = res.reached, measured_now, None
+                if t == 1:  # spec §2 (reference code): the student is in eval mode after the first step (dropout
+                    gated.eval()  # and drop-path off, the weights still train) and the saliency EMA restarts there
+                    sal.reset_ema()
                 kept_groups = len(res.groups)
-                if measure is not None and reached:  # the LUT says done: the clock has the last word
-                    measured_now = _careful(measure, settle_reads)
-                    reached = measured_now <= target_fraction * (1 + measure_tolerance)
+                if measure is not None:  # the clock has the last word
+                    limit = target_fraction * (1 + measure_tolerance)
+                    if reached:  # the LUT says done
+                        measured_now = _careful(measure, settle_reads)
+                        reached = measured_now <= limit
+                    elif res.groups:  # the LUT says not yet, but the calibration follows the clock/LUT ratio with
+                        measured_now = float(measure())  # a lag, so a step can cross the target on the clock alone
+                        if measured_now <= limit:  # (this reading is the next step's calibration otherwise)
+                            measured_now = _careful(measure, settle_reads)
+                            reached = measured_now <= limit
+                    else:
+                        measured_now = measured_before  # no group removed: the same model
                     if reached and len(res.groups) > 1:
                         kept_groups, measured_now = _fewest_groups(masks, before, res.groups, measure, settle_reads,
                                                                    target_fraction * (1 + measure_tolerance),
@@ -426,8 +442,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 lut_now = latency(E, blocks)
                 row = {"prune_step": t, "iteration": it + 1, "lut_latency": lut_now, "lut_fraction": lut_now / full,
                        "embed": E, "macs": macs, "params": params,
-                       "groups_removed": kept_groups, "eta": eta_used, "ce": float(parts["ce"]),
-                       "lut_target": step_target / full,
+                       "groups_removed": kept_groups, "groups_chosen": len(res.groups), "eta": eta_used,
+                       "ce": float(parts["ce"]), "lut_target": step_target / full,
                        "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
                        "blocks": [[b.num_heads, b.qk_dim, b.v_dim, b.mlp_hidden] for b in blocks]}
                 if calib is not None:

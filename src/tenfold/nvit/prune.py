@@ -146,6 +146,11 @@ class Saliency:
         self.batches = 0
         return out
 
+    def reset_ema(self) -> None:
+        """Forget the EMA: the next :meth:`importance` is that step's mean alone (the reference restarts it when
+        the student switches to eval mode after the first prune step)."""
+        self.ema = {}
+
     def state_dict(self) -> dict:
         """The per-step sums, the EMA and the batch count (for an exact resume of the pruning loop)."""
         return {"sums": {f"{s}.{i}": v.clone() for (s, i), v in self.sums.items()},
