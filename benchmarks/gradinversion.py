@@ -386,7 +386,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                                           client_bn=ubn, train_mode=name.startswith("breaching-train"))["images"]
                 else:
                     over = dict(CANDIDATES[name], **(dict(client_mode="train", bn_stats="user") if user else {}))
-                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, **over)
+                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, labels="oracle", **over)
                     im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx],
                                         bn_ref=ubn if user else "running").images
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)

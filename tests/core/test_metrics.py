@@ -240,3 +240,50 @@ def test_frechet_general_symmetric_and_against_sqrtm():
         M.gaussian_stats(torch.randn(1, 8))
     with pytest.raises(InputError, match="shape"):
         M.frechet_distance(mu1, s1, mu2[:3], s2)
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS from a local backbone checkpoint
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory):
+    """A torchvision AlexNet checkpoint with seeded random weights (the real ImageNet file is not offline)."""
+    import torchvision
+
+    pytest.importorskip("lpips")
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None)
+    path = tmp_path_factory.mktemp("lpips") / "alexnet.pth"
+    torch.save(net.state_dict(), path)
+    return path, net.features
+
+
+def test_lpips_reads_the_local_backbone_and_scores_images(alexnet_file):
+    from tenfold.core.metrics import lpips_distance, lpips_model
+
+    path, features = alexnet_file
+    model = lpips_model(path)
+    # the file's backbone, not a fresh random one: lpips keeps each layer's index inside its slices
+    torch.testing.assert_close(getattr(model.net.slice2, "3").weight, features[3].weight)
+    torch.testing.assert_close(getattr(model.net.slice5, "10").bias, features[10].bias)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    assert torch.equal(lpips_distance(model, x, x), torch.zeros(3))
+    d = lpips_distance(model, x, y)
+    assert d.shape == (3,) and bool((d > 0).all())
+    near = lpips_distance(model, x, (x + 0.02 * (y - x)))
+    assert bool((near < d).all())  # closer images score lower
+    with pytest.raises(InputError):
+        lpips_distance(model, x, y[:2])
+
+
+def test_lpips_refuses_what_is_not_an_alexnet_or_vgg(tmp_path):
+    from tenfold.core.io import CheckpointError, DataError
+    from tenfold.core.metrics import lpips_model
+
+    pytest.importorskip("lpips")
+    torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(2, 4)}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="not a torchvision AlexNet or VGG-16"):
+        lpips_model(tmp_path / "x.pth")
+    with pytest.raises(DataError):
+        lpips_model(tmp_path / "missing.pth")

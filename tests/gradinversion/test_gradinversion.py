@@ -386,7 +386,7 @@ def test_attack_resumes_exactly_after_a_kill(tmp_path):
     x, y = torch.rand(2, 3, 6, 6), torch.tensor([0, 2])
     g = simulate_client(net, x, y)
     cfg = dataclasses.replace(PRESETS["smoke"], iterations=12, group_size=2, group_warmup=0.25, group_every=3,
-                              langevin_sigma=0.5, signed=False)  # noise and group term: every piece of state counts
+                              langevin_sigma=0.5, signed=False, labels="oracle")  # noise, group term: all state counts
     kw = dict(num_images=2, mean=[0.5] * 3, std=[0.5] * 3, labels=y)
     full = build(cfg).run(net, g, **kw)
 
@@ -493,6 +493,14 @@ def test_group_consistency_runs_and_outputs_registered_mean():
     assert res.seeds.shape[0] == 3 and set(res.snapshots) == {4, 8}
     assert torch.allclose(res.snapshots[8], res.images)
     assert any(h["group"] > 0 for h in res.history)
+    # the output is the registered mean of the final seeds, recomputed here: not their plain mean, nor one seed
+    from tenfold.gradinversion.registration import consensus
+
+    E, A = consensus(res.seeds, cfg.registration)
+    assert torch.allclose(res.images, E, atol=1e-6)
+    assert float(A[..., 2].abs().max()) > 1e-3  # the seeds were shifted against each other
+    assert float((res.images - res.seeds.mean(0)).abs().max()) > 1e-3
+    assert all(float((res.images - s).abs().max()) > 1e-3 for s in res.seeds)
 
 
 def test_match_order_inverts_a_permutation():
@@ -512,7 +520,8 @@ def _l2_only_run(signed: bool, iterations: int = 3, lr: float = 0.1) -> tuple[to
     net.input_size = (3, 4, 4)
     g = simulate_client(net, torch.rand(1, 3, 4, 4), torch.tensor([1]))
     inv = GradInversion(iterations=iterations, lr=lr, warmup=0, langevin_sigma=0.0, alpha_grad=0.0, alpha_tv=0.0,
-                        alpha_l2=1.0, alpha_bn=0.0, group_size=1, signed=signed, lr_schedule="step", seed=3)
+                        alpha_l2=1.0, alpha_bn=0.0, group_size=1, signed=signed, lr_schedule="step", seed=3,
+                        labels="oracle")
     res = inv.run(net, g, num_images=1, mean=[0.0] * 3, std=[1.0] * 3, labels=torch.tensor([1]))
     x0 = torch.randn((1, 1, 3, 4, 4), generator=torch.Generator().manual_seed(3)).clamp(0, 1)[0]
     return x0, res.images
@@ -572,6 +581,68 @@ def test_bad_weights_and_batch_sizes_are_one_clear_error():
     assert len(set(labels[pick_batch(labels, 10, seed=0)].tolist())) == 10  # unique labels
 
 
+@pytest.mark.parametrize("mode,update", [("train", "gradient"), ("train", "fedavg"), ("eval", "gradient"),
+                                         ("eval", "fedavg")])
+def test_the_attack_objective_is_zero_at_the_true_batch(monkeypatch, mode, update):
+    """Started at the client's own (normalised) batch with oracle labels, the attack's gradient-matching term is 0,
+    and so is the BN prior against the batch statistics a train-mode client sends: the whole path (normalisation,
+    label sort, FedAvg reading, client mode, BN recorder) agrees with what the client computed. Started 0.05 off,
+    the matching term is not 0."""
+    import importlib
+
+    attack_mod = importlib.import_module("tenfold.gradinversion.attack")  # the package re-exports attack()
+    net = _tiny_net(torch.float64)
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.rand(2, 3, 6, 6, generator=gen, dtype=torch.float64), torch.tensor([0, 2])  # labels sorted
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    g = simulate_client(net, x, y, mode=mode, update=update, local_steps=2, local_lr=0.05)
+    user = mode == "train"
+    ubn = bn_batch_stats(net, x, "train") if user else None
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=1, warmup=0, group_size=1, grad_distance="l2",
+                              signed=False, alpha_bn=0.1, labels="oracle", bn_stats="user" if user else "running",
+                              client_mode=mode, update=update, local_steps=2, local_lr=0.05)
+
+    def start_at(offset: float):
+        def init(kind, shape, gen, dt, mu, sd):
+            return ((x + offset - mu) / sd).to(dt).expand(shape).clone()
+        monkeypatch.setattr(attack_mod, "_initial_images", init)
+        return build(cfg).run(net, g, num_images=2, mean=mean, std=std, labels=y, bn_ref=ubn).history[0]
+
+    at_truth, off = start_at(0.0), start_at(0.05)
+    assert at_truth["grad"] < 1e-9 * max(1.0, off["grad"]) and off["grad"] > 1e-4
+    if user:
+        assert at_truth["bn"] < 1e-9 and off["bn"] > 1e-4
+
+
+def test_threat_model_switches_decide_what_build_cfg_run_attacks_with():
+    """build(cfg).run() follows the config's labels / bn_stats switches (it used to attack with the server's BN
+    buffers and restored labels whatever they said, while the result recorded them); a contradicting argument is
+    one ConfigError."""
+    net = _tiny_net()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
+    g = simulate_client(net, x, y, mode="train")
+    base = dataclasses.replace(PRESETS["smoke"], iterations=1, warmup=0, group_size=1, alpha_bn=0.1,
+                               client_mode="train")
+    kw = dict(num_images=2, mean=[0.5] * 3, std=[0.5] * 3)
+    bn_running = build(base).run(net, g, **kw).history[0]["bn"]
+    bn_none = build(dataclasses.replace(base, bn_stats="none")).run(net, g, **kw).history[0]["bn"]
+    user = [(m + 1.0, v * 3.0) for m, v in bn_batch_stats(net, x, "train")]
+    bn_user = build(dataclasses.replace(base, bn_stats="user")).run(net, g, **kw, bn_ref=user).history[0]["bn"]
+    assert bn_running > 0 and bn_none == 0 and bn_user > 0 and abs(bn_user - bn_running) > 1e-3
+    oracle = build(dataclasses.replace(base, labels="oracle")).run(net, g, **kw, labels=torch.tensor([3, 0]))
+    assert oracle.labels.tolist() == [0, 3]  # the given labels, not the restored [1, 4]
+    with pytest.raises(ConfigError, match="labels=oracle needs"):
+        build(dataclasses.replace(base, labels="oracle")).run(net, g, **kw)
+    with pytest.raises(ConfigError, match="labels=recover"):
+        build(base).run(net, g, **kw, labels=y)
+    with pytest.raises(ConfigError, match="bn_stats=user needs"):
+        build(dataclasses.replace(base, bn_stats="user")).run(net, g, **kw)
+    with pytest.raises(ConfigError, match="set bn_stats=user"):
+        build(base).run(net, g, **kw, bn_ref=user)
+    with pytest.raises(ConfigError, match="contradicts"):
+        build(dataclasses.replace(base, bn_stats="none")).run(net, g, **kw, bn_ref="running")
+
+
 def test_client_labels_out_of_range_are_one_clear_error():
     """-1 is cross_entropy's ignore_index: it used to drop the image from the gradient without a word."""
     net = _tiny_net()
@@ -585,8 +656,8 @@ def test_client_labels_out_of_range_are_one_clear_error():
     assert len(g) == len(list(net.parameters()))
     for y, msg in bad:  # the attack's oracle labels get the same check before any optimisation
         with pytest.raises(InputError, match=msg):
-            GradInversion(iterations=1, group_size=1).run(net, g, num_images=2, mean=(0.5,) * 3, std=(0.5,) * 3,
-                                                          labels=y)
+            GradInversion(iterations=1, group_size=1, labels="oracle").run(net, g, num_images=2, mean=(0.5,) * 3,
+                                                                           std=(0.5,) * 3, labels=y)
 
 
 def test_group_consistency_closed_form_gradient_matches_autograd():
@@ -596,8 +667,7 @@ def test_group_consistency_closed_form_gradient_matches_autograd():
     X = torch.randn(3, 2, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
     E = torch.randn(3, 2, 3, 5, 5, generator=g, dtype=torch.float64)
     r, d = group_consistency(X.detach(), E)
-    manual = torch.stack([torch.stack([torch.linalg.vector_norm(X[i, b] - E[i, b]) for b in range(2)]).mean()
-                          for i in range(3)])
+    manual = torch.stack([torch.linalg.vector_norm(X[i] - E[i]) for i in range(3)])  # one norm per seed (spec)
     assert torch.allclose(r, manual.detach())
     (auto,) = torch.autograd.grad(manual.sum(), X)
     assert torch.allclose(d, auto, atol=1e-12)
@@ -707,6 +777,28 @@ def test_attack_on_a_users_image_folder_and_too_small_images(tmp_path, monkeypat
     with pytest.raises(DataError, match="12x10; the attack's SSIM needs at least 11 px"):
         verbs.attack(PRESETS["smoke"], tmp_path / "run2", data=f"folder:{tmp_path / 'small'}", batch_size=2,
                      iterations=2)
+
+
+def test_audit_draws_unique_labels_as_far_as_the_data_has_classes(tmp_path):
+    """audit used to assume CIFAR-10's 10 classes: on a user folder of 3 classes B = 4 was refused ("cannot draw 4
+    images with unique labels"), and beyond 10 classes B > 10 drew repeats unrecorded. Now unique labels up to the
+    data's class count, repeats past it, and each row says which."""
+    from PIL import Image
+
+    from tenfold.core.data import load_dataset
+    from tenfold.gradinversion import verbs
+
+    ds = load_dataset("cifar10-mini", limit=60)
+    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
+        if int(y) < 3:
+            (tmp_path / "mine" / ds.classes[y]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / "mine" / ds.classes[y] / f"{i}.png")
+    cfg = dataclasses.replace(PRESETS["smoke"], group_size=1, label_rule="rowsum")
+    (tmp_path / "run").mkdir()
+    verbs.audit(cfg, tmp_path / "run", data=f"folder:{tmp_path / 'mine'}", batch_sizes=(3, 4), noise_sigmas=(),
+                prune_ratios=(), iterations=1)
+    rows = json.loads((tmp_path / "run" / "audit.json").read_text())["rows"]
+    assert [(r["batch_size"], r["unique_labels"]) for r in rows] == [(3, True), (4, False)]
 
 
 def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
@@ -977,7 +1069,7 @@ def test_user_bn_statistics_and_empty_batches_are_checked():
     x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
     g = simulate_client(net, x, y, mode="train")
     cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, warmup=1, group_size=1, alpha_bn=0.1,
-                              client_mode="train")
+                              client_mode="train", bn_stats="user")
     with pytest.raises(InputError, match=r"bn_stats layer 0: mean and var need shape \(4,\)"):
         build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3,
                        bn_ref=[(torch.zeros(()), torch.ones(()))])
@@ -1000,3 +1092,31 @@ def test_client_statistics_from_an_eval_mode_client_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", TenfoldWarning)
         build(dataclasses.replace(PRESETS["smoke"], bn_stats="user"))  # auto: train
+
+
+def test_attack_reports_lpips_with_a_local_backbone_and_checks_the_file_first(tmp_path, monkeypatch):
+    """--lpips-weights FILE (a torchvision AlexNet checkpoint; seeded random weights here) puts LPIPS into the
+    metrics; a file that is not one fails before the attack runs, so no attack time is lost to it."""
+    import torchvision
+
+    from tenfold.core.io import CheckpointError
+    from tenfold.gradinversion import verbs
+
+    pytest.importorskip("lpips")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "alexnet.pth")
+    cfg = dataclasses.replace(PRESETS["smoke"], group_size=1)
+    out = verbs.attack(cfg, tmp_path / "run", data="cifar10-mini", batch_size=2, iterations=2,
+                       lpips_weights=str(tmp_path / "alexnet.pth"))
+    assert isinstance(out["lpips"], float) and 0 < out["lpips"] < 2 and "alexnet.pth" in out["lpips_note"]
+    plain = verbs.attack(cfg, tmp_path / "run2", data="cifar10-mini", batch_size=2, iterations=2)
+    assert plain["lpips"] is None and plain["lpips_note"].startswith("skipped")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+
+    def no_attack(*a, **k):
+        raise AssertionError("the attack ran before the LPIPS file was checked")
+
+    monkeypatch.setattr(verbs, "run_attack", no_attack)
+    with pytest.raises(CheckpointError, match="not a torchvision AlexNet"):
+        verbs.attack(cfg, tmp_path / "run3", data="cifar10-mini", batch_size=2, iterations=2,
+                     lpips_weights=str(tmp_path / "other.pth"))

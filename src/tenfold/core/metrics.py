@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -25,6 +26,8 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "keypoint_bbox",
+    "lpips_distance",
+    "lpips_model",
     "mpjpe",
     "pa_mpjpe",
     "pck",
@@ -105,6 +108,50 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     cxy = filt(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
+
+
+def lpips_model(weights: str | Path) -> torch.nn.Module:
+    """LPIPS v0.1 (Zhang et al. 2018) with its backbone read from a local torchvision AlexNet or VGG-16 ImageNet
+    checkpoint (``features.*`` keys, e.g. ``alexnet-owt-7be5be79.pth`` of a torch hub cache; the net is told by
+    its 5 or 13 convolutions) and the ``lpips`` package's own linear heads: nothing is downloaded.
+
+    A missing package is a ConfigError, a missing or unreadable file a DataError / CheckpointError."""
+    from tenfold.core.io import CheckpointError, ConfigError
+    from tenfold.core.models import load_state_dict_file
+
+    try:
+        import lpips
+    except ImportError:
+        raise ConfigError("LPIPS needs the lpips package: pip install lpips (or tenfold[lpips])") from None
+    sd = load_state_dict_file(weights)
+    feats = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+    convs = sum(1 for k, v in feats.items() if k.endswith(".weight") and v.dim() == 4)
+    net = {5: "alex", 13: "vgg"}.get(convs)
+    if net is None:
+        raise CheckpointError(f"{weights} is not a torchvision AlexNet or VGG-16 checkpoint (found {convs} "
+                              "convolutions under features.*; LPIPS needs 5 or 13)")
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision's deprecation notes for pretrained=False inside lpips
+        warnings.simplefilter("ignore")
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)  # random backbone: no download
+    # lpips splits features into slices whose modules keep their index in features: slice2.3.weight = features.3
+    want = model.net.state_dict()
+    try:
+        model.net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in want}, strict=True)
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: the {net} backbone does not fit LPIPS's ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0]})") from None
+    return model.eval()
+
+
+def lpips_distance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image LPIPS ``(B,)`` of images ``x, y (B, 3, H, W)`` in [0, 1] under a :func:`lpips_model`."""
+    check_tensor(x, "x", ("B", 3, None, None))
+    _same_shape(x, y)
+    p = next(model.parameters())
+    with torch.no_grad():
+        return model(x.to(p), y.to(p), normalize=True).flatten().to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------

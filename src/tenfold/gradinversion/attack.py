@@ -295,12 +295,13 @@ def bn_prior(stats: Sequence[tuple[torch.Tensor, torch.Tensor]], refs: Sequence[
 
 
 def group_consistency(X: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """R_group per seed, mean_b ||x̂_gb - E_gb||_2 for ``X, E (G, B, C, H, W)`` (paper Sec. 3.3; E is the
-    consensus in each seed's frame, held fixed), and its gradient w.r.t. X in closed form (G, B, C, H, W)."""
+    """R_group per seed, ||x̂_g - E_g||_2 over the seed's whole batch for ``X, E (G, B, C, H, W)`` (paper Sec. 3.3,
+    spec: one norm per seed; E is the consensus in each seed's frame, held fixed), and its gradient w.r.t. X in
+    closed form (G, B, C, H, W): unit norm per seed, so an image far from the consensus is pulled harder."""
     diff = X - E
-    nrm = torch.linalg.vector_norm(diff.flatten(2), dim=2)  # (G, B)
-    grad = diff / (X.shape[1] * nrm.clamp_min(1e-12))[..., None, None, None]
-    return nrm.mean(1), grad
+    nrm = torch.linalg.vector_norm(diff.flatten(1), dim=1)  # (G,)
+    grad = diff / nrm.clamp_min(1e-12).view(-1, *([1] * (X.dim() - 1)))
+    return nrm, grad
 
 
 class _BNRecorder:
@@ -367,7 +368,8 @@ class GradInversion:
                  group_every: int = 100, group_warmup: float = 0.25, registration: str = "translation",
                  label_rule: str = "yin", force_label_rule: bool = False, client_mode: str = "eval",
                  update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0,
-                 signed: bool = False, lr_schedule: str = "cosine", init: str = "randn") -> None:
+                 signed: bool = False, lr_schedule: str = "cosine", init: str = "randn", labels: str = "recover",
+                 bn_stats: str = "running") -> None:
         if iterations < 1 or group_size < 1 or group_every < 1:
             raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
                               f"{group_every}")
@@ -387,6 +389,10 @@ class GradInversion:
             raise ConfigError(f"unknown lr_schedule '{lr_schedule}'; choose one of: cosine, step")
         if init not in ("randn", "rand", "zeros"):
             raise ConfigError(f"unknown init '{init}'; choose one of: randn, rand, zeros")
+        if labels not in ("recover", "oracle"):
+            raise ConfigError(f"unknown labels '{labels}'; choose one of: recover, oracle")
+        if bn_stats not in ("running", "user", "none"):
+            raise ConfigError(f"unknown bn_stats '{bn_stats}'; choose one of: running, user, none")
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     # ----------------------------------------------------------------------------------------
@@ -402,19 +408,49 @@ class GradInversion:
                               "or use label_rule=rowsum")
         return recover_labels(gW, B, self.label_rule, gb)
 
+    def _threat_model_inputs(self, labels: torch.Tensor | None, bn_ref: Any) -> Any:
+        """Check the run's labels and BN reference against the ``labels`` / ``bn_stats`` switches; returns the BN
+        reference to use (``"running"``, ``"none"`` or the user's list). A contradiction is one ConfigError:
+        ``build(cfg).run()`` used to attack with the server's buffers and restored labels whatever the config's
+        switches said, while the result recorded the switches."""
+        if self.labels == "oracle" and labels is None:
+            raise ConfigError("labels=oracle needs the true labels passed as labels=")
+        if self.labels == "recover" and labels is not None:
+            raise ConfigError("labels were passed but the threat model says labels=recover (restored from the "
+                              "gradient); set labels=oracle to attack with known labels")
+        if bn_ref is None:
+            if self.bn_stats == "user":
+                raise ConfigError("bn_stats=user needs the client's BN statistics passed as bn_ref=[(mean, var), "
+                                  "...] (bn_batch_stats)")
+            return self.bn_stats
+        if isinstance(bn_ref, str):
+            if bn_ref not in ("running", "none"):
+                raise ConfigError(f"bn_ref must be 'running', 'none' or a list of (mean, var) per BN layer, got "
+                                  f"'{bn_ref}'")
+            if bn_ref != self.bn_stats:
+                raise ConfigError(f"bn_ref='{bn_ref}' contradicts the threat model's bn_stats={self.bn_stats}")
+            return bn_ref
+        if self.bn_stats != "user":
+            raise ConfigError(f"BN statistics were passed as bn_ref but the threat model says "
+                              f"bn_stats={self.bn_stats}; set bn_stats=user")
+        return bn_ref
+
     # ----------------------------------------------------------------------------------------
     def run(self, model: nn.Module, target: Sequence[torch.Tensor], *, num_images: int,
             mean: Sequence[float], std: Sequence[float], input_shape: Sequence[int] | None = None,
             labels: torch.Tensor | None = None,
-            bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] = "running",
+            bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
             snapshot_at: Sequence[int] = (), log: Callable[[int, dict[str, float]], None] | None = None,
             log_every: int = 50, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
             resume: bool = False) -> AttackResult:
         """Steps 1-3: restore labels (unless given), optimise G seeds of ``num_images`` images, fuse them.
 
         ``model`` takes images in [0, 1]; ``mean``/``std`` are the normalisation the images are optimised
-        in (x̂ lives in normalised space, as in the paper). ``bn_ref``: ``"running"`` (the model's BN
-        buffers), ``"none"`` (no BN prior) or a list of (mean, var) per BN layer (buffers a client sent).
+        in (x̂ lives in normalised space, as in the paper). The threat-model switches ``labels`` and ``bn_stats``
+        decide, and the arguments must agree with them (a result records the switches): ``labels`` (B,) only
+        with ``labels="oracle"`` (then required); ``bn_ref`` None (the switch: ``"running"``, the model's BN
+        buffers, or ``"none"``, no BN prior), the same string, or, with ``bn_stats="user"`` (then required), a
+        list of (mean, var) per BN layer (buffers a client sent, as :func:`bn_batch_stats` returns them).
         ``checkpointer`` (a :class:`tenfold.core.engine.Checkpointer`) saves the whole loop state every
         ``ckpt_every`` iterations; ``resume`` continues from its newest checkpoint exactly (same images).
         """
@@ -435,6 +471,8 @@ class GradInversion:
         sd = torch.tensor(std, dtype=dt, device=dev).view(1, C, 1, 1)
         lo, hi = (0 - mu) / sd, (1 - mu) / sd  # the valid pixel box in normalised space
 
+        bn_ref = self._threat_model_inputs(labels, bn_ref)
+
         # Step 1: labels
         if labels is not None:
             check_tensor(labels, "labels", (B,))
@@ -442,14 +480,11 @@ class GradInversion:
         y = (self.restore_labels(model, target, B, shape) if labels is None else labels.long().sort().values).to(dev)
 
         # BN reference statistics
-        if isinstance(bn_ref, str):
-            if bn_ref == "running":
-                refs = [(m.running_mean.to(dt), m.running_var.to(dt)) for m in f.bn if m.running_mean is not None]
-                use_bn = self.alpha_bn > 0 and len(refs) == len(f.bn) and len(refs) > 0
-            elif bn_ref == "none":
-                refs, use_bn = [], False
-            else:
-                raise ConfigError(f"bn_stats must be 'running', 'user' or 'none', got '{bn_ref}'")
+        if bn_ref == "running":
+            refs = [(m.running_mean.to(dt), m.running_var.to(dt)) for m in f.bn if m.running_mean is not None]
+            use_bn = self.alpha_bn > 0 and len(refs) == len(f.bn) and len(refs) > 0
+        elif bn_ref == "none":
+            refs, use_bn = [], False
         else:
             refs = [(torch.as_tensor(m).to(dev, dt), torch.as_tensor(v).to(dev, dt)) for m, v in bn_ref]
             use_bn = self.alpha_bn > 0 and len(refs) > 0
@@ -552,14 +587,14 @@ class GradInversion:
             if self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
                 X.grad.sign_()
             if group_on and E_frames is not None:
-                # group consistency (Sec. 3.3): α_group mean_b ||x̂_gb - E_gb||_2, gradient in closed form.
+                # group consistency (Sec. 3.3): α_group ||x̂_g - E_g||_2, gradient in closed form.
                 # With the signed gradient the pull is added *after* the sign (tenfold's choice, measured on
                 # the tuning pool): through the sign, a term whose gradient is comparable to the matching
                 # term's overrides it pixel by pixel and collapses the seeds onto the consensus. After the
                 # sign, α_group is the pull's per-pixel RMS as a fraction of a signed step.
                 r_group, d_group = group_consistency(X.detach(), E_frames)  # d_group: ∂R_group/∂X
-                # signed: B sqrt(CHW) turns each image's part of ∂R_group (norm 1/B) into per-pixel RMS 1
-                scale = B * math.sqrt(d_group[0, 0].numel()) if self.signed else 1.0
+                # signed: sqrt(BCHW) turns ∂R_group (norm 1 per seed) into per-pixel RMS 1 over the seed's batch
+                scale = math.sqrt(d_group[0].numel()) if self.signed else 1.0
                 X.grad += self.alpha_group * scale * d_group
                 terms["group"] += float(r_group.sum())
             opt.step()
@@ -657,10 +692,8 @@ def attack(model: nn.Module, target_grads: Sequence[torch.Tensor], cfg: Any, lab
     from tenfold.gradinversion.config import build
 
     inv = build(cfg)
-    if cfg.labels == "oracle" and labels is None:
-        raise ConfigError("labels=oracle needs the true labels passed as labels=")
-    use = labels if cfg.labels == "oracle" else None
-    ref: Any = cfg.bn_stats if cfg.bn_stats != "user" else bn_stats
     if cfg.bn_stats == "user" and bn_stats is None:
         raise ConfigError("bn_stats=user needs the client's BN statistics passed as bn_stats=")
-    return inv.run(model, target_grads, num_images=num_images, mean=mean, std=std, labels=use, bn_ref=ref, **run_kw)
+    return inv.run(model, target_grads, num_images=num_images, mean=mean, std=std,
+                   labels=labels if cfg.labels == "oracle" else None,
+                   bn_ref=bn_stats if cfg.bn_stats == "user" else None, **run_kw)

@@ -110,5 +110,5 @@ def build(cfg: Config) -> Any:
                       "sends no batch statistics; the attack gets more than this threat model gives it",
                       TenfoldWarning, stacklevel=2)
     kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-          if f.name not in ("labels", "bn_stats", "client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
+          if f.name not in ("client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
     return GradInversion(client_mode=cfg.resolved_client_mode(), **kw)

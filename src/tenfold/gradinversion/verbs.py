@@ -23,6 +23,7 @@ from tenfold.core.io import (
     save_checkpoint,
     write_json,
 )
+from tenfold.core.metrics import lpips_distance, lpips_model
 from tenfold.core.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -275,7 +276,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         target: a ``leak`` run directory to attack (its model, data and update); empty: simulate a client here.
         batch_seed: seed that picks the batch from ``data`` (and the defences' noise).
         unique_labels: draw a batch whose labels all differ (the paper's setting; needs ``batch_size`` <= classes).
-        lpips_weights: a local LPIPS backbone weights file; LPIPS is reported only when one is given (no downloads).
+        lpips_weights: a local torchvision AlexNet or VGG-16 ImageNet checkpoint (e.g. alexnet-owt-7be5be79.pth);
+            with one, LPIPS v0.1 is reported (the lpips package's linear heads; nothing is downloaded).
         resume: continue the attack from the run's last checkpoint (the CLI's ``--resume --out RUN``).
     """
     from tenfold.core.engine import Checkpointer, MetricsLogger
@@ -297,6 +299,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     else:
         net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
         ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
+    lp = lpips_model(lpips_weights) if lpips_weights else None  # a bad file fails here, not after the attack
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
     ckpt = Checkpointer(run_dir, method="gradinversion-attack", config=cfg)
@@ -317,7 +320,9 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
            "psnr_best_seed": best["psnr"], "label_accuracy": label_accuracy(res.labels, y),
            **reference_psnr(x, ref_x),  # guesses without the gradient, to read the PSNR against
            "iip_pixel": iip(rec_sorted, torch.as_tensor(idx), y, ref_x, ref_y),
-           "lpips": _lpips_note(lpips_weights),
+           "lpips": float(lpips_distance(lp, rec_sorted, x).mean()) if lp is not None else None,
+           "lpips_note": f"LPIPS v0.1, backbone {lpips_weights}" if lp is not None else
+           "skipped: LPIPS needs a local AlexNet or VGG-16 checkpoint (--lpips-weights FILE); nothing is downloaded",
            "loss_start": res.loss_start, "loss_end": res.loss_end, "iterations": res.iterations,
            "cpu_seconds": round(res.cpu_seconds, 2), "seconds_per_iteration": res.cpu_seconds / res.iterations,
            "restored_labels": res.labels.tolist(), "true_labels": y.sort().values.tolist(), "threat_model": tm}
@@ -329,13 +334,6 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _loss_plot(run_dir / "loss.png", res.history)
     write_json(run_dir / "metrics.json", out)
     return out
-
-
-def _lpips_note(lpips_weights: str) -> str:
-    """LPIPS is reported only with local backbone weights; none ship offline, so say why it is skipped."""
-    if lpips_weights and Path(lpips_weights).is_file():
-        return f"skipped: the lpips package is not installed to read {lpips_weights}"
-    return "skipped: LPIPS needs local backbone weights (--lpips-weights FILE); none are available offline"
 
 
 def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
@@ -364,6 +362,9 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
           iterations: int = 0, batch_seed: int = 0, calibrate_bn_images: int = 0,
           resume: bool = False) -> dict[str, Any]:
     """Leakage (PSNR, label accuracy) against common defences, per batch size: a table and a plot.
+
+    Each batch has unique labels where the data has at least B classes (the paper's setting), else repeated ones;
+    every row records which (``unique_labels``).
 
     Each finished row is appended to ``audit_rows.jsonl`` at once; ``--resume --out RUN`` keeps those rows and
     runs only the missing attacks (each attack is seeded on its own, so the table is the same).
@@ -398,11 +399,13 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     saved = done_path.read_text().splitlines() if done_path.is_file() else []
     done = {(r["batch_size"], r["defence"]): r for r in map(json.loads, filter(None, saved))}  # rows of a resumed run
     rows = []
+    classes = int(ys.unique().numel())  # the dataset's, not CIFAR-10's 10: a user folder may hold 3 or 100
     for B in batch_sizes:
         if all((B, name) in done for name, _, _ in defences):
             rows += [done[(B, name)] for name, _, _ in defences]
             continue
-        idx = pick_batch(ys, B, batch_seed, unique=B <= 10)
+        unique = classes >= B  # the paper's unique-label batch where the classes allow it; each row says which
+        idx = pick_batch(ys, B, batch_seed, unique=unique)
         x, y = xs[idx].to(dev), ys[idx].to(dev)
         clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
         ref = reference_psnr(x.cpu(), xs)  # what no leak (the dataset's mean colour) and colour alone would score
@@ -416,8 +419,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
                              iterations)
             m = image_metrics(res.images.cpu(), x.cpu())
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
-                         "psnr": m["psnr"], "ssim": m["ssim"], "label_accuracy": label_accuracy(res.labels, y),
-                         **ref})
+                         "unique_labels": unique, "psnr": m["psnr"], "ssim": m["ssim"],
+                         "label_accuracy": label_accuracy(res.labels, y), **ref})
             with open(done_path, "a") as fh:  # this row survives a crash of any later attack
                 fh.write(json.dumps(rows[-1]) + "\n")
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
