@@ -57,6 +57,14 @@ def test_marginals_match_simulation(sde):
             assert abs(float(z.var()) - v) < 4 * se_var + 2e-3
 
 
+def test_geometric_sde_with_sigma2_1_at_or_above_one_is_rejected():
+    """sigma2_1 = sigma2_max - sigma2_min + sigma2_0 >= 1 gave beta(1) < 0, m_1 = NaN and negative weights."""
+    with pytest.raises(ConfigError, match="sigma2_1"):
+        GeometricVPSDE(3e-5, 0.999, 0.01)
+    sde = GeometricVPSDE(3e-5, 0.999, 1e-3)
+    assert float(sde.var(torch.tensor(1.0, dtype=F64))) < 1 and float(sde.beta(torch.tensor(1.0, dtype=F64))) > 0
+
+
 def test_time_eps_with_zero_variance_is_rejected():
     with pytest.raises(ConfigError):
         check_time_eps(VPSDE(), 0.0)
@@ -66,7 +74,8 @@ def test_time_eps_with_zero_variance_is_rejected():
 
 @pytest.mark.parametrize("sde,scheme", [(SDES[0], "ll_uniform"), (SDES[0], "ll_iw"), (SDES[0], "drop_all_iw"),
                                         (SDES[1], "drop_all_iw"), (SDES[2], "ll_iw"), (SDES[2], "ll_uniform"),
-                                        (SDES[0], "reweight_uniform")])
+                                        (SDES[0], "reweight_uniform"), (SDES[0], "drop_sigma2t_iw"),
+                                        (SDES[2], "drop_sigma2t_iw")])
 def test_t_sampling_weights_are_unbiased(sde, scheme):
     """E_scheme[w_q h(t)] = int w_ll h dt and E[w_p h(t)] = int w_p-target h dt, by quadrature, for a smooth h."""
     eps = 1e-3
@@ -84,8 +93,12 @@ def test_t_sampling_weights_are_unbiased(sde, scheme):
     target_q = quad(lambda s: w_ll(sde, s) * h(s))
     est = wq * h(t)
     assert abs(float(est.mean()) - target_q) < 4 * float(est.std()) / math.sqrt(len(t)) + 1e-6 * abs(target_q)
-    weighted = scheme.startswith("ll_")
-    target_p = target_q if weighted else quad(h)
+    if scheme.startswith("ll_"):
+        target_p = target_q
+    elif scheme == "drop_sigma2t_iw":  # w_ll with sigma2_t dropped: beta(t) / 2
+        target_p = quad(lambda s: 0.5 * sde.beta(s) * h(s))
+    else:
+        target_p = quad(h)
     est = wp * h(t)
     assert abs(float(est.mean()) - target_p) < 4 * float(est.std()) / math.sqrt(len(t)) + 1e-6 * abs(target_p)
 

@@ -52,7 +52,8 @@ def test_lsgm_starts_as_the_normal_vae():
     assert abs(ce_minus_h - float(kl)) < 0.3, (ce_minus_h, float(kl))
 
 
-@pytest.mark.parametrize("scheme,train_vae", [("ll_iw", True), ("drop_all_iw", True), ("ll_iw", False)])
+@pytest.mark.parametrize("scheme,train_vae", [("ll_iw", True), ("drop_all_iw", True), ("drop_sigma2t_iw", True),
+                                              ("ll_iw", False)])
 def test_gradients_reach_the_right_parts(scheme, train_vae):
     vae, score, sde = build(SMOKE)
     torch.nn.init.normal_(score.net.out.weight, std=0.1)
@@ -106,6 +107,36 @@ def test_spectral_reg_survives_a_zero_initialised_layer():
         val = sr()
     ref = torch.linalg.matrix_norm(conv.weight.reshape(5, -1), ord=2)
     assert float(val.detach()) == pytest.approx(float(ref.detach()), rel=1e-4)
+
+
+def test_spectral_reg_counts_convs_and_norm_layers_only():
+    """The spec's (and the official sr_utils') SR: sigma_max of every conv + max |gamma| of every norm layer; the
+    score net's time MLP (Linear layers) used to be counted too. ``convs=False`` (the CIFAR-10 FID recipe's score
+    net) keeps the norm layers alone."""
+    torch.manual_seed(0)
+    conv, lin, gn = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(6, 7), torch.nn.GroupNorm(2, 4)
+    with torch.no_grad():
+        gn.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 0.1]))
+    model = torch.nn.ModuleList([conv, lin, gn])
+    sr = SpectralReg(model)
+    for _ in range(60):
+        val = sr()
+    ref = torch.linalg.matrix_norm(conv.weight.reshape(4, -1), ord=2) + 2.0
+    assert float(val.detach()) == pytest.approx(float(ref.detach()), rel=1e-4)
+    assert float(SpectralReg(model, convs=False)().detach()) == pytest.approx(2.0)
+    from tenfold.lsgm.config import PRESETS
+
+    assert not PRESETS["cifar10"].sr_score_convs and not PRESETS["paper-cifar10"].sr_score_convs
+    assert PRESETS["omniglot"].sr_score_convs
+
+
+def test_cifar_validation_and_held_out_images_are_disjoint():
+    """CIFAR splits used the same images as validation and as held out (perm[:n_val] twice), so anything chosen on
+    validation was then scored on the images it was chosen on."""
+    split = load_split("cifar10-mini", 0, image_size=32, binarize=False)
+    assert (len(split.train), len(split.val), len(split.heldout_grey)) == (400, 50, 50)
+    va, ho, tr = split.val.flatten(1), split.heldout_grey.flatten(1), split.train.flatten(1)
+    assert not bool((torch.cdist(va, ho) == 0).any()) and not bool((torch.cdist(tr, ho) == 0).any())
 
 
 def test_without_the_mix_every_trainable_parameter_gets_a_gradient():

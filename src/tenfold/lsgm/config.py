@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 from tenfold.core.io import ConfigError
+from tenfold.lsgm.sde import SCHEMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +41,11 @@ class Config:
     sde: str = "vpsde"  # vpsde | geometric
     beta0: float = 0.1
     beta1: float = 20.0
-    sigma2_0: float = 0.0
+    sigma2_0: float = 0.0  # geometric: 0 means sigma2_min (ln sigma2_t linear in t), the official default
     sigma2_min: float = 3e-5
     sigma2_max: float = 0.999
     time_eps: float = 0.01
-    scheme: str = "ll_iw"  # ll_iw | ll_uniform | drop_all_iw | reweight_uniform (see sde.sample_t)
+    scheme: str = "ll_iw"  # ll_iw | ll_uniform | drop_all_iw | drop_sigma2t_iw | reweight_uniform (sde.sample_t)
     prior: str = "sgm"  # sgm (LSGM) | normal (the baseline: stage 2 keeps the N(0, I) prior, same schedule)
     end_to_end: bool = True  # False: two-stage (SGM on the frozen stage-1 VAE's latents)
     # stage 1 (N(0, I) VAE): Adamax, cosine lr, KL anneal from kl_min
@@ -66,6 +67,7 @@ class Config:
     kl_start2: float = 0.7
     kl_anneal2: float = 0.1
     sr_score: float = 0.0
+    sr_score_convs: bool = True  # False: the score net's SR covers its norm layers only (official CIFAR FID recipe)
     ema: float = 0.9999
     batch_size: int = 128  # global: split over torchrun's ranks and `accum` micro-steps
     accum: int = 1  # micro-steps per optimizer step: the same global batch on fewer GPUs or less memory
@@ -85,6 +87,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.sde not in ("vpsde", "geometric"):
             raise ConfigError(f"sde must be vpsde or geometric, got '{self.sde}'")
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"unknown t-sampling scheme '{self.scheme}'; choose one of: {', '.join(SCHEMES)}")
         if self.scheme == "drop_all_iw" and self.sde != "vpsde":
             raise ConfigError("scheme drop_all_iw needs sde=vpsde")
         if self.prior not in ("sgm", "normal"):
@@ -122,6 +126,11 @@ class Config:
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500
 # steps keeps 22 % of the initial, zero-output score net), a larger score-net lr, and the mixing logits' own lr
 # (see benchmarks/lsgm.py "what_we_tried")
+def _steps(epochs: float, n_train: int, batch: int) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_train`` images at global batch ``batch``."""
+    return round(epochs * n_train / batch)
+
+
 _CPU = dict(vae_ch=32, latent_ch=8, groups=1, score_ch=48, score_mult=(1, 2), score_blocks=1, dropout=0.1,
             ema=0.995, lr_score=1e-3, lr_mix=1e-2, batch_size=64, warmup=100, ckpt_every=500)
 
@@ -146,17 +155,23 @@ PRESETS: dict[str, Config] = {
     "cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, num_levels=256, vae_ch=64,
                       vae_levels=1, latent_ch=16, groups=1, score_ch=128, score_mult=(1, 2, 2), score_blocks=2,
                       dropout=0.1, mix_logit_init=-3.0, drop_inactive=False, scheme="drop_all_iw", kl_max=0.7,
-                      stage1_steps=20000, stage2_steps=40000, lr_score=1e-4, sr_score=1e-2, ema=0.9999,
+                      stage1_steps=20000, stage2_steps=40000, lr_score=1e-4, sr_score=1e-2, sr_score_convs=False,
+                      ema=0.9999,
                       batch_size=128, amp="bf16", device="cuda", warmup=1000, ode_eps=1e-6),
-    # the paper's MNIST recipe (2 x 20 channels at 8x8, 256-ch score net with 8 blocks, 200 + 800 epochs)
-    "paper": Config(stage1_steps=200 * 40, stage2_steps=800 * 62),
+    # the paper's MNIST recipe (2 x 20 channels at 8x8, 256-ch score net with 8 blocks, 200 + 800 epochs, warm-up
+    # 20 epochs) as steps over our 7,500 training images at batch 128 (both stages: one batch size here)
+    "paper": Config(stage1_steps=_steps(200, 7500, 128), stage2_steps=_steps(800, 7500, 128),
+                    warmup=_steps(20, 7500, 128)),
+    # OMNIGLOT: 200 + 1,500 epochs, warm-up 20, over the 2,040 training images (drawers 1-15)
     "paper-omniglot": Config(data="omniglot-small1", latent_ch=20, groups=3, vae_levels=1, score_mult=(1, 2, 2),
-                             kl_max=1.0, sr_score=1e-3, stage1_steps=200 * 17, stage2_steps=1500 * 17),
+                             kl_max=1.0, sr_score=1e-3, stage1_steps=_steps(200, 2040, 128),
+                             stage2_steps=_steps(1500, 2040, 128), warmup=_steps(20, 2040, 128)),
     # global batch 256 = 32 per rank on the paper's 8 GPUs (0.34 s per stage-2 step and 32 GiB per rank on an H100;
     # 256 on one 80 GB card runs out of memory)
     "paper-cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, vae_ch=128, vae_levels=1,
                             latent_ch=20, groups=9, score_ch=512, score_mult=(1, 2, 2), score_blocks=8,
                             mix_logit_init=-3.0, drop_inactive=False, scheme="drop_all_iw", lr_score=1e-4,
-                            sr_score=1e-2, stage1_steps=400 * 195, stage2_steps=366000, batch_size=256, amp="bf16",
-                            device="cuda", warmup=5000, ode_eps=1e-6),
+                            sr_score=1e-2, sr_score_convs=False, stage1_steps=_steps(400, 48000, 256),
+                            stage2_steps=366000, batch_size=256, amp="bf16", device="cuda",
+                            warmup=_steps(20, 48000, 256), ode_eps=1e-6),
 }

@@ -68,9 +68,10 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
         desc = f"scikit-learn digits 8x8, seeded permutation (seed {split_seed}): 1,337 train + 100 val / 360 held out"
     elif name.startswith("cifar10"):
         perm = torch.randperm(len(ds), generator=g)
-        n_val = min(1000, len(ds) // 10)
-        tr, va, ho = perm[n_val:], perm[:n_val], perm[:n_val]
-        desc = f"{name}: {len(tr)} train, {n_val} val (evaluate on cifar10-test with --data)"
+        n_val = min(1000, len(ds) // 10)  # held out and val disjoint (they were the same images before session 14)
+        ho, va, tr = perm[:n_val], perm[n_val:2 * n_val], perm[2 * n_val:]
+        desc = (f"{name}: {len(tr)} train, {n_val} val, {n_val} held out, disjoint (evaluate on cifar10-test with "
+                "--data)")
     else:  # any other dataset, e.g. a user's folder:PATH: seeded 75 / 5 / 20 %, resized to image_size
         n = len(ds)
         if n < MIN_IMAGES:

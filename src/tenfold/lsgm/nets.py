@@ -146,11 +146,15 @@ def _keep_if_zero(vec: torch.Tensor, new: torch.Tensor) -> None:
 
 class SpectralReg(nn.Module):
     """Spectral regularisation: sum of sigma_max(W as out x in*k*k) over convs + sum of max |gamma| of norm
-    layers, sigma_max by one power iteration per call with persistent u, v buffers (checkpointed)."""
+    layers, sigma_max by one power iteration per call with persistent u, v buffers (checkpointed).
 
-    def __init__(self, model: nn.Module) -> None:
+    Convolutions only, as the spec and the official ``sr_utils`` (Linear layers, e.g. the score net's time MLP,
+    were penalised too before session 14); ``convs=False`` keeps the norm layers alone (the official CIFAR-10
+    FID / balanced recipes exempt the score net's convs)."""
+
+    def __init__(self, model: nn.Module, convs: bool = True) -> None:
         super().__init__()
-        self._convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+        self._convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))] if convs else []
         self._norms = [m for m in model.modules() if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)) and m.affine]
         for i, m in enumerate(self._convs):
             w = m.weight.reshape(m.weight.shape[0], -1)

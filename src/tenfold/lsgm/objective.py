@@ -38,12 +38,12 @@ class LSGMNet(nn.Module):
     """The VAE and the score prior in one module, so the engine checkpoints, averages and DDP-wraps them
     together; ``forward`` computes the stage-2 loss, so under DDP every gradient goes through the wrapper."""
 
-    def __init__(self, vae: VAE, score: MixedScore, sr: bool = False) -> None:
+    def __init__(self, vae: VAE, score: MixedScore, sr: bool = False, sr_score_convs: bool = True) -> None:
         super().__init__()
         self.vae, self.score = vae, score
         self.register_buffer("micro_step", torch.zeros((), dtype=torch.long))  # drives the KL schedule; checkpointed
         if sr:
-            self.sr_vae, self.sr_score = SpectralReg(vae), SpectralReg(score)
+            self.sr_vae, self.sr_score = SpectralReg(vae), SpectralReg(score, convs=sr_score_convs)
 
     def eps_hat(self, z_t: torch.Tensor, t: torch.Tensor, sigma_t: torch.Tensor) -> torch.Tensor:
         """The mixed-score prediction eps_hat(z_t, t)."""

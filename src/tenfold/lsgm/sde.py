@@ -14,7 +14,7 @@ import torch
 
 from tenfold.core.io import ConfigError
 
-SCHEMES = ("ll_uniform", "ll_iw", "drop_all_iw", "reweight_uniform")
+SCHEMES = ("ll_uniform", "ll_iw", "drop_all_iw", "drop_sigma2t_iw", "reweight_uniform")
 
 
 class VPSDE:
@@ -82,6 +82,9 @@ class GeometricVPSDE:
             raise ConfigError(f"geometric VPSDE needs 0 < sigma2_min < sigma2_max < 1, got {sigma2_min}, {sigma2_max}")
         if not 0.0 <= sigma2_0 < 1.0:
             raise ConfigError(f"sigma2_0 must lie in [0, 1), got {sigma2_0}")
+        if not sigma2_max - sigma2_min + sigma2_0 < 1.0:  # sigma2_1 >= 1: beta(1) < 0 and m_1 NaN, without a word
+            raise ConfigError(f"geometric VPSDE needs sigma2_1 = sigma2_max - sigma2_min + sigma2_0 < 1, got "
+                              f"{sigma2_max} - {sigma2_min} + {sigma2_0}")
         self.sigma2_min, self.sigma2_max, self.sigma2_0 = float(sigma2_min), float(sigma2_max), float(sigma2_0)
         self.log_r = math.log(self.sigma2_max / self.sigma2_min)
 
@@ -140,6 +143,8 @@ def sample_t(sde: SDE, scheme: str, n: int, time_eps: float, *, generator: torch
     - ``ll_iw``: ln sigma2_t ~ U; w_p = w_q = 1/2 ln(sigma2_1 / sigma2_eps) / (1 - sigma2_t).
     - ``drop_all_iw`` (VPSDE): density proportional to 1 - sigma2_t; w_p = Z / (1 - sigma2_t) (the unweighted
       "reweighted" objective), w_q = Z w_ll / (1 - sigma2_t).
+    - ``drop_sigma2t_iw``: sigma2_t ~ U; w_p = 1/2 (sigma2_1 - sigma2_eps) / (1 - sigma2_t) (the objective
+      weighted by beta(t) / 2, i.e. w_ll with sigma2_t dropped), w_q = w_p / sigma2_t.
     - ``reweight_uniform``: t ~ U[eps, 1]; w_p = 1 - eps, w_q = (1 - eps) w_ll(t).
     """
     if scheme not in SCHEMES:
@@ -157,6 +162,12 @@ def sample_t(sde: SDE, scheme: str, n: int, time_eps: float, *, generator: torch
         var = torch.exp(lo + u * (hi - lo))  # ln sigma2_t uniform
         t = sde.inv_var(var).clamp(time_eps, 1.0)
         wp = wq = 0.5 * (hi - lo) / (1.0 - var)
+    elif scheme == "drop_sigma2t_iw":
+        lo, hi = sde.var(eps_t), sde.var(torch.ones((), dtype=f64, device=device))
+        var = lo + u * (hi - lo)  # sigma2_t uniform
+        t = sde.inv_var(var).clamp(time_eps, 1.0)
+        wp = 0.5 * (hi - lo) / (1.0 - var)
+        wq = wp / var
     else:
         if not isinstance(sde, VPSDE):
             raise ConfigError("drop_all_iw is defined for the VPSDE only; use ll_iw or ll_uniform with geometric")

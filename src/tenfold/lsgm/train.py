@@ -190,7 +190,8 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
         # ---- stage 2: the score prior, two-stage (VAE frozen) or end-to-end --------------------------------
         for p in vae.parameters():
             p.requires_grad_(cfg.end_to_end)
-        s2 = LSGMNet(vae, score, sr=(cfg.sr_vae > 0 and cfg.end_to_end) or cfg.sr_score > 0)
+        s2 = LSGMNet(vae, score, sr=(cfg.sr_vae > 0 and cfg.end_to_end) or cfg.sr_score > 0,
+                     sr_score_convs=cfg.sr_score_convs)
 
         def make_opt(m: LSGMNet) -> torch.optim.Optimizer:
             return stage2_optimizer(m.score, m.vae if cfg.end_to_end else None, lr_score=cfg.lr_score,
