@@ -141,6 +141,17 @@ def test_cifar_validation_and_held_out_images_are_disjoint():
     assert not bool((torch.cdist(va, ho) == 0).any()) and not bool((torch.cdist(tr, ho) == 0).any())
 
 
+def test_the_nll_recipe_trains_with_time_eps_zero(tmp_path):
+    """The paper-cifar10-nll preset's objective (geometric VPSDE, ll_uniform, time_eps 0: sigma2(0) = sigma2_min > 0)
+    at smoke size: both stages train to finite losses."""
+    nll = PRESETS["paper-cifar10-nll"]
+    assert (nll.sde, nll.scheme, nll.time_eps, nll.groups, nll.latent_ch) == ("geometric", "ll_uniform", 0.0, 4, 45)
+    cfg = dataclasses.replace(SMOKE, sde=nll.sde, scheme=nll.scheme, time_eps=nll.time_eps, stage1_steps=6,
+                              stage2_steps=6, ckpt_every=100)
+    out = train_stages(cfg, tmp_path / "run", load_split("digits", 0, image_size=8))
+    assert all(math.isfinite(v) for v in out.values() if isinstance(v, float)), out
+
+
 def test_without_the_mix_every_trainable_parameter_gets_a_gradient():
     """DDP (no find_unused_parameters) waits for a gradient of every trainable parameter; with ``mixed=False`` the
     mixing logit takes no part in the loss, and torchrun training failed at its second step. It is frozen now."""
