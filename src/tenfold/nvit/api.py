@@ -175,10 +175,12 @@ def load_lut(path: str) -> LatencyModel:
     return LatencyModel(block, stem)
 
 
-def check_lut_fits(lat: LatencyModel, spec: Any, where: str) -> None:
+def check_lut_fits(lat: LatencyModel, spec: Any, where: str, minimum: dict[str, int] | None = None) -> None:
     """Refuse a LUT measured for another model: a token count other than the model's, or a grid that does not
     reach the model's dims (the table clamps outside its grid, so every saving there read 0 and the dense
-    latency, the target's reference, was wrong, without a word)."""
+    latency, the target's reference, was wrong, without a word), or, given the pruning ``minimum``, a grid that
+    starts above it (below its lowest point the table clamps, so pruning there would save nothing on the LUT:
+    the `paper` preset's E grid began at 256 with a minimum of 64)."""
     tokens = lat.block.metadata.get("tokens")
     if tokens is not None and int(tokens) != spec.tokens:
         raise ConfigError(f"LUT {where} was measured at {tokens} tokens but this model has {spec.tokens}; measure one "
@@ -191,6 +193,12 @@ def check_lut_fits(lat: LatencyModel, spec: Any, where: str) -> None:
     if short:
         raise ConfigError(f"LUT {where} does not reach this model's dims ({', '.join(short)}): outside its grid "
                           "every unit would look free; measure one with `--set lut_*` grids that cover the model")
+    names = {"emb": "embed", "head": "heads", "qk": "qk", "v": "v", "mlp": "mlp"}
+    high = [f"{names[s]} {int(lat.block.axes[names[s]][0])} > minimum {m}" for s, m in (minimum or {}).items()
+            if names[s] in lat.block.axes and m < lat.block.axes[names[s]][0]]
+    if high:
+        raise ConfigError(f"LUT {where} starts above the pruning minimums ({', '.join(high)}): below its grid every "
+                          "unit would look free; measure one whose `--set lut_*` grids start at the minimums")
 
 
 def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.device = "cpu",
@@ -302,7 +310,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 group_size: dict[str, int], minimum: dict[str, int], scale: dict[str, float], momentum: float,
                 eta: float, eta_mode: str, eta_rho: float, batch_size: int, lr: float, weight_decay: float,
                 kd_coef: float, temperature: float, ce_coef: float, label_smoothing: float, max_iters: int,
-                lr_schedule: str = "cosine",
+                lr_schedule: str = "constant",
                 device: str = "cpu", seed: int = 0, logger: MetricsLogger | None = None,
                 augment: bool = True, checkpointer: Checkpointer | None = None, ckpt_every: int = 0,
                 resume: bool = False, stop_after: int = 0,
@@ -325,10 +333,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     groups (lowest scores first, found by bisection on the clock) that still do, so it cannot overshoot the
     target. The student trains in eval mode after the first prune step, where the saliency EMA restarts (spec §2).
     The LUT still prices every unit (eta * dT).
-    ``lr_schedule``: "cosine" (the reference's DeiT loop) decays the AdamW lr from ``lr`` to 0 over ``max_iters``,
-    the cap of the run, not its unknown length, so a run that stops early keeps most of its lr as in the
-    reference (50 epochs at most; spec §2); no warm-up (the spec names none for a pretrained start).
-    "constant" keeps ``lr``.
+    ``lr_schedule``: "constant" keeps ``lr``, what the reference runs (its pruning loop steps DeiT's cosine
+    scheduler with epoch 0 only, so the lr stays at the base; the spec lists the parser's "cosine"); "cosine"
+    decays it from ``lr`` to 0 over ``max_iters``, the cap of the run, not its unknown length.
     Returns the per-step history (dims, LUT latency, measured fraction, MACs, params) and losses."""
     dev = check_device(device)
     if lr_schedule not in ("cosine", "constant"):
@@ -414,7 +421,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                     readings = ([h["calibration"] for h in history if "calibration" in h] + [calib])[-calib_window:]
                     step_target = target / statistics.median(readings)
                 before = {k: m.clone() for k, m in masks.items()} if measure is not None else {}
-                res = prune_step(masks, imp, latency, t=t, prune_per_iter=prune_per_iter, group_norm=group_norm,
+                res = prune_step(masks, imp, latency, t=t - 1, prune_per_iter=prune_per_iter, group_norm=group_norm,
                                  group_size=group_size, minimum=minimum, eta=eta_used, target=step_target)
                 reached, measured_before, measured_now = res.reached, measured_now, None
                 if t == 1:  # spec §2 (reference code): the student is in eval mode after the first step (dropout
@@ -605,7 +612,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
     spec = spec_of(teacher)
     if lut:
         lat = load_lut(lut)
-        check_lut_fits(lat, spec, lut)
+        check_lut_fits(lat, spec, lut, b["minimum"])
     else:
         top = {f: max(getattr(bb, f) for bb in spec.blocks) for f in ("num_heads", "qk_dim", "v_dim", "mlp_hidden")}
         axes = {"embed": sorted({1, spec.embed_dim}), "heads": sorted({1, top["num_heads"]}),

@@ -147,9 +147,10 @@ class Saliency:
         return out
 
     def reset_ema(self) -> None:
-        """Forget the EMA: the next :meth:`importance` is that step's mean alone (the reference restarts it when
-        the student switches to eval mode after the first prune step)."""
-        self.ema = {}
+        """Zero the EMA, as the reference does when the student switches to eval mode after the first prune step
+        (``averaged *= 0``): the next :meth:`importance` is ``(1 - momentum)`` times that step's mean, and the EMA
+        builds up again from there."""
+        self.ema = {k: torch.zeros_like(v) for k, v in self.ema.items()}
 
     def state_dict(self) -> dict:
         """The per-step sums, the EMA and the batch count (for an exact resume of the pruning loop)."""
@@ -197,6 +198,8 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
                ) -> StepResult:
     """Spec §2 step 1-6 on ``masks`` (edited in place): rank every group, zero those at or below
     the k-th smallest score (lowest first), keep the minimums, stop as soon as ``latency <= target``.
+    ``t``: prune steps done *before* this one (the reference's ``pruning_iterations_done``), so the first step
+    has k = 0 and removes one group.
 
     ``masks``/``importance``: {(structure, block): (units,)}; EMB uses block 0. ``target`` is in the
     LUT's unit (the fraction times the unpruned latency)."""
