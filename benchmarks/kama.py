@@ -57,9 +57,10 @@ def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X
         kp = regress_keypoints(model, out["pose"], out["betas"], out["transl"])
     pj = p["joints"] - p["joints"][:, :1]
     gj = gt["joints"] - gt["joints"][:, :1]
+    # PVE pelvis-aligned, as 3DPW's is reported (it was absolute, so it carried the pelvis keypoint's noise)
+    pv, gv = p["vertices"] - p["joints"][:, :1], gt["vertices"] - gt["joints"][:, :1]
     return {"mpjpe": mpjpe(pj, gj) * 1e3, "pa_mpjpe": pa_mpjpe(p["joints"], gt["joints"]) * 1e3,
-            "pve": pve(p["vertices"], gt["vertices"]) * 1e3,
-            "pve_no_hands": pve(p["vertices"][:, ~hand_mask], gt["vertices"][:, ~hand_mask]) * 1e3,
+            "pve": pve(pv, gv) * 1e3, "pve_no_hands": pve(pv[:, ~hand_mask], gv[:, ~hand_mask]) * 1e3,
             "keypoint_residual": (kp - X).norm(dim=-1).mean(-1) * 1e3}
 
 

@@ -40,6 +40,17 @@ LIMBS = [(1, 4, 7, 4, 7, (0.0, 0.0, -1.0)), (2, 5, 8, 5, 8, (0.0, 0.0, -1.0)),
 STRAIGHT = 0.15          # |u x s| < 0.15 |u||s|: a straight limb, swing only (spec 2.3 step 4)
 NEAR_STRAIGHT = 0.5      # |u x s| < 0.5 |u||s| (a leg bent under 30 deg): hinge axis on the swing's side (ours)
 LEG_ROOTS = (1, 2)       # the hips
+FEET = {0: ((9, 11), 13), 1: ((10, 12), 14)}  # leg -> (big toe, small toe), heel keypoints
+
+
+def _foot(P: torch.Tensor, seen: torch.Tensor, ankle: int, toes: tuple[int, int], heel: int
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The foot's forward direction in keypoints ``P (B, 26, 3)``: mean of the seen toes minus the heel (the ankle
+    where the heel is not seen). Returns (usable (B,), vector (B, 3))."""
+    wt = seen[:, list(toes)].to(P.dtype)
+    toe = (P[:, list(toes)] * wt[..., None]).sum(1) / wt.sum(1, keepdim=True).clamp_min(1.0)
+    back = torch.where(seen[:, heel, None], P[:, heel], P[:, ankle])
+    return (wt.sum(1) > 0) & (seen[:, heel] | seen[:, ankle]), toe - back
 
 
 def hinge_axes(Jr: torch.Tensor) -> torch.Tensor:
@@ -209,11 +220,16 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     w = c[:, ids]
     R0 = _safe_kabsch(K0[:, ids], X[:, ids], w)
     root_ok = seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)
-    G[0] = _sel(root_ok, R0, eye)
-    # posed pelvis = J0 + t; without a pelvis keypoint, t from the weighted centroids
-    wn = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    mu_x = (wn[..., None] * X[:, ids]).sum(1)
-    mu_k = (wn[..., None] * (K0[:, ids] - Jr[:, :1])).sum(1)
+    # no root point at all: the whole seen body as one rigid piece gives a rough root, the LM refinement the rest
+    # (the pelvis used to land at the camera origin, metres off, without a word)
+    no_root = ~seen[:, ids].any(-1)
+    G[0] = _sel(root_ok, R0, _safe_kabsch(K0, X, c))
+    # posed pelvis = J0 + t; without a pelvis keypoint, t from the weighted centroids (of every seen point when no
+    # root point is seen)
+    wc = torch.where(no_root[:, None], c, torch.zeros_like(c).index_copy(1, torch.tensor(ids, device=c.device), w))
+    wn = wc / wc.sum(-1, keepdim=True).clamp_min(1e-12)
+    mu_x = (wn[..., None] * X).sum(1)
+    mu_k = (wn[..., None] * (K0 - Jr[:, :1])).sum(1)
     p0_from_centroid = mu_x - (G[0] @ mu_k[..., None])[..., 0]
     p[0] = _sel(seen[:, 0], X[:, 0], p0_from_centroid)
     transl = p[0] - Jr[:, 0]
@@ -273,7 +289,19 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, where the rule is wrong (at 10 mm
         # noise it flipped 2 % of right shoulders that were right; benchmarks/kama_near_straight.py)
         a2s = (swing @ a2[..., None])[..., 0]
-        back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
+        if prox in LEG_ROOTS and li in FEET:
+            # the foot, where seen, is the better reference: s x (heel -> toes) is about the hinge axis whatever
+            # the hip does (the swing-only twist can sit > 90 deg off a flexed, abducted thigh's)
+            toes, heel = FEET[li]
+            f_ok, f = _foot(X, seen, kd, toes, heel)
+            _, f0 = _foot(K0, seen, kd, toes, heel)
+            sign = torch.sign((torch.linalg.cross(s0, f0, dim=-1) * h[:, li]).sum(-1, keepdim=True))
+            foot_ref = sign * torch.linalg.cross(s, f, dim=-1)
+            a2s = torch.where((f_ok & (sign[:, 0] != 0))[..., None], foot_ref, a2s)
+        # near straight means a small bend, u . s > 0: sin(angle) < NEAR_STRAIGHT also holds for a knee folded past
+        # 150 deg (a deep squat), where the hinge solution is exact and the rule flipped clean hips by 180 deg
+        back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0) & ((n * a2s).sum(-1) < 0) & \
+            (prox in LEG_ROOTS)
         hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))
         Rm = _sel(straight, swing, hinge)
         # only the distal point seen: swing the whole limb towards it
@@ -445,16 +473,19 @@ def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 
 def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, refine_iters: int = 0,
         betas: torch.Tensor | None = None, with_vertices: bool = True, shape_rounds: int = 2,
         refine_method: str = "lm", noise_mm: float = 0.0, w_betas: float = 1e-5, w_pose: float = 1e-4,
-        pose_std: float = 0.5, betas_std: float = 0.5) -> dict[str, torch.Tensor]:
+        pose_std: float = 0.5, betas_std: float = 0.5, shape_iters: int = 8,
+        shape_damping: float = 1e-4) -> dict[str, torch.Tensor]:
     """KAMA fit: keypoints (B, 26, 3) metres (camera or world frame), confidence (B, 26) | None ->
     pose (B, 24, 3) axis-angle, rot (B, 24, 3, 3), betas (B, NB), transl (B, 3), vertices (B, V, 3),
     joints (B, 24, 3), keypoints (B, 26, 3) of the fitted body, residual (B, 26) metres (0 where
     missing), degenerate (B, 4) straight-limb flags. ``refine_iters`` > 0 adds step 7, whose prior
     weights follow the stated keypoint noise ``noise_mm`` (:func:`noise_prior_weights`). Given ``betas`` (B, NB)
-    the shape is fixed, in the refinement too (it used to re-fit them, so `kama bvh`'s shared shape was not)."""
+    the shape is fixed, in the refinement too (it used to re-fit them, so `kama bvh`'s shared shape was not).
+    ``shape_iters`` / ``shape_damping``: the bone-length shape fit's Gauss-Newton iterations and damping."""
     X, c = check_keypoints(keypoints, confidence)
     with torch.no_grad():
-        out = articulate(model, X, c, betas=betas, shape_rounds=shape_rounds)
+        out = articulate(model, X, c, betas=betas, shape_rounds=shape_rounds, shape_iters=shape_iters,
+                         shape_damping=shape_damping)
     if refine_iters > 0:
         wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,
