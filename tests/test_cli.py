@@ -122,6 +122,30 @@ def test_resume_reuses_run_dir_and_config(fake_method, capsys, tmp_path):
     assert m["resumed"] is True and m["steps"] == 5 and m["run_dir"] == str(tmp_path / "r")
 
 
+def test_resume_refuses_a_preset_and_a_corrupt_config(fake_method, capsys, tmp_path):
+    """--resume with --preset used to show the preset in --dry-run and then run the saved config; a truncated or
+    mistyped config.json was a JSON traceback or passed. Each is one error line now."""
+    _run(capsys, "nvit", "train", "--set", "steps=5", "--out", str(tmp_path / "r"))
+    code, _, err = _run(capsys, "nvit", "train", "--resume", "--preset", "paper", "--dry-run", "--out",
+                        str(tmp_path / "r"))
+    assert code == 2 and "--preset cannot be combined with --resume" in err
+    cfg = tmp_path / "r" / "config.json"
+    good = cfg.read_text()
+    cfg.write_text(good[: len(good) // 2])
+    code, _, err = _run(capsys, "nvit", "train", "--resume", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unreadable config" in err and "Traceback" not in err
+    cfg.write_text(good.replace('"steps": 5', '"steps": "abc"'))
+    code, _, err = _run(capsys, "nvit", "train", "--resume", "--out", str(tmp_path / "r"))
+    assert code == 2 and "steps" in err and "Traceback" not in err
+
+
+def test_demo_refuses_an_unknown_section(capsys, tmp_path):
+    """`tenfold demo --only kamma` ran nothing and exited 0 with an empty report."""
+    code, _, err = _run(capsys, "demo", "--only", "kamma", "--out", str(tmp_path / "d"))
+    assert code == 2 and "unknown demo section(s) kamma" in err and "kama" in err
+    assert not (tmp_path / "d").exists()
+
+
 def test_resume_keeps_the_verb_options_the_run_started_with(fake_method, capsys, tmp_path):
     """--resume used to rerun the verb with its default options (e.g. a pruning run resumed on the default
     model); it now takes the saved ones and refuses new ones or another verb."""

@@ -176,6 +176,8 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     if ns.verb in getattr(mod, "CHECKPOINT_VERBS", ()) and (ns.preset is not None or ns.overrides):
         raise ConfigError(f"{prog} runs with the config saved in its --checkpoint, so --preset and --set would "
                           f"not apply; use its options (tenfold {method} {ns.verb} --help)")
+    if ns.resume and ns.preset is not None:  # it was shown by --dry-run and then ignored
+        raise ConfigError("--preset cannot be combined with --resume (the run keeps its saved config)")
     ns.preset = ns.preset or "smoke"
 
     if ns.resume:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tenfold import __version__
-from tenfold.core.io import TenfoldError, new_run_dir, write_json
+from tenfold.core.io import ConfigError, TenfoldError, new_run_dir, write_json
 from tenfold.core.report import Section, write_report
 from tenfold.registry import METHODS, load_method
 
@@ -114,13 +114,17 @@ CORE_SECTIONS: dict[str, Callable[[Path], Section]] = {"classifier": core_classi
 
 def run_demo(out: str | Path, *, only: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every core section and every implemented method's demo; returns summary metrics."""
-    run_dir = new_run_dir(out)
-    sections: list[Section] = []
-    metrics: dict[str, Any] = {}
     jobs: list[tuple[str, Callable[[Path], Section] | None]] = list(CORE_SECTIONS.items())
     for name in METHODS:
         mod = load_method(name)
         jobs.append((name, getattr(mod, "demo", None) if mod else None))
+    unknown = sorted(set(only or ()) - {name for name, _ in jobs})
+    if unknown:  # a typo used to run nothing and exit 0 with an empty report
+        raise ConfigError(f"unknown demo section(s) {', '.join(unknown)}; choose from "
+                          f"{', '.join(name for name, _ in jobs)}")
+    run_dir = new_run_dir(out)
+    sections: list[Section] = []
+    metrics: dict[str, Any] = {}
     for name, fn in jobs:
         if only and name not in only:
             continue

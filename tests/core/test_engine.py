@@ -236,8 +236,58 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     assert len(rows1) == len(rows2) == worker.STEPS
     for r1, r2 in zip(rows1, rows2):
         assert r1["loss"] == pytest.approx(r2["loss"], abs=1e-5)
+        # the step's loss tensor, logged again as a part, is the same mean (the loss check's all-reduce used to
+        # write the sum over ranks into it: 2x here, and wrong gradients through sqrt / exp)
+        assert r2["mse"] == pytest.approx(r2["loss"], abs=1e-6) and r1["mse"] == pytest.approx(r2["mse"], abs=1e-5)
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
         "last.json", "last.safetensors", "step-00000006.json", "step-00000006.safetensors"]
+
+
+def _torchrun(script: Path, run_dir: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(_free_port()), str(script), str(run_dir), str(out), mode],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_torchrun_resume_keeps_every_ranks_log_sums(tmp_path: Path) -> None:
+    """Two processes, checkpoints every 3 steps, a log line every 4; killed inside step 5 and resumed: the log
+    lines equal the uninterrupted run's. Every rank restored rank 0's partial log sums before, so a part that
+    differs per rank (the mean of its shard) logged wrong after the resume."""
+    script = HERE / "_engine_ddp_worker.py"
+    full = _torchrun(script, tmp_path / "full", tmp_path / "full.safetensors", "full")
+    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    killed = _torchrun(script, tmp_path / "cut", tmp_path / "cut.safetensors", "kill")
+    assert killed.returncode != 0
+    assert Checkpointer(tmp_path / "cut", method="engine").steps() == [3]
+    resumed = _torchrun(script, tmp_path / "cut", tmp_path / "cut.safetensors", "resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows_full, rows_cut = log_rows(tmp_path / "full"), log_rows(tmp_path / "cut")
+    assert [r["step"] for r in rows_cut] == [r["step"] for r in rows_full] == [4, 6]
+    for ra, rb in zip(rows_full, rows_cut):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+
+
+def test_resume_survives_a_log_line_cut_short(tmp_path: Path) -> None:
+    """A run killed while writing metrics.jsonl leaves half a line; resuming raised a raw JSONDecodeError. The cut
+    line is dropped with a warning (the checkpoint's log sums rebuild it); a corrupt line in the middle is one
+    TrainingError."""
+    from tenfold.core.engine import TrainingError
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.raises(Killed):
+        run(tmp_path / "b", TOTAL, kill_at=17, ckpt_every=5)
+    log = tmp_path / "b" / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 16, "lo')
+    with pytest.warns(TenfoldWarning, match="cut short"):
+        run(tmp_path / "b", TOTAL, resume=True, ckpt_every=5)
+    run(tmp_path / "a", TOTAL)
+    assert [r["loss"] for r in log_rows(tmp_path / "b")] == [r["loss"] for r in log_rows(tmp_path / "a")]
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
+    with pytest.raises(TrainingError, match="line 3 is corrupt"):
+        run(tmp_path / "b", TOTAL + 4, resume=True, ckpt_every=5)
 
 
 # ---------------------------------------------------------------------------------------------

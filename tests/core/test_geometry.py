@@ -400,3 +400,18 @@ def test_swing_rotation_stays_a_rotation_near_antiparallel_in_float32():
         assert float((R.transpose(-1, -2) @ R - eye).abs().max()) < 1e-5, off
         assert float((torch.linalg.det(R) - 1).abs().max()) < 1e-5, off
         assert float(((R @ a.float()[..., None])[..., 0] - b.float()).abs().max()) < 1e-3, off
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_swing_rotation_hits_b_just_outside_the_half_turn_branch(dtype):
+    """70 to 10^4 machine epsilons from antiparallel the axis a x b was mostly rounding: R a missed b by up to 5e-3
+    in float32 and float64 alike. The axis from a x (a + b) keeps R a = b to rounding."""
+    eps = torch.finfo(dtype).eps
+    g = torch.Generator().manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(500, 3, generator=g, dtype=dtype), dim=-1)
+    perp = torch.nn.functional.normalize(torch.linalg.cross(a, torch.randn(500, 3, generator=g, dtype=dtype),
+                                                            dim=-1), dim=-1)
+    for k in (70, 300, 1000, 1e4):
+        b = torch.nn.functional.normalize(-a + k * eps * perp, dim=-1)
+        R = G.swing_rotation(a, b)
+        assert float(((R @ a[..., None])[..., 0] - b).norm(dim=-1).max()) < 50 * eps, k

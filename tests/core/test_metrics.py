@@ -287,3 +287,17 @@ def test_lpips_refuses_what_is_not_an_alexnet_or_vgg(tmp_path):
         lpips_model(tmp_path / "x.pth")
     with pytest.raises(DataError):
         lpips_model(tmp_path / "missing.pth")
+
+
+def test_empty_inputs_raise_and_mixed_precision_is_promoted():
+    """mpjpe over 0 joints and psnr over 0 pixels returned NaN; float32 against float64 was a raw RuntimeError."""
+    with pytest.raises(InputError, match="empty"):
+        M.mpjpe(torch.zeros(2, 0, 3), torch.zeros(2, 0, 3))
+    with pytest.raises(InputError, match="empty"):
+        M.psnr(torch.zeros(2, 0), torch.zeros(2, 0))
+    x = torch.rand(2, 3, 16, 16, dtype=D64)
+    y = (x + 0.05).clamp(0, 1)
+    torch.testing.assert_close(M.ssim(x.float(), y), M.ssim(x, y), atol=1e-5, rtol=0)
+    p, q = torch.randn(2, 5, 3, dtype=D64), torch.randn(2, 5, 3, dtype=D64)
+    torch.testing.assert_close(M.pa_mpjpe(p.float(), q), M.pa_mpjpe(p, q), atol=1e-5, rtol=0)
+    torch.testing.assert_close(M.angular_error(p.float(), q), M.angular_error(p, q), atol=1e-3, rtol=0)

@@ -130,14 +130,22 @@ def save_config(cfg: Any, run_dir: str | Path, name: str = "config.json", **extr
 
 
 def load_config(cls: type[C], path: str | Path) -> C:
-    """Rebuild a config dataclass from a JSON file written by :func:`save_config`."""
-    data = json.loads(Path(path).read_text())
-    data = data.get("config", data)
+    """Rebuild a config dataclass from a JSON file written by :func:`save_config`; values are type-checked as
+    ``--set`` values are. A corrupt or mistyped file is one ConfigError (it was a JSON traceback, and
+    ``"stage1_steps": "abc"`` passed)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable config ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    data = data.get("config", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a JSON object, got {type(data).__name__}")
     valid = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in valid]
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s) {', '.join(unknown)}")
-    kwargs = {}
-    for k, v in data.items():
-        kwargs[k] = tuple(v) if isinstance(v, list) else v
-    return cls(**kwargs)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return apply_overrides(cls(), kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

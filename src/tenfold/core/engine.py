@@ -238,6 +238,15 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state(s.cpu().to(torch.uint8), i)
 
 
+def _gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (a collective under DDP); in one process, ``[obj]``."""
+    if not _synced():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def gather_rng_states() -> list[dict[str, Any]]:
     """Every rank's :func:`get_rng_state`, in rank order (a collective call under DDP: all ranks
     must call it). In one process, a list of one."""
@@ -535,8 +544,18 @@ class MetricsLogger:
             if resume_step is None:
                 raise TrainingError(f"{self.path} already exists; resume the run (resume=True) or use a new "
                                     "run directory (tenfold.core.io.new_run_dir)")
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+            rows = []
+            for i, ln in enumerate(lines):
+                try:
+                    rows.append((ln, json.loads(ln)))
+                except ValueError:
+                    if i < len(lines) - 1:
+                        raise TrainingError(f"{self.path}: line {i + 1} is corrupt; repair or remove it to "
+                                            "resume") from None
+                    warnings.warn(f"{self.path}: its last line was cut short (an interrupted write); dropped",
+                                  TenfoldWarning, stacklevel=2)
+            kept = [ln for ln, row in rows if row.get("step", 0) <= resume_step]
             atomic_write_bytes(self.path, "".join(ln + "\n" for ln in kept).encode())
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open until close())
         if tensorboard:
@@ -800,7 +819,9 @@ def fit(
                               stacklevel=2)
                 seed_everything(seed + rank + 1_000_003 * state["step"])
             start_step, seconds_before, resumed_from = int(state["step"]), float(state["seconds"]), int(state["step"])
-            sums = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in state["log"]["sums"].items()}
+            saved = state["log"]["sums"]  # a list per rank (a dict of rank 0's before session 14)
+            saved = saved if isinstance(saved, dict) else saved[rank if len(saved) == world else 0]
+            sums = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
             n_sum = int(state["log"]["count"])
             del state
         else:
@@ -823,6 +844,8 @@ def fit(
 
         def snapshot(step: int, seconds: float) -> dict[str, Any]:
             rng = gather_rng_states()  # collective
+            mine = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in sums.items()}
+            log_sums = _gather_objects(mine)  # collective: every rank's partial log sums, in rank order
             return {
                 "model": raw.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -836,7 +859,7 @@ def fit(
                 "data": {"seed": seed, "shuffle": shuffle, "batch_size": batch_size, "dataset_len": n_data},
                 "rng": rng,
                 "seconds": seconds,
-                "log": {"sums": dict(sums), "count": n_sum},  # so log lines after a resume match too
+                "log": {"sums": log_sums, "count": n_sum},  # so log lines after a resume match too
             }
 
         # ---- the loop ------------------------------------------------------------------------
@@ -872,7 +895,9 @@ def fit(
                         loss = out["loss"]
                         # Check before backward, so a bad loss never reaches the weights. Under DDP the
                         # mean over ranks is checked, so every rank raises together.
-                        lval = loss.detach().float().reshape(())
+                        # a copy: for a float32 loss .float() is the loss itself, and the all-reduce wrote the
+                        # sum over ranks into it (wrong gradients through sqrt / exp, wrong logged parts)
+                        lval = loss.detach().float().reshape(()).clone()
                         if world > 1:
                             dist.all_reduce(lval)
                             lval = lval / world
