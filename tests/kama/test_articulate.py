@@ -120,6 +120,16 @@ def test_a_body_without_its_root_points_is_still_placed(model32, drop, pelvis_to
     assert float((refined["joints"][:, 0] - model32(pose, b, t)["joints"][:, 0]).norm(dim=-1).max()) < pelvis_tol
 
 
+def test_two_seen_points_leave_the_root_at_rest(model32):
+    """Two points (here the shoulders) leave the turn about their line free: a Kabsch fit would pick one at random
+    (a standing body laid down by 90 deg), so the root rotation stays at the prior."""
+    X = regress_keypoints(model32, torch.zeros(1, 24, 3), torch.zeros(1, 10), torch.tensor([[0.0, 0.0, 3.0]]))
+    c = torch.zeros(1, 26)
+    c[:, [K["left_shoulder"], K["right_shoulder"]]] = 1
+    out = fit(model32, X, c, refine_iters=5)
+    torch.testing.assert_close(out["rot"][0, 0], torch.eye(3), atol=1e-4, rtol=0)
+
+
 def test_rigid_motion_moves_the_mesh_identically(model32):
     _, _, _, X = bodies(model32, 4, 6)
     R = random_rotation(generator=torch.Generator().manual_seed(0))

@@ -139,6 +139,7 @@ def test_cifar_validation_and_held_out_images_are_disjoint():
     assert (len(split.train), len(split.val), len(split.heldout_grey)) == (400, 50, 50)
     va, ho, tr = split.val.flatten(1), split.heldout_grey.flatten(1), split.train.flatten(1)
     assert not bool((torch.cdist(va, ho) == 0).any()) and not bool((torch.cdist(tr, ho) == 0).any())
+    assert not bool((torch.cdist(tr, va) == 0).any())
 
 
 def test_the_nll_recipe_trains_with_time_eps_zero(tmp_path):

@@ -225,6 +225,22 @@ def test_a_lut_that_starts_above_the_minimums_is_refused():
     assert int(p.lut_embed.split(",")[0]) <= p.min_emb and p.max_prune_iters == 50 * 2502
 
 
+def test_a_pruning_checkpoint_of_the_older_loop_is_refused(tmp_path):
+    """Session 14 changed the loop's semantics (threshold index, eval switch, EMA restart); a checkpoint written
+    before would resume under the new ones, mixed and silently. It is refused by its loop version."""
+    from tenfold.core.engine import Checkpointer
+    from tenfold.core.io import CheckpointError
+
+    _prune_run(tmp_path, stop_after=7)
+    ckpt = Checkpointer(tmp_path, method="nvit-prune")
+    st, _ = ckpt.load()
+    assert st["loop"] == 2
+    del st["loop"]
+    ckpt.save(st, 6)
+    with pytest.raises(CheckpointError, match="older tenfold"):
+        _prune_run(tmp_path, resume=True)
+
+
 def test_pruning_lr_follows_the_cosine_over_the_run_cap(tmp_path):
     """Spec §2: the weights keep training under a cosine lr; the curve spans max_iters (the run's cap), and the
     optimizer a checkpoint saves carries the lr of the iteration it was saved after."""

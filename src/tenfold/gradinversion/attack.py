@@ -356,6 +356,9 @@ class AttackResult:
     iterations: int = 0
 
 
+OBJECTIVE_VERSION = 2  # bump when the objective changes: an attack checkpoint of another version is refused
+
+
 class GradInversion:
     """The inversion with every hyper-parameter as a plain keyword (the paper's symbols).
 
@@ -520,12 +523,16 @@ class GradInversion:
         first, spent = 1, (0.0, 0.0)  # first iteration to run; wall and CPU seconds of the run before a resume
         # what identifies the problem: a checkpoint of another batch, model or setting is refused on resume
         key = {"target_norm": float(sum(float(t.double().pow(2).sum()) for t in target)),
-               "shape": [G, B, *shape], "iterations": self.iterations, "labels": y.tolist()}
+               "shape": [G, B, *shape], "iterations": self.iterations, "labels": y.tolist(),
+               "objective": OBJECTIVE_VERSION}
         if resume:
             if checkpointer is None or checkpointer.latest() is None:
                 raise CheckpointError("nothing to resume: no attack checkpoint in the run directory")
             st, header = checkpointer.load()
             old = header["extra"].get("key", {})
+            if old.get("objective", 1) != OBJECTIVE_VERSION:
+                raise CheckpointError(f"the checkpoint in {checkpointer.dir} was written by an older tenfold whose "
+                                      "objective differs (session 14: the group term); start the attack anew")
             if (old.get("shape"), old.get("iterations"), old.get("labels")) != (key["shape"], key["iterations"],
                                                                                  key["labels"]) or \
                     not math.isclose(old.get("target_norm", -1.0), key["target_norm"], rel_tol=1e-9):

@@ -220,10 +220,16 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     w = c[:, ids]
     R0 = _safe_kabsch(K0[:, ids], X[:, ids], w)
     root_ok = seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)
-    # no root point at all: the whole seen body as one rigid piece gives a rough root, the LM refinement the rest
-    # (the pelvis used to land at the camera origin, metres off, without a word)
+    # without torso + one hip, the whole seen body as one rigid piece gives a rough root rotation, the refinement the
+    # rest (it was identity: 80-120 mm residuals); only where the seen points span a plane (two points, or a line
+    # of them, leave the turn about that line free, and Kabsch would pick one at random: identity stays then)
     no_root = ~seen[:, ids].any(-1)
-    G[0] = _sel(root_ok, R0, _safe_kabsch(K0, X, c))
+    wc_all = c / c.sum(-1, keepdim=True).clamp_min(1e-12)
+    centred = (X - (wc_all[..., None] * X).sum(1, keepdim=True)) * wc_all[..., None].sqrt()
+    sv = torch.linalg.svdvals(centred)  # (B, 3)
+    spread = (seen.sum(-1) >= 3) & (sv[:, 1] > 1e-2 * sv[:, 0])
+    G[0] = _sel(root_ok, R0, _sel(spread, _safe_kabsch(K0, X, c), eye))
+    # the pelvis used to land at the camera origin, metres off, without a word, when no root point was seen
     # posed pelvis = J0 + t; without a pelvis keypoint, t from the weighted centroids (of every seen point when no
     # root point is seen)
     wc = torch.where(no_root[:, None], c, torch.zeros_like(c).index_copy(1, torch.tensor(ids, device=c.device), w))

@@ -166,10 +166,12 @@ PRESETS: dict[str, Config] = {
     "paper-omniglot": Config(data="omniglot-small1", latent_ch=20, groups=3, vae_levels=1, score_mult=(1, 2, 2),
                              kl_max=1.0, sr_score=1e-3, stage1_steps=_steps(200, 2040, 128),
                              stage2_steps=_steps(1500, 2040, 128), warmup=_steps(20, 2040, 128)),
+    # 20 groups of 9 latent channels (the official --num_latent_per_group 9 --num_groups_per_scale 20; it was 9 of 20
+    # before session 14, when the GPU costs below were measured)
     # global batch 256 = 32 per rank on the paper's 8 GPUs (0.34 s per stage-2 step and 32 GiB per rank on an H100;
     # 256 on one 80 GB card runs out of memory)
     "paper-cifar10": Config(data="cifar10-train", image_size=32, pad=0, binarize=False, vae_ch=128, vae_levels=1,
-                            latent_ch=20, groups=9, score_ch=512, score_mult=(1, 2, 2), score_blocks=8,
+                            latent_ch=9, groups=20, score_ch=512, score_mult=(1, 2, 2), score_blocks=8,
                             mix_logit_init=-3.0, drop_inactive=False, scheme="drop_all_iw", lr_score=1e-4,
                             sr_score=1e-2, sr_score_convs=False, stage1_steps=_steps(400, 48000, 256),
                             stage2_steps=366000, batch_size=256, amp="bf16", device="cuda",

@@ -297,6 +297,9 @@ class _Batches:
         self.pos = int(state["pos"])
 
 
+PRUNE_LOOP_VERSION = 2  # bump when the loop's semantics change: a checkpoint of another version is refused
+
+
 def prune_lr_at(it: int, lr: float, max_iters: int, schedule: str) -> float:
     """The pruning loop's lr at 0-based iteration ``it``: ``lr (1 + cos(pi it / max_iters)) / 2`` for "cosine",
     ``lr`` for "constant"."""
@@ -359,6 +362,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         if checkpointer is None or checkpointer.latest() is None:
             raise CheckpointError("nothing to resume: no pruning checkpoint in the run directory")
         st, _ = checkpointer.load()
+        if int(st.get("loop", 1)) != PRUNE_LOOP_VERSION:
+            raise CheckpointError(f"{checkpointer.dir} holds a pruning run of an older tenfold, whose loop differs "
+                                  "(session 14: threshold index, eval switch, EMA restart); start the run anew")
         gated.load_state_dict(st["model"])
         gated.to(dev)
         opt.load_state_dict(st["optimizer"])
@@ -378,7 +384,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         checkpointer.save({"model": gated.state_dict(), "optimizer": opt.state_dict(),
                            "saliency": sal.state_dict(), "data": data.state_dict(), "rng": get_rng_state(),
                            "t": t, "eta": eta_used, "reached": reached, "iteration": iteration,
-                           "history": history, "ce_trace": ce_trace, "seconds": time.perf_counter() - t0},
+                           "history": history, "ce_trace": ce_trace, "seconds": time.perf_counter() - t0,
+                           "loop": PRUNE_LOOP_VERSION},
                           iteration)
 
     from tqdm.auto import tqdm
