@@ -34,7 +34,8 @@ METHODS = ("analytic", "analytic+refine", "optimisation")
 
 
 def run_method(name: str, model, X: torch.Tensor, c: torch.Tensor | None, cfg: Config,
-               betas: torch.Tensor | None = None, noise_mm: float = 0.0) -> tuple[dict[str, torch.Tensor], float]:
+               betas: torch.Tensor | None = None, noise_mm: float = 0.0, sequential: bool = False
+               ) -> tuple[dict[str, torch.Tensor], float]:
     """One method on a chunk of bodies: (pose, betas, transl) and process CPU seconds. ``noise_mm`` is the
     keypoint noise the user states; it floors the MAP prior weights of the refinement and of every stage
     of the optimiser alike (the analytic steps do not use it)."""
@@ -45,7 +46,7 @@ def run_method(name: str, model, X: torch.Tensor, c: torch.Tensor | None, cfg: C
         out = fit(model, X, c, refine_iters=cfg.refine_iters if name == "analytic+refine" else 0,
                   with_vertices=False, shape_rounds=cfg.shape_rounds, refine_method=cfg.refine_method, betas=betas,
                   noise_mm=noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose, pose_std=cfg.pose_std,
-                  betas_std=cfg.betas_std)
+                  betas_std=cfg.betas_std, sequential=sequential)
     return out, time.process_time() - t0
 
 
@@ -100,7 +101,7 @@ def mocap(model, cfg: Config, path: str, opt_frames: int) -> dict[str, dict[str,
         Xm, cm = (X[:opt_frames], c[:opt_frames]) if m == "optimisation" else (X, c)
         run_method(m, model, Xm[:1], cm[:1], cfg)          # warm-up
         w0 = time.perf_counter()
-        out, sec = run_method(m, model, Xm, cm, cfg)
+        out, sec = run_method(m, model, Xm, cm, cfg, sequential=True)  # a video: straight limbs keep their twist
         wall = time.perf_counter() - w0
         with torch.no_grad():
             p = model(out["pose"], out["betas"], out["transl"])

@@ -152,13 +152,16 @@ def shape_given_pose(kpfn: KeypointRegressor, aa: torch.Tensor, X: torch.Tensor,
 
 def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None,
                betas: torch.Tensor | None = None, shape_iters: int = 8, shape_damping: float = 1e-4,
-               shape_rounds: int = 2) -> dict[str, torch.Tensor]:
+               shape_rounds: int = 2, twist_ref: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Analytic fit: keypoints (B, 26, 3) metres, confidence (B, 26) in [0, 1] (0 = missing) ->
     rot (B, 24, 3, 3) local rotations, betas (B, NB), transl (B, 3), degenerate (B, 4) straight-limb
-    flags (L/R knee, L/R elbow). ``betas`` given: skip the shape steps and use them.
+    flags (L/R knee, L/R elbow), hinge_world (B, 4, 3) the limbs' hinge axes in the world frame.
+    ``betas`` given: skip the shape steps and use them.
     ``shape_rounds`` [O]: after the first articulation, re-solve beta by :func:`shape_given_pose` and
-    articulate again, this many times (0 = the spec's bone-length shape only)."""
-    out = _articulate_once(model, keypoints, confidence, betas, shape_iters, shape_damping)
+    articulate again, this many times (0 = the spec's bone-length shape only).
+    ``twist_ref`` (B, 4, 3): world hinge axes to keep for straight limbs (spec step 4, "in video keep the
+    previous twist": the previous frame's ``hinge_world``); without it a straight limb takes the swing only."""
+    out = _articulate_once(model, keypoints, confidence, betas, shape_iters, shape_damping, twist_ref=twist_ref)
     if shape_rounds <= 0:
         return out
     X, c = check_keypoints(keypoints, confidence)
@@ -172,7 +175,7 @@ def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None =
             beta, _t = shape_given_pose(kpfn, matrix_to_axis_angle(out["rot"]), X, c, shape_damping,
                                         bones=(Kt, D, out["betas"]))
         out = _articulate_once(model, X, c, beta, shape_iters, shape_damping,
-                               lm_offset=landmark_pose_offsets(kpfn, out["rot"]))
+                               lm_offset=landmark_pose_offsets(kpfn, out["rot"]), twist_ref=twist_ref)
     return out
 
 
@@ -188,7 +191,8 @@ def landmark_pose_offsets(kpfn: KeypointRegressor, rot: torch.Tensor) -> torch.T
 
 def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | None,
                      betas: torch.Tensor | None, shape_iters: int, shape_damping: float,
-                     lm_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     lm_offset: torch.Tensor | None = None, twist_ref: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
     """Steps 1-6 once (step 1 skipped when ``betas`` is given); ``lm_offset`` (B, 26, 3) is added to the
     rest keypoints (pose blend shapes of the landmarks, :func:`landmark_pose_offsets`)."""
     X, c = check_keypoints(keypoints, confidence)
@@ -309,7 +313,12 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0) & ((n * a2s).sum(-1) < 0) & \
             (prox in LEG_ROOTS)
         hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))
-        Rm = _sel(straight, swing, hinge)
+        straight_rot = swing
+        if twist_ref is not None:  # keep the reference hinge axis (the previous frame's), where it is not along u
+            ref = twist_ref[:, li].to(dt)
+            ref_ok = torch.linalg.cross(ref, u, dim=-1).norm(dim=-1) > 0.1 * ref.norm(dim=-1) * u.norm(dim=-1)
+            straight_rot = _sel(ref_ok, two_vector_align(a1, a2, u, ref), swing)
+        Rm = _sel(straight, straight_rot, hinge)
         # only the distal point seen: swing the whole limb towards it
         whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], X[:, kd] - p[prox])
         both = seen[:, km] & seen[:, kd]
@@ -353,7 +362,8 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     Gs = torch.stack(G, 1)                                    # (B, 24, 3, 3)
     Gpar = torch.cat([eye[:, None], Gs[:, par[1:]]], 1)
     rot = Gpar.transpose(-1, -2) @ Gs                         # local R_j = G_parent^T G_j
-    return {"rot": rot, "betas": beta, "transl": transl, "degenerate": degenerate}
+    hinge_world = torch.stack([(G[prox] @ h[:, li, :, None])[..., 0] for li, (prox, *_r) in enumerate(LIMBS)], 1)
+    return {"rot": rot, "betas": beta, "transl": transl, "degenerate": degenerate, "hinge_world": hinge_world}
 
 
 def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, keypoints: torch.Tensor,
@@ -480,18 +490,29 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
         betas: torch.Tensor | None = None, with_vertices: bool = True, shape_rounds: int = 2,
         refine_method: str = "lm", noise_mm: float = 0.0, w_betas: float = 1e-5, w_pose: float = 1e-4,
         pose_std: float = 0.5, betas_std: float = 0.5, shape_iters: int = 8,
-        shape_damping: float = 1e-4) -> dict[str, torch.Tensor]:
+        shape_damping: float = 1e-4, sequential: bool = False) -> dict[str, torch.Tensor]:
     """KAMA fit: keypoints (B, 26, 3) metres (camera or world frame), confidence (B, 26) | None ->
     pose (B, 24, 3) axis-angle, rot (B, 24, 3, 3), betas (B, NB), transl (B, 3), vertices (B, V, 3),
     joints (B, 24, 3), keypoints (B, 26, 3) of the fitted body, residual (B, 26) metres (0 where
     missing), degenerate (B, 4) straight-limb flags. ``refine_iters`` > 0 adds step 7, whose prior
     weights follow the stated keypoint noise ``noise_mm`` (:func:`noise_prior_weights`). Given ``betas`` (B, NB)
     the shape is fixed, in the refinement too (it used to re-fit them, so `kama bvh`'s shared shape was not).
-    ``shape_iters`` / ``shape_damping``: the bone-length shape fit's Gauss-Newton iterations and damping."""
+    ``shape_iters`` / ``shape_damping``: the bone-length shape fit's Gauss-Newton iterations and damping.
+    ``sequential``: the batch is a video, frame after frame; a straight limb keeps the previous frame's twist
+    (spec step 4) instead of taking the swing only."""
     X, c = check_keypoints(keypoints, confidence)
     with torch.no_grad():
-        out = articulate(model, X, c, betas=betas, shape_rounds=shape_rounds, shape_iters=shape_iters,
-                         shape_damping=shape_damping)
+        kw = dict(shape_rounds=shape_rounds, shape_iters=shape_iters, shape_damping=shape_damping)
+        if sequential:
+            frames, ref = [], None
+            for i in range(X.shape[0]):
+                o = articulate(model, X[i:i + 1], c[i:i + 1], betas=None if betas is None else betas[i:i + 1],
+                               twist_ref=ref, **kw)
+                frames.append(o)
+                ref = o["hinge_world"]
+            out = {k: torch.cat([o[k] for o in frames]) for k in frames[0]}
+        else:
+            out = articulate(model, X, c, betas=betas, **kw)
     if refine_iters > 0:
         wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,

@@ -39,12 +39,12 @@ def build(cfg: Config, body_model: str = "", landmarks: str = "") -> BodyModel:
 
 
 def _fit(cfg: Config, model: BodyModel, X: torch.Tensor, c: torch.Tensor | None, refine: bool = True,
-         betas: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+         betas: torch.Tensor | None = None, sequential: bool = False) -> dict[str, torch.Tensor]:
     return kama_fit(model, X.to(cfg.device), None if c is None else c.to(cfg.device),
                     refine_iters=cfg.refine_iters if refine else 0, betas=betas, shape_rounds=cfg.shape_rounds,
                     refine_method=cfg.refine_method, noise_mm=cfg.noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose,
                     pose_std=cfg.pose_std, betas_std=cfg.betas_std, shape_iters=cfg.shape_iters,
-                    shape_damping=cfg.shape_damping)
+                    shape_damping=cfg.shape_damping, sequential=sequential)
 
 
 def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +202,7 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
     if shared_shape:
         first = _fit(cfg, model, X, c, refine=False, betas=None)
         betas = first["betas"].median(0).values.expand_as(first["betas"]).contiguous()
-    out = _fit(cfg, model, X, c, betas=betas)
+    out = _fit(cfg, model, X, c, betas=betas, sequential=True)  # a straight limb keeps the previous frame's twist
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     res = out["residual"].cpu()
     seen = c > 0
