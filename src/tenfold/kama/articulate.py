@@ -228,11 +228,14 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     # rest (it was identity: 80-120 mm residuals); only where the seen points span a plane (two points, or a line
     # of them, leave the turn about that line free, and Kabsch would pick one at random: identity stays then)
     no_root = ~seen[:, ids].any(-1)
-    wc_all = c / c.sum(-1, keepdim=True).clamp_min(1e-12)
-    centred = (X - (wc_all[..., None] * X).sum(1, keepdim=True)) * wc_all[..., None].sqrt()
-    sv = torch.linalg.svdvals(centred)  # (B, 3)
-    spread = (seen.sum(-1) >= 3) & (sv[:, 1] > 1e-2 * sv[:, 0])
-    G[0] = _sel(root_ok, R0, _sel(spread, _safe_kabsch(K0, X, c), eye))
+    if bool(root_ok.all()):  # the common case pays nothing for the fallback
+        G[0] = R0
+    else:
+        wc_all = c / c.sum(-1, keepdim=True).clamp_min(1e-12)
+        centred = (X - (wc_all[..., None] * X).sum(1, keepdim=True)) * wc_all[..., None].sqrt()
+        sv = torch.linalg.svdvals(centred)  # (B, 3)
+        spread = (seen.sum(-1) >= 3) & (sv[:, 1] > 1e-2 * sv[:, 0])
+        G[0] = _sel(root_ok, R0, _sel(spread, _safe_kabsch(K0, X, c), eye))
     # the pelvis used to land at the camera origin, metres off, without a word, when no root point was seen
     # posed pelvis = J0 + t; without a pelvis keypoint, t from the weighted centroids (of every seen point when no
     # root point is seen)
@@ -299,7 +302,8 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, where the rule is wrong (at 10 mm
         # noise it flipped 2 % of right shoulders that were right; benchmarks/kama_near_straight.py)
         a2s = (swing @ a2[..., None])[..., 0]
-        if prox in LEG_ROOTS and li in FEET:
+        near = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0)
+        if prox in LEG_ROOTS and li in FEET and bool(near.any()):
             # the foot, where seen, is the better reference: s x (heel -> toes) is about the hinge axis whatever
             # the hip does (the swing-only twist can sit > 90 deg off a flexed, abducted thigh's)
             toes, heel = FEET[li]
@@ -310,8 +314,7 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
             a2s = torch.where((f_ok & (sign[:, 0] != 0))[..., None], foot_ref, a2s)
         # near straight means a small bend, u . s > 0: sin(angle) < NEAR_STRAIGHT also holds for a knee folded past
         # 150 deg (a deep squat), where the hinge solution is exact and the rule flipped clean hips by 180 deg
-        back = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0) & ((n * a2s).sum(-1) < 0) & \
-            (prox in LEG_ROOTS)
+        back = near & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
         hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))
         straight_rot = swing
         if twist_ref is not None:  # keep the reference hinge axis (the previous frame's), where it is not along u
@@ -503,16 +506,14 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     X, c = check_keypoints(keypoints, confidence)
     with torch.no_grad():
         kw = dict(shape_rounds=shape_rounds, shape_iters=shape_iters, shape_damping=shape_damping)
-        if sequential:
-            frames, ref = [], None
-            for i in range(X.shape[0]):
+        out = articulate(model, X, c, betas=betas, **kw)
+        if sequential:  # only frames with a straight limb depend on the frame before: redo those, in order
+            for i in torch.nonzero(out["degenerate"][1:].any(-1)).flatten().tolist():
+                i += 1
                 o = articulate(model, X[i:i + 1], c[i:i + 1], betas=None if betas is None else betas[i:i + 1],
-                               twist_ref=ref, **kw)
-                frames.append(o)
-                ref = o["hinge_world"]
-            out = {k: torch.cat([o[k] for o in frames]) for k in frames[0]}
-        else:
-            out = articulate(model, X, c, betas=betas, **kw)
+                               twist_ref=out["hinge_world"][i - 1:i], **kw)
+                for k, v in o.items():
+                    out[k][i:i + 1] = v
     if refine_iters > 0:
         wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,
