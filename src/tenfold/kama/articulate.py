@@ -508,6 +508,7 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
         kw = dict(shape_rounds=shape_rounds, shape_iters=shape_iters, shape_damping=shape_damping)
         out = articulate(model, X, c, betas=betas, **kw)
         if sequential:  # only frames with a straight limb depend on the frame before: redo those, in order
+            out = {k: v.clone() for k, v in out.items()}  # written in place below (betas may be the caller's, expanded)
             for i in torch.nonzero(out["degenerate"][1:].any(-1)).flatten().tolist():
                 i += 1
                 o = articulate(model, X[i:i + 1], c[i:i + 1], betas=None if betas is None else betas[i:i + 1],
