@@ -103,10 +103,10 @@ def test_missing_keypoints_fall_back(model32):
 @pytest.mark.parametrize("drop,pelvis_tol", [(["pelvis", "left_hip", "right_hip", "torso"], 0.3),
                                              (["left_hip", "right_hip", "torso"], 0.03), (["pelvis", "torso"], 0.05)])
 def test_a_body_without_its_root_points_is_still_placed(model32, drop, pelvis_tol):
-    """Without torso + one hip the root rotation fell back to identity (80-120 mm residual), and with no root point
-    at all the pelvis landed at the camera origin (3 m off here, no error): the whole seen body as one rigid piece
-    now gives the root's rough rotation and place, and the refinement the rest. With no root point the pelvis is
-    only loosely determined (the thighs can make up for it), hence its wider bound."""
+    """Without torso + one hip the root rotation fell back to identity, and with no root point at all the pelvis
+    landed at the camera origin (3 m off here, no error); the old code fails every case below. The whole seen body
+    as one rigid piece now gives the root's rough rotation and place, and the refinement the rest. With no root
+    point the pelvis is only loosely determined (the thighs can make up for it), hence its wider bound."""
     pose, b, _, _ = bodies(model32, 4, 0)
     t = torch.tensor([[0.2, -0.3, 3.0]]).repeat(4, 1)
     X = regress_keypoints(model32, pose, b, t)
@@ -322,9 +322,9 @@ def test_a_slightly_hyperextended_knee_does_not_twist_the_hip(rigid64):
 @pytest.mark.parametrize("knee", [0.3, 2.7])
 def test_a_flexed_abducted_thigh_keeps_its_twist_with_a_slight_or_a_deep_knee_bend(rigid64, knee):
     """Clean keypoints, thigh flexed 80-125 deg and abducted 40-70 deg: the near-straight rule turned such hips by
-    180 deg (zero keypoint residual, ~150 mm vertex error) when the knee was folded past 150 deg (sin(angle) < 0.5
-    held for a deep bend too) and, at a 17 deg bend, when the swing-only twist it compared with sat > 90 deg off;
-    the rule now needs u . s > 0 and compares with the foot (heel -> toes) where it is seen."""
+    180 deg (at zero keypoint residual; the old code fails both cases) when the knee was folded past 150 deg
+    (sin(angle) < 0.5 held for a deep bend too) and, at a 17 deg bend, when the swing-only twist it compared with
+    sat > 90 deg off; the rule now needs u . s > 0 and compares with the foot (heel -> toes) where it is seen."""
     from tenfold.core.geometry import axis_angle_to_matrix, euler_to_matrix
 
     n = 40
@@ -408,7 +408,7 @@ def test_the_config_shape_fit_settings_reach_the_fit(model32):
 
 def test_a_video_keeps_the_twist_of_a_limb_that_straightens(rigid64):
     """Spec step 4, "in video keep the previous twist": a hip turned 34 deg about the thigh, knee bent for 10 frames
-    and then straight. Frame by frame the straight frames take the swing only (38 deg off); fitted as a sequence
+    and then straight. Frame by frame the straight frames take the swing only (over 0.3 rad off); fitted as a sequence
     they keep the twist the bent frames showed (exact here, since it does not change)."""
     from tenfold.core.geometry import axis_angle_to_matrix, euler_to_matrix
 

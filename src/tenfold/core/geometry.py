@@ -286,7 +286,8 @@ def swing_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = torch.broadcast_tensors(_unit(a), _unit(b))
     c = (a * b).sum(-1)  # cos angle
     # a x b = a x (a + b): past 90 deg the sum is the small, exactly formed vector, and the axis keeps its digits
-    # (a x b there is mostly rounding: R a missed b by up to 5e-3 just outside the half-turn branch)
+    # (a x b there is mostly rounding: R a missed b by far more than rounding just outside the half-turn branch,
+    # test_swing_rotation_hits_b_just_outside_the_half_turn_branch)
     v = torch.linalg.cross(a, torch.where((c < 0)[..., None], a + b, b), dim=-1)
     s = torch.linalg.vector_norm(v, dim=-1)  # sin angle
     # |a x b| at rounding level with a.b < 0: the axis a x b is noise, so take the half-turn branch

@@ -224,9 +224,10 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     w = c[:, ids]
     R0 = _safe_kabsch(K0[:, ids], X[:, ids], w)
     root_ok = seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)
-    # without torso + one hip, the whole seen body as one rigid piece gives a rough root rotation, the refinement the
-    # rest (it was identity: 80-120 mm residuals); only where the seen points span a plane (two points, or a line
-    # of them, leave the turn about that line free, and Kabsch would pick one at random: identity stays then)
+    # without torso + one hip, the whole seen body as one rigid piece gives a rough root rotation, the
+    # refinement the rest (it was identity; test_a_body_without_its_root_points_is_still_placed); only where the
+    # seen points span a plane (two points, or a line of them, leave the turn about that line free, and Kabsch
+    # would pick one at random: identity stays then)
     no_root = ~seen[:, ids].any(-1)
     if bool(root_ok.all()):  # the common case pays nothing for the fallback
         G[0] = R0
