@@ -243,19 +243,14 @@ def _gather_objects(obj: Any) -> list[Any]:
     if not _synced():
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj)  # in-memory exchange between our own processes
     return out
 
 
 def gather_rng_states() -> list[dict[str, Any]]:
     """Every rank's :func:`get_rng_state`, in rank order (a collective call under DDP: all ranks
     must call it). In one process, a list of one."""
-    mine = get_rng_state()
-    if not _synced():
-        return [mine]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, mine)  # in-memory exchange between our own processes
-    return out
+    return _gather_objects(get_rng_state())
 
 
 # --------------------------------------------------------------------------------------------

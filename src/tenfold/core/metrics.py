@@ -50,8 +50,13 @@ def _same_shape(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str] = ("x",
         raise InputError(f"{names[0]} must have at least {min_dims} dims, got shape {tuple(x.shape)}")
     if x.numel() == 0:  # an empty batch or sample used to give NaN
         raise InputError(f"{names[0]} and {names[1]} are empty (shape {tuple(x.shape)})")
+    return _common_float(x, y)
+
+
+def _common_float(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both in one floating dtype (float32 against float64 was a raw RuntimeError deep inside a metric)."""
     x, y = _float(x), _float(y)
-    dt = torch.promote_types(x.dtype, y.dtype)  # float32 vs float64 was a raw RuntimeError deep inside
+    dt = torch.promote_types(x.dtype, y.dtype)
     return x.to(dt), y.to(dt)
 
 
@@ -300,9 +305,7 @@ def angular_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     check_tensor(a, "a", ("...", 3))
     check_tensor(b, "b", ("...", 3))
-    a, b = _float(a), _float(b)
-    dt = torch.promote_types(a.dtype, b.dtype)
-    a, b = a.to(dt), b.to(dt)
+    a, b = _common_float(a, b)
     if (a.norm(dim=-1) == 0).any() or (b.norm(dim=-1) == 0).any():
         raise InputError("angular_error: zero-length vector; a direction needs a non-zero vector")
     cross = torch.linalg.cross(*torch.broadcast_tensors(a, b), dim=-1).norm(dim=-1)

@@ -41,7 +41,10 @@ from tenfold.gradinversion.attack import (
     fc_gradients,
     simulate_client,
 )
-from tenfold.gradinversion.config import Config, build
+from tenfold.gradinversion.attack import (
+    attack as attack_batch,
+)
+from tenfold.gradinversion.config import Config
 from tenfold.gradinversion.evaluation import iip, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy, recover_labels
 
@@ -253,10 +256,8 @@ def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tens
     ``iterations`` before any work (:func:`_check_iterations`)."""
     if iterations > 0:
         cfg = dataclasses.replace(cfg, iterations=iterations)
-    inv = build(cfg)
-    ref: Any = cfg.bn_stats if cfg.bn_stats != "user" else user_bn
-    return inv.run(net, g, num_images=x.shape[0], mean=mean, std=std, input_shape=tuple(x.shape[1:]),
-                   labels=y if cfg.labels == "oracle" else None, bn_ref=ref, **run_kw)
+    return attack_batch(net, g, cfg, y, user_bn, num_images=x.shape[0], mean=mean, std=std,
+                        input_shape=tuple(x.shape[1:]), **run_kw)
 
 
 @_shared_args
