@@ -12,7 +12,8 @@
 # built by benchmarks/gpu_slot_prepare.sh.
 #   bash benchmarks/gpu_slot.sh          # on the GPU machine, from the repo root, OUT set
 #   DRY=1 bash benchmarks/gpu_slot.sh    # the same steps at toy sizes on the CPU: checks the script itself
-#   PARTS="gi c10" runs those parts in that order (default: c10 paper gi)
+#   PARTS="gi c10" runs those parts in that order (default: c10 paper gi; gi_cells: the six GradInversion cells as
+#   parallel processes, ours vs invertinggradients at GI_CELL_IT iterations, merged into one JSON)
 set -u
 OUT=${OUT:-/tmp/gpu_slot_out}
 RUNS=${RUNS:-/tmp/gpu_slot_runs}
@@ -27,10 +28,11 @@ if [ "${DRY:-0}" = 1 ]; then
   DEV=cpu S_C10=4 S_PAPER=2 LOG=2 N_SAMPLE=8 EV_LIMIT=8 FD=8 GI_IT=4 GI_ATK_IT=4 GI_B="1"
   EXTRA_C10=(--set device=cpu --set amp=none --set batch_size=8 --set eval_batch=8 --set vae_ch=16 --set score_ch=32)
   EXTRA_PAPER=(--set device=cpu --set amp=none --set batch_size=2 --set vae_ch=16 --set score_ch=32 --set score_blocks=1)
-  GI_EXTRA=(--timing-iterations 2 --timing-pairs 1)
+  GI_EXTRA=(--timing-iterations 2 --timing-pairs 1) GI_CELL_IT=4 GI_CELL_B="1 4" GI_CELL_LIMIT=120
 else
   DEV=cuda S_C10=500 S_PAPER=30 LOG=50 N_SAMPLE=256 EV_LIMIT=512 FD=256 GI_IT=${GI_IT:-1500} GI_ATK_IT=300 GI_B="8"
   EXTRA_C10=() EXTRA_PAPER=() GI_EXTRA=(--timing-pairs 1)
+  GI_CELL_IT=${GI_CELL_IT:-2500} GI_CELL_B=${GI_CELL_B:-"1 4 8"} GI_CELL_LIMIT=${GI_CELL_LIMIT:-360}
 fi
 say() { echo "== $(date +%T) $*"; }
 TORCHRUN=(python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m tenfold)
@@ -65,7 +67,7 @@ part_paper() {
   # batch_size is global (the engine splits it over ranks): the preset's 256 is 32 per rank on the paper's 8 GPUs;
   # 256 on one 80 GB H100 ran out of memory in stage 2, so one rank's share is timed here
   say "lsgm paper-cifar10: seconds per step ($S_PAPER + $S_PAPER steps, batch 32 = one of 8 ranks)"
-  timeout 90 "${TORCHRUN[@]}" lsgm train --preset paper-cifar10 --set stage1_steps=$S_PAPER \
+  timeout ${PAPER_LIMIT:-90} "${TORCHRUN[@]}" lsgm train --preset paper-cifar10 --set stage1_steps=$S_PAPER \
     --set stage2_steps=$S_PAPER --set log_every=$((S_PAPER / 3 > 0 ? S_PAPER / 3 : 1)) --set ckpt_every=0 \
     --set batch_size=32 "${EXTRA_PAPER[@]}" --out "$PAPER" --json > "$RUNS/paper_train.json" \
     || say "paper-cifar10: exit $?"
@@ -87,13 +89,42 @@ part_gi() {
   cp "$RUNS/gi/gradinversion-calibrated-b8.png" "$OUT/gradinversion_gpu_calibrated_b8.png" 2>/dev/null
 }
 
+part_gi_cells() {
+  # the six cells (regime x B) as parallel processes on the one GPU (each is bound by its host thread launching
+  # small kernels), ours against breaching's invertinggradients (the stronger attack in every CPU cell), then merged;
+  # each cell writes its JSON after every finished attack, so a cell cut off by the time limit keeps what it did
+  say "gradinversion cells in parallel: $GI_CELL_IT iterations, ours vs invertinggradients"
+  local parts=()
+  for regime in trained calibrated; do
+    for B in $GI_CELL_B; do
+      # shellcheck disable=SC2086
+      timeout $GI_CELL_LIMIT python3 -m benchmarks.gradinversion --device $DEV --iterations $GI_CELL_IT \
+        --regimes $regime --batch-sizes $B --attacks invertinggradients --skip-labels --group-batches 0 \
+        --timing-pairs 0 --out "$RUNS/gi_cells/$regime-b$B.json" > "$RUNS/gi_cell_$regime-b$B.log" 2>&1 &
+      parts+=("$RUNS/gi_cells/$regime-b$B.json")
+    done
+  done
+  wait
+  grep -h "PSNR at\|Error\|error" "$RUNS"/gi_cell_*.log
+  local have=()
+  for f in "${parts[@]}"; do [ -f "$f" ] && have+=("$f"); done
+  python3 -m benchmarks.gradinversion --merge "${have[@]}" --out "$OUT/gradinversion_gpu_cells.json" \
+    || say "gradinversion merge: exit $?"
+  cp "$RUNS"/gi_cells/*.json "$RUNS"/gi_cells/*.png "$OUT/" 2>/dev/null
+}
+
 for part in ${PARTS:-c10 paper gi}; do
   "part_$part"
 done
 if [[ " ${PARTS:-c10 paper gi} " == *" c10 "* || " ${PARTS:-c10 paper gi} " == *" paper "* ]]; then
-  python3 -m benchmarks.lsgm_gpu_cost --run cifar10="$C10" --run paper-cifar10="$PAPER" \
-    --verb train="$RUNS/c10_train.json" --verb sample="$RUNS/c10_sample.json" --verb evaluate="$RUNS/c10_eval.json" \
-    --device $DEV --out "$OUT/lsgm_gpu.json" || say "lsgm_gpu_cost: exit $?"
+  cost=()  # only the parts that ran
+  [ -d "$C10" ] && cost+=(--run cifar10="$C10")
+  [ -d "$PAPER" ] && cost+=(--run paper-cifar10="$PAPER")
+  for v in train sample eval; do
+    [ -s "$RUNS/c10_$v.json" ] && cost+=(--verb "$([ $v = eval ] && echo evaluate || echo $v)=$RUNS/c10_$v.json")
+  done
+  python3 -m benchmarks.lsgm_gpu_cost "${cost[@]}" --device $DEV --out "$OUT/${LSGM_GPU_OUT:-lsgm_gpu.json}" \
+    || say "lsgm_gpu_cost: exit $?"
 fi
 say done
 ls -la "$OUT"

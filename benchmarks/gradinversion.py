@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import math
 import statistics
 import time
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,6 +49,8 @@ from tenfold.gradinversion.verbs import load_model, pick_batch
 
 BNStats = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, biased var) per BN layer, as a client sends them
 
+REGIMES = ("trained", "calibrated")  # the real pretrained ResNet-20; a fresh one with BN calibrated on real images
+BREACHING_ATTACKS = ("seethroughgradients", "invertinggradients")
 SCALES = {
     "cpu": {"iterations": 160, "batch_sizes": [1, 4, 8], "label_batches": 50, "group_size": 3, "group_batch": 1,
             "group_batches": 3,
@@ -247,6 +251,99 @@ def _overlap(pred: torch.Tensor, true: torch.Tensor) -> float:
     return float(hit) / true.numel()
 
 
+def image_goals(figures: dict[str, Any], regimes: Any, N: int, timing_iterations: int) -> list[dict[str, Any]]:
+    """The image comparison's goals from ``figures["images"]`` (and the label study's, where it ran): per cell
+    (regime, B) ours against the better of the breaching attacks run there. A cell where an attack is missing (a
+    run cut short) is named and counts as not holding. Adds ``psnr_delta_vs_better_breaching`` (and the paired
+    timing ratio) to ``figures``."""
+    rows = figures["images"]
+    attacks = [a for a in BREACHING_ATTACKS if a in figures.get("breaching_attacks", BREACHING_ATTACKS)]
+    cells = sorted({(r["regime"], r["B"]) for r in rows}, key=lambda c: (REGIMES.index(c[0]), c[1]))
+    deltas, cell_names, missing, lab_ours, lab_br = [], [], [], [], []
+    for regime, B in cells:
+        sel = {r["attack"]: r for r in rows if r["regime"] == regime and r["B"] == B}
+        if "ours" not in sel or any(a not in sel for a in attacks):
+            missing.append(f"{regime} B={B}: {sorted({'ours', *attacks} - set(sel))} missing")
+            continue
+        deltas.append(sel["ours"]["psnr"] - max(sel[a]["psnr"] for a in attacks))
+        lab_ours.append(sel["ours"]["label_accuracy"])
+        lab_br.append(max(sel[a]["label_accuracy"] for a in attacks))
+        cell_names.append(f"{regime} B={B}")
+    figures["psnr_delta_vs_better_breaching"] = [round(d, 3) for d in deltas]
+    figures["psnr_delta_cells"] = cell_names
+    if missing:
+        figures["cells_incomplete"] = missing
+    if not deltas:
+        return [goal("image comparison complete in some cell", "ours and every breaching attack run", missing,
+                     False)]
+    which = "better breaching attack" if len(attacks) > 1 else f"breaching {attacks[0]} (the only one run)"
+
+    def med(att: str) -> float:
+        return statistics.median(r["cpu_s_per_iteration"] for r in rows if r["attack"] == att)
+
+    cpu_ours, cpu_br = med("ours"), min(med(a) for a in attacks)
+    goals = [
+        goal("label accuracy in the attacks >= breaching's (every regime and B)", ">= breaching",
+             {"ours": lab_ours, "best breaching": lab_br, **({"incomplete": missing} if missing else {})},
+             all(a >= b for a, b in zip(lab_ours, lab_br)) and not missing),
+        *label_goals(figures, regimes),
+        goal(f"PSNR >= {which} + 1 dB at {N} iterations (every regime and B)", "delta >= +1 dB",
+             [round(d, 2) for d in deltas] + missing, all(d >= 1.0 for d in deltas) and not missing),
+        goal("CPU time per iteration no worse than breaching's (whole attacks timed as blocks one after another; "
+             "median over runs; inside this box's noise, see the paired goal)", f"<= {cpu_br:.4f} s",
+             round(cpu_ours, 4), cpu_ours <= cpu_br),
+    ]
+    paired = figures.get("paired_cpu_timing", {}).get("cells", [])
+    if paired:  # per cell against the faster breaching attack there (the larger ratio), median over cells
+        worst = [max(c[k]["ratio"] for k in attacks if k in c) for c in paired]
+        med_ratio = statistics.median(worst)
+        figures["paired_cpu_ratio_vs_faster_breaching"] = worst
+        goals.append(goal(f"CPU time per iteration no worse than the faster breaching attack's, interleaved "
+                          f"pairs of {timing_iterations}-iteration runs (median over regimes and B of the "
+                          f"per-cell ratio ours / faster breaching)", "<= 1.0", round(med_ratio, 3),
+                          med_ratio <= 1.0))
+    return goals
+
+
+def merge_cells(paths: list[Path], out: Path | None) -> Path:
+    """One result from image-comparison JSONs of cells run as separate processes (same iterations, data and
+    attacks; each cell once), goals recomputed; ``merged_from`` keeps each part's command, commit and device."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--merge: cannot read {path}: {e}") from None
+    figs = [q["figures"] for q in parts]
+    for key in ("data", "iterations", "snapshots_at", "breaching_attacks", "ours_config"):
+        vals = {json.dumps(f.get(key), sort_keys=True) for f in figs}
+        if len(vals) > 1:
+            raise SystemExit(f"--merge: the parts differ in {key!r}: {sorted(vals)}")
+    merged: dict[str, Any] = {k: figs[0].get(k) for k in ("data", "scale", "iterations", "snapshots_at",
+                                                          "breaching_attacks", "threat_model", "ours_config")}
+    merged["images"], merged["reference_psnr"], timing = [], [], []
+    seen: set[tuple[str, int, str]] = set()
+    for f in figs:
+        for r in f.get("images", []):
+            key = (r["regime"], r["B"], r["attack"])
+            if key in seen:
+                raise SystemExit(f"--merge: {key} appears in more than one part")
+            seen.add(key)
+            merged["images"].append(r)
+        merged["reference_psnr"] += f.get("reference_psnr", [])
+        timing += f.get("paired_cpu_timing", {}).get("cells", [])
+    merged["images"].sort(key=lambda r: (REGIMES.index(r["regime"]), r["B"]))
+    t_it = next((f["paired_cpu_timing"]["iterations_per_call"] for f in figs if "paired_cpu_timing" in f), 0)
+    if timing:
+        merged["paired_cpu_timing"] = {"iterations_per_call": t_it, "cells": timing}
+    merged["merged_from"] = [
+        {"file": str(pth), "command": q.get("command"), "device": q["figures"].get("device"),
+         "commit": q.get("environment", {}).get("commit"), "partial": q["figures"].get("partial", False),
+         "wall_seconds": q.get("wall_seconds")} for pth, q in zip(paths, parts)]
+    goals = image_goals(merged, REGIMES, merged["iterations"], t_it)
+    return write_result("gradinversion", merged, goals, device=figs[0].get("device") or "cpu", out=out)
+
+
 def _double(model: nn.Module) -> nn.Module:
     import copy
 
@@ -255,7 +352,8 @@ def _double(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------------
 def paired_cpu_ratio(cfg: Any, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int,
-                     iterations: int, pairs: int, device: str) -> dict[str, Any]:
+                     iterations: int, pairs: int, device: str,
+                     attacks: tuple[str, ...] = BREACHING_ATTACKS) -> dict[str, Any]:
     """Our attack's CPU time as a fraction of each breaching attack's, from short runs (``iterations`` each, set-up
     and label restoration included on both sides) timed in interleaved ABBA pairs, median per-pair ratio.
 
@@ -268,7 +366,7 @@ def paired_cpu_ratio(cfg: Any, model: nn.Module, mean: list[float], std: list[fl
         ours.run(model, g, num_images=B, mean=mean, std=std)
 
     out: dict[str, Any] = {}
-    for name in ("seethroughgradients", "invertinggradients"):
+    for name in attacks:
         _, reconstruct = breaching_attacker(name, model, mean, std, g, B, iterations, device)
         r = measure_ratio(reconstruct, run_ours, pairs=pairs, warmup=1, threads=None, device=device,
                           no_grad=False)
@@ -451,6 +549,14 @@ def main() -> None:
                    help="batches of the group-consistency study (0: skip it)")
     p.add_argument("--timing-pairs", type=int, default=None, help="interleaved timing pairs per cell (0: skip)")
     p.add_argument("--timing-iterations", type=int, default=None, help="iterations of each timed short run")
+    p.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES),
+                   help="regimes of the image comparison (default both); one cell per process: see --merge")
+    p.add_argument("--attacks", nargs="+", choices=BREACHING_ATTACKS, default=list(BREACHING_ATTACKS),
+                   help="breaching attacks of the image comparison (default both; the goals then compare with "
+                        "the better of those run, and the JSON says which)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="merge image-comparison JSONs of this script (cells run as parallel processes, e.g. one "
+                        "--regimes R --batch-sizes B each) into one --out with the goals recomputed")
     p.add_argument("--skip-labels", action="store_true")
     p.add_argument("--group-only", action="store_true",
                    help="only the group-consistency study (no label study, no image comparison)")
@@ -479,6 +585,9 @@ def main() -> None:
         p.error("--label-prune-ratio applies to --labels-on-tuning-pool only")
     torch.set_num_threads(1)
     logging.getLogger("breaching").setLevel(logging.WARNING)
+    if args.merge is not None:
+        merge_cells(args.merge, args.out)
+        return
     if args.tune is not None:
         names = list(CANDIDATES) if args.tune == ["all"] else args.tune
         tb = [tuple(int(v) for v in b.split(":")) for b in args.tune_batches.split(",")] if args.tune_batches else None
@@ -515,9 +624,11 @@ def main() -> None:
     models = {"trained": load_model("cifar10-resnet20", "default"),
               "calibrated": load_model("cifar10-resnet20", "none", calibrate_bn_images=sc["calib_images"], seed=0)}
     models = {k: (m.to(args.device), mu, sd) for k, (m, mu, sd) in models.items()}
+    image_regimes = [r for r in REGIMES if r in args.regimes]  # the label study and group study keep both
     if args.device != "cpu":
         xs, ys = xs.to(args.device), ys.to(args.device)
     figures: dict[str, Any] = {"data": args.data, "scale": args.scale, "iterations": N, "snapshots_at": snap_at,
+                               "breaching_attacks": list(args.attacks), "device": args.device,
                                "threat_model": PRESETS["cpu"].threat_model(),
                                "ours_config": dataclasses.asdict(dataclasses.replace(PRESETS["cpu"], iterations=N))}
     if not (args.skip_labels or args.group_only):
@@ -538,15 +649,19 @@ def main() -> None:
     references: list[dict[str, Any]] = []  # per cell: the PSNR of guesses that read no gradient
     paired_timing: list[dict[str, Any]] = []
     if not args.group_only:
-        for regime, (model, mean, std) in models.items():
+        figures.update(images=rows, reference_psnr=references)  # filled as attacks finish: see partial writes
+        for regime in image_regimes:
+            model, mean, std = models[regime]
             for bi, B in enumerate(sc["batch_sizes"]):
                 idx = pick_batch(ys, B, 2024 + B, unique=B <= 10)
                 x, y = xs[idx], ys[idx]
                 g = simulate_client(model, x, y, "eval")
                 runs: dict[str, dict[str, Any]] = {}
-                order = ["ours", "seethroughgradients", "invertinggradients"]
+                order = ["ours", *args.attacks]
                 if bi % 2:
                     order = order[::-1]  # alternate who runs first
+                x_cpu = x.cpu()
+                references.append({"regime": regime, "B": B, **reference_psnr(x_cpu, xs.cpu())})
                 for who in order:
                     if who == "ours":
                         # timed around the whole call (set-up, label restoration, fusion), as breaching's reconstruct()
@@ -557,9 +672,8 @@ def main() -> None:
                                      "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - t0}
                     else:
                         runs[who] = breaching_attack(who, model, mean, std, g, B, N, snap_at, args.device)
-                x, y = x.cpu(), y.cpu()
-                references.append({"regime": regime, "B": B, **reference_psnr(x, xs.cpu())})
-                for who, r in runs.items():
+                    r = runs[who]
+                    x, y = x_cpu, y.cpu()
                     curve = {it: image_metrics(im, x) for it, im in r["snapshots"].items()}
                     fin = image_metrics(r["images"], x)
                     row = {"regime": regime, "B": B, "attack": who, "psnr": fin["psnr"], "psnr_max": fin["psnr_max"],
@@ -571,22 +685,23 @@ def main() -> None:
                     print(f"{regime} B={B} {who:<20} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} "
                           f"labels {row['label_accuracy']:.2f} cpu/it {row['cpu_s_per_iteration']:.4f} "
                           f"wall/it {row['wall_s_per_iteration']:.4f} PSNR at {row['psnr_vs_iterations']}", flush=True)
+                    if args.out is not None:  # a long run killed later keeps every attack finished so far
+                        write_result("gradinversion", {**figures, "partial": True}, [], device=args.device,
+                                     out=args.out, started=started)
                 if sc["timing_pairs"]:
                     with torch.random.fork_rng():  # breaching draws its start from the global RNG: keep the attacks'
                         #                            stream as without the timing runs
                         timing = paired_cpu_ratio(cfg, model, mean, std, g, B, sc["timing_iterations"],
-                                                  sc["timing_pairs"], args.device)
+                                                  sc["timing_pairs"], args.device, tuple(args.attacks))
                     paired_timing.append({"regime": regime, "B": B, **timing})
                     print(f"{regime} B={B} paired CPU ratio ours / breaching: "
                           + ", ".join(f"{k} {v['ratio']:.3f} +- {v['spread']:.3f}" for k, v in timing.items()),
                           flush=True)
+                shown = ["ours", *(a for a in BREACHING_ATTACKS if a in runs)]
                 grid = [x] + [runs[w]["images"][torch.tensor(image_metrics(runs[w]["images"], x)["order"])]
-                              for w in ("ours", "seethroughgradients", "invertinggradients")]
+                              for w in shown]
                 save_grid(grid_dir / f"gradinversion-{regime}-b{B}.png", grid,
-                          ["original", "ours (GradInversion, cpu preset)", "breaching seethroughgradients",
-                           "breaching invertinggradients"])
-        figures["images"] = rows
-        figures["reference_psnr"] = references
+                          ["original", "ours (GradInversion, cpu preset)", *(f"breaching {w}" for w in shown[1:])])
         figures["paired_cpu_timing"] = {"iterations_per_call": sc["timing_iterations"], "pairs": sc["timing_pairs"],
                                         "cells": paired_timing}
 
@@ -626,40 +741,7 @@ def main() -> None:
     # ---- goals ----
     goals: list[dict[str, Any]] = []
     if rows:  # the image comparison ran (not --group-only)
-        def med(att: str, key: str) -> float:
-            return statistics.median(r[key] for r in rows if r["attack"] == att)
-
-        deltas = []
-        for regime in models:
-            for B in sc["batch_sizes"]:
-                sel = {r["attack"]: r for r in rows if r["regime"] == regime and r["B"] == B}
-                better = max(sel["seethroughgradients"]["psnr"], sel["invertinggradients"]["psnr"])
-                deltas.append(sel["ours"]["psnr"] - better)
-        lab_ours = [r["label_accuracy"] for r in rows if r["attack"] == "ours"]
-        lab_br = [max(r2["label_accuracy"] for r2 in rows if r2["attack"] != "ours" and r2["regime"] == r["regime"]
-                      and r2["B"] == r["B"]) for r in rows if r["attack"] == "ours"]
-        cpu_ours = med("ours", "cpu_s_per_iteration")
-        cpu_br = min(med("seethroughgradients", "cpu_s_per_iteration"),
-                     med("invertinggradients", "cpu_s_per_iteration"))
-        goals = [
-            goal("label accuracy in the attacks >= breaching's (every regime and B)", ">= breaching",
-                 {"ours": lab_ours, "best breaching": lab_br}, all(a >= b for a, b in zip(lab_ours, lab_br))),
-            *label_goals(figures, models),
-            goal(f"PSNR >= better breaching attack + 1 dB at {N} iterations (every regime and B)", "delta >= +1 dB",
-                 [round(d, 2) for d in deltas], all(d >= 1.0 for d in deltas)),
-            goal("CPU time per iteration no worse than breaching's (whole attacks timed as blocks one after another; "
-                 "median over runs; inside this box's noise, see the paired goal)", f"<= {cpu_br:.4f} s",
-                 round(cpu_ours, 4), cpu_ours <= cpu_br * 1.0),
-        ]
-        if paired_timing:  # per cell against the faster breaching attack there (the larger ratio), median over cells
-            worst = [max(c[k]["ratio"] for k in ("seethroughgradients", "invertinggradients")) for c in paired_timing]
-            med_ratio = statistics.median(worst)
-            figures["paired_cpu_ratio_vs_faster_breaching"] = worst
-            goals.append(goal(f"CPU time per iteration no worse than the faster breaching attack's, interleaved "
-                              f"pairs of {sc['timing_iterations']}-iteration runs (median over regimes and B of the "
-                              f"per-cell ratio ours / faster breaching)", "<= 1.0", round(med_ratio, 3),
-                              med_ratio <= 1.0))
-        figures["psnr_delta_vs_better_breaching"] = [round(d, 3) for d in deltas]
+        goals = image_goals(figures, models, N, sc["timing_iterations"])
     if sc["group_batches"] > 0:
         ctrl = group["control: plain mean of G independent runs"]["psnr"]
         gc = group["group consistency, registration translation"]["psnr"]
