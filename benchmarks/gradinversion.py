@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion                 # CPU default, about 25 min on one thread
     python -m benchmarks.gradinversion --scale gpu --device cuda          # paper-like budget (20k iterations, G = 4)
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion --labels-only   # label rules only (results/..._labels.json)
+    python -m benchmarks.gradinversion --regimes trained --batch-sizes 8 --skip-labels --group-batches 0 --out C.json
+    python -m benchmarks.gradinversion --merge C1.json C2.json ... --out ALL.json   # cells run as parallel processes
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion --tune NAME ... [--tune-client train-user] [--iterations N]
                                                         # score CANDIDATES on the tuning pool (never the benchmark's)
 
