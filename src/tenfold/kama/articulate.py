@@ -107,6 +107,22 @@ def _safe_kabsch(A: torch.Tensor, X: torch.Tensor, w: torch.Tensor) -> torch.Ten
     return kabsch(A, X, w)[0]
 
 
+def _flexion(u0: torch.Tensor, s0: torch.Tensor, h: torch.Tensor, u: torch.Tensor, s: torch.Tensor,
+             back: torch.Tensor) -> torch.Tensor:
+    """Hinge angle theta (B,) about the rest axis h (unit, _|_ u0) with u^.s^ = u0^.R_h(theta) s0^ (Rodrigues:
+    a cos(theta) - b sin(theta), a = u0^.s0^, b = s0^.(h x u0^)), the bend towards the flex side; ``back`` (B,) the
+    other root (a bend backwards). An angle the rest segments cannot make (a kinked limb stretched straight) is
+    clamped to the nearest one."""
+    un, sn = u0 / u0.norm(dim=-1, keepdim=True), s0 / s0.norm(dim=-1, keepdim=True)
+    a = (un * sn).sum(-1)
+    b = (sn * torch.linalg.cross(h, un, dim=-1)).sum(-1)
+    r = torch.sqrt(a * a + b * b).clamp_min(1e-12)
+    d = (u * s).sum(-1) / (u.norm(dim=-1) * s.norm(dim=-1)).clamp_min(1e-12)
+    delta = torch.acos((d / r).clamp(-1.0, 1.0))
+    psi = torch.atan2(b, a)  # the rest bend in the flexion plane
+    return torch.where(back, -delta, delta) - psi
+
+
 def _sel(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample choice: mask (B,) -> a where True else b (matrices or vectors)."""
     return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
@@ -316,7 +332,13 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         # near straight means a small bend, u . s > 0: sin(angle) < NEAR_STRAIGHT also holds for a knee folded past
         # 150 deg (a deep squat), where the hinge solution is exact and the rule flipped clean hips by 180 deg
         back = near & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
-        hinge = two_vector_align(a1, a2, u, torch.where(back[..., None], -n, n))
+        # flexion theta about the rest hinge axis h from the angle between the segments: u^.s^ = u0^.R_h(theta)s0^.
+        # A rest distal segment out of the flexion plane (a real SMPL forearm or shin is kinked a few degrees) made
+        # the old map h -> u x s twist the shoulder by up to 10 deg at zero keypoint residual; with R_h(theta) s0 the
+        # plane of (u0, R_h s0) goes onto that of (u, s), exact for any rest kink (equal to the old map without one)
+        theta = _flexion(u0, s0, h[:, li], u, s, back)
+        Rflex = axis_angle_to_matrix(h[:, li] * theta[:, None])
+        hinge = two_vector_align(a1, (Gp @ Rflex @ s0[..., None])[..., 0], u, s)
         straight_rot = swing
         if twist_ref is not None:  # keep the reference hinge axis (the previous frame's), where it is not along u
             ref = twist_ref[:, li].to(dt)
@@ -330,8 +352,11 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         degenerate[:, li] = straight & both
         G[prox] = Rm @ Gp
         place(mid)
-        a = (G[prox] @ s0[..., None])[..., 0]
-        G[mid] = _sel(seen[:, kd] & seen[:, km], swing_rotation(a, X[:, kd] - p[mid]) @ G[prox], G[prox])
+        # the middle joint flexes by R_h(theta) where the hinge solution was taken (then the swing is a no-op on
+        # consistent keypoints, and takes up noise); a straight or partly seen limb keeps the swing alone
+        Gm = G[prox] @ _sel(both & ~straight, Rflex, eye)
+        a = (Gm @ s0[..., None])[..., 0]
+        G[mid] = _sel(both, swing_rotation(a, X[:, kd] - p[mid]) @ Gm, G[prox])
         place(dist)
 
     # --- step 5: ankles by Kabsch of {ankle, heel, big toe, small toe}; head of {nose, eyes, ears} -------
