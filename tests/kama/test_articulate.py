@@ -466,3 +466,37 @@ def test_a_kinked_rest_forearm_and_shin_still_give_the_exact_twist(flex_deg):
         err = matrix_to_axis_angle(out["rot"][:, j].transpose(-1, -2) @ axis_angle_to_matrix(pose[:, j]))
         assert float(err.norm()) < 1e-6, j
     assert (out["vertices"] - m(pose, b)["vertices"]).norm(dim=-1).max() < 1e-8
+
+
+def test_a_limb_folded_back_on_itself_keeps_its_twist(rigid64):
+    """An elbow folded to 172 deg passed the straight test (|u x s| small) and got the swing alone, losing a 60 deg
+    upper-arm twist; the hinge plane is still defined there, so the fit is exact."""
+    import math
+
+    from tenfold.core.geometry import axis_angle_to_matrix
+
+    b = torch.zeros(1, 10, dtype=torch.float64)
+    h = hinge_axes(rigid64.rest_joints(b))[0]
+    Jr = rigid64.rest_joints(b)[0]
+    u0 = (Jr[18] - Jr[16]) / (Jr[18] - Jr[16]).norm()
+    pose = torch.zeros(1, 24, 3, dtype=torch.float64)
+    pose[0, 16] = u0 * math.radians(60.0)          # the upper arm turned about itself
+    pose[0, 18] = h[2] * math.radians(172.0)       # the elbow folded almost flat
+    out = fit(rigid64, regress_keypoints(rigid64, pose, b, torch.zeros(1, 3, dtype=torch.float64)), betas=b)
+    assert not bool(out["degenerate"][0, 2])
+    for j in (16, 18):
+        err = matrix_to_axis_angle(out["rot"][:, j].transpose(-1, -2) @ axis_angle_to_matrix(pose[:, j]))
+        assert float(err.norm()) < 1e-6, j
+
+
+def test_shape_settings_are_checked(model32):
+    """shape_damping 0 raised a raw LinAlgError (three shape directions are blind to bone lengths), a negative one
+    was taken silently."""
+    from tenfold.kama.config import Config
+
+    X = regress_keypoints(model32, torch.zeros(1, 24, 3), torch.zeros(1, 10), torch.zeros(1, 3))
+    for kw in (dict(shape_damping=0.0), dict(shape_damping=-1e-4), dict(shape_iters=-1), dict(shape_rounds=-1)):
+        with pytest.raises(ConfigError):
+            fit(model32, X, **kw)
+        with pytest.raises(ConfigError):
+            Config(**kw)

@@ -311,7 +311,9 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         us = u.norm(dim=-1) * s.norm(dim=-1)
         # <=: a distal point on the middle one (s = 0) is a straight limb too (0 < 0 failed, and the rank-1
         # "hinge" frame returned matrices that were not rotations)
-        straight = n.norm(dim=-1) <= STRAIGHT * us
+        # a limb folded back on itself (u . s < 0, a 170 deg elbow) is not straight: the hinge plane is still
+        # defined, and swing only lost the whole upper-arm twist there; exactly antiparallel stays degenerate
+        straight = (n.norm(dim=-1) <= STRAIGHT * us) & (((u * s).sum(-1) >= 0) | (n.norm(dim=-1) <= 1e-6 * us))
         swing = swing_rotation(a1, u)
         # a nearly straight leg bent slightly backwards (noise, or hyperextension) flips u x s, and the hinge
         # solution then twisted the whole leg by 180 deg at the hip: below NEAR_STRAIGHT keep the hinge axis on
@@ -530,6 +532,9 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     ``sequential``: the batch is a video, frame after frame; a straight limb keeps the previous frame's twist
     (spec step 4) instead of taking the swing only."""
     X, c = check_keypoints(keypoints, confidence)
+    if not (shape_damping > 0) or shape_iters < 0 or shape_rounds < 0 or refine_iters < 0:
+        raise ConfigError(f"shape_damping must be > 0 and shape_iters, shape_rounds, refine_iters >= 0, got "
+                          f"{shape_damping}, {shape_iters}, {shape_rounds}, {refine_iters}")
     with torch.no_grad():
         kw = dict(shape_rounds=shape_rounds, shape_iters=shape_iters, shape_damping=shape_damping)
         out = articulate(model, X, c, betas=betas, **kw)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+
+from tenfold.core.io import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,15 @@ class Config:
     betas_std: float = 0.5           # prior std of beta, chosen on validation bodies [O]
     demo_bodies: int = 8             # synthetic bodies in the demo and `synth`
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        # shape_damping 0 left the three shape directions bone lengths cannot see singular (a raw LinAlgError), and
+        # a negative one was taken without a word
+        if not (math.isfinite(self.shape_damping) and self.shape_damping > 0):
+            raise ConfigError(f"shape_damping must be > 0 (metres^2), got {self.shape_damping}")
+        for name in ("shape_iters", "shape_rounds", "refine_iters", "demo_bodies"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 PRESETS: dict[str, Config] = {
