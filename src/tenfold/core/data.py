@@ -691,9 +691,10 @@ class Motion:
                 rot[:, k] = Rotation.from_euler(axes, self.motion[:, cols], degrees=True).as_matrix()
         return rot, trans
 
-    def positions(self) -> np.ndarray:
-        """World joint positions (F, J, 3) by forward kinematics: ``p_j = p_parent + R_parent @ t_j``,
-        ``R_j = R_parent @ R_local_j``; roots start at their offset plus their position channels."""
+    def world_transforms(self) -> tuple[np.ndarray, np.ndarray]:
+        """World joint rotations (F, J, 3, 3) and positions (F, J, 3) by forward kinematics:
+        ``p_j = p_parent + R_parent @ t_j``, ``R_j = R_parent @ R_local_j``; roots start at their offset plus
+        their position channels."""
         rot, trans = self.local_transforms()
         world_r = np.empty_like(rot)
         world_p = np.empty_like(trans)
@@ -703,7 +704,11 @@ class Motion:
             else:
                 world_r[:, j] = world_r[:, par] @ rot[:, j]
                 world_p[:, j] = world_p[:, par] + np.einsum("fab,fb->fa", world_r[:, par], trans[:, j])
-        return world_p
+        return world_r, world_p
+
+    def positions(self) -> np.ndarray:
+        """World joint positions (F, J, 3): see :meth:`world_transforms`."""
+        return self.world_transforms()[1]
 
 
 _CHANNEL_NAMES = {f"{a}{k}" for a in "XYZ" for k in ("position", "rotation")}

@@ -15,11 +15,14 @@ from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
 __all__ = ["CMU_MAP", "bvh_keypoints"]
 
 #: keypoint name -> BVH joint name (CMU naming; ``_End`` = end site). Nose, eyes, ears, heels and small
-#: toes have no counterpart: confidence 0.
+#: toes have no counterpart: confidence 0. So has the neck: CMU's "Neck" joint sits on the shoulder line (1.3 cm
+#: above it in subject 131, against SMPL's neck joint well above) and turns with CMU's lowerneck; as the neck
+#: keypoint it made the three-point spine fit read neck bending as upper-spine bending (joint 9 was 27 deg off the
+#: BVH's Chest2 on average over the walk; see the kama README). Without it the shoulders and the torso fix the spine.
 CMU_MAP: dict[str, str] = {
     "pelvis": "Hips", "left_hip": "LeftHip", "right_hip": "RightHip", "torso": "Chest",
     "left_knee": "LeftKnee", "right_knee": "RightKnee", "left_ankle": "LeftAnkle", "right_ankle": "RightAnkle",
-    "left_big_toe": "LeftToe_End", "right_big_toe": "RightToe_End", "neck": "Neck",
+    "left_big_toe": "LeftToe_End", "right_big_toe": "RightToe_End",
     "left_shoulder": "LeftShoulder", "right_shoulder": "RightShoulder", "left_elbow": "LeftElbow",
     "right_elbow": "RightElbow", "left_wrist": "LeftWrist", "right_wrist": "RightWrist",
 }

@@ -251,7 +251,7 @@ def demo(run_dir: Path) -> Section:
     return Section("kama: analytic body-mesh articulation from 3D keypoints",
                    "SYNTHETIC procedural SMPL-layout body (seeded; not SMPL) at 10 mm keypoint noise: MPJPE of "
                    "the 24 joints for the analytic fit and with 5 LM refinement steps; then the first 30 frames "
-                   "(30 fps) of the real CMU walk (subject 131) from its 17 keypoints.", metrics, figs)
+                   "(30 fps) of the real CMU walk (subject 131) from its 16 mapped keypoints.", metrics, figs)
 
 
 def smoke_options(verb: str, earlier_run_dirs: dict[str, Path]) -> dict[str, Any]:
