@@ -1,0 +1,74 @@
+"""The GradInversion benchmark's goal logic (benchmarks/gradinversion.py): deltas against the better breaching
+attack per cell, cut-short cells named and failing, CPU goals only for CPU runs, and --merge of cells run as
+separate processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.gradinversion import image_goals, merge_cells
+
+
+def _row(regime, B, attack, psnr, seeds=(), labels=1.0, cpu=0.05):
+    return {"regime": regime, "B": B, "attack": attack, "psnr": psnr, "label_accuracy": labels,
+            "cpu_s_per_iteration": cpu, "psnr_per_seed": list(seeds)}
+
+
+def _figures(rows, device="cpu", attacks=("seethroughgradients", "invertinggradients")):
+    return {"images": rows, "breaching_attacks": list(attacks), "device": device, "data": "x", "iterations": 8,
+            "snapshots_at": [2, 4, 8], "ours_config": {}, "seeds": 2}
+
+
+def _goal(goals, start):
+    return next(g for g in goals if g["name"].startswith(start))
+
+
+def test_delta_is_against_the_better_attack_with_its_paired_se():
+    rows = [_row("trained", 1, "ours", 15.0, (15.2, 14.8)), _row("trained", 1, "seethroughgradients", 10.0, (10, 10)),
+            _row("trained", 1, "invertinggradients", 13.5, (13.5, 13.5))]
+    f = _figures(rows)
+    goals = image_goals(f, ("trained",), 8, 4)
+    assert f["psnr_delta_vs_better_breaching"] == [1.5]
+    assert f["psnr_delta_se"] == [pytest.approx(0.2)]  # stdev(1.7, 1.3) / sqrt(2)
+    assert _goal(goals, "PSNR")["holds"]
+    rows[2]["psnr"] = 14.5  # the better attack moves: delta 0.5 fails
+    assert not _goal(image_goals(_figures(rows), ("trained",), 8, 4), "PSNR")["holds"]
+
+
+def test_a_cut_short_cell_is_named_and_fails():
+    rows = [_row("trained", 1, "ours", 20.0), _row("trained", 1, "seethroughgradients", 10.0),
+            _row("trained", 1, "invertinggradients", 10.0), _row("calibrated", 4, "ours", 20.0)]
+    f = _figures(rows)
+    goals = image_goals(f, ("trained", "calibrated"), 8, 4)
+    assert f["cells_incomplete"] and "calibrated B=4" in f["cells_incomplete"][0]
+    assert not _goal(goals, "PSNR")["holds"] and not _goal(goals, "label accuracy")["holds"]
+
+
+def test_cpu_goals_only_for_cpu_runs():
+    rows = [_row("trained", 1, "ours", 15.0), _row("trained", 1, "invertinggradients", 13.0)]
+    on_cpu = image_goals(_figures(rows, attacks=("invertinggradients",)), ("trained",), 8, 4)
+    on_gpu = image_goals(_figures(rows, "cuda", ("invertinggradients",)), ("trained",), 8, 4)
+    assert any(g["name"].startswith("CPU time") for g in on_cpu)
+    assert not any(g["name"].startswith("CPU time") for g in on_gpu)
+
+
+def test_merge_joins_cells_and_refuses_overlaps_and_mismatches(tmp_path):
+    a = [_row("trained", 1, "ours", 15.0), _row("trained", 1, "invertinggradients", 13.0)]
+    b = [_row("calibrated", 8, "ours", 14.0), _row("calibrated", 8, "invertinggradients", 14.5)]
+    paths = []
+    for name, rows in (("a", a), ("b", b)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"command": name, "figures": _figures(rows, attacks=("invertinggradients",))}))
+    out = merge_cells(paths, tmp_path / "m.json")
+    merged = json.loads(out.read_text())
+    assert merged["figures"]["psnr_delta_vs_better_breaching"] == [2.0, -0.5]
+    assert [m["command"] for m in merged["figures"]["merged_from"]] == ["a", "b"]
+    with pytest.raises(SystemExit, match="more than one part"):
+        merge_cells([paths[0], paths[0]], tmp_path / "m2.json")
+    other = json.loads(paths[1].read_text())
+    other["figures"]["iterations"] = 16
+    paths[1].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="iterations"):
+        merge_cells(paths, tmp_path / "m3.json")
