@@ -41,9 +41,10 @@ from torch.utils.data import TensorDataset
 
 from benchmarks.common import goal, parser, write_result
 from tenfold.core.engine import EMA, fit, unwrap
+from tenfold.core.metrics import frechet_distance, gaussian_stats
 from tenfold.lsgm import PRESETS
 from tenfold.lsgm.data import load_split
-from tenfold.lsgm.fd import accuracy, fd, feature_cnn
+from tenfold.lsgm.fd import accuracy, fd, feature_cnn, features
 from tenfold.lsgm.nets import MixedScore, SpectralReg, UNet
 from tenfold.lsgm.objective import ce_constant, cross_entropy_dsm, diffuse
 from tenfold.lsgm.ode import ode_nll, ode_sample, timed
@@ -135,9 +136,26 @@ def data_dsm_nll(model: DataSGM, x: torch.Tensor, sde: VPSDE, time_eps: float, d
     and t draws."""
     torch.manual_seed(123)
     m = unwrap(model)
+    was = m.training
+    m.eval()  # the lr sweep scored its models with dropout on (fit leaves them in train mode)
     scheme = "ll_iw" if key == "nll" else m.scheme
     vals = [m(dequantise(x), sde=sde, time_eps=time_eps, scheme=scheme)[key] for _ in range(draws)]
+    m.train(was)
     return float(torch.stack(vals).mean())
+
+
+def fd_diff_se(net: nn.Module, a: torch.Tensor, b: torch.Tensor, real: torch.Tensor, reps: int = 100) -> float:
+    """Bootstrap standard error of FD(a, real) - FD(b, real): the three sets resampled with replacement (the real
+    one shared by both terms). One 500-sample FD moves by several units with its draw, so a difference of 0.03
+    (MNIST, session 12) is a tie, not a win."""
+    fa, fb, fr = features(net, a).double(), features(net, b).double(), features(net, real).double()
+    g = torch.Generator().manual_seed(0)
+    diffs = []
+    for _ in range(reps):
+        ia, ib, ir = (torch.randint(len(f), (len(f),), generator=g) for f in (fa, fb, fr))
+        sr = gaussian_stats(fr[ir])
+        diffs.append(frechet_distance(*gaussian_stats(fa[ia]), *sr) - frechet_distance(*gaussian_stats(fb[ib]), *sr))
+    return float(torch.tensor(diffs).std())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,17 +223,20 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
 
     # ---- stage 1, shared: the N(0, I) VAE for half the budget; every VAE-based contender continues from it ------
     cfg1 = dataclasses.replace(base, **size, stage1_steps=s1, stage2_steps=0)
-    train_stages(cfg1, work / "stage1-only", split)
+    s1_cpu = train_stages(cfg1, work / "stage1-only", split)["stage1_cpu_seconds"]  # every VAE contender's share
     contenders = {"vae": dict(prior="normal"), "lsgm": dict(), "lsgm_two_stage": dict(end_to_end=False)}
     models: dict[str, Any] = {}
+    draws: dict[str, torch.Tensor] = {}
     for who, over in contenders.items():
         d = work / who
         shutil.copytree(work / "stage1-only" / "stage1", d / "stage1")
         tr = train_stages(dataclasses.replace(cfg1, stage2_steps=s2, **over), d, split, resume=True)
         models[who] = m = load_model(d)
         g = generate(m, n_fd, tol=a.tol, batch=n_fd)
+        draws[who] = g["draw"]
         f = {"fd_mean": fd(fdnet, g["mean"], real), "fd_draw": fd(fdnet, g["draw"], real),
-             "train_cpu_seconds": tr["stage1_cpu_seconds"] + tr.get("stage2_cpu_seconds", 0.0),
+             # the resumed stage 1 costs ~0 here: the shared stage 1's CPU is added (it was left out before)
+             "train_cpu_seconds": s1_cpu + tr["stage1_cpu_seconds"] + tr.get("stage2_cpu_seconds", 0.0),
              "params": n_params(m.vae) + (n_params(m.score) if m.score is not None else 0)}
         if m.score is None:
             r = nelbo(m, x_nll, ode=False)["vae"]
@@ -231,6 +252,10 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
                       "mix_alpha_mean": float(m.score.alpha().detach().mean()),
                       "mix_alpha_per_channel": [round(float(v), 4) for v in m.score.alpha().detach()]})
             f["per_image"] = r["ode"]
+            # the likelihood solve's NFE like the data-space models' (one batch of the same first images): an
+            # adaptive solve's NFE grows with its batch, and the figure above is a mean over batches of 250
+            f["nfe_nll_data_space_batch"] = nelbo(m, x_nll[: a.data_nll_images], ode=True, tol=a.nll_tol,
+                                                  batch=a.data_nll_images)["nfe"]
         fig[who] = f
         print(who, {k: v for k, v in f.items() if k != "per_image"}, flush=True)
     v_img = fig["vae"].pop("per_image")
@@ -265,6 +290,7 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
         y1 = torch.randn(n_fd, 1, 28, 28, generator=g2)
         yd, nfe_d = ode_sample(d_eps, sde, y1, ode_eps=1e-5, tol=a.tol)
         xd = (yd > 0).float()  # the dequantisation bin the sample falls in
+        draws[who] = xd
         fig[who] = {"training_weighting": scheme, "channels": ch, "ch_mult": list(DATA_MULT), "params": n_params(dm),
                     "lr_sweep_val_objective": {f"{k:g}": v for k, v in sorted(sweep.items())},
                     "lr": best, "lr_swept_on": swept_on, "sweep_steps": a.sweep_steps,
@@ -280,13 +306,20 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
     gen = torch.Generator().manual_seed(1)
     samplers = {"lsgm": (lsgm.eps_fn, lsgm.sde, lsgm.vae.latent_shape),
                 **{who: (fn, sde, (1, 28, 28)) for who, fn in eps_fns.items()}}
+    finish = {"lsgm": lsgm.vae.decode}  # LSGM's sample is a latent: its decoder is part of the cost
     times: dict[str, list[float]] = {who: [] for who in samplers}
     nfes: dict[str, list[int]] = {who: [] for who in samplers}
     for rep in range(a.repeats + 1):  # the first round is the warm-up
         for who, (fn, sde_w, shape) in samplers.items():
             z1 = torch.randn(nb, *shape, generator=gen)
-            _, nfe, _, cpu = timed(lambda z1=z1, fn=fn, sde_w=sde_w: ode_sample(fn, sde_w, z1, ode_eps=1e-5,
-                                                                                tol=a.tol))
+            post = finish.get(who)
+
+            def solve(z1=z1, fn=fn, sde_w=sde_w, post=post):
+                z, nfe = ode_sample(fn, sde_w, z1, ode_eps=1e-5, tol=a.tol)
+                with torch.no_grad():
+                    return (post(z) if post is not None else z), nfe
+
+            _, nfe, _, cpu = timed(solve)
             if rep:
                 times[who].append(cpu)
                 nfes[who].append(nfe)
@@ -327,6 +360,8 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
 
     # ---- goals (LSGM = end-to-end, the paper's model; the two-stage variant reported beside it) ------------
     V = fig["vae"]
+    for who in eps_fns:  # how far apart two 500-sample FDs can fall by chance
+        fig[who]["fd_draw_diff_se"] = fd_diff_se(fdnet, draws["lsgm"], draws[who], real)
     goals = []
     for who, label in (("lsgm", "LSGM"), ("lsgm_two_stage", "LSGM two-stage")):
         L = fig[who]
@@ -354,8 +389,9 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
             goal(f"{name}: {tag} NFE / LSGM NFE at tol 1e-5, the official solver's rtol = atol "
                  f"(median of {a.nfe_batches} {a.nfe_samples}-sample batches)", ">= 3", round(nfe5_ratio, 2),
                  nfe5_ratio >= 3),
-            goal(f"{name}: LSGM FD (decoder draws) <= {tag} FD (binarised samples)", f"<= {Dd['fd_draw']:.2f}",
-                 round(L["fd_draw"], 2), L["fd_draw"] <= Dd["fd_draw"]),
+            goal(f"{name}: LSGM FD (decoder draws) <= {tag} FD (binarised samples; the difference's bootstrap SE "
+                 f"is {Dd['fd_draw_diff_se']:.2f})", f"<= {Dd['fd_draw']:.2f}", round(L["fd_draw"], 2),
+                 L["fd_draw"] <= Dd["fd_draw"]),
         ]
     goals.append(goal(f"{name}: CE per-sample std, uniform t / importance-sampled t", ">= 10", round(std_ratio, 1),
                       std_ratio >= 10))

@@ -41,10 +41,13 @@ def _cache_dir() -> Path | None:
     return Path(v).expanduser() if v else Path.home() / ".cache" / "tenfold"
 
 
-def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: int = 3, seed: int = 0
-                ) -> FeatureCNN:
+def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: int = 3, seed: int = 0,
+                min_steps: int = 350) -> FeatureCNN:
     """Train (or load from the cache) the FD classifier on grey-level ``train`` images; half of each batch
-    is binarised so its features also mean something on binary samples."""
+    is binarised so its features also mean something on binary samples. At least ``min_steps`` optimizer steps
+    (more epochs on a small set): 3 epochs of OMNIGLOT's 2,040 images were 93 steps and left the net at 11 %
+    held-out accuracy, its features barely telling characters apart; 350 is what 3 epochs of MNIST's 7,500 take."""
+    epochs = max(epochs, -(-min_steps // max(1, len(train) // 64)))
     h = hashlib.sha1(f"{key}|{tuple(train.shape)}|{float(train.sum()):.3f}|{epochs}|{seed}".encode()).hexdigest()[:12]
     cache = _cache_dir()
     path = cache / "lsgm" / f"fdcnn-{h}" if cache else None
