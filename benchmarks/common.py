@@ -30,6 +30,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+# the code a benchmark runs is the tree at its start: read then (a long run's JSON recorded the commit at write time,
+# after later commits, so the figures of session 15's GradInversion run were filed under a commit they did not run)
+COMMIT_AT_START = git_commit()
+
+
 def goal(name: str, target: str, measured: Any, holds: bool) -> dict[str, Any]:
     """One goal of the method's issue, with the measured figure and whether it holds."""
     return {"name": name, "target": target, "measured": measured, "holds": bool(holds)}
@@ -48,7 +53,9 @@ def write_result(name: str, figures: dict[str, Any], goals: list[dict[str, Any]]
                  out: Path | None = None, started: float | None = None) -> Path:
     """Write ``benchmarks/results/<name>.json`` with command, environment, figures and goals."""
     env = environment(device)
-    env.update({"commit": git_commit(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    env.update({"commit": COMMIT_AT_START, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    if (now := git_commit()) != COMMIT_AT_START:
+        env["commit_at_write"] = now
     payload = {"command": "python -m benchmarks." + name + " " + shlex.join(sys.argv[1:]),
                "environment": env, "figures": figures, "goals": goals}
     if started is not None:
