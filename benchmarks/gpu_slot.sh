@@ -100,7 +100,7 @@ part_gi_cells() {
       # shellcheck disable=SC2086
       timeout $GI_CELL_LIMIT python3 -m benchmarks.gradinversion --device $DEV --iterations $GI_CELL_IT \
         --regimes $regime --batch-sizes $B --attacks invertinggradients --skip-labels --group-batches 0 \
-        --timing-pairs 0 --out "$RUNS/gi_cells/$regime-b$B.json" > "$RUNS/gi_cell_$regime-b$B.log" 2>&1 &
+        --timing-pairs 0 --seeds "${GI_CELL_SEEDS:-1}" --out "$RUNS/gi_cells/$regime-b$B.json" > "$RUNS/gi_cell_$regime-b$B.log" 2>&1 &
       parts+=("$RUNS/gi_cells/$regime-b$B.json")
     done
   done
