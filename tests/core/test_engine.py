@@ -290,6 +290,29 @@ def test_resume_survives_a_log_line_cut_short(tmp_path: Path) -> None:
         run(tmp_path / "b", TOTAL + 4, resume=True, ckpt_every=5)
 
 
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path: Path) -> None:
+    """An unreadable newest checkpoint stopped the resume with the previous good one unused (lost work). It is
+    skipped with a warning naming it, and the run ends with the bits of one never stopped; another method's
+    checkpoint is still an error, never skipped."""
+    from tenfold.core.io import CheckpointError, TenfoldWarning
+
+    with pytest.raises(Killed):
+        run(tmp_path / "b", TOTAL, kill_at=17, ckpt_every=5, keep=3)
+    ck = Checkpointer(tmp_path / "b", method="engine")
+    assert ck.steps() == [5, 10, 15]
+    ck.path_for(15).with_suffix(".safetensors").write_bytes(b"")  # the newest one's tensors lost
+    with pytest.warns(TenfoldWarning, match="step-00000015"):
+        model_b, out_b = run(tmp_path / "b", TOTAL, resume=True, ckpt_every=5, keep=3)
+    assert out_b["resumed_from"] == 10
+    model_a, out_a = run(tmp_path / "a", TOTAL)
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert [r["loss"] for r in log_rows(tmp_path / "b")] == [r["loss"] for r in log_rows(tmp_path / "a")]
+    with pytest.raises(CheckpointError, match="not a 'other' one"):
+        fit(mlp(), lambda m, b: {"loss": m(b[0]).mean()}, Regression(), run_dir=tmp_path / "b", steps=TOTAL + 5,
+            batch_size=8, optimizer=lambda m: torch.optim.AdamW(m.parameters()), resume=True, method="other",
+            progress=False, tensorboard=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # (3) NaN loss: a one-line error naming the step; the last good checkpoint is intact
 # ---------------------------------------------------------------------------------------------

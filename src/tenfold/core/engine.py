@@ -416,6 +416,22 @@ def _step_of(path: str | os.PathLike) -> int:
         return -1
 
 
+def _load_newest_readable(ckpt: Checkpointer) -> tuple[dict[str, Any], Path]:
+    """Load the newest checkpoint of ``ckpt`` that reads; a corrupt newer one is skipped with a warning that names
+    it (it is overwritten when the run passes its step again). Another method's checkpoint or one of another
+    format is never skipped: those are errors."""
+    steps = ckpt.steps()
+    for i, step in enumerate(reversed(steps)):
+        base = ckpt.path_for(step)
+        try:
+            return ckpt.load(base)[0], base
+        except CheckpointError as e:
+            if i == len(steps) - 1 or not str(e).startswith(("corrupt checkpoint", "incomplete checkpoint")):
+                raise
+            warnings.warn(f"{e}; resuming from the checkpoint before it", TenfoldWarning, stacklevel=3)
+    raise CheckpointError(f"no checkpoint in {ckpt.dir}")
+
+
 class Checkpointer:
     """Periodic, atomic checkpoints in ``run_dir/checkpoints``.
 
@@ -780,7 +796,11 @@ def fit(
             raise TrainingError(f"{ckpt.dir} already holds checkpoints; pass resume=True to continue, or "
                                 "use a new run directory (tenfold.core.io.new_run_dir)")
         if src is not None:
-            state, _ = ckpt.load(src)
+            if resume is True:  # the newest readable checkpoint: a corrupt newest one (a disk filled or a kill
+                # beyond the atomic write) used to stop the resume, with the previous good one left unused
+                state, src = _load_newest_readable(ckpt)
+            else:
+                state, _ = ckpt.load(src)
             data = state["data"]
             if data["batch_size"] != batch_size or data["dataset_len"] != n_data:
                 raise CheckpointError(
