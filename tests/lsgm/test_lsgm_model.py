@@ -496,3 +496,29 @@ def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path,
     train_stages(dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=1), tmp_path / "run", split)
     assert len(seen) == 1 and seen[0].shape == split.train[:2000].shape
     assert bool(((seen[0] == 0) | (seen[0] == 1)).all())
+
+
+def test_session15_bad_inputs_are_one_line_errors(tmp_path):
+    """Found by the session-15 CLI audit: a NaN inactive_kl pinned every latent channel and the run went on (any
+    non-finite float is refused now), pad=-1 failed deep in the loss; a model with NaN weights was sampled (a
+    Bernoulli error) and evaluated (null NELBOs, exit 0); a training checkpoint passed as the model gave KeyError
+    'channels'; train --resume on a run with no checkpoint started over without a word."""
+    from tenfold.core.io import save_checkpoint
+    from tenfold.lsgm.train import train
+
+    for kw, msg in (({"inactive_kl": float("nan")}, "inactive_kl"), ({"mix_logit_init": float("inf")}, "mix_logit"),
+                    ({"pad": -1}, "pad")):
+        with pytest.raises(ConfigError, match=msg):
+            Config(**kw)
+    split = load_split("digits", 0, image_size=8)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=2, ckpt_every=2, log_every=1)
+    train_stages(cfg, tmp_path / "run", split)
+    with pytest.raises(CheckpointError, match="training checkpoint, not a trained model"):
+        load_model(tmp_path / "run" / "stage2" / "checkpoints" / "last")
+    state, header = __import__("tenfold.core.io", fromlist=["x"]).load_checkpoint(tmp_path / "run" / "model")
+    state["vae"][next(iter(state["vae"]))].fill_(float("nan"))
+    save_checkpoint(tmp_path / "bad" / "model", state, method=header["method"], config=header.get("config"))
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_model(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(cfg, tmp_path / "empty", resume=True)

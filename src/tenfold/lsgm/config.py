@@ -121,6 +121,16 @@ class Config:
             raise ConfigError(f"score_mult must be one or more multipliers >= 1, got {self.score_mult}")
         if not (self.dropout < 1 and self.ema < 1):
             raise ConfigError(f"dropout and ema must be < 1, got {self.dropout} and {self.ema}")
+        # any other float: a NaN one went through (inactive_kl=nan pinned every latent channel, the score prior then
+        # learnt nothing, and the run reported active_channels 0 without a word)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be a finite number, got {v}")
+        if self.pad < 0:  # -1 failed later with a loss-shape ValueError
+            raise ConfigError(f"pad must be >= 0, got {self.pad}")
+        if self.inactive_kl < 0:
+            raise ConfigError(f"inactive_kl must be >= 0, got {self.inactive_kl}")
 
 
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500

@@ -266,6 +266,14 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
     if p.is_dir():
         p = p / "model"
     state, header = load_checkpoint(p, method=METHOD)
+    if "channels" not in state or "vae" not in state:  # a training checkpoint (stage*/checkpoints/...) is no model
+        raise CheckpointError(f"{p} is a training checkpoint, not a trained model: pass the run directory (its "
+                              "model.* is written when training ends; resume an unfinished run with train --resume)")
+    bad = [k for k, v in {**state["vae"], **state.get("score", {})}.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # sample failed in a Bernoulli draw and evaluate wrote null NELBOs with exit 0
+        raise CheckpointError(f"{p}: {len(bad)} weight tensor(s) hold NaN/Inf (first: {bad[0]}); the model diverged "
+                              "or the file was damaged")
     if cfg is None:
         saved = header.get("config") or {}
         try:
@@ -378,6 +386,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     Args:
         resume: continue from the run's last checkpoint, exactly (the CLI's ``--resume --out RUN``).
     """
+    if resume and not any(any((Path(run_dir) / st / "checkpoints").glob("step-*.json")) for st in ("stage1", "stage2")):
+        # it started over from step 0 without a word (prune and attack say so too)
+        raise CheckpointError(f"nothing to resume: no training checkpoint in {run_dir}/stage1 or stage2")
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,
                        num_levels=cfg.num_levels)
     _device(cfg)
