@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,7 @@ from tenfold.nvit.losses import nvit_loss, random_crop_flip
 from tenfold.nvit.model import (
     GatedViT,
     build_dense,
+    check_finite_weights,
     export_onnx,
     from_timm,
     load_dense,
@@ -69,15 +71,8 @@ def _ints(s: str, name: str) -> list[int]:
 
 
 def build(cfg: Config) -> dict[str, Any]:
-    """Plain arguments of the prune step, the LUT grid and the loss from ``cfg``."""
-    if cfg.eta_mode not in ("raw", "relative"):
-        raise ConfigError(f"eta_mode must be 'raw' or 'relative', got '{cfg.eta_mode}'")
-    if not 0 < cfg.latency_target <= 1:
-        raise ConfigError(f"latency_target must be in (0, 1], got {cfg.latency_target}")
-    for name in ("interval", "prune_per_iter", "group_norm", "group_emb", "group_head", "group_qk", "group_v",
-                 "group_mlp"):
-        if getattr(cfg, name) < 1:  # e.g. interval -1 would prune on every iteration, silently
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    """Plain arguments of the prune step, the LUT grid and the loss from ``cfg`` (whose values
+    :meth:`Config.__post_init__` has checked)."""
     return {
         "group_size": {"emb": cfg.group_emb, "head": cfg.group_head, "qk": cfg.group_qk, "v": cfg.group_v,
                        "mlp": cfg.group_mlp},
@@ -100,6 +95,7 @@ def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTran
                                 mlp_ratio=cfg.mlp_ratio)
         if weights:
             load_weights(vit, weights, name="tenfold ViT")
+            check_finite_weights(vit, str(weights))
         return vit
     if model.startswith("timm:"):
         import timm
@@ -110,6 +106,7 @@ def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTran
             raise ConfigError(f"timm cannot build '{model[5:]}': {str(e).splitlines()[0]}") from None
         if weights:
             net.load_state_dict(load_state_dict_file(weights), strict=True)
+            check_finite_weights(net, str(weights))
         return from_timm(net)
     p = Path(model)
     if p.is_dir():
@@ -172,15 +169,24 @@ def load_lut(path: str) -> LatencyModel:
         raise DataError(f"malformed NViT LUT {p}: no 'block' table (write one with `tenfold nvit lut`)")
     block = LatencyTable.from_dict(d["block"], f"{p} (block table)")
     stem = LatencyTable.from_dict(d["stem"], f"{p} (stem table)") if d.get("stem") else None
+    for name, table in (("block", block), ("stem", stem)):
+        # a NaN entry pruned to a few percent, a negative one "reached" the target at once, without a word
+        vals = np.asarray(table.values, dtype=np.float64) if table is not None else np.ones(1)
+        bad = int((~(np.isfinite(vals) & (vals > 0))).sum())
+        if bad:
+            raise DataError(f"NViT LUT {p}: {bad} of the {name} table's {vals.size} latencies are NaN/Inf, zero or "
+                            "negative; measure it again with `tenfold nvit lut`")
     return LatencyModel(block, stem)
 
 
-def check_lut_fits(lat: LatencyModel, spec: Any, where: str, minimum: dict[str, int] | None = None) -> None:
+def check_lut_fits(lat: LatencyModel, spec: Any, where: str, minimum: dict[str, int] | None = None,
+                   minimum_name: str = "the pruning minimums") -> None:
     """Refuse a LUT measured for another model: a token count other than the model's, or a grid that does not
     reach the model's dims (the table clamps outside its grid, so every saving there read 0 and the dense
     latency, the target's reference, was wrong, without a word), or, given the pruning ``minimum``, a grid that
     starts above it (below its lowest point the table clamps, so pruning there would save nothing on the LUT:
-    the `paper` preset's E grid began at 256 with a minimum of 64)."""
+    the `paper` preset's E grid began at 256 with a minimum of 64; ``export`` passes the pruned model's smallest
+    dims, whose LUT latency would be read clamped)."""
     tokens = lat.block.metadata.get("tokens")
     if tokens is not None and int(tokens) != spec.tokens:
         raise ConfigError(f"LUT {where} was measured at {tokens} tokens but this model has {spec.tokens}; measure one "
@@ -197,8 +203,19 @@ def check_lut_fits(lat: LatencyModel, spec: Any, where: str, minimum: dict[str, 
     high = [f"{names[s]} {int(lat.block.axes[names[s]][0])} > minimum {m}" for s, m in (minimum or {}).items()
             if names[s] in lat.block.axes and m < lat.block.axes[names[s]][0]]
     if high:
-        raise ConfigError(f"LUT {where} starts above the pruning minimums ({', '.join(high)}): below its grid every "
+        raise ConfigError(f"LUT {where} starts above {minimum_name} ({', '.join(high)}): below its grid every "
                           "unit would look free; measure one whose `--set lut_*` grids start at the minimums")
+
+
+def check_teacher_fits(teacher: nn.Module, student: nn.Module, where: str) -> None:
+    """Refuse a distillation teacher whose logits or inputs do not match the student's: another class count gave a
+    KL between unrelated outputs (trained with a huge loss, no word), another image size failed mid-run."""
+    if teacher.num_classes != student.num_classes:
+        raise ConfigError(f"teacher {where} has {teacher.num_classes} classes, the student {student.num_classes}; "
+                          "distil from the unpruned model of this student (its prune run's teacher.json)")
+    if tuple(teacher.input_size) != tuple(student.input_size):
+        raise ConfigError(f"teacher {where} takes {tuple(teacher.input_size)} images, the student "
+                          f"{tuple(student.input_size)}; distil from the unpruned model of this student")
 
 
 def time_model(vit: nn.Module, batch: int, *, repeats: int, device: str | torch.device = "cpu",
@@ -681,8 +698,12 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     if scratch:
         student = build_dense(spec_of(student))
     src = Path(model)
+    # a given --teacher must load (a missing one used to turn distillation off without a word); the default one
+    # beside the model is optional
     tpath = Path(teacher) if teacher else (src if src.is_dir() else src.parent) / "teacher.json"
-    t_model = load_model(cfg, str(tpath)) if tpath.exists() else None
+    t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
+    if t_model is not None:
+        check_teacher_fits(t_model, student, str(tpath))
     ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
     n = steps or cfg.finetune_steps
     res = finetune_model(student, t_model, ds, run_dir, steps=n, batch_size=cfg.batch_size,
@@ -716,17 +737,25 @@ def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: 
         raise ConfigError("export needs --model (a finetune/prune run directory or NViT .json)")
     run_dir = Path(run_dir)
     net = load_model(cfg, model).eval()
-    lat = load_lut(lut) if lut else None
+    src = Path(model)
+    teacher = (src if src.is_dir() else src.parent) / "teacher.json"
+    t = load_dense(teacher) if teacher.is_file() else None
+    lat = None
+    if lut:  # the checks prune makes: the LUT must price the unpruned model and the pruned one inside its grid
+        lat = load_lut(lut)
+        spec = spec_of(net)
+        floor = {"emb": spec.embed_dim, **{s: min(getattr(b, f) for b in spec.blocks) for s, f in
+                                           (("head", "num_heads"), ("qk", "qk_dim"), ("v", "v_dim"),
+                                            ("mlp", "mlp_hidden")) if spec.blocks}}
+        check_lut_fits(lat, spec_of(t) if t is not None else spec, lut, floor, "the pruned model's dims")
+        if t is not None:
+            check_lut_fits(lat, spec, lut)  # the pruned model's tokens (the teacher's reach covers its dims)
     out: dict[str, Any] = {}
     batches = (1, cfg.lut_batch)
     rep = cost_report(net, lat, batches=batches, repeats=repeats)
     save_dense(net, run_dir / "model")
-    src = Path(model)
-    teacher = (src if src.is_dir() else src.parent) / "teacher.json"
-    teacher = teacher if teacher.is_file() else None
     dims = {"pruned": (net.embed_dim, net.block_dims())}
-    if teacher is not None:
-        t = load_dense(teacher)
+    if t is not None:
         trep = cost_report(t, lat, batches=batches, repeats=repeats)
         out["teacher"] = trep
         dims["unpruned"] = (t.embed_dim, t.block_dims())

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+from tenfold.core.engine import AMP_DTYPES
+from tenfold.core.io import ConfigError
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,31 @@ class Config:
     lut_mlp: str = "1,768,1536,2304,3072"
     lut_warmup: int = 3
     lut_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        """Refuse values that would run but silently wrong (every verb, ``--set`` and saved configs alike)."""
+        if self.eta_mode not in ("raw", "relative"):
+            raise ConfigError(f"eta_mode must be 'raw' or 'relative', got '{self.eta_mode}'")
+        if not 0 < self.latency_target <= 1:  # NaN fails too
+            raise ConfigError(f"latency_target must be in (0, 1], got {self.latency_target}")
+        for name in ("interval", "prune_per_iter", "group_norm", "group_emb", "group_head", "group_qk", "group_v",
+                     "group_mlp", "batch_size", "depth", "img_size", "patch_size"):
+            if getattr(self, name) < 1:  # e.g. interval -1 would prune on every iteration, silently
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"patch_size {self.patch_size} does not divide img_size {self.img_size}")
+        for name in ("prune_ckpt_every", "train_limit", "eval_limit"):  # -1 turned checkpoints off without a word
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("prune_lr", "finetune_lr", "kd_temperature", "finetune_kd_temperature"):
+            v = getattr(self, name)  # a temperature of 0 divided the logits by 0: a NaN loss blamed on prune_lr
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v}")
+        for name in ("label_smoothing", "pruning_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.amp not in AMP_DTYPES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_DTYPES)}, got '{self.amp}'")
 
 
 # Group sizes scale with the model: the reference's head group of 2 is 1/6 of DeiT-B's 12 heads; for the

@@ -108,12 +108,20 @@ def build_dense(spec: ViTSpec) -> VisionTransformer:
 # --------------------------------------------------------------------------------------------
 # MACs and parameters (closed form)
 # --------------------------------------------------------------------------------------------
-def macs_params(spec: ViTSpec) -> tuple[int, int]:
+def macs_params(spec: ViTSpec | VisionTransformer | GatedViT) -> tuple[int, int]:
     """Multiply-accumulates per image and parameter count of the dense model ``spec``.
 
-    MACs count the Linear/conv products and the two attention matmuls (``N^2 H (q + v)``); norms,
-    softmax and GELU are not counted (the DeiT/NViT papers' "FLOPs" convention).
+    ``spec``: a :class:`ViTSpec`, a tenfold ViT (its :func:`spec_of`) or a :class:`GatedViT` (the dense
+    model its masks leave). MACs count the Linear/conv products and the two attention matmuls
+    (``N^2 H (q + v)``); norms, softmax and GELU are not counted (the DeiT/NViT papers' "FLOPs" convention).
     """
+    if isinstance(spec, VisionTransformer):
+        spec = spec_of(spec)
+    elif isinstance(spec, GatedViT):
+        spec = spec.spec()
+    elif not isinstance(spec, ViTSpec):
+        raise InputError(f"macs_params takes a ViTSpec, a tenfold VisionTransformer or a GatedViT, got "
+                         f"{type(spec).__name__} (convert timm models with tenfold.nvit.model.from_timm)")
     E, N = spec.embed_dim, spec.tokens
     P = N - 1
     pe = spec.in_chans * spec.patch_size ** 2
@@ -376,7 +384,18 @@ def load_dense(path: str | os.PathLike) -> VisionTransformer:
         vit.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{s} does not fit {j}: {str(e).splitlines()[0]}") from None
-    return vit
+    return check_finite_weights(vit, str(s))
+
+
+def check_finite_weights(net: nn.Module, where: str) -> nn.Module:
+    """Return ``net``, or raise a one-line CheckpointError naming ``where`` when a parameter or buffer holds
+    NaN/Inf (such a model exported to ONNX without a word, and pruning it stopped on a non-finite loss that
+    blamed prune_lr)."""
+    bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{where} holds NaN/Inf weights in {len(bad)} tensor(s), e.g. '{bad[0]}'; "
+                              "use a model trained without divergence")
+    return net
 
 
 def export_onnx(vit: nn.Module, path: str | os.PathLike, batch: int = 1) -> Path:

@@ -1,0 +1,151 @@
+"""NViT's bad-input checks: every one is a single tenfold error line, never a traceback or a silent wrong answer
+(LUT values, a missing or mismatched teacher, export's LUT checks, NaN weights, config values, macs_params)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tenfold.core.io import CheckpointError, ConfigError, DataError, InputError, write_json
+from tenfold.core.latency import LatencyTable
+from tenfold.core.models import VisionTransformer
+from tenfold.nvit import PRESETS, api
+from tenfold.nvit.model import GatedViT, macs_params, save_dense, spec_of
+from tenfold.nvit.prune import LatencyModel, synthetic_lut
+
+torch.set_num_threads(1)
+
+# the tiny model below: E 12, 2 heads, qk = v = 6, MLP 24, 5 tokens
+AXES = {"embed": [4, 12], "heads": [1, 2], "qk": [2, 6], "v": [2, 6], "mlp": [4, 24]}
+
+
+def _vit(num_classes: int = 10, embed: int = 12, img: int = 8) -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=img, patch_size=4, embed_dim=embed, depth=1, num_heads=2, mlp_ratio=2.0,
+                             num_classes=num_classes)
+
+
+def _cfg(**kw) -> object:
+    return dataclasses.replace(PRESETS["smoke"], img_size=8, **kw)
+
+
+class _Stop(Exception):
+    """Raised by a monkeypatched step past the checks under test: the input was accepted."""
+
+
+def _stop(*a, **k):
+    raise _Stop
+
+
+def test_lut_with_nan_zero_or_negative_latencies_is_refused(tmp_path):
+    """A NaN block latency pruned to 6.6 % and exited 0; a negative one "reached" the target and pruned nothing."""
+    good = LatencyModel(synthetic_lut(AXES, 5), LatencyTable({"embed": AXES["embed"]}, np.array([1e-3, 2e-3])))
+    write_json(tmp_path / "good.json", good.to_dict())
+    assert api.load_lut(str(tmp_path / "good.json")).stem is not None
+    for name, table, value in (("nan", "block", float("nan")), ("neg", "block", -1.0), ("zero", "block", 0.0),
+                               ("stem", "stem", -1e-3)):
+        d = good.to_dict()
+        vals = np.array(d[table]["values"], dtype=np.float64)
+        vals.flat[1] = value
+        d[table]["values"] = vals.tolist()
+        write_json(tmp_path / f"{name}.json", d)
+        with pytest.raises(DataError, match=rf"{name}\.json: 1 of the {table} table"):
+            api.load_lut(str(tmp_path / f"{name}.json"))
+
+
+def test_finetune_refuses_a_missing_teacher(tmp_path):
+    """A given --teacher that does not exist turned distillation off without a word."""
+    save_dense(_vit(), tmp_path / "prune" / "pruned")
+    with pytest.raises(CheckpointError, match="nope.json"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), teacher=str(tmp_path / "nope.json"))
+
+
+def test_finetune_refuses_a_teacher_of_another_model(tmp_path):
+    """A teacher with another class count trained with a huge loss; one of another image size failed mid-run."""
+    save_dense(_vit(), tmp_path / "prune" / "pruned")
+    save_dense(_vit(num_classes=5), tmp_path / "t5")
+    with pytest.raises(ConfigError, match="has 5 classes, the student 10"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), teacher=str(tmp_path / "t5.json"))
+    save_dense(_vit(img=12), tmp_path / "t12")
+    with pytest.raises(ConfigError, match=r"takes \(3, 12, 12\) images"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), teacher=str(tmp_path / "t12.json"))
+
+
+def test_export_makes_the_lut_checks_prune_makes(tmp_path, monkeypatch):
+    """export reported a wrong lut_latency_ratio from a LUT measured at another size or whose grid stopped below the
+    unpruned model's dims (or started above the pruned one's)."""
+    monkeypatch.setattr(api, "cost_report", _stop)  # past the checks: the LUT was accepted
+    run = tmp_path / "ft"
+    save_dense(_vit(embed=8), run / "model")  # pruned: E 8
+    save_dense(_vit(embed=12), run / "teacher")  # unpruned: E 12
+    cases = (("fits", AXES, 5, None), ("tokens", AXES, 17, "measured at 17 tokens"),
+             ("short", {**AXES, "embed": [4, 8]}, 5, "embed 12 > 8"),
+             ("high", {**AXES, "embed": [10, 12]}, 5, "embed 10 > minimum 8"))
+    for name, axes, tokens, match in cases:
+        write_json(tmp_path / f"{name}.json", LatencyModel(synthetic_lut(axes, tokens)).to_dict())
+        if match is None:
+            with pytest.raises(_Stop):
+                api.export(_cfg(), tmp_path / name, model=str(run / "model.json"), lut=str(tmp_path / f"{name}.json"))
+        else:
+            with pytest.raises(ConfigError, match=match):
+                api.export(_cfg(), tmp_path / name, model=str(run / "model.json"), lut=str(tmp_path / f"{name}.json"))
+
+
+def test_models_with_nan_weights_are_refused_on_load(tmp_path):
+    """export wrote ONNX from NaN weights and exited 0; prune stopped on 'non-finite loss ... lower prune_lr'."""
+    vit = _vit()
+    with torch.no_grad():
+        vit.blocks[0].attn.proj.bias[0] = float("nan")
+    save_dense(vit, tmp_path / "nan" / "pruned")
+    with pytest.raises(CheckpointError, match="NaN/Inf weights .* 'blocks.0.attn.proj.bias'"):
+        api.export(_cfg(), tmp_path / "ex", model=str(tmp_path / "nan"), onnx=False)
+    with pytest.raises(CheckpointError, match="NaN/Inf weights"):
+        api.prune(_cfg(), tmp_path / "pr", model=str(tmp_path / "nan"))
+    from safetensors.torch import save_file
+
+    cfg = _cfg(embed_dim=12, depth=1, num_heads=2)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointError, match="NaN/Inf weights"):
+        api.load_model(cfg, "vit", str(tmp_path / "w.safetensors"))
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("prune_ckpt_every", -1, "prune_ckpt_every must be >= 0"),
+    ("batch_size", 0, "batch_size must be >= 1"),
+    ("prune_lr", float("nan"), "prune_lr must be a finite number > 0"),
+    ("prune_lr", 0.0, "prune_lr must be a finite number > 0"),
+    ("finetune_lr", -1e-3, "finetune_lr must be a finite number > 0"),
+    ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 1\)"),
+    ("label_smoothing", -0.1, r"label_smoothing must be in \[0, 1\)"),
+    ("train_limit", -1, "train_limit must be >= 0"),
+    ("depth", 0, "depth must be >= 1"),
+    ("patch_size", 0, "patch_size must be >= 1"),
+    ("patch_size", 5, "patch_size 5 does not divide img_size 16"),
+    ("amp", "fp8", "amp must be one of"),
+    ("pruning_momentum", 1.0, r"pruning_momentum must be in \[0, 1\)"),
+    ("kd_temperature", 0.0, "kd_temperature must be a finite number > 0"),
+])
+def test_config_refuses_values_that_would_run_silently_wrong(key, value, match):
+    """Checked when the config is made, so every verb (and a saved config) gets them; kd_temperature 0 and
+    batch_size 0 surfaced as 'non-finite loss ... lower prune_lr'."""
+    from tenfold.core.config import apply_overrides
+
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(PRESETS["smoke"], **{key: value})
+    with pytest.raises(ConfigError, match=match):  # the --set path
+        apply_overrides(PRESETS["smoke"], [f"{key}={value}"])
+
+
+def test_presets_pass_the_config_checks():
+    for cfg in PRESETS.values():
+        assert dataclasses.replace(cfg) == cfg
+
+
+def test_macs_params_takes_a_module_or_says_what_it_takes():
+    vit = _vit()
+    assert macs_params(vit) == macs_params(spec_of(vit)) == macs_params(GatedViT(vit))
+    with pytest.raises(InputError, match="takes a ViTSpec"):
+        macs_params(torch.nn.Linear(2, 2))
