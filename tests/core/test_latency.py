@@ -258,6 +258,10 @@ def test_build_vit_lut_times_blocks_on_the_grid():
     assert t(embed=64, heads=2, qk=8, v=8, mlp=256) == t.values[1, 1, 0, 0, 1]
     with pytest.raises(InputError):
         L.build_vit_lut("cpu", {"embed": [16]}, batch=1, tokens=2)
+    from tenfold.core.io import ConfigError
+
+    with pytest.raises(ConfigError, match="bogus"):  # was a raw RuntimeError from torch.device
+        L.build_vit_lut("bogus", grid, batch=1, tokens=2)
 
 
 def test_build_shuffled_order_visits_every_point_once_and_cpu_clock():

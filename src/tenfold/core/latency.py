@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from tenfold.core.io import DataError, InputError, require_file, to_jsonable, write_json
+from tenfold.core.io import DataError, InputError, check_device, require_file, to_jsonable, write_json
 
 __all__ = ["LatencyResult", "LatencyTable", "RatioResult", "build", "build_vit_lut", "compare", "environment",
            "measure_latency", "measure_ratio"]
@@ -500,7 +500,7 @@ def build_vit_lut(device: str | torch.device = "cpu", grid: Mapping[str, Sequenc
         raise InputError(f"batch and tokens must be >= 1, got {batch}, {tokens}")
     if any(v < 1 for n in names for v in grid[n]):
         raise InputError("every grid value of build_vit_lut must be >= 1")
-    dev = torch.device(device)
+    dev = check_device(device)  # "bogus" was a raw RuntimeError
     gen = torch.Generator().manual_seed(0)
 
     def measure(embed: float, heads: float, qk: float, v: float, mlp: float) -> LatencyResult:
