@@ -63,6 +63,13 @@ def test_finetune_refuses_a_missing_teacher(tmp_path):
         api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), teacher=str(tmp_path / "nope.json"))
 
 
+def test_finetune_resume_with_no_checkpoint_says_so(tmp_path):
+    """finetune --resume on a run with no checkpoint started over from step 0 without a word."""
+    save_dense(_vit(), tmp_path / "prune" / "pruned")
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), resume=True)
+
+
 def test_finetune_refuses_a_teacher_of_another_model(tmp_path):
     """A teacher with another class count trained with a huge loss; one of another image size failed mid-run."""
     save_dense(_vit(), tmp_path / "prune" / "pruned")
