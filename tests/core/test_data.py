@@ -516,3 +516,20 @@ def test_folder_rescales_16_bit_grey_and_refuses_32_bit(tmp_path: Path) -> None:
     Image.fromarray(np.ones((4, 4), np.float32) * 0.5, mode="F").save(tmp_path / "f" / "a" / "x.tif")
     with pytest.raises(DataError, match="32-bit float image with no fixed range"):
         D.load_dataset(f"folder:{tmp_path / 'f'}")
+
+
+def test_bvh_without_frames_or_cut_mid_number(tmp_path: Path) -> None:
+    """`Frames: 0` reached a max() over nothing in the callers; a file cut after a '-' was 'non-numeric'."""
+    p = tmp_path / "none.bvh"
+    p.write_text(TINY_BVH.split("MOTION")[0] + "MOTION\nFrames: 0\nFrame Time: 0.5\n")
+    with pytest.raises(DataError, match="has no frames") as e:
+        D.load_bvh(p)
+    assert str(p) in str(e.value)
+    q = tmp_path / "cut.bvh"
+    q.write_text(TINY_BVH.rstrip()[:-2] + " -")
+    with pytest.raises(DataError, match="looks truncated"):
+        D.load_bvh(q)
+    r = tmp_path / "word.bvh"
+    r.write_text(TINY_BVH.replace("90 90 0", "90 x 0"))
+    with pytest.raises(DataError, match="non-numeric motion data"):
+        D.load_bvh(r)

@@ -145,8 +145,12 @@ def test_straight_limbs_and_degenerate_input_stay_finite(model32):
     X = regress_keypoints(model32, pose, b, t)
     out = fit(model32, X)
     assert torch.isfinite(out["vertices"]).all() and out["degenerate"].all()
-    same = torch.zeros(1, 26, 3)                        # every keypoint at one point
-    assert torch.isfinite(fit(model32, same)["vertices"]).all()
+    same = torch.zeros(1, 26, 3)                        # every keypoint at one point: refused, not a 7 mm body
+    with pytest.raises(InputError, match="body 0 lie within 0 cm"):
+        fit(model32, same)
+    c = torch.zeros(1, 26)
+    c[0, :2] = 1.0                                      # two seen points at one place: too few to judge, stays finite
+    assert torch.isfinite(fit(model32, same, c)["vertices"]).all()
 
 
 def test_bad_input_raises(model32):

@@ -714,6 +714,14 @@ class Motion:
 _CHANNEL_NAMES = {f"{a}{k}" for a in "XYZ" for k in ("position", "rotation")}
 
 
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return True
+
+
 def load_bvh(path: str | os.PathLike, *, include_end_sites: bool = False) -> Motion:
     """Parse a BVH file into a :class:`Motion`. By default End Sites are left out so the joints are
     exactly the file's ROOT/JOINT entries; ``include_end_sites=True`` adds them (named
@@ -805,9 +813,14 @@ def load_bvh(path: str | os.PathLike, *, include_end_sites: bool = False) -> Mot
         raise DataError(f"malformed BVH motion header in {p}: expected 'Frames: N' and 'Frame Time: T'")
     n_frames, frame_time = int(m.group(1)), float(m.group(2))
     n_ch = sum(len(c) for c in channels)
+    if n_frames == 0:  # its callers reached a max() over nothing
+        raise DataError(f"BVH {p} has no frames (Frames: 0)")
+    tokens = body[m.end():].split()
     try:
-        values = np.array(body[m.end():].split(), dtype=np.float64)
+        values = np.array(tokens, dtype=np.float64)
     except ValueError as e:
+        if all(_is_float(t) for t in tokens[:-1]):  # only the last value is bad: cut off mid-number (after a '-')
+            raise DataError(f"BVH {p} looks truncated: its motion data ends in '{tokens[-1]}'") from None
         raise DataError(f"non-numeric motion data in {p}: {e}") from None
     if values.size != n_frames * n_ch:
         raise DataError(f"BVH {p} declares {n_frames} frames x {n_ch} channels = {n_frames * n_ch} values "

@@ -12,10 +12,12 @@ joints they determine. Rotations are global G_j (world) while solving; locals R_
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tenfold.core.geometry import axis_angle_to_matrix, kabsch, matrix_to_axis_angle, swing_rotation, two_vector_align
-from tenfold.core.io import ConfigError
+from tenfold.core.io import ConfigError, check_tensor
 from tenfold.kama.keypoints import (
     NUM_KEYPOINTS,
     KeypointRegressor,
@@ -166,6 +168,13 @@ def shape_given_pose(kpfn: KeypointRegressor, aa: torch.Tensor, X: torch.Tensor,
     return sol[:, :nb], sol[:, nb:]
 
 
+def _check_betas(model, betas: torch.Tensor | None, batch: int) -> None:
+    """Given betas must be (B, NB) and finite (a wrong shape failed deep inside with an einsum or 'Q must have
+    shape' error, NaN as 'P holds NaN/Inf')."""
+    if betas is not None:
+        check_tensor(betas, "betas", (batch, model.num_betas))
+
+
 def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None,
                betas: torch.Tensor | None = None, shape_iters: int = 8, shape_damping: float = 1e-4,
                shape_rounds: int = 2, twist_ref: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -177,10 +186,11 @@ def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None =
     articulate again, this many times (0 = the spec's bone-length shape only).
     ``twist_ref`` (B, 4, 3): world hinge axes to keep for straight limbs (spec step 4, "in video keep the
     previous twist": the previous frame's ``hinge_world``); without it a straight limb takes the swing only."""
+    X, c = check_keypoints(keypoints, confidence)
+    _check_betas(model, betas, X.shape[0])
     out = _articulate_once(model, keypoints, confidence, betas, shape_iters, shape_damping, twist_ref=twist_ref)
     if shape_rounds <= 0:
         return out
-    X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
     X, c = X.to(dt), c.to(dt)
     kpfn = KeypointRegressor(model)
@@ -511,8 +521,11 @@ def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 
     + |beta|^2 / betas_std^2) gives w = (sigma / std)^2; ``w_betas``/``w_pose`` stay as floors (clean
     keypoints). pose_std = betas_std = 0.5 were chosen on validation bodies (seeds 7, 17, 32), never
     the benchmark's. Returns (w_betas, w_pose)."""
-    if noise_mm < 0 or pose_std <= 0 or betas_std <= 0:
-        raise ConfigError("noise_mm must be >= 0 and the prior stds > 0")
+    fin = math.isfinite
+    if not all(fin(v) and v >= 0 for v in (noise_mm, w_betas, w_pose)) or not all(
+            fin(v) and v > 0 for v in (pose_std, betas_std)):
+        raise ConfigError(f"noise_mm, w_betas, w_pose must be finite and >= 0 and pose_std, betas_std finite and > 0, "
+                          f"got {noise_mm}, {w_betas}, {w_pose}, {pose_std}, {betas_std}")
     sigma = noise_mm * 1e-3
     return max(w_betas, (sigma / betas_std) ** 2), max(w_pose, (sigma / pose_std) ** 2)
 
@@ -532,6 +545,7 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     ``sequential``: the batch is a video, frame after frame; a straight limb keeps the previous frame's twist
     (spec step 4) instead of taking the swing only."""
     X, c = check_keypoints(keypoints, confidence)
+    _check_betas(model, betas, X.shape[0])
     if not (shape_damping > 0) or shape_iters < 0 or shape_rounds < 0 or refine_iters < 0:
         raise ConfigError(f"shape_damping must be > 0 and shape_iters, shape_rounds, refine_iters >= 0, got "
                           f"{shape_damping}, {shape_iters}, {shape_rounds}, {refine_iters}")

@@ -15,6 +15,7 @@ restricted unpickler (arrays, scipy sparse -> dense, ``chumpy.ch.Ch`` -> its arr
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -188,17 +189,18 @@ def load_body_model(path: str | os.PathLike, landmarks: dict[str, int] | None = 
                     dtype: torch.dtype = torch.float32) -> BodyModel:
     """Load an SMPL-layout ``.npz`` or ``.pkl`` safely (no code execution). Landmark vertices are
     chosen by rules (see :mod:`tenfold.kama.keypoints`) unless ``landmarks`` overrides them."""
-    from tenfold.kama.keypoints import LANDMARK_NAMES, select_landmarks
+    from tenfold.kama.keypoints import LANDMARK_NAMES, not_a_directory, select_landmarks
 
-    p = require_file(path, "body model file", "SMPL files do not ship; pass --body-model procedural for "
+    p = require_file(not_a_directory(path, "body model file"), "body model file",
+                     "SMPL files do not ship; pass --body-model procedural for "
                      "the synthetic model")
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in REQUIRED_KEYS if k in z.files}
                 stored = {k: int(z[f"landmark_{k}"]) for k in LANDMARK_NAMES if f"landmark_{k}" in z.files}
-        except (ValueError, OSError) as e:
-            raise DataError(f"corrupt body model {p}: {e}".splitlines()[0]) from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # empty: EOFError; not a zip: BadZipFile
+            raise DataError(f"corrupt body model {p}: {e or type(e).__name__}".splitlines()[0]) from None
     elif p.suffix == ".pkl":
         data = restricted_load(p, "body model pickle", allow_chumpy=True)
         if not isinstance(data, dict):

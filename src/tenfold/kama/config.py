@@ -35,6 +35,15 @@ class Config:
         for name in ("shape_iters", "shape_rounds", "refine_iters", "demo_bodies"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # NaN / Inf / negative prior settings were taken without a word (NaN noise gave NaN prior weights)
+        for name in ("noise_mm", "w_betas", "w_pose"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        for name in ("pose_std", "betas_std"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if self.refine_method not in ("lm", "lbfgs"):
+            raise ConfigError(f"refine_method must be 'lm' or 'lbfgs', got {self.refine_method!r}")
 
 
 PRESETS: dict[str, Config] = {

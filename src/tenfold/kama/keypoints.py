@@ -17,7 +17,7 @@ import torch
 from tenfold.core.io import DataError, InputError, check_tensor
 
 __all__ = ["JOINT_OF_KEYPOINT", "KEYPOINT_NAMES", "LANDMARK_NAMES", "NUM_KEYPOINTS", "landmark_ids",
-           "load_landmark_override", "regress_keypoints", "select_landmarks"]
+           "load_landmark_override", "not_a_directory", "regress_keypoints", "select_landmarks"]
 
 KEYPOINT_NAMES: list[str] = [
     "pelvis", "left_hip", "right_hip", "torso", "left_knee", "right_knee", "neck", "left_ankle", "right_ankle",
@@ -81,6 +81,13 @@ def select_landmarks(model) -> dict[str, int]:
     return {n: out[n] for n in LANDMARK_NAMES}
 
 
+def not_a_directory(path: str | os.PathLike, what: str) -> str | os.PathLike:
+    """``path`` unchanged, or DataError when it is a directory (``require_file`` called that "not found")."""
+    if Path(path).expanduser().is_dir():
+        raise DataError(f"{what} {path} is a directory; pass a file")
+    return path
+
+
 def load_landmark_override(path: str | os.PathLike) -> dict[str, int]:
     """A JSON object ``{"nose": 331, ...}`` naming landmark vertex ids (any subset of the 11)."""
     try:
@@ -130,11 +137,14 @@ def rest_keypoints(model, betas: torch.Tensor) -> torch.Tensor:
 
 
 MAX_SPAN_M = 5.0  # the largest plausible extent of one body's keypoints, in metres
+MIN_SPAN_M = 0.05  # the smallest: the largest distance between two seen keypoints of a body (>= 3 seen)
 
 
 def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Boundary check of user keypoints (B, 26, 3) metres and confidence (B, 26) in [0, 1]."""
     check_tensor(keypoints, "keypoints", ("B", NUM_KEYPOINTS, 3), finite=False)
+    if keypoints.shape[0] == 0:  # reached a max() over nothing (a RuntimeError)
+        raise InputError("keypoints hold no bodies (shape (0, 26, 3)); pass at least one")
     if confidence is None:
         confidence = torch.ones(keypoints.shape[:2], dtype=keypoints.dtype, device=keypoints.device)
     check_tensor(confidence, "confidence", tuple(keypoints.shape[:2]))
@@ -155,6 +165,15 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
     if span > MAX_SPAN_M:  # a person spans about 2 m; centimetres or millimetres fitted "fine" to absurd shapes
         raise InputError(f"the keypoints of a body span {span:.4g} m; KAMA takes metres (divide centimetres by 100, "
                          f"millimetres by 1000)")
+    # collapsed bodies (all keypoints at one point, or metres given as kilometres) were fitted silently to a
+    # body millimetres tall; with fewer than 3 seen points there is too little to judge
+    pair = seen[:, :, None, 0] & seen[:, None, :, 0]                              # (B, 26, 26)
+    dist = torch.where(pair, (keypoints[:, :, None] - keypoints[:, None]).norm(dim=-1), 0.0).amax((1, 2))
+    small = (dist < MIN_SPAN_M) & (seen[..., 0].sum(1) >= 3)
+    if small.any():
+        i = int(small.nonzero()[0])
+        raise InputError(f"the seen keypoints of body {i} lie within {float(dist[i]) * 100:.2g} cm of each other "
+                         f"(a body spans about 1.7 m); they look collapsed or in the wrong units (KAMA takes metres)")
     return keypoints, confidence
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,13 +13,19 @@ import torch
 import tyro
 
 from tenfold.core.data import data_root
-from tenfold.core.io import DataError, InputError, require_file
+from tenfold.core.io import DataError, InputError, check_device, require_file
 from tenfold.core.report import Section
 from tenfold.kama.articulate import fit as kama_fit
 from tenfold.kama.articulate import hinge_axes
 from tenfold.kama.body_model import BodyModel, load_body_model
 from tenfold.kama.config import Config
-from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, load_landmark_override, regress_keypoints
+from tenfold.kama.keypoints import (
+    KEYPOINT_NAMES,
+    NUM_KEYPOINTS,
+    load_landmark_override,
+    not_a_directory,
+    regress_keypoints,
+)
 from tenfold.kama.mocap import bvh_keypoints
 from tenfold.kama.procedural import procedural_model, random_betas, random_pose
 
@@ -28,6 +35,7 @@ CMU_BVH = "mocap/cmu_131_01_scaled.bvh"
 def build(cfg: Config, body_model: str = "", landmarks: str = "") -> BodyModel:
     """The body model named by ``body_model`` (or the config's): 'procedural' or an SMPL-layout file."""
     name = body_model or cfg.body_model
+    check_device(cfg.device)  # 'cuda' without CUDA, or 'foo', was a raw RuntimeError from .to()
     override = load_landmark_override(landmarks) if landmarks else None
     if name == "procedural":
         model = procedural_model(cfg.seed)
@@ -50,34 +58,42 @@ def _fit(cfg: Config, model: BodyModel, X: torch.Tensor, c: torch.Tensor | None,
 def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints from ``.npy`` ((26, 3), (B, 26, 3), or (B, 26, 4) with confidence last) or ``.json``
     (``{"keypoints": [...], "confidence": [...]}`` or a bare nested list), metres."""
-    p = require_file(path, "keypoint file")
+    p = require_file(not_a_directory(path, "keypoint file"), "keypoint file")
     conf = None
-    if p.suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"corrupt keypoint file {p}: {e}") from None
-    elif p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text())
-        except ValueError as e:
-            raise DataError(f"{p} is not valid JSON: {e}") from None
-        if isinstance(data, dict):
-            if "keypoints" not in data:
-                raise DataError(f"{p}: expected a 'keypoints' entry")
-            arr = np.asarray(data["keypoints"], dtype=np.float64)
-            conf = np.asarray(data["confidence"], dtype=np.float64) if "confidence" in data else None
+    try:
+        if p.suffix == ".npy":
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:  # an empty file is an EOFError
+                raise DataError(f"corrupt keypoint file {p}: {str(e).splitlines()[0] if str(e) else 'empty'}") from None
+            if arr.dtype.kind not in "iuf":
+                raise DataError(f"keypoint file {p} holds {arr.dtype} values; expected numbers (metres)")
+        elif p.suffix == ".json":
+            try:
+                data = json.loads(p.read_text())
+            except ValueError as e:
+                raise DataError(f"{p} is not valid JSON: {e}") from None
+            if isinstance(data, dict):
+                if "keypoints" not in data:
+                    raise DataError(f"{p}: expected a 'keypoints' entry")
+                arr = np.asarray(data["keypoints"], dtype=np.float64)
+                conf = np.asarray(data["confidence"], dtype=np.float64) if "confidence" in data else None
+            else:
+                arr = np.asarray(data, dtype=np.float64)
         else:
-            arr = np.asarray(data, dtype=np.float64)
-    else:
-        raise DataError(f"keypoint file must be .npy or .json, got {p.name}")
-    arr = np.asarray(arr, dtype=np.float64)
+            raise DataError(f"keypoint file must be .npy or .json, got {p.name}")
+        arr = np.asarray(arr, dtype=np.float64)
+    except (ValueError, TypeError) as e:  # strings ("confidence": "high") or ragged lists
+        raise DataError(f"keypoint file {p} does not hold numeric arrays of (B, 26, 3) keypoints and (B, 26) "
+                        f"confidence: {str(e).splitlines()[0]}") from None
     if arr.ndim == 2:
         arr = arr[None]
     if conf is not None and conf.ndim == 1:
         conf = conf[None]
     if arr.ndim != 3 or arr.shape[1] != NUM_KEYPOINTS or arr.shape[2] not in (3, 4):
         raise InputError(f"{p}: keypoints must be (26, 3), (B, 26, 3) or (B, 26, 4), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{p} holds no bodies (shape {arr.shape})")
     if arr.shape[2] == 4:
         arr, conf = arr[..., :3], arr[..., 3]
     X = torch.as_tensor(arr, dtype=torch.float32)
@@ -142,8 +158,8 @@ def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0)
     """
     model = procedural_model(cfg.seed)
     n = bodies or cfg.demo_bodies
-    if n < 1 or noise_mm < 0:
-        raise InputError(f"bodies must be >= 1 and noise_mm >= 0, got {n}, {noise_mm}")
+    if n < 1 or not (math.isfinite(noise_mm) and noise_mm >= 0):  # NaN / Inf wrote all-NaN / Inf keypoints
+        raise InputError(f"bodies must be >= 1 and noise_mm finite and >= 0, got {n}, {noise_mm}")
     s = _synthetic_bodies(model, n, cfg.seed + 1, noise_mm)
     np.save(run_dir / "keypoints.npy", s["keypoints"].numpy())
     np.savez(run_dir / "truth.npz", pose=s["pose"].numpy(), betas=s["betas"].numpy(), transl=s["transl"].numpy())
