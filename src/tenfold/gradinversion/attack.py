@@ -43,7 +43,8 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def check_gradients(model: nn.Module, grads: Sequence[torch.Tensor], what: str = "target gradient") -> None:
-    """Raise InputError unless ``grads`` matches the trainable parameters in order and shape (and is finite)."""
+    """Raise InputError unless ``grads`` matches the trainable parameters in order and shape, is finite and is not
+    all zeros (nothing to invert)."""
     params = trainable_parameters(model)
     if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
         n = len(grads) if isinstance(grads, (list, tuple)) else type(grads).__name__
@@ -51,6 +52,8 @@ def check_gradients(model: nn.Module, grads: Sequence[torch.Tensor], what: str =
                          f"model.parameters() order, got {n}")
     for (name, p), g in zip(params, grads):
         check_tensor(g, f"{what} for '{name}'", tuple(p.shape))
+    if not any(bool(g.ne(0).any()) for g in grads):  # used to be "inverted" into noise with label accuracy 0
+        raise InputError(f"the shared gradient is all zeros (nothing to invert): every entry of the {what} is 0")
 
 
 def fc_layer(model: nn.Module) -> tuple[int, nn.Linear]:
@@ -129,6 +132,9 @@ class _Functional:
         return [c - t0 for c, t0 in zip(cur, theta)]
 
 
+PIXEL_TOLERANCE = 1e-4  # images a hair outside [0, 1] (rounding) are accepted
+
+
 def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str = "eval",
                     update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01) -> list[torch.Tensor]:
     """What a client shares: the averaged gradient of batch ``x (B, C, H, W)`` in [0, 1], labels ``y (B,)``
@@ -137,6 +143,14 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     check_tensor(y, "y", (x.shape[0],))
     if not x.shape[0]:  # an empty batch used to "leak" all-zero gradients
         raise InputError("x holds no images: a client batch needs at least one")
+    want = getattr(model, "input_size", None)
+    if want is not None and x.shape[1] != want[0]:
+        raise InputError(f"x has {x.shape[1]} channel(s) but the model expects {want[0]} (its input_size "
+                         f"{tuple(want)})")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:  # 0..255 images used to be taken as they were
+        raise InputError(f"x must hold pixel values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                         + ("; divide 0-255 images by 255" if hi > 1.5 else ""))
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
     _check_labels(y, f, x[:2], "y")
     with torch.enable_grad():
@@ -156,6 +170,12 @@ def _check_labels(y: torch.Tensor, f: _Functional, x: torch.Tensor, what: str) -
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= n:
         raise InputError(f"{what} must hold class labels in [0, {n}) (the model's outputs), got {lo if lo < 0 else hi}")
+
+
+def check_labels(model: nn.Module, y: torch.Tensor, x: torch.Tensor, what: str = "labels") -> None:
+    """Raise InputError unless ``y`` holds class indices the ``model`` outputs on images like ``x`` (B, C, H, W)."""
+    f = _Functional(model, "eval", dtype=x.dtype, device=x.device)
+    _check_labels(y, f, x[:2], what)
 
 
 def bn_batch_stats(model: nn.Module, x: torch.Tensor, mode: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:

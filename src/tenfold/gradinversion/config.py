@@ -55,6 +55,11 @@ class Config:
     ckpt_every: int = 500  # attack: save the loop state every this many iterations (0: never); --resume continues
     device: str = "cpu"  # where leak / attack / audit run (`--set device=cuda`); outputs come back to the CPU
 
+    def __post_init__(self) -> None:
+        # a negative interval used to be taken without a word, and silently disabled the attack's checkpoints
+        if self.ckpt_every < 0:
+            raise ConfigError(f"ckpt_every must be >= 0 (0: no checkpoints), got {self.ckpt_every}")
+
     def resolved_client_mode(self) -> str:
         """``client_mode`` with ``auto`` resolved: eval when the server distributes BN buffers, else train."""
         if self.client_mode != "auto":

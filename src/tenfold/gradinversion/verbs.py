@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import warnings
 from collections.abc import Callable
@@ -17,8 +18,11 @@ from tenfold.core.io import (
     CheckpointError,
     ConfigError,
     DataError,
+    InputError,
     TenfoldWarning,
+    atomic_write_bytes,
     check_device,
+    check_tensor,
     load_checkpoint,
     save_checkpoint,
     write_json,
@@ -34,10 +38,13 @@ from tenfold.core.models import (
     load_weights,
 )
 from tenfold.gradinversion.attack import (
+    PIXEL_TOLERANCE,
     AttackResult,
     apply_defences,
     bn_batch_stats,
     calibrate_bn,
+    check_gradients,
+    check_labels,
     fc_gradients,
     simulate_client,
 )
@@ -131,22 +138,28 @@ def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, c
 SSIM_WINDOW = 11  # the SSIM every verb reports uses an 11 x 11 Gaussian window
 
 
-def _dataset_tensors(data: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def _dataset_tensors(data: str, net: nn.Module | None = None,
+                     model: str = "") -> tuple[Any, torch.Tensor, torch.Tensor]:
     """(dataset, images, labels) of ``data``, refused up front when the images are too small to score (SSIM), so no
-    attack runs for minutes before the metric fails."""
+    attack runs for minutes before the metric fails, or have another channel count than ``net`` (named ``model``)
+    takes."""
     ds = load_dataset(data)
     xs, ys = ds.tensors()
     if min(xs.shape[-2:]) < SSIM_WINDOW:
         raise DataError(f"{data} images are {xs.shape[-1]}x{xs.shape[-2]}; the attack's SSIM needs at least "
                         f"{SSIM_WINDOW} px on each side")
+    want = getattr(net, "input_size", None)
+    if want is not None and xs.shape[1] != want[0]:  # was "images must have shape (B, 3, *, *)", naming neither
+        raise DataError(f"{data} images have {xs.shape[1]} channel(s) but the model {model or type(net).__name__} "
+                        f"expects {want[0]}; pick a dataset the model was built for")
     return ds, xs, ys
 
 
 def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, batch_seed: int,
-                     unique_labels: bool) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                   list[torch.Tensor], list]:
+                     unique_labels: bool, model: str = "") -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                    list[torch.Tensor], list]:
     """Pick a real batch and compute what the client shares: (dataset, indices, x, y, update, user BN stats)."""
-    ds, xs, ys = _dataset_tensors(data)
+    ds, xs, ys = _dataset_tensors(data, net, model)
     idx = pick_batch(ys, batch_size, batch_seed, unique_labels)
     dev = next(net.parameters()).device  # the config's device (see _model)
     x, y = xs[idx].to(dev), ys[idx].to(dev)
@@ -186,6 +199,70 @@ def _client_settings_of_leak(cfg: Config, leak_config: dict[str, Any], target: P
         warnings.warn(f"--target: the client's settings come from the leak run {target}: {', '.join(changed)}",
                       TenfoldWarning, stacklevel=3)
     return dataclasses.replace(cfg, **new), int(leak.seed)
+
+
+# The verb options a leak run fixes: `attack --target` takes them from the leak (the batch is the leak's)
+LEAK_OPTIONS = ("model", "weights", "data", "batch_size", "batch_seed", "unique_labels", "calibrate_bn_images")
+
+
+def _options_of_leak(extra: dict[str, Any], state: dict[str, Any], given: dict[str, Any],
+                     target: Path) -> dict[str, Any]:
+    """The attack verb's options as the leak run ``target`` fixed them. An option given with a value other than its
+    default and the leak's is refused: `attack --target LEAK --model M` used to attack the leak's model and record
+    M in its config.json. (An option left at its default cannot be told from one not given: the leak's is used.)"""
+    try:
+        used = {k: extra[k] for k in ("model", "weights", "data", "calibrate_bn_images")}
+        used["batch_size"] = int(state["labels"].numel())
+    except (KeyError, AttributeError) as e:
+        raise CheckpointError(f"{target}: the leak run's checkpoint lacks the client's batch settings ({e})") from None
+    used.update({k: extra[k] for k in ("batch_seed", "unique_labels") if k in extra})  # older leaks lack them
+    defaults = {k: p.default for k, p in inspect.signature(attack).parameters.items()}
+    clash = [f"--{k.replace('_', '-')} {given[k]} (the leak's: {used[k]})" for k in LEAK_OPTIONS
+             if k in used and given[k] != defaults[k] and given[k] != used[k]]
+    if clash:
+        raise ConfigError(f"--target attacks the leak run {target} with its own model, data and batch; these "
+                          f"options contradict it: {', '.join(clash)}; drop them")
+    return used
+
+
+def _record_options(run_dir: Path, used: dict[str, Any]) -> None:
+    """Write the options a run really used into its ``config.json`` (the CLI's record, saved before the verb ran
+    with the defaults of options `--target` takes from the leak); nothing without one (the Python API)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
+        opts = saved["options"]
+        if any(opts.get(k) != v for k, v in used.items() if k in opts):
+            opts.update({k: v for k, v in used.items() if k in opts})
+            write_json(path, saved)
+
+
+def _check_leak(net: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """The leak file's gradients, images, labels and BN statistics checked when it is loaded, each error naming the
+    file: a NaN image used to surface as "true holds 1 NaN/Inf value(s)" after the whole attack, a label past the
+    model's classes as an IndexError, and all-zero gradients were "inverted"."""
+    try:
+        check_gradients(net, state["gradients"], "gradient")
+        x = check_tensor(state["images"], "images", ("B", None, None, None))
+        check_tensor(state["labels"], "labels", (x.shape[0],))
+        want = getattr(net, "input_size", None)
+        if want is not None and x.shape[1] != want[0]:
+            raise InputError(f"images have {x.shape[1]} channel(s) but the model expects {want[0]}")
+        if x.numel() and not (float(x.min()) >= -PIXEL_TOLERANCE and float(x.max()) <= 1 + PIXEL_TOLERANCE):
+            raise InputError(f"images must hold pixel values in [0, 1], got [{float(x.min()):.4g}, "
+                             f"{float(x.max()):.4g}]")
+        dev = next(net.parameters()).device
+        check_labels(net, state["labels"].to(dev), x.to(dev), "labels")
+        for i, s in enumerate(state["user_bn"]):
+            for name, t in zip(("mean", "var"), s):
+                check_tensor(t, f"BN statistics of layer {i} ({name})")
+    except InputError as e:
+        raise DataError(f"the leak {path}: {e}") from None
+    except KeyError as e:
+        raise CheckpointError(f"the leak {path} lacks {e}") from None
 
 
 def _cpu(x: Any) -> Any:
@@ -230,12 +307,13 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
     """
     run_dir = Path(run_dir)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
-    _, idx, x, y, g, user_bn = _cpu(_simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels))
+    _, idx, x, y, g, user_bn = _cpu(_simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels, model))
     net = net.cpu()
     save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
                                        "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
                     extra={"model": model, "weights": weights, "data": data, "mean": mean, "std": std,
-                           "calibrate_bn_images": calibrate_bn_images, "threat_model": cfg.threat_model()})
+                           "calibrate_bn_images": calibrate_bn_images, "batch_seed": batch_seed,
+                           "unique_labels": unique_labels, "threat_model": cfg.threat_model()})
     write_json(run_dir / "threat_model.json", cfg.threat_model())
     save_grid(run_dir / "client_batch.png", [x], ["client batch"])
     accs = _rule_accuracies(net, g, y, cfg)
@@ -287,11 +365,15 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _check_iterations(iterations)
     if target:
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
-        ex = header["extra"]
-        model, weights, data = ex["model"], ex["weights"], ex["data"]
+        given = dict(model=model, weights=weights, data=data, batch_size=batch_size, batch_seed=batch_seed,
+                     unique_labels=unique_labels, calibrate_bn_images=calibrate_bn_images)
+        used = _options_of_leak(header["extra"], state, given, Path(target))
+        model, weights, data = used["model"], used["weights"], used["data"]
         cfg, model_seed = _client_settings_of_leak(cfg, header.get("config") or {}, Path(target))
-        net, mean, std = _model(cfg, model, weights, ex["calibrate_bn_images"], seed=model_seed)
+        net, mean, std = _model(cfg, model, weights, used["calibrate_bn_images"], seed=model_seed)
         dev = next(net.parameters()).device
+        _check_leak(net, state, Path(target) / "leak.safetensors")
+        _record_options(run_dir, used)
         g = [t.to(dev) for t in state["gradients"]]
         x, y = state["images"].to(dev), state["labels"].to(dev)
         user_bn = [tuple(t.to(dev) for t in s) for s in state["user_bn"]]
@@ -299,7 +381,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         idx = state["indices"]
     else:
         net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
-        ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels)
+        ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels, model)
     lp = lpips_model(lpips_weights) if lpips_weights else None  # a bad file fails here, not after the attack
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
@@ -335,6 +417,30 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _loss_plot(run_dir / "loss.png", res.history)
     write_json(run_dir / "metrics.json", out)
     return out
+
+
+def _read_audit_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows a resumed audit already holds. A cut-off last line (what a kill mid-write leaves) is dropped with a
+    warning and removed from the file, so the next row starts on a line of its own (as MetricsLogger does; it used
+    to be a JSONDecodeError that lost the run); a corrupt line before the last is an error."""
+    if not path.is_file():
+        return []
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for i, ln in enumerate(lines):
+        try:
+            row = json.loads(ln)
+            if not isinstance(row, dict) or "batch_size" not in row or "defence" not in row:
+                raise ValueError("not an audit row")
+        except ValueError:
+            if i < len(lines) - 1:
+                raise CheckpointError(f"{path}: line {i + 1} is corrupt; repair or remove it to resume") from None
+            warnings.warn(f"{path}: its last line was cut short (an interrupted write); dropped",
+                          TenfoldWarning, stacklevel=3)
+            atomic_write_bytes(path, "".join(ln + "\n" for ln in lines[:-1]).encode())
+            continue
+        rows.append(row)
+    return rows
 
 
 def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
@@ -391,14 +497,19 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     _check_iterations(iterations)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"--batch-sizes needs one or more sizes >= 1, got {list(batch_sizes)}")
+    for flag, vals in (("--batch-sizes", batch_sizes), ("--noise-sigmas", noise_sigmas),
+                       ("--prune-ratios", prune_ratios)):  # a repeated size failed in the plot, after every attack
+        repeated = sorted({v for v in vals if list(vals).count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{flag} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each "
+                              f"value once")
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     dev = next(net.parameters()).device
-    _, xs, ys = _dataset_tensors(data)
+    _, xs, ys = _dataset_tensors(data, net, model)
     done_path = run_dir / "audit_rows.jsonl"
     if done_path.is_file() and not resume:
         raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")
-    saved = done_path.read_text().splitlines() if done_path.is_file() else []
-    done = {(r["batch_size"], r["defence"]): r for r in map(json.loads, filter(None, saved))}  # rows of a resumed run
+    done = {(r["batch_size"], r["defence"]): r for r in _read_audit_rows(done_path)}  # rows of a resumed run
     rows = []
     classes = int(ys.unique().numel())  # the dataset's, not CIFAR-10's 10: a user folder may hold 3 or 100
     for B in batch_sizes:
