@@ -253,7 +253,8 @@ def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], v
     defaults instead would continue e.g. a pruning run on another model or to another latency target."""
     saved = json.loads(path.read_text())
     if saved.get("verb", verb) != verb:
-        raise ConfigError(f"{path.parent} is a '{saved.get('verb')}' run; resume it with that verb, not '{verb}'")
+        raise ConfigError(f"{path.parent} is a '{saved.get('verb')}' run, not a '{verb}' one; --resume continues a run "
+                          f"with the verb that started it, where that verb can resume")
     if given:
         raise ConfigError(f"verb options cannot be combined with --resume (the run keeps the options it started "
                           f"with): {' '.join(given)}")

@@ -176,3 +176,12 @@ def test_api_checks_given_betas(model32, two_bodies, betas, match):
         fit(model32, two_bodies, betas=betas)
     with pytest.raises(InputError, match=match):
         articulate(model32, two_bodies, betas=betas)
+
+
+def test_fit_without_a_body_model_is_one_line():
+    """fit_keypoints(None, X) raised an AttributeError deep inside."""
+    from tenfold.core.io import InputError
+    from tenfold.kama import fit_keypoints
+
+    with pytest.raises(InputError, match="body model"):
+        fit_keypoints(None, torch.zeros(1, 26, 3))

@@ -156,3 +156,12 @@ def test_macs_params_takes_a_module_or_says_what_it_takes():
     assert macs_params(vit) == macs_params(spec_of(vit)) == macs_params(GatedViT(vit))
     with pytest.raises(InputError, match="takes a ViTSpec"):
         macs_params(torch.nn.Linear(2, 2))
+
+
+def test_timm_weights_that_do_not_fit_are_one_line(tmp_path):
+    """A weights file that does not fit a timm model was a raw RuntimeError from load_state_dict."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in _vit().state_dict().items()}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointError, match="missing key"):
+        api.load_model(_cfg(), "timm:vit_tiny_patch16_224", str(tmp_path / "w.safetensors"))

@@ -17,7 +17,7 @@ import math
 import torch
 
 from tenfold.core.geometry import axis_angle_to_matrix, kabsch, matrix_to_axis_angle, swing_rotation, two_vector_align
-from tenfold.core.io import ConfigError, check_tensor
+from tenfold.core.io import ConfigError, InputError, check_tensor
 from tenfold.kama.keypoints import (
     NUM_KEYPOINTS,
     KeypointRegressor,
@@ -544,6 +544,9 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     ``shape_iters`` / ``shape_damping``: the bone-length shape fit's Gauss-Newton iterations and damping.
     ``sequential``: the batch is a video, frame after frame; a straight limb keeps the previous frame's twist
     (spec step 4) instead of taking the swing only."""
+    if not hasattr(model, "v_template"):  # None or another object raised an AttributeError deep inside
+        raise InputError(f"model must be a KAMA body model (tenfold.kama.procedural_model() or load_body_model(path)), "
+                         f"got {type(model).__name__}")
     X, c = check_keypoints(keypoints, confidence)
     _check_betas(model, betas, X.shape[0])
     if not (shape_damping > 0) or shape_iters < 0 or shape_rounds < 0 or refine_iters < 0:
