@@ -23,7 +23,7 @@ iterations; CPU time per iteration no worse than breaching's.
 
 Fairness (session 15): every attack runs from ``--seeds`` seeded starts per cell (the same seeds for each; breaching
 used to draw its start from whatever state the global RNG was left in) and is scored on its last iterate (breaching
-returns its best-by-objective iterate, which read up to 0.18 dB below its last); each process runs every attack once,
+returns its best-by-objective iterate, which read up to 0.17 dB below its last); each process runs every attack once,
 off the clock, before timing; seethroughgradients' step-count warm-up is scaled with the budget like the rest of its
 schedule; CPU-time goals are left out of GPU runs.
 """

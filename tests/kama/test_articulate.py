@@ -441,8 +441,8 @@ def test_a_video_keeps_the_twist_of_a_limb_that_straightens(rigid64):
 @pytest.mark.parametrize("flex_deg", [15.0, 60.0, 120.0])
 def test_a_kinked_rest_forearm_and_shin_still_give_the_exact_twist(flex_deg):
     """A real SMPL forearm or shin leaves its limb's flexion plane by a few degrees at rest. The hinge solution mapped
-    the rest axis h onto u x s, exact only for a rest segment in the plane: a 3.4 deg kink turned the shoulder by
-    10 deg at a 15 deg elbow bend at zero keypoint residual. Solving the flexion angle first makes it exact."""
+    the rest axis h onto u x s, exact only for a rest segment in the plane: a kink of a few degrees twisted the
+    shoulder at zero keypoint residual (this test fails on that code). Solving the flexion angle first makes it exact."""
     import math
 
     import numpy as np

@@ -15,10 +15,11 @@ from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, not_a_director
 __all__ = ["CMU_MAP", "bvh_keypoints"]
 
 #: keypoint name -> BVH joint name (CMU naming; ``_End`` = end site). Nose, eyes, ears, heels and small
-#: toes have no counterpart: confidence 0. So has the neck: CMU's "Neck" joint sits on the shoulder line (1.3 cm
-#: above it in subject 131, against SMPL's neck joint well above) and turns with CMU's lowerneck; as the neck
-#: keypoint it made the three-point spine fit read neck bending as upper-spine bending (joint 9 was 27 deg off the
-#: BVH's Chest2 on average over the walk; see the kama README). Without it the shoulders and the torso fix the spine.
+#: toes have no counterpart: confidence 0. So has the neck: CMU's "Neck" joint sits at shoulder height, on the line
+#: between the shoulders (SMPL's neck joint is well above it), and turns with CMU's lowerneck; as the neck keypoint it
+#: made the three-point spine fit read neck bending as upper-spine bending (joint 9 was 26.1 deg off the BVH's Chest2
+#: on average over the walk, 4.2 without it: benchmarks/kama.py, results/kama.json). The shoulders and the torso fix
+#: the spine instead.
 CMU_MAP: dict[str, str] = {
     "pelvis": "Hips", "left_hip": "LeftHip", "right_hip": "RightHip", "torso": "Chest",
     "left_knee": "LeftKnee", "right_knee": "RightKnee", "left_ankle": "LeftAnkle", "right_ankle": "RightAnkle",
