@@ -442,7 +442,8 @@ def test_a_video_keeps_the_twist_of_a_limb_that_straightens(rigid64):
 def test_a_kinked_rest_forearm_and_shin_still_give_the_exact_twist(flex_deg):
     """A real SMPL forearm or shin leaves its limb's flexion plane by a few degrees at rest. The hinge solution mapped
     the rest axis h onto u x s, exact only for a rest segment in the plane: a kink of a few degrees twisted the
-    shoulder at zero keypoint residual (this test fails on that code). Solving the flexion angle first makes it exact."""
+    shoulder at zero keypoint residual (this test fails on that code). Solving the flexion angle first makes it
+    exact."""
     import math
 
     import numpy as np

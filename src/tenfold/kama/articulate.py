@@ -346,8 +346,9 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         back = near & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
         # flexion theta about the rest hinge axis h from the angle between the segments: u^.s^ = u0^.R_h(theta)s0^.
         # A rest distal segment out of the flexion plane (a real SMPL forearm or shin is kinked a few degrees) made
-        # the old map h -> u x s twist the shoulder at zero keypoint residual (test_a_kinked_rest_forearm_...); with R_h(theta) s0 the
-        # plane of (u0, R_h s0) goes onto that of (u, s), exact for any rest kink (equal to the old map without one)
+        # the old map h -> u x s twist the shoulder at zero keypoint residual (test_a_kinked_rest_forearm_...); with
+        # R_h(theta) s0 the plane of (u0, R_h s0) goes onto that of (u, s), exact for any rest kink (equal to the old
+        # map without one)
         theta = _flexion(u0, s0, h[:, li], u, s, back)
         Rflex = axis_angle_to_matrix(h[:, li] * theta[:, None])
         hinge = two_vector_align(a1, (Gp @ Rflex @ s0[..., None])[..., 0], u, s)
