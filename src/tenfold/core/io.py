@@ -118,8 +118,10 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") -> Path:
-    """Return ``path`` as a Path, or raise :class:`DataError` naming it when it is missing."""
+    """Return ``path`` as a Path, or raise :class:`DataError` naming it when it is missing (or a directory)."""
     p = Path(path).expanduser()
+    if p.is_dir():  # was reported as "not found"
+        raise DataError(f"{what} {p} is a directory; pass a file")
     if not p.is_file():
         extra = f"; {hint}" if hint else ""
         raise DataError(f"{what} not found: {p}{extra}")

@@ -189,9 +189,9 @@ def load_body_model(path: str | os.PathLike, landmarks: dict[str, int] | None = 
                     dtype: torch.dtype = torch.float32) -> BodyModel:
     """Load an SMPL-layout ``.npz`` or ``.pkl`` safely (no code execution). Landmark vertices are
     chosen by rules (see :mod:`tenfold.kama.keypoints`) unless ``landmarks`` overrides them."""
-    from tenfold.kama.keypoints import LANDMARK_NAMES, not_a_directory, select_landmarks
+    from tenfold.kama.keypoints import LANDMARK_NAMES, select_landmarks
 
-    p = require_file(not_a_directory(path, "body model file"), "body model file",
+    p = require_file(path, "body model file",
                      "SMPL files do not ship; pass --body-model procedural for "
                      "the synthetic model")
     if p.suffix == ".npz":

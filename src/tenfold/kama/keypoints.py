@@ -17,7 +17,7 @@ import torch
 from tenfold.core.io import DataError, InputError, check_tensor
 
 __all__ = ["JOINT_OF_KEYPOINT", "KEYPOINT_NAMES", "LANDMARK_NAMES", "NUM_KEYPOINTS", "landmark_ids",
-           "load_landmark_override", "not_a_directory", "regress_keypoints", "select_landmarks"]
+           "load_landmark_override", "regress_keypoints", "select_landmarks"]
 
 KEYPOINT_NAMES: list[str] = [
     "pelvis", "left_hip", "right_hip", "torso", "left_knee", "right_knee", "neck", "left_ankle", "right_ankle",
@@ -79,13 +79,6 @@ def select_landmarks(model) -> dict[str, int]:
         out[f"{side}_big_toe"] = int(med[T[med, 2].argmax()])
         out[f"{side}_small_toe"] = int(side_[T[side_, 2].argmax()])
     return {n: out[n] for n in LANDMARK_NAMES}
-
-
-def not_a_directory(path: str | os.PathLike, what: str) -> str | os.PathLike:
-    """``path`` unchanged, or DataError when it is a directory (``require_file`` called that "not found")."""
-    if Path(path).expanduser().is_dir():
-        raise DataError(f"{what} {path} is a directory; pass a file")
-    return path
 
 
 def load_landmark_override(path: str | os.PathLike) -> dict[str, int]:

@@ -10,7 +10,7 @@ import torch
 
 from tenfold.core.data import load_bvh
 from tenfold.core.io import ConfigError, DataError
-from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, not_a_directory
+from tenfold.kama.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 __all__ = ["CMU_MAP", "bvh_keypoints"]
 
@@ -37,7 +37,7 @@ def bvh_keypoints(path: str | os.PathLike, fps: float = 30.0, max_frames: int = 
     if not (math.isfinite(fps) and fps >= 0) or max_frames < 0:
         raise ConfigError(f"fps must be finite and >= 0 (0: the file's rate) and max_frames >= 0 (0: all), "
                           f"got {fps}, {max_frames}")
-    mot = load_bvh(not_a_directory(path, "BVH file"), include_end_sites=True)
+    mot = load_bvh(path, include_end_sites=True)
     mp = mapping or CMU_MAP
     missing = [j for j in mp.values() if j not in mot.joint_names]
     if missing:

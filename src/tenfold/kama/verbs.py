@@ -23,7 +23,6 @@ from tenfold.kama.keypoints import (
     KEYPOINT_NAMES,
     NUM_KEYPOINTS,
     load_landmark_override,
-    not_a_directory,
     regress_keypoints,
 )
 from tenfold.kama.mocap import bvh_keypoints
@@ -58,7 +57,7 @@ def _fit(cfg: Config, model: BodyModel, X: torch.Tensor, c: torch.Tensor | None,
 def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints from ``.npy`` ((26, 3), (B, 26, 3), or (B, 26, 4) with confidence last) or ``.json``
     (``{"keypoints": [...], "confidence": [...]}`` or a bare nested list), metres."""
-    p = require_file(not_a_directory(path, "keypoint file"), "keypoint file")
+    p = require_file(path, "keypoint file")
     conf = None
     try:
         if p.suffix == ".npy":

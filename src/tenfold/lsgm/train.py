@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
-from tenfold.core.engine import EMA, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
+from tenfold.core.engine import EMA, Checkpointer, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
 from tenfold.core.io import (
     CheckpointError,
     ConfigError,
@@ -386,7 +386,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     Args:
         resume: continue from the run's last checkpoint, exactly (the CLI's ``--resume --out RUN``).
     """
-    if resume and not any(any((Path(run_dir) / st / "checkpoints").glob("step-*.json")) for st in ("stage1", "stage2")):
+    if resume and not any(Checkpointer(Path(run_dir) / st, method=METHOD).steps() for st in ("stage1", "stage2")):
         # it started over from step 0 without a word (prune and attack say so too)
         raise CheckpointError(f"nothing to resume: no training checkpoint in {run_dir}/stage1 or stage2")
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,

@@ -694,7 +694,7 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     if not model:
         raise ConfigError("finetune needs --model (a prune run directory or pruned .json)")
     run_dir = Path(run_dir)
-    if resume and not any((run_dir / "checkpoints").glob("step-*.json")):  # it started over without a word
+    if resume and not Checkpointer(run_dir, method="nvit").steps():  # it started over without a word
         raise CheckpointError(f"nothing to resume: no fine-tuning checkpoint in {run_dir / 'checkpoints'}")
     student = load_model(cfg, model)
     if scratch:
