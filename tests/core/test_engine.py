@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -219,11 +220,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     single, _ = worker.train(tmp_path / "single")
 
     out = tmp_path / "ddp.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-         "--master-port", str(_free_port()), str(script), str(tmp_path / "ddp"), str(out)],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = _torchrun(script, tmp_path / "ddp", out, "plain")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ddp = load_file(out)
     diff = max((ddp[k] - v).abs().max().item() for k, v in single.state_dict().items())
@@ -243,12 +240,25 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
         "last.json", "last.safetensors", "step-00000006.json", "step-00000006.safetensors"]
 
 
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(script: Path, run_dir: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
+    """Two worker processes under torchrun. A launch that aborts in gloo's C++ teardown (std::terminate as a rank
+    exits; seen once in a fresh-clone CI run on a loaded 2-core machine, not reproduced in 8 reruns) is launched
+    again, once: from scratch for a fresh run, as is for a resume (whose checkpoints carry it on exactly)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-         "--master-port", str(_free_port()), str(script), str(run_dir), str(out), mode],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
+    for _attempt in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+             "--master-port", str(_free_port()), str(script), str(run_dir), str(out), mode],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode == 0 or mode == "kill" or GLOO_TEARDOWN_ABORT not in proc.stderr + proc.stdout:
+            return proc
+        if mode != "resume":
+            shutil.rmtree(run_dir, ignore_errors=True)
+            out.unlink(missing_ok=True)
+    return proc
 
 
 def test_torchrun_resume_keeps_every_ranks_log_sums(tmp_path: Path) -> None:
