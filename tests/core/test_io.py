@@ -14,6 +14,7 @@ import torch
 from tenfold.core.io import (
     CheckpointError,
     ConfigError,
+    CorruptCheckpointError,
     DataError,
     InputError,
     check_device,
@@ -79,6 +80,8 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, damage):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path, method=method)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value) or damage == "other_method"
+    # only damaged files are "corrupt" (a resume may skip those); a missing or foreign checkpoint never is
+    assert isinstance(e.value, CorruptCheckpointError) == (damage in ("truncate_tensors", "garbage_json"))
 
 
 def test_foreign_checkpoint_file_is_named_not_misreported(tmp_path):
@@ -171,7 +174,7 @@ def test_mismatched_pair_from_two_saves_is_detected(tmp_path):
     save_checkpoint(tmp_path / "a", {"w": torch.ones(3)}, method="unit")
     save_checkpoint(tmp_path / "b", {"w": torch.zeros(3)}, method="unit")
     (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
-    with pytest.raises(CheckpointError, match="different saves"):
+    with pytest.raises(CorruptCheckpointError, match="different saves"):
         load_checkpoint(tmp_path / "a")
 
 

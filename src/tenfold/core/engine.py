@@ -63,6 +63,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tenfold.core.io import (
     CheckpointError,
     ConfigError,
+    CorruptCheckpointError,
     TenfoldError,
     TenfoldWarning,
     atomic_write_bytes,
@@ -425,8 +426,8 @@ def _load_newest_readable(ckpt: Checkpointer) -> tuple[dict[str, Any], Path]:
         base = ckpt.path_for(step)
         try:
             return ckpt.load(base)[0], base
-        except CheckpointError as e:
-            if i == len(steps) - 1 or not str(e).startswith(("corrupt checkpoint", "incomplete checkpoint")):
+        except CorruptCheckpointError as e:
+            if i == len(steps) - 1:
                 raise
             warnings.warn(f"{e}; resuming from the checkpoint before it", TenfoldWarning, stacklevel=3)
     raise CheckpointError(f"no checkpoint in {ckpt.dir}")

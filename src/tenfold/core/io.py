@@ -41,6 +41,11 @@ class CheckpointError(TenfoldError):
     """A checkpoint is missing, corrupt, or was written by another method or format version."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files exist but do not read (truncated, garbled, or from two different saves): what a kill
+    mid-write leaves, so a resume may fall back to the checkpoint before it."""
+
+
 class ConfigError(TenfoldError):
     """An unknown preset, an unknown override key, or a value of the wrong type."""
 
@@ -318,7 +323,7 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"corrupt checkpoint {jpath}: {e}") from None
+        raise CorruptCheckpointError(f"corrupt checkpoint {jpath}: {e}") from None
     version = header.get("tenfold_checkpoint")
     if version is None:
         raise CheckpointError(f"{jpath} is not a tenfold checkpoint (no 'tenfold_checkpoint' header)")
@@ -333,9 +338,10 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
         tensors = st_load(raw)
         state = _unflatten(header["state"], tensors)
     except Exception as e:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"corrupt checkpoint {tpath}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        raise CorruptCheckpointError(f"corrupt checkpoint {tpath}: {type(e).__name__}: {e}".splitlines()[0]) from None
     if header.get("save_id") and meta.get("save_id") != header["save_id"]:
-        raise CheckpointError(f"incomplete checkpoint {base}: {jpath.name} and {tpath.name} come from different saves")
+        raise CorruptCheckpointError(f"incomplete checkpoint {base}: {jpath.name} and {tpath.name} come from "
+                                     "different saves")
     if str(map_location) != "cpu":
         state = _to_device(state, map_location)
     return state, header
