@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tenfold.core.io import write_json
 from tenfold.core.latency import environment
@@ -40,9 +40,16 @@ def goal(name: str, target: str, measured: Any, holds: bool) -> dict[str, Any]:
     return {"name": name, "target": target, "measured": measured, "holds": bool(holds)}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with tenfold's error style: a bad flag is one ``error:`` line (exit 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (--help lists the options)\n")
+
+
 def parser(description: str, default_data: str) -> argparse.ArgumentParser:
     """The arguments every benchmark takes (``--data SPEC`` points it at another split)."""
-    p = argparse.ArgumentParser(description=description)
+    p = OneLineParser(description=description)
     p.add_argument("--data", default=default_data, help="dataset spec (NAME or NAME:PATH)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/<name>.json)")

@@ -10,14 +10,13 @@ schedule, and gathers the `sample` / `evaluate` outputs of the same run. `benchm
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import goal, write_result
+from benchmarks.common import OneLineParser, goal, write_result
 from tenfold.lsgm.config import PRESETS
 
 
@@ -38,7 +37,7 @@ def stage_cost(metrics: Path) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", action="append", default=[], metavar="PRESET=RUN_DIR", help="a short run of a preset")
     p.add_argument("--verb", action="append", default=[], metavar="NAME=JSON", help="a verb's --json output")
     p.add_argument("--device", default="cuda")

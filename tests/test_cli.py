@@ -169,6 +169,7 @@ def test_resume_keeps_the_verb_options_the_run_started_with(fake_method, capsys,
     (["nvit", "train", "--resume"], "--resume needs --out"),
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["hant", "train"], "not implemented yet"),
+    (["bench", "kama", "--bad-flag"], "unrecognized arguments: --bad-flag"),  # was argparse's 4-line usage block
 ])
 def test_user_mistakes_are_one_line_exit_2(fake_method, capsys, argv, pattern):
     code, out, err = _run(capsys, *argv)

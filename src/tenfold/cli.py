@@ -386,8 +386,16 @@ def cmd_bench(argv: Sequence[str]) -> int:
         script = root / f"{method}.py"
         if script.is_file():
             sys.path.insert(0, str(root.parent))
-            sys.argv = [str(script), *rest]
-            runpy.run_module(f"benchmarks.{method}", run_name="__main__")
+            argv_before, sys.argv = sys.argv, [str(script), *rest]
+            try:
+                runpy.run_module(f"benchmarks.{method}", run_name="__main__")
+            except SystemExit as e:  # a benchmark's own exit (a bad flag: 2) is this command's exit code
+                if isinstance(e.code, str):  # SystemExit("message"): one error line, as every tenfold error
+                    print(f"error: {e.code}", file=sys.stderr)
+                    return EXIT_USER_ERROR
+                return e.code or 0
+            finally:
+                sys.argv = argv_before
             return 0
     raise ConfigError(f"no benchmark '{method}': benchmarks/{method}.py not found "
                       "(benchmarks ship with the repository, not the installed package)")
