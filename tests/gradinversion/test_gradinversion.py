@@ -717,6 +717,7 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
     pulled = _signed_steps(0.05, monkeypatch)
     off = [((s.abs() - 1).abs().max()) for s in pulled]
     assert max(off[:2]) == 0  # before the group starts: a pure sign step
+    assert off[2] > 1e-3  # it starts at the first step after the warm-up, int(0.25 * 8) = 2, not a step later
     assert max(off[3:]) > 1e-3 and max(off[3:]) < 1.0  # after: sign + a pull smaller than one step
 
 
