@@ -409,3 +409,56 @@ def test_a_lut_for_another_model_is_refused(tmp_path, monkeypatch):
         else:
             with pytest.raises(ConfigError, match=match):
                 api.prune(cfg, tmp_path / name, lut=str(tmp_path / f"{name}.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutation audit: direct known answers for what only the pruning loop's end fractions used to reach
+# ---------------------------------------------------------------------------------------------
+def _lin(E, H, q, v, M, N):
+    return 0.5 + E * H * (q + 2 * v) * 1e-3 + 0.01 * E * M  # multilinear: the LUT reproduces it exactly
+
+
+def test_emb_latency_saving_sums_every_block_and_the_stem():
+    """dT_emb = T(E) - T(E - 1) over every block and the stem (spec §2), 0 at the minimum. With the multilinear
+    LUT one block saves H (q + 2 v) 1e-3 + 0.01 M per embedding unit; the stem's table adds its own step. A
+    reversed difference (clamped to 0: EMB never looked expensive) was caught only by where a whole pruning run
+    stopped."""
+    from tenfold.core.latency import LatencyTable
+
+    torch.set_num_threads(1)
+    blocks = [BlockDims(3, 6, 10, 40), BlockDims(2, 8, 4, 16)]
+    per_block = sum(b.num_heads * (b.qk_dim + 2 * b.v_dim) * 1e-3 + 0.01 * b.mlp_hidden for b in blocks)
+    lat = LatencyModel(synthetic_lut(AXES, 1, _lin))
+    assert delta_latency(lat, 12, blocks, "emb", None, MINIMUM["emb"]) == pytest.approx(per_block, rel=1e-12)
+    stem = LatencyTable({"embed": AXES["embed"]}, [0.08, 0.16, 0.48])  # 0.01 s per unit between 8 and 16
+    with_stem = LatencyModel(lat.block, stem)
+    assert delta_latency(with_stem, 12, blocks, "emb", None, MINIMUM["emb"]) == pytest.approx(per_block + 0.01)
+    assert delta_latency(with_stem, 8, blocks, "emb", None, MINIMUM["emb"]) == 0.0
+
+
+def test_relative_eta_is_rho_times_mean_importance_over_mean_saving_of_the_active_units():
+    """Spec's eta_mode="relative": eta = rho mean(I) / mean(dT) over the active units only. Planted one-block masks
+    (E 12 of 16, H 3 of 4, q 6 of 8, v 10 of 12, M 40 of 48) and importances whose pruned units hold a huge
+    value that must not count; dT per unit from the multilinear LUT in closed form."""
+    from tenfold.nvit.prune import relative_eta
+
+    torch.set_num_threads(1)
+    alive = {"emb": (16, 12), "head": (4, 3), "qk": (8, 6), "v": (12, 10), "mlp": (48, 40)}
+    level = {"emb": 1.0, "head": 5.0, "qk": 2.0, "v": 3.0, "mlp": 0.5}
+    masks, imp = {}, {}
+    for s, (n, k) in alive.items():
+        masks[(s, 0)] = torch.cat([torch.ones(k), torch.zeros(n - k)])
+        imp[(s, 0)] = torch.cat([torch.full((k,), level[s]), torch.full((n - k,), 1e6)]).double()
+    E, H, q, v, M = 12, 3, 6, 10, 40
+    dT = {"emb": H * (q + 2 * v) * 1e-3 + 0.01 * M, "head": E * (q + 2 * v) * 1e-3, "qk": E * H * 1e-3,
+          "v": 2 * E * H * 1e-3, "mlp": 0.01 * E}
+    n_act = sum(k for _, k in alive.values())
+    mean_i = sum(k * level[s] for s, (_, k) in alive.items()) / n_act
+    mean_dt = sum(k * dT[s] for s, (_, k) in alive.items()) / n_act
+    lat = LatencyModel(synthetic_lut(AXES, 1, _lin))
+    eta = relative_eta(imp, masks, lat, MINIMUM, rho=0.7)
+    assert eta == pytest.approx(0.7 * mean_i / mean_dt, rel=1e-12)
+    # every structure at its minimum: nothing to save, eta 0 (not a division by zero)
+    floor = {key: torch.cat([torch.ones(MINIMUM[key[0]]), torch.zeros(m.numel() - MINIMUM[key[0]])])
+             for key, m in masks.items()}
+    assert relative_eta(imp, floor, lat, MINIMUM, rho=0.7) == 0.0
