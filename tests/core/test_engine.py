@@ -516,3 +516,45 @@ def test_warmup_cosine() -> None:
     t = 7 / 8  # step 11: (11 - 4) / (12 - 4)
     assert lrs[11] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))))
     assert all(x >= y for x, y in itertools.pairwise(lrs[3:]))
+
+
+def test_fit_folds_the_weights_after_each_optimizer_step_into_the_ema(tmp_path: Path) -> None:
+    """Mutation audit: fit updates the EMA with the weights *after* each optimizer step. An update moved before
+    ``opt.step()`` (one step behind, the final weights never averaged) passed every test, since the resume tests
+    compare two runs with the same lag. Closed form over 3 SGD steps with decay 0.5: the step function records
+    the weights each step starts from, w0, w1, w2, and the EMA must be w0/8 + w1/8 + w2/4 + w3/2."""
+    torch.set_num_threads(1)
+    model = mlp(0.0)
+    ema = EMA(model, decay=0.5)
+    starts: list[dict[str, torch.Tensor]] = []
+
+    def step_fn(m: nn.Module, batch) -> dict:
+        starts.append({n: p.detach().clone() for n, p in m.named_parameters()})
+        return {"loss": F.mse_loss(m(batch[0]), batch[1])}
+
+    fit(model, step_fn, Regression(), run_dir=tmp_path, steps=3, batch_size=8, ema=ema, progress=False,
+        optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.5), tensorboard=False)
+    assert len(starts) == 3 and ema.num_updates == 3
+    for n, p in model.named_parameters():
+        w0, w1, w2, w3 = starts[0][n], starts[1][n], starts[2][n], p.detach()
+        assert not torch.equal(w2, w3)  # the steps moved the weights
+        torch.testing.assert_close(ema.shadow[n], w0 / 8 + w1 / 8 + w2 / 4 + w3 / 2, atol=1e-6, rtol=0)
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tmp_path: Path) -> None:
+    """Mutation audit: with ``accum`` micro-steps each micro-batch's mean loss is divided by ``accum``, so the update
+    is that of the whole batch's mean (fit's contract: results do not depend on how the batch is split). Dropping
+    the division (accum times the gradient) passed every test: the resume tests compare runs with the same accum and
+    the DDP worker does not accumulate. Plain SGD without dropout: accum 1, 2 and 4 train the same weights."""
+    torch.set_num_threads(1)
+    trained = []
+    for accum in (1, 2, 4):
+        model = mlp(0.0)
+        fit(model, lambda m, b: {"loss": F.mse_loss(m(b[0]), b[1])}, Regression(), run_dir=tmp_path / f"a{accum}",
+            steps=3, batch_size=8, accum=accum, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.5),
+            progress=False, tensorboard=False)
+        trained.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    moved = float((trained[0] - torch.cat([p.detach().flatten() for p in mlp(0.0).parameters()])).abs().max())
+    assert moved > 1e-2  # the steps moved the weights, so agreement is not trivial
+    for other in trained[1:]:
+        torch.testing.assert_close(other, trained[0], atol=1e-6, rtol=0)
