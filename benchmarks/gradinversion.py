@@ -364,6 +364,18 @@ def image_goals(figures: dict[str, Any], regimes: Any, N: int, timing_iterations
     return goals
 
 
+def group_goal(figures: dict[str, Any]) -> dict[str, Any]:
+    """The group-consistency study's goal from ``figures["group_consistency"]``: the registered mean with the
+    consistency term against its honest control, the plain mean of G independent runs."""
+    study = figures["group_consistency"]
+    ctrl = study["variants"]["control: plain mean of G independent runs"]["psnr"]
+    gc_row = study["variants"]["group consistency, registration translation"]
+    gc = gc_row["psnr"]
+    return goal(f"group consistency (translation registration, alpha_group {gc_row['alpha_group']:g}) beats its "
+                f"control, the plain mean of G runs (mean PSNR over {study['batches']} batches)",
+                f"> {ctrl:.2f} dB", round(gc, 2), gc > ctrl)
+
+
 def merge_cells(paths: list[Path], out: Path | None) -> Path:
     """One result from image-comparison JSONs of cells run as separate processes (same iterations, data and
     attacks; each cell once), goals recomputed; ``merged_from`` keeps each part's command, commit and device."""
@@ -812,11 +824,7 @@ def main() -> None:
     if rows:  # the image comparison ran (not --group-only)
         goals = image_goals(figures, models, N, sc["timing_iterations"])
     if sc["group_batches"] > 0:
-        ctrl = group["control: plain mean of G independent runs"]["psnr"]
-        gc = group["group consistency, registration translation"]["psnr"]
-        goals.append(goal(f"group consistency (translation registration, alpha_group {cfg.alpha_group:g}) beats its "
-                          f"control, the plain mean of G runs (mean PSNR over {sc['group_batches']} batches)",
-                          f"> {ctrl:.2f} dB", round(gc, 2), gc > ctrl))
+        goals.append(group_goal(figures))
     write_result("gradinversion", figures, goals, device=args.device, out=args.out, started=started)
 
 

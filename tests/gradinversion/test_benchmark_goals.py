@@ -72,3 +72,39 @@ def test_merge_joins_cells_and_refuses_overlaps_and_mismatches(tmp_path):
     paths[1].write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="iterations"):
         merge_cells(paths, tmp_path / "m3.json")
+
+
+def test_the_committed_results_rescore_to_their_own_goals():
+    """Every goal in results/gradinversion.json (names, targets, measured values, verdicts) follows from its
+    figures: the image cells, the label study and the group study, scored by the functions the benchmark uses."""
+    import copy
+    from pathlib import Path
+
+    from benchmarks.gradinversion import REGIMES, group_goal
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gradinversion.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    d = json.loads(path.read_text())
+    fig = copy.deepcopy(d["figures"])
+    goals = image_goals(fig, REGIMES, fig["iterations"], fig["paired_cpu_timing"]["iterations_per_call"])
+    if "group_consistency" in fig:
+        goals.append(group_goal(fig))
+    assert json.loads(json.dumps(goals)) == d["goals"]  # through JSON, as written (tuples become lists)
+    # the figures image_goals derives are the committed ones too
+    for key in ("psnr_delta_vs_better_breaching", "psnr_delta_se", "paired_cpu_ratio_vs_faster_breaching"):
+        assert json.loads(json.dumps(fig[key])) == d["figures"][key]
+
+
+def test_group_goal_holds_only_above_its_control():
+    """The group study's verdict: strictly above the plain mean of G runs, not at or below it."""
+    from benchmarks.gradinversion import group_goal
+
+    def study(gc, ctrl):
+        return {"group_consistency": {"batches": 3, "variants": {
+            "control: plain mean of G independent runs": {"psnr": ctrl, "alpha_group": 0.0},
+            "group consistency, registration translation": {"psnr": gc, "alpha_group": 0.05}}}}
+
+    assert group_goal(study(14.3, 14.2))["holds"] and not group_goal(study(14.2, 14.2))["holds"]
+    assert not group_goal(study(14.1, 14.2))["holds"]
+    assert "alpha_group 0.05" in group_goal(study(14.3, 14.2))["name"]
