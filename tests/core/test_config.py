@@ -76,3 +76,19 @@ def test_save_load_roundtrip(tmp_path):
     cfg = Cfg(lr=0.3, dims=(5,))
     save_config(cfg, tmp_path, method="unit")
     assert load_config(Cfg, tmp_path / "config.json") == cfg
+
+
+def test_tuple_overrides_take_commas_and_brackets():
+    """The READMEs write both ``dims=3,4`` and ``dims=(3, 4)``; only the space-separated form was tested."""
+    for text in ("3,4", "(3, 4)", "[3,4]", "3 4"):
+        assert apply_overrides(Cfg(), [f"dims={text}"]).dims == (3, 4)
+
+
+def test_values_keep_their_equals_signs_and_keys_take_dashes():
+    """``data=folder:/x=y`` keeps everything after the first '='; ``batch-size=4`` is the field batch_size."""
+    @dataclasses.dataclass(frozen=True)
+    class Run:
+        data: str = "digits"
+        batch_size: int = 8
+
+    assert apply_overrides(Run(), ["data=folder:/tmp/a=b", "batch-size=4"]) == Run("folder:/tmp/a=b", 4)

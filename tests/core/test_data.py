@@ -533,3 +533,13 @@ def test_bvh_without_frames_or_cut_mid_number(tmp_path: Path) -> None:
     r.write_text(TINY_BVH.replace("90 90 0", "90 x 0"))
     with pytest.raises(DataError, match="non-numeric motion data"):
         D.load_bvh(r)
+
+
+def test_mnist_images_file_path_finds_the_labels_beside_it(tmp_path: Path) -> None:
+    """mnist-test:PATH naming the images file (not the folder) reads the labels file next to it."""
+    imgs = np.random.default_rng(1).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(imgs, 0x08))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([9, 0, 4], np.uint8), 0x08))
+    ds = D.load_dataset(f"mnist-test:{tmp_path / 't10k-images-idx3-ubyte'}")
+    assert ds.labels.tolist() == [9, 0, 4]
+    np.testing.assert_array_equal(ds.images[:, 0].numpy(), imgs)

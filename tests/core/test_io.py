@@ -214,3 +214,18 @@ def test_checkpoint_keeps_non_finite_floats_dotted_names_and_refuses_slash_keys(
     assert float(load_checkpoint(tmp_path / "model-lr0.001.json")[0]["w"][0]) == 0.001
     with pytest.raises(CheckpointError, match="cannot contain '/'"):
         save_checkpoint(tmp_path / "s", {"a/b": torch.zeros(1), "a": {"b": torch.ones(1)}}, method="unit")
+
+
+def test_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """A write that fails half way (here the fsync) leaves the previous content and no stray .tmp file behind."""
+    from tenfold.core import io as tio
+
+    p = tio.atomic_write_bytes(tmp_path / "r.bin", b"old")
+
+    def broken(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tio.os, "fsync", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tio.atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["r.bin"]
