@@ -12,7 +12,7 @@ import torch
 from scipy import integrate
 
 from tenfold.core.io import ConfigError, InputError
-from tenfold.lsgm.nets import MixedScore, UNet
+from tenfold.lsgm.nets import MixedScore, UNet, time_embedding
 from tenfold.lsgm.objective import ce_constant, cross_entropy_dsm, diffuse
 from tenfold.lsgm.ode import ode_nll, ode_sample
 from tenfold.lsgm.sde import VPSDE, GeometricVPSDE, check_time_eps, sample_t, w_ll
@@ -215,6 +215,52 @@ def test_unet_time_scale_rescales_time_only():
         assert torch.allclose(a(x, t), b(x, t / 10), atol=1e-5)
         assert not torch.allclose(a(x, t), b(x, t), atol=1e-3)
     assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+
+
+def test_time_embedding_is_sin_then_cos_of_scaled_time_at_geometric_frequencies() -> None:
+    """The official get_timestep_embedding: [sin(s t f_k), cos(s t f_k)], f_k = 10000^(-k / (half - 1)); the fastest
+    feature is sin(s t). A swapped sin/cos or another frequency base conditioned every checkpoint differently."""
+    t = torch.tensor([0.0, 0.5, 0.003])
+    got = time_embedding(t, 8, scale=1000.0).double()
+    f = torch.tensor([1.0, 10000.0 ** (-1 / 3), 10000.0 ** (-2 / 3), 1e-4], dtype=F64)
+    a = 1000.0 * t.double()[:, None] * f
+    torch.testing.assert_close(got, torch.cat([a.sin(), a.cos()], 1), rtol=0, atol=2e-5)
+    assert torch.equal(time_embedding(torch.zeros(2), 6), torch.tensor([[0.0] * 3 + [1.0] * 3] * 2))
+
+
+def _resblock(blk: torch.nn.Module, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    """ResBlock by its docstring: GN-SiLU-conv, + time, GN-SiLU-conv, (skip + h) / sqrt(2) (dropout 0)."""
+    F = torch.nn.functional
+    h = blk.c1(F.silu(blk.n1(x))) + blk.temb(temb)[:, :, None, None]
+    return (blk.skip(x) + blk.c2(F.silu(blk.n2(h)))) / math.sqrt(2.0)
+
+
+def test_unet_wiring_matches_an_explicit_two_scale_reference() -> None:
+    """ch_mult (1, 2), 2 blocks per scale, written out: each up block takes cat([h, skip]) with the skips popped
+    deepest first (the stem's output last), residual sums scaled by 1/sqrt(2). Reversed skips, a swapped
+    concatenation or a dropped 1/sqrt(2) kept every other test green."""
+    torch.manual_seed(0)
+    net = UNet(2, ch=8, ch_mult=(1, 2), num_res_blocks=2, dropout=0.0).eval()  # float32, as time_embedding
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    x, t = torch.randn(2, 2, 6, 6), torch.rand(2)
+    F = torch.nn.functional
+    with torch.no_grad():
+        temb = net.temb(time_embedding(t, 8))
+        h0 = net.inp(x)
+        a = _resblock(net.down[0], h0, temb)
+        b = _resblock(net.down[1], a, temb)
+        c = net.downsample[0](b)
+        d = _resblock(net.down[2], c, temb)
+        e = _resblock(net.down[3], d, temb)
+        h = _resblock(net.mid[1], _resblock(net.mid[0], e, temb), temb)
+        for k, s in enumerate((e, d, c)):
+            h = _resblock(net.up[k], torch.cat([h, s], 1), temb)
+        h = net.upsample[0](F.interpolate(h, size=b.shape[-2:], mode="nearest"))
+        for k, s in enumerate((b, a, h0), start=3):
+            h = _resblock(net.up[k], torch.cat([h, s], 1), temb)
+        want = net.out(F.silu(net.n_out(h)))
+        torch.testing.assert_close(net(x, t), want, rtol=1e-5, atol=1e-6)
+        assert want.abs().max() > 1e-2
 
 
 def test_fresh_unet_outputs_zero():

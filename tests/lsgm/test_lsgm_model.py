@@ -498,6 +498,24 @@ def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path,
     assert bool(((seen[0] == 0) | (seen[0] == 1)).all())
 
 
+@pytest.mark.parametrize("kw, msg", [
+    ({"inactive_kl": -0.1}, "inactive_kl must be >= 0"),  # a negative threshold kept every channel "active"
+    ({"score_mult": (1, 0)}, "score_mult"),  # a zero-width scale
+    ({"dropout": 1.0}, "dropout and ema must be < 1"),  # drops every activation
+    ({"ema": 1.0}, "dropout and ema must be < 1"),  # the EMA never leaves the zero-output init
+    ({"ode_eps": 0.0}, "ode_eps must be a finite number > 0"),  # integrates to t = 0, where the variance is 0
+    ({"ode_eps": -1e-5}, "ode_eps"),
+])
+def test_config_refuses_each_value_its_checks_name(kw: dict, msg: str) -> None:
+    """Each boundary of Config.__post_init__ holds at its own edge (these edges had no test: moving one let the bad
+    value through without a word); the value next to it is accepted."""
+    with pytest.raises(ConfigError, match=msg):
+        Config(**kw)
+    ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9}
+    key = next(iter(kw))
+    assert getattr(Config(**{key: ok[key]}), key) == ok[key]
+
+
 def test_session15_bad_inputs_are_one_line_errors(tmp_path):
     """Found by the session-15 CLI audit: a NaN inactive_kl pinned every latent channel and the run went on (any
     non-finite float is refused now), pad=-1 failed deep in the loss; a model with NaN weights was sampled (a
