@@ -19,6 +19,7 @@ from tenfold.core.models import (
     Attention,
     BasicBlock,
     BlockDims,
+    DropPath,
     ShortcutA,
     VisionTransformer,
     build_model,
@@ -256,6 +257,23 @@ def test_vit_rebuilds_from_block_dims():
         out = a(x)
         torch.testing.assert_close(b(x), out)
     assert out.shape == (3, 5) and torch.isfinite(out).all()
+
+
+def test_drop_path_is_unbiased_per_sample_and_rises_linearly_with_depth() -> None:
+    """Stochastic depth (timm / DeiT): a sample's branch is kept with probability 1 - p and then scaled by 1 / (1 - p),
+    so its mean is unchanged; identity at eval time; block i gets rate i / (depth - 1) * drop_path_rate. Dropping the
+    rescale or reversing the schedule kept every other test green."""
+    dp = DropPath(0.25).train()
+    torch.manual_seed(0)
+    out = dp(torch.ones(4000, 3, 2, dtype=torch.float64))
+    per_sample = out.flatten(1)
+    assert torch.all(per_sample == per_sample[:, :1])  # one draw per sample
+    assert set(per_sample[:, 0].unique().tolist()) == {0.0, 1 / 0.75}
+    assert abs(per_sample[:, 0].mean().item() - 1.0) < 0.05  # unbiased (kept 75 % +- 0.7 % sd)
+    x = torch.randn(3, 5)
+    assert torch.equal(dp.eval()(x), x) and torch.equal(DropPath(0.0).train()(x), x)
+    vit = VisionTransformer(img_size=16, patch_size=8, embed_dim=24, depth=4, num_heads=3, drop_path_rate=0.3)
+    assert [b.drop_path.p for b in vit.blocks] == pytest.approx([0.0, 0.1, 0.2, 0.3])
 
 
 def test_vit_tiny_cifar_preset_trains():

@@ -168,6 +168,19 @@ def test_macs_and_params_formulas_match_counted_references():
     assert macs < macs_params(spec_of(vit))[0]
 
 
+def test_params_formula_counts_qkv_biases_only_when_the_model_has_them() -> None:
+    """Without qkv biases (timm's qkv_bias=False) the closed-form count drops exactly h (2q + v) per block, masked or
+    dense; every other test builds biased models, so a formula that always added them passed."""
+    vit = _vit(torch.float32, depth=3, qkv_bias=False)
+    g = GatedViT(vit)
+    _random_masks(g, seed=7)
+    for dense in (vit, g.to_dense()):
+        spec = spec_of(dense)
+        assert not spec.qkv_bias
+        assert macs_params(spec)[1] == sum(p.numel() for p in dense.parameters())
+    assert macs_params(g)[1] == sum(p.numel() for p in g.to_dense().parameters())
+
+
 def test_macs_params_reproduce_deit_base():
     """DeiT-B: 17.6 G multiply-accumulates and 86.6 M parameters (DeiT / NViT papers)."""
     import timm
