@@ -1121,3 +1121,64 @@ def test_attack_reports_lpips_with_a_local_backbone_and_checks_the_file_first(tm
     with pytest.raises(CheckpointError, match="not a torchvision AlexNet"):
         verbs.attack(cfg, tmp_path / "run3", data="cifar10-mini", batch_size=2, iterations=2,
                      lpips_weights=str(tmp_path / "other.pth"))
+
+
+def test_leak_records_the_threat_model_of_its_own_run(tmp_path):
+    """threat_model.json, the leak checkpoint and the returned metrics all hold this run's switches (defences
+    included), not another config's: nothing read threat_model.json back before."""
+    from tenfold.core.io import load_checkpoint
+    from tenfold.gradinversion import Config, verbs
+
+    cfg = dataclasses.replace(PRESETS["smoke"], noise_sigma=0.01, prune_ratio=0.5)
+    tm = cfg.threat_model()
+    assert tm != Config().threat_model() and tm != PRESETS["smoke"].threat_model()
+    out = verbs.leak(cfg, tmp_path, data="cifar10-mini", batch_size=2)
+    assert json.loads((tmp_path / "threat_model.json").read_text()) == tm == out["threat_model"]
+    assert tm["defences"] == {"noise_sigma": 0.01, "prune_ratio": 0.5}
+    _, header = load_checkpoint(tmp_path / "leak", method="gradinversion")
+    assert header["extra"]["threat_model"] == tm
+
+
+def test_audit_resumes_inside_a_batch_size_and_applies_each_rows_defence(tmp_path, monkeypatch):
+    """A crash after two of a batch size's three rows resumes with only the third attack (the resume test above
+    crashes on a batch-size boundary, where a skip of the whole batch size hides the per-row check); each row's
+    attack gets the clean update, sigma = 10 noise, or a >= 90 % pruned update, and audit.json holds the run's
+    threat model."""
+    from tenfold.gradinversion import verbs
+
+    kw = dict(data="cifar10-mini", batch_sizes=(1,), noise_sigmas=(10.0,), prune_ratios=(0.9,), iterations=1)
+    cfg = dataclasses.replace(PRESETS["smoke"], group_size=1)
+    real, seen = verbs.run_attack, []
+
+    def record(c, net, g, *a, **k):
+        seen.append((c, [t.detach().cpu().clone() for t in g]))
+        if len(seen) == 3 and crash:
+            raise KeyboardInterrupt
+        return real(c, net, g, *a, **k)
+
+    monkeypatch.setattr(verbs, "run_attack", record)
+    crash = False
+    (tmp_path / "full").mkdir()
+    verbs.audit(cfg, tmp_path / "full", **kw)
+    full = json.loads((tmp_path / "full" / "audit.json").read_text())
+    assert full["threat_model"] == cfg.threat_model() and [r["defence"] for r in full["rows"]] == [
+        "none", "noise 10", "prune 0.9"]
+    (c0, clean), (c1, noisy), (c2, pruned) = seen
+    assert (c0.noise_sigma, c0.prune_ratio, c1.noise_sigma, c2.prune_ratio) == (0.0, 0.0, 10.0, 0.9)
+    diff = torch.cat([(n - g).flatten() for n, g in zip(noisy, clean)])
+    assert diff.numel() > 10_000 and abs(diff.std().item() - 10.0) < 0.2 and abs(diff.mean().item()) < 0.2
+    for p, g in zip(pruned, clean):
+        if g.numel() > 1:
+            assert int((p == 0).sum()) >= int(0.9 * g.numel()) and torch.equal(p[p != 0], g[p != 0])
+    seen.clear()
+    crash = True
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        verbs.audit(cfg, tmp_path / "cut", **kw)
+    assert len((tmp_path / "cut" / "audit_rows.jsonl").read_text().splitlines()) == 2
+    seen.clear()
+    crash = False
+    verbs.audit(cfg, tmp_path / "cut", resume=True, **kw)
+    assert [c.prune_ratio for c, _ in seen] == [0.9]  # only the missing row ran
+    assert json.loads((tmp_path / "cut" / "audit.json").read_text())["rows"] == full["rows"]
+    assert len((tmp_path / "cut" / "audit_rows.jsonl").read_text().splitlines()) == 3
