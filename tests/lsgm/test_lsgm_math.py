@@ -235,14 +235,16 @@ def _resblock(blk: torch.nn.Module, x: torch.Tensor, temb: torch.Tensor) -> torc
     return (blk.skip(x) + blk.c2(F.silu(blk.n2(h)))) / math.sqrt(2.0)
 
 
-def test_unet_wiring_matches_an_explicit_two_scale_reference() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_unet_wiring_matches_an_explicit_two_scale_reference(dtype: torch.dtype) -> None:
     """ch_mult (1, 2), 2 blocks per scale, written out: each up block takes cat([h, skip]) with the skips popped
     deepest first (the stem's output last), residual sums scaled by 1/sqrt(2). Reversed skips, a swapped
-    concatenation or a dropped 1/sqrt(2) kept every other test green."""
+    concatenation or a dropped 1/sqrt(2) kept every other test green. In float64 too (the time features were
+    float32 whatever the net's dtype, so a float64 U-Net failed on a dtype mismatch)."""
     torch.manual_seed(0)
-    net = UNet(2, ch=8, ch_mult=(1, 2), num_res_blocks=2, dropout=0.0).eval()  # float32, as time_embedding
+    net = UNet(2, ch=8, ch_mult=(1, 2), num_res_blocks=2, dropout=0.0).eval().to(dtype)
     torch.nn.init.normal_(net.out.weight, std=0.1)
-    x, t = torch.randn(2, 2, 6, 6), torch.rand(2)
+    x, t = torch.randn(2, 2, 6, 6, dtype=dtype), torch.rand(2, dtype=dtype)
     F = torch.nn.functional
     with torch.no_grad():
         temb = net.temb(time_embedding(t, 8))
@@ -259,8 +261,21 @@ def test_unet_wiring_matches_an_explicit_two_scale_reference() -> None:
         for k, s in enumerate((b, a, h0), start=3):
             h = _resblock(net.up[k], torch.cat([h, s], 1), temb)
         want = net.out(F.silu(net.n_out(h)))
-        torch.testing.assert_close(net(x, t), want, rtol=1e-5, atol=1e-6)
+        got = net(x, t)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                                   atol=1e-6 if dtype == torch.float32 else 1e-12)
         assert want.abs().max() > 1e-2
+
+
+def test_unet_gradcheck_in_float64() -> None:
+    """The score net's input gradient (what the ODE likelihood's divergence and the DSM loss use) passes gradcheck."""
+    torch.manual_seed(1)
+    net = UNet(1, ch=8, ch_mult=(1,), num_res_blocks=1, dropout=0.0).eval().to(F64)
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    t = torch.rand(2, dtype=F64)
+    x = torch.randn(2, 1, 4, 4, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: net(z, t), (x,), eps=1e-6, atol=1e-6)
 
 
 def test_fresh_unet_outputs_zero():

@@ -21,10 +21,11 @@ def _gn(ch: int) -> nn.GroupNorm:
 
 def time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
     """Sinusoidal features of ``scale`` t (1000 t as the official code): (B,) -> (B, dim). The fastest feature,
-    sin(scale t), has period 2 pi / scale in t."""
+    sin(scale t), has period 2 pi / scale in t. Float32 at least (bf16 cannot hold 1000 t), float64 for float64 t."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / max(half - 1, 1))
-    a = scale * t.float()[:, None] * freqs[None]
+    dt = torch.float64 if t.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dt) / max(half - 1, 1))
+    a = scale * t.to(dt)[:, None] * freqs[None]
     return torch.cat([a.sin(), a.cos()], dim=1)
 
 
@@ -83,7 +84,7 @@ class UNet(nn.Module):
         self.levels, self.blocks = len(ch_mult), num_res_blocks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.temb(time_embedding(t, self.ch, self.time_scale))
+        temb = self.temb(time_embedding(t, self.ch, self.time_scale).to(self.inp.weight.dtype))
         h = self.inp(x)
         hs = [h]
         k = 0
