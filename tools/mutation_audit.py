@@ -851,7 +851,8 @@ MUTANTS: list[M] = [
     M("r3-T2", "src/tenfold/nvit/model.py",
       "        if not full_e:\n            t = t * m_e",
       "        if False:\n            t = t * m_e",
-      NVIT_MODEL_PRUNE),
+      NVIT_MODEL_PRUNE, equivalent="the residual stream's pruned channels are never read: every LayerNorm is masked "
+      "(pruned outputs 0, pruned inputs ignored, so no gradient reaches them) and every block input is gated by ge"),
     M("r3-T3", "src/tenfold/nvit/model.py",
       "        k = k.reshape(B, N, h, dq).transpose(1, 2) * m_qk * gh",
       "        k = k.reshape(B, N, h, dq).transpose(1, 2) * m_qk",

@@ -462,3 +462,19 @@ def test_relative_eta_is_rho_times_mean_importance_over_mean_saving_of_the_activ
     floor = {key: torch.cat([torch.ones(MINIMUM[key[0]]), torch.zeros(m.numel() - MINIMUM[key[0]])])
              for key, m in masks.items()}
     assert relative_eta(imp, floor, lat, MINIMUM, rho=0.7) == 0.0
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_lut_arguments_describe_the_configs_model(preset: str) -> None:
+    """The LUT is measured at ``build(cfg)``'s token count and grid: the token count is the sequence the config's
+    ViT runs (patches + the class token), and each grid axis is its own ``lut_*`` field (a field read for another
+    axis, e.g. the QK widths as head counts, measured a table for another model without a word)."""
+    from tenfold.nvit import PRESETS
+    from tenfold.nvit.api import build, load_model
+
+    cfg = PRESETS[preset]
+    b = build(cfg)
+    assert b["tokens"] == load_model(cfg).pos_embed.shape[1]
+    for axis, field in (("embed", "lut_embed"), ("heads", "lut_heads"), ("qk", "lut_qk"), ("v", "lut_v"),
+                        ("mlp", "lut_mlp")):
+        assert list(b["grid"][axis]) == [int(v) for v in getattr(cfg, field).split(",")], axis
