@@ -222,6 +222,8 @@ def test_time_embedding_is_sin_then_cos_of_scaled_time_at_geometric_frequencies(
     feature is sin(s t). A swapped sin/cos or another frequency base conditioned every checkpoint differently."""
     t = torch.tensor([0.0, 0.5, 0.003])
     got = time_embedding(t, 8, scale=1000.0).double()
+    assert time_embedding(t, 8).dtype == time_embedding(t.double(), 8).dtype == torch.float32  # float32 nets: as ever
+    torch.testing.assert_close(time_embedding(t.double(), 8, scale=1000.0, dtype=F64), got, rtol=0, atol=2e-5)
     f = torch.tensor([1.0, 10000.0 ** (-1 / 3), 10000.0 ** (-2 / 3), 1e-4], dtype=F64)
     a = 1000.0 * t.double()[:, None] * f
     torch.testing.assert_close(got, torch.cat([a.sin(), a.cos()], 1), rtol=0, atol=2e-5)
@@ -247,7 +249,7 @@ def test_unet_wiring_matches_an_explicit_two_scale_reference(dtype: torch.dtype)
     x, t = torch.randn(2, 2, 6, 6, dtype=dtype), torch.rand(2, dtype=dtype)
     F = torch.nn.functional
     with torch.no_grad():
-        temb = net.temb(time_embedding(t, 8))
+        temb = net.temb(time_embedding(t, 8, dtype=dtype))
         h0 = net.inp(x)
         a = _resblock(net.down[0], h0, temb)
         b = _resblock(net.down[1], a, temb)
@@ -263,6 +265,8 @@ def test_unet_wiring_matches_an_explicit_two_scale_reference(dtype: torch.dtype)
         want = net.out(F.silu(net.n_out(h)))
         got = net(x, t)
         assert got.dtype == dtype
+        if dtype == torch.float32:  # a float64 t (a float64 ODE state) leaves a float32 net's bits alone
+            assert torch.equal(net(x, t.double()), got)
         torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
                                    atol=1e-6 if dtype == torch.float32 else 1e-12)
         assert want.abs().max() > 1e-2

@@ -19,11 +19,13 @@ def _gn(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(8, ch), ch)
 
 
-def time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+def time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, dtype: torch.dtype = torch.float32
+                   ) -> torch.Tensor:
     """Sinusoidal features of ``scale`` t (1000 t as the official code): (B,) -> (B, dim). The fastest feature,
-    sin(scale t), has period 2 pi / scale in t. Float32 at least (bf16 cannot hold 1000 t), float64 for float64 t."""
+    sin(scale t), has period 2 pi / scale in t. Computed in ``dtype``: float32 (bf16 cannot hold 1000 t whatever
+    the net runs in), or float64 for a float64 net."""
     half = dim // 2
-    dt = torch.float64 if t.dtype == torch.float64 else torch.float32
+    dt = dtype
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dt) / max(half - 1, 1))
     a = scale * t.to(dt)[:, None] * freqs[None]
     return torch.cat([a.sin(), a.cos()], dim=1)
@@ -84,7 +86,9 @@ class UNet(nn.Module):
         self.levels, self.blocks = len(ch_mult), num_res_blocks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.temb(time_embedding(t, self.ch, self.time_scale).to(self.inp.weight.dtype))
+        wdt = self.inp.weight.dtype  # float32 nets get float32 features from any t, as before float64 support
+        temb = self.temb(time_embedding(t, self.ch, self.time_scale,
+                                        torch.float64 if wdt == torch.float64 else torch.float32).to(wdt))
         h = self.inp(x)
         hs = [h]
         k = 0
