@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import git_commit  # noqa: E402  (the repository root is not on the path of a tools/ script)
 
 Tests = tuple[str, ...]
 Text = str | tuple[str, ...]  # one replacement, or several applied together (each must occur exactly once)
@@ -1117,12 +1119,6 @@ MUTANTS: list[M] = [
 # ---------------------------------------------------------------------------------------------- runner
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
-def git_commit() -> str:
-    sha = git("rev-parse", "HEAD").strip()
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    return sha + ("-dirty" if dirty else "")
 
 
 def apply(text: str, mutant: M) -> tuple[str | None, str]:
