@@ -499,6 +499,21 @@ CANDIDATES["init rand"] = dict(BASE, init="rand")
 CANDIDATES["layer cosine"] = dict(BASE, grad_distance="layer_cosine")
 for _tv in (0.3, 0.5, 1.0, 2.0):  # session 10: TV above the preset's 0.2 (stage 1 tried 0.05 and 0.2, stage 3 0.1)
     CANDIDATES[f"TV {_tv}"] = dict(BASE, alpha_tv=_tv)
+# session 17: the image pyramid, x̂ = P_0 + Σ_k up(P_k) with level k stepping at lr·decay^k (pyramid, pyramid_decay)
+for _k in (1, 2, 3, 4, 5):
+    CANDIDATES[f"pyramid {_k}, decay 1"] = dict(BASE, pyramid=_k, pyramid_decay=1.0)
+for _k in (3, 4, 5):
+    CANDIDATES[f"pyramid {_k}, decay 1, init zeros"] = dict(BASE, pyramid=_k, pyramid_decay=1.0, init="zeros")
+CANDIDATES["pyramid 4, decay 1, lr 0.05"] = dict(BASE, pyramid=4, pyramid_decay=1.0, lr=0.05)
+CANDIDATES["pyramid 4, decay 1, TV 0.5"] = dict(BASE, pyramid=4, pyramid_decay=1.0, alpha_tv=0.5)
+for _k, _d in ((4, 0.5), (4, 0.25), (5, 0.25), (3, 0.25)):
+    CANDIDATES[f"pyramid {_k}, decay {_d}"] = dict(BASE, pyramid=_k, pyramid_decay=_d)
+for _s in (1, 2, 3):  # other starting images (the attack's seed), scored on fresh tuning batches
+    CANDIDATES[f"base, seed {_s}"] = dict(BASE, seed=_s)
+    for _k in (3, 4):
+        CANDIDATES[f"pyramid {_k}, decay 1, seed {_s}"] = dict(BASE, pyramid=_k, pyramid_decay=1.0, seed=_s)
+    for _d in (0.5, 0.25):
+        CANDIDATES[f"pyramid 4, decay {_d}, seed {_s}"] = dict(BASE, pyramid=4, pyramid_decay=_d, seed=_s)
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
@@ -520,7 +535,7 @@ def oracle_affine_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:
 
 def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
          batches: list[tuple[int, int]] | None = None) -> None:
-    """Score ``CANDIDATES[names]`` (overrides of the ``cpu`` preset) by mean PSNR on the tuning batches.
+    """Score ``CANDIDATES[names]`` (overrides of the ``cpu`` preset with pyramid 0) by mean PSNR on the tuning batches.
 
     ``client``: ``eval`` (the benchmark's threat model: eval-mode client, the server's BN buffers) or
     ``train-user`` (the paper's: a train-mode client that also sends its batch's BN statistics; ours attacks in
@@ -556,7 +571,10 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                                           client_bn=ubn, train_mode=name.startswith("breaching-train"))["images"]
                 else:
                     over = dict(CANDIDATES[name], **(dict(client_mode="train", bn_stats="user") if user else {}))
-                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, labels="oracle", **over)
+                    # candidates override the pixel attack (pyramid 0, the preset before session 17) unless they
+                    # name a pyramid, so every earlier candidate still means what it meant when it ran
+                    cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, labels="oracle",
+                                              **dict(dict(pyramid=0), **over))
                     im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx],
                                         bn_ref=ubn if user else "running").images
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)

@@ -14,7 +14,7 @@ tests can observe and are expected to survive. Before the mutants, each distinct
 unmutated copy (``baseline``): a selection that fails there could not tell a mutant from the original, so its
 mutants are reported as ``error``.
 
-The mutants come from five mutation-audit rounds (ids keep the original ones, prefixed by the round: ``r1-L05``);
+The mutants come from six mutation-audit rounds (ids keep the original ones, prefixed by the round: ``r1-L05``);
 the tests that kill them are committed in ``tests/``.
 
 Run (from the repository root; the full table takes 20-40 minutes on 2 cores)::
@@ -87,6 +87,7 @@ NOT_TORCHRUN = "not torchrun"
 LSGM_ALL: Tests = ("tests/lsgm",)
 GI_ATTACK: Tests = ("tests/gradinversion/test_gradinversion.py",
                     "tests/gradinversion/test_gradinversion_invariants.py")
+GI_PYRAMID: Tests = ("tests/gradinversion/test_pyramid.py",)
 KAMA_ARTICULATE: Tests = ("tests/kama/test_articulate.py", "tests/kama/test_bad_input.py")
 NVIT_PRUNE: Tests = ("tests/nvit/test_prune.py",)
 NVIT_LOSSES: Tests = ("tests/nvit/test_losses.py", "tests/nvit/test_prune.py", "tests/nvit/test_model.py")
@@ -1113,6 +1114,36 @@ MUTANTS: list[M] = [
       'env.update({"commit": COMMIT_AT_START,',
       'env.update({"commit": git_commit(),',
       BENCH_COMMON, note="commit read at write time"),
+    # round 6 (session 17): the image pyramid of the gradinversion attack
+    M("r6-P1", "src/tenfold/gradinversion/attack.py",
+      'up = F.interpolate(q.flatten(0, -4), size=size, mode="bilinear", align_corners=False)',
+      'up = F.interpolate(q.flatten(0, -4), size=size, mode="nearest")',
+      GI_PYRAMID, note="nearest upsampling"),
+    M("r6-P2", "src/tenfold/gradinversion/attack.py",
+      '"lr": self.lr * self.pyramid_decay ** k}',
+      '"lr": self.lr * self.pyramid_decay ** (k + 1)}',
+      GI_PYRAMID, note="decay off by one level"),
+    M("r6-P3", "src/tenfold/gradinversion/attack.py",
+      "                    for q in P:\n                        q.grad.sign_()",
+      "                    P[0].grad.sign_()",
+      GI_PYRAMID, note="coarse levels unsigned"),
+    M("r6-P4", "src/tenfold/gradinversion/attack.py",
+      "                    P[0].copy_(X - coarse)\n",
+      "",
+      GI_PYRAMID, note="P_0 does not absorb the clamp"),
+    M("r6-P5", "src/tenfold/gradinversion/attack.py",
+      "            elif P:  # X is not the optimiser's variable then: clear its gradient here\n"
+      "                X.grad.zero_()\n",
+      "",
+      GI_PYRAMID, note="pixel gradient accumulates across iterations"),
+    M("r6-P6", "src/tenfold/gradinversion/attack.py",
+      '                for k, q in enumerate(P):\n                    q.copy_(st["pyramid"][str(k)].to(dev))\n',
+      "",
+      GI_PYRAMID, note="resume drops the levels"),
+    M("r6-P7", "src/tenfold/gradinversion/attack.py",
+      "if levels < 0 or 2 ** levels > min(H, W):",
+      "if levels < 0:",
+      GI_PYRAMID, note="no size check"),
 ]
 
 

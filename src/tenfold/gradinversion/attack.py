@@ -324,6 +324,27 @@ def group_consistency(X: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, t
     return nrm, grad
 
 
+def pyramid_levels(X: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """The image pyramid's starting levels for images ``X (..., H, W)``: P_0 = X and ``levels`` zero levels of
+    H/2^k x W/2^k (k = 1..levels), so that :func:`pyramid_compose` returns X at the start."""
+    H, W = X.shape[-2:]
+    if levels < 0 or 2 ** levels > min(H, W):
+        raise ConfigError(f"pyramid={levels} needs images of at least 2^{levels} = {2 ** max(levels, 0)} px per "
+                          f"side and levels >= 0; these are {H} x {W}")
+    return [X.detach().clone()] + [X.new_zeros((*X.shape[:-2], H >> k, W >> k)) for k in range(1, levels + 1)]
+
+
+def pyramid_compose(P: Sequence[torch.Tensor]) -> torch.Tensor:
+    """x̂ = P_0 + Σ_{k>=1} up(P_k): the finest level plus every coarser one upsampled bilinearly to P_0's size
+    (tenfold's image parameterisation; the paper optimises the pixels P_0 alone)."""
+    out = P[0]
+    size = tuple(P[0].shape[-2:])
+    for q in P[1:]:
+        up = F.interpolate(q.flatten(0, -4), size=size, mode="bilinear", align_corners=False)
+        out = out + up.view(out.shape)
+    return out
+
+
 class _BNRecorder:
     """Forward hooks recording (mean, biased var) of each BN layer's *input* over all dims but channels.
 
@@ -392,16 +413,19 @@ class GradInversion:
                  label_rule: str = "yin", force_label_rule: bool = False, client_mode: str = "eval",
                  update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0,
                  signed: bool = False, lr_schedule: str = "cosine", init: str = "randn", labels: str = "recover",
-                 bn_stats: str = "running") -> None:
+                 bn_stats: str = "running", pyramid: int = 0, pyramid_decay: float = 0.25) -> None:
         if iterations < 1 or group_size < 1 or group_every < 1:
             raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
                               f"{group_every}")
         weights = dict(lr=lr, langevin_sigma=langevin_sigma, alpha_grad=alpha_grad, alpha_tv=alpha_tv,
                        alpha_l2=alpha_l2, alpha_bn=alpha_bn, first_bn_multiplier=first_bn_multiplier,
-                       alpha_group=alpha_group, group_warmup=group_warmup, local_lr=local_lr)
+                       alpha_group=alpha_group, group_warmup=group_warmup, local_lr=local_lr,
+                       pyramid_decay=pyramid_decay)
         for name, v in weights.items():  # NaN used to reach Adam as "Invalid learning rate: nan", or the loss
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if not (isinstance(pyramid, int) and pyramid >= 0):
+            raise ConfigError(f"pyramid must be a whole number of levels >= 0, got {pyramid}")
         if not (lr > 0 and warmup >= 0):
             raise ConfigError(f"need lr > 0 and warmup >= 0, got {lr}, {warmup}")
         if grad_distance not in DISTANCES:
@@ -526,7 +550,12 @@ class GradInversion:
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         X = _initial_images(self.init, (G, B, *shape), gen, dt, mu, sd).to(dev)
         X = torch.max(torch.min(X, hi), lo).requires_grad_(True)
-        opt = torch.optim.Adam([X], lr=self.lr)
+        # the optimised variables: the pixels X, or the image pyramid P (X = pyramid_compose(P), kept in step)
+        P = [q.requires_grad_(True) for q in pyramid_levels(X, self.pyramid)] if self.pyramid else []
+        # level k of the pyramid steps at lr·decay^k: the coarse levels settle colour and layout without
+        # overshooting (a signed step moves a whole 2^k block; measured on the tuning pool, see the README)
+        opt = torch.optim.Adam([{"params": [q], "lr": self.lr * self.pyramid_decay ** k} for k, q in enumerate(P)]
+                               if P else [X], lr=self.lr)
         if self.warmup >= self.iterations:  # clamped below, so the learning rate only ramps up and never decays
             warnings.warn(f"warm-up of {self.warmup} steps >= the run's {self.iterations} iterations: the learning "
                           f"rate rises through the whole run and never decays; set warmup below iterations "
@@ -544,7 +573,7 @@ class GradInversion:
         # what identifies the problem: a checkpoint of another batch, model or setting is refused on resume
         key = {"target_norm": float(sum(float(t.double().pow(2).sum()) for t in target)),
                "shape": [G, B, *shape], "iterations": self.iterations, "labels": y.tolist(),
-               "objective": OBJECTIVE_VERSION}
+               "objective": OBJECTIVE_VERSION, "pyramid": self.pyramid}
         if resume:
             if checkpointer is None or checkpointer.latest() is None:
                 raise CheckpointError("nothing to resume: no attack checkpoint in the run directory")
@@ -553,6 +582,10 @@ class GradInversion:
             if old.get("objective", 1) != OBJECTIVE_VERSION:
                 raise CheckpointError(f"the checkpoint in {checkpointer.dir} was written by an older tenfold whose "
                                       "objective differs (session 14: the group term); start the attack anew")
+            if old.get("pyramid", 0) != self.pyramid:
+                raise CheckpointError(f"the checkpoint in {checkpointer.dir} optimises an image pyramid of "
+                                      f"{old.get('pyramid', 0)} coarser levels, this attack {self.pyramid} (the "
+                                      "pyramid setting); resume with the same setting or start anew")
             if (old.get("shape"), old.get("iterations"), old.get("labels")) != (key["shape"], key["iterations"],
                                                                                  key["labels"]) or \
                     not math.isclose(old.get("target_norm", -1.0), key["target_norm"], rel_tol=1e-9):
@@ -560,6 +593,8 @@ class GradInversion:
                                       "update, batch shape, labels or iterations differ)")
             with torch.no_grad():
                 X.copy_(st["X"].to(dev))
+                for k, q in enumerate(P):
+                    q.copy_(st["pyramid"][str(k)].to(dev))
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             gen.set_state(st["generator"])
@@ -578,6 +613,8 @@ class GradInversion:
             opt.zero_grad(set_to_none=False)
             if X.grad is None:
                 X.grad = torch.zeros_like(X)
+            elif P:  # X is not the optimiser's variable then: clear its gradient here
+                X.grad.zero_()
             group_on = G > 1 and self.alpha_group > 0 and it > start_group
             if group_on and (E_frames is None or (it - start_group - 1) % self.group_every == 0):
                 E, A = consensus(X.detach(), self.registration)  # E (B, C, H, W), A (G, B, 2, 3)
@@ -611,7 +648,15 @@ class GradInversion:
                 lr_t = opt.param_groups[0]["lr"]
                 noise = torch.randn(X.shape, generator=gen, dtype=dt, device="cpu")  # one CPU stream on any device
                 X.grad += self.langevin_sigma * lr_t * noise.to(dev)
-            if self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
+            if P:  # the pixels' gradient to every level (the adjoint of pyramid_compose), each level signed alone
+                for q in P:
+                    q.grad = None
+                with torch.enable_grad():
+                    pyramid_compose(P).backward(X.grad)
+                if self.signed:
+                    for q in P:
+                        q.grad.sign_()
+            elif self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
                 X.grad.sign_()
             if group_on and E_frames is not None:
                 # group consistency (Sec. 3.3): α_group ||x̂_g - E_g||_2, gradient in closed form.
@@ -622,12 +667,20 @@ class GradInversion:
                 r_group, d_group = group_consistency(X.detach(), E_frames)  # d_group: ∂R_group/∂X
                 # signed: sqrt(BCHW) turns ∂R_group (norm 1 per seed) into per-pixel RMS 1 over the seed's batch
                 scale = math.sqrt(d_group[0].numel()) if self.signed else 1.0
-                X.grad += self.alpha_group * scale * d_group
+                if P:
+                    P[0].grad += self.alpha_group * scale * d_group
+                else:
+                    X.grad += self.alpha_group * scale * d_group
                 terms["group"] += float(r_group.sum())
             opt.step()
             sched.step()
             with torch.no_grad():
-                X.copy_(torch.max(torch.min(X, hi), lo))  # project onto the pixel box
+                if P:  # project the composite onto the box; P_0 absorbs the correction so X = compose(P) holds
+                    coarse = pyramid_compose([torch.zeros_like(P[0]), *P[1:]])
+                    X.copy_(torch.max(torch.min(P[0] + coarse, hi), lo))
+                    P[0].copy_(X - coarse)
+                else:
+                    X.copy_(torch.max(torch.min(X, hi), lo))  # project onto the pixel box
             row = {k: v / G for k, v in terms.items()}
             row["lr"] = opt.param_groups[0]["lr"]
             if it % log_every == 0 or it == self.iterations or it == 1:
@@ -645,6 +698,8 @@ class GradInversion:
                                          "snapshots": {str(k): v.cpu() for k, v in snapshots.items()}}
                 if E_frames is not None:
                     state["E_frames"] = E_frames.cpu()
+                if P:
+                    state["pyramid"] = {str(k): q.detach().cpu() for k, q in enumerate(P)}
                 checkpointer.save(state, it, extra={
                     "key": key, "loss_start": loss_start, "history": history,
                     "wall_seconds": spent[0] + time.perf_counter() - t0,
