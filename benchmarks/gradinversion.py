@@ -514,6 +514,13 @@ for _s in (1, 2, 3):  # other starting images (the attack's seed), scored on fre
         CANDIDATES[f"pyramid {_k}, decay 1, seed {_s}"] = dict(BASE, pyramid=_k, pyramid_decay=1.0, seed=_s)
     for _d in (0.5, 0.25):
         CANDIDATES[f"pyramid 4, decay {_d}, seed {_s}"] = dict(BASE, pyramid=4, pyramid_decay=_d, seed=_s)
+# session 17: the group pull (after the sign, on the pixels P_0) re-tuned with the pyramid; calibrated B = 1 as stage 2
+PYRAMID = dict(BASE, pyramid=4, pyramid_decay=0.25)
+CANDIDATES["pyramid 4, group G=3, control (plain mean)"] = dict(PYRAMID, group_size=3, alpha_group=0.0,
+                                                                registration="none")
+for _a in (0.02, 0.05, 0.1, 0.2):
+    CANDIDATES[f"pyramid 4, group G=3, alpha {_a}, every 1"] = dict(PYRAMID, group_size=3, alpha_group=_a,
+                                                                   group_every=1, registration="translation")
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
