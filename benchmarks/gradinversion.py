@@ -581,7 +581,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                     # candidates override the pixel attack (pyramid 0, the preset before session 17) unless they
                     # name a pyramid, so every earlier candidate still means what it meant when it ran
                     cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, labels="oracle",
-                                              **dict(dict(pyramid=0), **over))
+                                              **{"pyramid": 0, **over})
                     im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx],
                                         bn_ref=ubn if user else "running").images
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)

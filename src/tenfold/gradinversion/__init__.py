@@ -67,5 +67,6 @@ def demo(run_dir: Path) -> Section:
     return Section(title="gradinversion: images and labels from a shared gradient",
                    summary="A client (ResNet-20, real CIFAR-10 weights) shares the averaged gradient of 2 real "
                            "CIFAR-10 test images (bundled cifar10-mini); labels are restored with the yin_mass rule "
-                           "(Yin's row-minimum rule where it is sure) and the images inverted for 60 iterations (demo budget; the paper runs 20k).",
+                           "(Yin's row-minimum rule where it is sure) and the images inverted for 60 iterations "
+                           "(demo budget; the paper runs 20k).",
                    metrics={k: m[k] for k in keys}, figures=[run_dir / "grid.png", run_dir / "loss.png"])

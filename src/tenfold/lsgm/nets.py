@@ -25,9 +25,8 @@ def time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0, dtype: torc
     sin(scale t), has period 2 pi / scale in t. Computed in ``dtype``: float32 (bf16 cannot hold 1000 t whatever
     the net runs in), or float64 for a float64 net."""
     half = dim // 2
-    dt = dtype
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dt) / max(half - 1, 1))
-    a = scale * t.to(dt)[:, None] * freqs[None]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dtype) / max(half - 1, 1))
+    a = scale * t.to(dtype)[:, None] * freqs[None]
     return torch.cat([a.sin(), a.cos()], dim=1)
 
 
