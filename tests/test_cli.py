@@ -179,6 +179,20 @@ def test_user_mistakes_are_one_line_exit_2(fake_method, capsys, argv, pattern):
     assert pattern in lines[0]
 
 
+def test_bench_of_an_imported_benchmark_warns_nothing(capsys):
+    """`bench M` in a process that already imported benchmarks.M (a test run, a notebook) used to add runpy's
+    "found in sys.modules" RuntimeWarning to stderr: two lines where one error line is promised."""
+    import importlib
+    import warnings
+
+    before = importlib.import_module("benchmarks.kama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        code, _, err = _run(capsys, "bench", "kama", "--bad-flag")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert sys.modules["benchmarks.kama"] is before  # the earlier import is left in place
+
+
 def test_real_entry_point_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tenfold", "eval", "--model", "cifar10-resnet20",
                            "--weights", str(tmp_path / "missing.th"), "--data", "cifar10-mini"],

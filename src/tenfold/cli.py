@@ -387,8 +387,12 @@ def cmd_bench(argv: Sequence[str]) -> int:
         if script.is_file():
             sys.path.insert(0, str(root.parent))
             argv_before, sys.argv = sys.argv, [str(script), *rest]
+            name = f"benchmarks.{method}"
+            # imported earlier in this process (a test, a notebook): run the file afresh as __main__, without
+            # runpy's "found in sys.modules" RuntimeWarning, which reached stderr as a second line
+            imported = sys.modules.pop(name, None)
             try:
-                runpy.run_module(f"benchmarks.{method}", run_name="__main__")
+                runpy.run_module(name, run_name="__main__")
             except SystemExit as e:  # a benchmark's own exit (a bad flag: 2) is this command's exit code
                 if isinstance(e.code, str):  # SystemExit("message"): one error line, as every tenfold error
                     print(f"error: {e.code}", file=sys.stderr)
@@ -396,6 +400,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
                 return e.code or 0
             finally:
                 sys.argv = argv_before
+                if imported is not None:
+                    sys.modules[name] = imported
             return 0
     raise ConfigError(f"no benchmark '{method}': benchmarks/{method}.py not found "
                       "(benchmarks ship with the repository, not the installed package)")
