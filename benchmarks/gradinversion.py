@@ -521,6 +521,12 @@ CANDIDATES["pyramid 4, group G=3, control (plain mean)"] = dict(PYRAMID, group_s
 for _a in (0.02, 0.05, 0.1, 0.2):
     CANDIDATES[f"pyramid 4, group G=3, alpha {_a}, every 1"] = dict(PYRAMID, group_size=3, alpha_group=_a,
                                                                    group_every=1, registration="translation")
+# session 18: the optimiser. At 1,500 iterations the objective at the truth is about half the attack's final objective
+# on every tuning run probed, so the search, not the objective, limits PSNR: plain (unsigned) Adam, never scored
+# without Langevin noise before, at three learning rates
+for _lr in (0.3, 0.2, 0.1, 0.03, 0.01):
+    CANDIDATES[f"pyramid 4, decay 0.25, unsigned, lr {_lr}"] = dict(PYRAMID, signed=False, lr=_lr)
+CANDIDATES["pyramid 4, decay 0.25, init zeros"] = dict(PYRAMID, init="zeros")  # the search from the mean colour
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 
@@ -564,6 +570,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
     for name in names:
         per: dict[str, float] = {}
         aff: dict[str, float] = {}  # PSNR after the oracle brightness / contrast fit, see oracle_affine_psnr
+        diag: dict[str, Any] = {}  # ours only: PSNR curve, objective at the truth and at the output
         grouped = CANDIDATES.get(name, {}).get("group_size", 1) > 1
         for regime, (model, mean, std) in models.items():
             for B, seed in [(1, s) for s in TUNE_GROUP_SEEDS] if grouped else batches:
@@ -582,12 +589,27 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                     # name a pyramid, so every earlier candidate still means what it meant when it ran
                     cfg = dataclasses.replace(PRESETS["cpu"], iterations=iterations, labels="oracle",
                                               **{"pyramid": 0, **over})
-                    im = build(cfg).run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx],
-                                        bn_ref=ubn if user else "running").images
+                    inv, bref = build(cfg), (ubn if user else "running")
+                    step = max(1, iterations // 10)
+                    r = inv.run(model, g, num_images=B, mean=mean, std=std, labels=ys[idx], bn_ref=bref,
+                                snapshot_at=range(step, iterations + 1, step))
+                    im = r.images
+                    # session 18: PSNR along the run, and the objective at the truth and at the output (is the
+                    # search or the objective the limit?)
+                    diag[f"{regime} B={B} s={seed}"] = {
+                        "psnr_curve": {k: round(image_metrics(v, xs[idx])["psnr"], 2)
+                                       for k, v in sorted(r.snapshots.items())},
+                        "objective_truth": inv.objective(model, g, xs[idx], ys[idx], mean=mean, std=std,
+                                                         bn_ref=bref),
+                        "objective_output": inv.objective(model, g, im, r.labels, mean=mean, std=std, bn_ref=bref),
+                        # the loop's own objective as logged (every 50 iterations, before that iteration's step)
+                        "objective_curve": {h["iteration"]: round(cfg.alpha_grad * h["grad"] + cfg.alpha_tv * h["tv"]
+                                                                  + cfg.alpha_l2 * h["l2"] + cfg.alpha_bn * h["bn"], 5)
+                                            for h in r.history}}
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)
                 aff[f"{regime} B={B} s={seed}"] = round(oracle_affine_psnr(im, xs[idx]), 3)
         res[name] = {"mean_psnr": round(statistics.mean(per.values()), 3), "runs": per,
-                     "oracle_affine_psnr_runs": aff,
+                     "oracle_affine_psnr_runs": aff, **({"diagnostics": diag} if diag else {}),
                      "overrides": CANDIDATES.get(name, {})}
         print(f"tune {name}: mean PSNR {res[name]['mean_psnr']:.2f} {per}", flush=True)
         (RESULTS / out_name).write_text(json.dumps({"iterations": iterations, "client": client,

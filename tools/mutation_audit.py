@@ -87,6 +87,7 @@ NOT_TORCHRUN = "not torchrun"
 LSGM_ALL: Tests = ("tests/lsgm",)
 GI_ATTACK: Tests = ("tests/gradinversion/test_gradinversion.py",
                     "tests/gradinversion/test_gradinversion_invariants.py")
+GI_OBJECTIVE: Tests = ("tests/gradinversion/test_objective.py",)
 GI_PYRAMID: Tests = ("tests/gradinversion/test_pyramid.py",)
 KAMA_ARTICULATE: Tests = ("tests/kama/test_articulate.py", "tests/kama/test_bad_input.py")
 NVIT_PRUNE: Tests = ("tests/nvit/test_prune.py",)
@@ -1144,6 +1145,23 @@ MUTANTS: list[M] = [
       "if levels < 0 or 2 ** levels > min(H, W):",
       "if levels < 0:",
       GI_PYRAMID, note="no size check"),
+    # round 7 (session 18): the objective diagnostic (GradInversion.objective, the attack verb's search_limited)
+    M("r7-O1", "src/tenfold/gradinversion/attack.py",
+      "xg = (images.to(dev, dt) - mu) / sd",
+      "xg = images.to(dev, dt)",
+      GI_OBJECTIVE, note="objective forgets the normalisation"),
+    M("r7-O2", "src/tenfold/gradinversion/attack.py",
+      "loss = self.alpha_grad * d + self.alpha_tv * tv + self.alpha_l2 * l2",
+      "loss = self.alpha_grad * d + self.alpha_tv * tv",
+      GI_OBJECTIVE, note="the l2 prior drops out of the objective (and the loop)"),
+    M("r7-O3", "src/tenfold/gradinversion/verbs.py",
+      '"search_limited": obj_truth["total"] < obj_output["total"],',
+      '"search_limited": obj_truth["total"] > obj_output["total"],',
+      ("tests/gradinversion/test_gradinversion.py",), k="warm", note="search_limited reads the wrong way"),
+    M("r7-O4", "src/tenfold/gradinversion/attack.py",
+      "labels.to(dev).long(), mu, sd, create_graph=False)",
+      "labels.to(dev).long().sort().values, mu, sd, create_graph=False)",
+      GI_OBJECTIVE, note="objective re-sorts the labels, pairing them with the wrong images"),
 ]
 
 

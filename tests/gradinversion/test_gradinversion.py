@@ -371,6 +371,10 @@ def test_warmup_longer_than_the_run_warns(capsys, tmp_path):
     argv = ["gradinversion", "attack", "--preset", "smoke", "--data", "cifar10-mini", "--batch-size", "1",
             "--iterations", "2", "--set", "group_size=1", "--out", str(tmp_path / "run")]
     assert cli.main(argv) == 0
+    # the attack's objective at the true batch (gradient term 0) and at its output, and which of them is lower
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert abs(m["objective_truth"]["grad"]) < 1e-5 and m["objective_output"]["grad"] > 1e-3
+    assert m["search_limited"] is (m["objective_truth"]["total"] < m["objective_output"]["total"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if "warm-up" in ln]
     assert err == ["warning: warm-up of 4 steps >= the run's 2 iterations: the learning rate rises through the "
                    "whole run and never decays; set warmup below iterations (CLI: --set warmup=N)"]

@@ -526,23 +526,7 @@ class GradInversion:
             _check_labels(labels, f, torch.zeros((2, *shape), dtype=dt, device=dev), "labels")
         y = (self.restore_labels(model, target, B, shape) if labels is None else labels.long().sort().values).to(dev)
 
-        # BN reference statistics
-        if bn_ref == "running":
-            refs = [(m.running_mean.to(dt), m.running_var.to(dt)) for m in f.bn if m.running_mean is not None]
-            use_bn = self.alpha_bn > 0 and len(refs) == len(f.bn) and len(refs) > 0
-        elif bn_ref == "none":
-            refs, use_bn = [], False
-        else:
-            refs = [(torch.as_tensor(m).to(dev, dt), torch.as_tensor(v).to(dev, dt)) for m, v in bn_ref]
-            use_bn = self.alpha_bn > 0 and len(refs) > 0
-            if use_bn and len(refs) != len(f.bn):
-                raise InputError(f"bn_stats lists {len(refs)} layers but the model has {len(f.bn)} BN layers")
-            for i, ((m, v), layer) in enumerate(zip(refs, f.bn)):  # a wrong shape used to broadcast silently
-                if m.shape != (layer.num_features,) or v.shape != (layer.num_features,):
-                    raise InputError(f"bn_stats layer {i}: mean and var need shape ({layer.num_features},) (its "
-                                     f"channels), got {tuple(m.shape)} and {tuple(v.shape)}")
-                check_tensor(m, f"bn_stats layer {i} mean")
-                check_tensor(v, f"bn_stats layer {i} var")
+        refs, use_bn = self._bn_refs(f, bn_ref, dt, dev)
         recorder = _BNRecorder(f.bn) if use_bn else None
         match = GradMatch(target, self.grad_distance, self.normalize_grad)
 
@@ -623,25 +607,13 @@ class GradInversion:
             terms = {"grad": 0.0, "tv": 0.0, "l2": 0.0, "bn": 0.0, "group": 0.0}
             for g in range(G):
                 xg = X[g].detach().requires_grad_(True)  # (B, C, H, W), normalised; seed g as its own leaf
-                if recorder is not None:
-                    recorder.stats.clear()
                 with torch.enable_grad():
-                    shared = f.update(xg * sd + mu, y, self.update, self.local_steps, self.local_lr, create_graph=True)
-                    d = match(shared)
-                    loss = self.alpha_grad * d
-                    tv, l2 = total_variation(xg), l2_prior(xg)
-                    loss = loss + self.alpha_tv * tv + self.alpha_l2 * l2
-                    if recorder is not None:
-                        # in train mode the first forward of the FedAvg unroll is the one on x̂ alone
-                        rbn = bn_prior(*recorder.paired(refs), self.first_bn_multiplier)
-                        loss = loss + self.alpha_bn * rbn
-                        terms["bn"] += float(rbn.detach())
+                    loss, parts = self._seed_loss(f, match, recorder, refs, xg, y, mu, sd, create_graph=True)
                     (gx,) = torch.autograd.grad(loss, xg)
                 X.grad[g] += gx
-                seed_losses[g] = float(d.detach())
-                terms["grad"] += float(d.detach())
-                terms["tv"] += float(tv.detach())
-                terms["l2"] += float(l2.detach())
+                seed_losses[g] = float(parts["grad"])
+                for k, v in parts.items():
+                    terms[k] += float(v)
             if it == 1:
                 loss_start = terms["grad"] / G
             if self.langevin_sigma > 0:  # Langevin ("energy") noise σ·lr·N(0, I) on the image gradient
@@ -712,6 +684,80 @@ class GradInversion:
                             loss_start=loss_start, loss_end=float(seed_losses.mean()), history=history,
                             snapshots=snapshots, cpu_seconds=spent[1] + time.process_time() - c0,
                             wall_seconds=spent[0] + time.perf_counter() - t0, iterations=self.iterations)
+
+    def _bn_refs(self, f: _Functional, bn_ref: Any, dt: torch.dtype, dev: torch.device
+                 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]:
+        """The BN prior's reference (mean, var) per BN layer for a checked ``bn_ref`` (``"running"``, ``"none"``
+        or the client's list), and whether the prior is on."""
+        if bn_ref == "running":
+            refs = [(m.running_mean.to(dt), m.running_var.to(dt)) for m in f.bn if m.running_mean is not None]
+            return refs, self.alpha_bn > 0 and len(refs) == len(f.bn) and len(refs) > 0
+        if bn_ref == "none":
+            return [], False
+        refs = [(torch.as_tensor(m).to(dev, dt), torch.as_tensor(v).to(dev, dt)) for m, v in bn_ref]
+        use_bn = self.alpha_bn > 0 and len(refs) > 0
+        if use_bn and len(refs) != len(f.bn):
+            raise InputError(f"bn_stats lists {len(refs)} layers but the model has {len(f.bn)} BN layers")
+        for i, ((m, v), layer) in enumerate(zip(refs, f.bn)):  # a wrong shape used to broadcast silently
+            if m.shape != (layer.num_features,) or v.shape != (layer.num_features,):
+                raise InputError(f"bn_stats layer {i}: mean and var need shape ({layer.num_features},) (its "
+                                 f"channels), got {tuple(m.shape)} and {tuple(v.shape)}")
+            check_tensor(m, f"bn_stats layer {i} mean")
+            check_tensor(v, f"bn_stats layer {i} var")
+        return refs, use_bn
+
+    def _seed_loss(self, f: _Functional, match: GradMatch, recorder: _BNRecorder | None,
+                   refs: Sequence[tuple[torch.Tensor, torch.Tensor]], xg: torch.Tensor, y: torch.Tensor,
+                   mu: torch.Tensor, sd: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One seed's objective without the group term, α_G D + α_TV R_TV + α_l2 R_l2 (+ α_BN R_BN), for images
+        ``xg`` (B, C, H, W) in normalised space; returns it and its unweighted terms."""
+        if recorder is not None:
+            recorder.stats.clear()
+        shared = f.update(xg * sd + mu, y, self.update, self.local_steps, self.local_lr, create_graph=create_graph)
+        d = match(shared)
+        tv, l2 = total_variation(xg), l2_prior(xg)
+        loss = self.alpha_grad * d + self.alpha_tv * tv + self.alpha_l2 * l2
+        parts = {"grad": d.detach(), "tv": tv.detach(), "l2": l2.detach()}
+        if recorder is not None:
+            # in train mode the first forward of the FedAvg unroll is the one on x̂ alone
+            rbn = bn_prior(*recorder.paired(refs), self.first_bn_multiplier)
+            loss = loss + self.alpha_bn * rbn
+            parts["bn"] = rbn.detach()
+        return loss, parts
+
+    def objective(self, model: nn.Module, target: Sequence[torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
+                  bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
+        """The attack's single-seed objective (no group term) at ``images`` (B, C, H, W) in [0, 1] with ``labels``:
+        its terms unweighted and ``total`` as the loop weighs them.
+
+        A diagnostic when the truth is known: if the true batch scores *below* the attack's output, the search
+        (iterations, starts), not the objective, is what limits the reconstruction."""
+        check_gradients(model, target)
+        check_tensor(images, "images", ("B", "C", "H", "W"))
+        check_tensor(labels, "labels", (images.shape[0],))
+        dt, dev = target[0].dtype, target[0].device
+        C = images.shape[1]
+        if len(mean) != C or len(std) != C:
+            raise InputError(f"mean and std need {C} entries (the images' channels), got {list(mean)}, {list(std)}")
+        if bn_ref is None:
+            bn_ref = self.bn_stats
+            if bn_ref == "user":
+                raise ConfigError("bn_stats=user needs the client's BN statistics passed as bn_ref=[(mean, var), ...]")
+        f = _Functional(model, self.client_mode, dtype=dt, device=dev)
+        mu = torch.tensor(mean, dtype=dt, device=dev).view(1, C, 1, 1)
+        sd = torch.tensor(std, dtype=dt, device=dev).view(1, C, 1, 1)
+        refs, use_bn = self._bn_refs(f, bn_ref, dt, dev)
+        recorder = _BNRecorder(f.bn) if use_bn else None
+        try:
+            xg = (images.to(dev, dt) - mu) / sd
+            with torch.enable_grad():
+                loss, parts = self._seed_loss(f, GradMatch(target, self.grad_distance, self.normalize_grad),
+                                              recorder, refs, xg, labels.to(dev).long(), mu, sd, create_graph=False)
+        finally:
+            if recorder is not None:
+                recorder.close()
+        return {**{k: float(v) for k, v in parts.items()}, "total": float(loss.detach())}
 
     def _output(self, X: torch.Tensor, to01: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Step 3's output: the registered group mean (the plain seed when G = 1), in [0, 1]."""

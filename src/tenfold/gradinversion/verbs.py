@@ -51,7 +51,7 @@ from tenfold.gradinversion.attack import (
 from tenfold.gradinversion.attack import (
     attack as attack_batch,
 )
-from tenfold.gradinversion.config import Config
+from tenfold.gradinversion.config import Config, build
 from tenfold.gradinversion.evaluation import iip, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy, recover_labels
 
@@ -391,6 +391,13 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
         res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log, checkpointer=ckpt,
                          ckpt_every=cfg.ckpt_every, resume=resume)
+    # the attack's objective at the true batch and at its output: the truth scoring lower means the search, not
+    # the objective, limits the reconstruction (more iterations or starts may help; stronger priors will not)
+    with warnings.catch_warnings():  # build's threat-model warning was given once, by the attack itself
+        warnings.simplefilter("ignore", TenfoldWarning)
+        inv, bn_ref = build(cfg), (user_bn if cfg.bn_stats == "user" else None)
+    obj_truth = inv.objective(net, g, x, y, mean=mean, std=std, bn_ref=bn_ref)
+    obj_output = inv.objective(net, g, res.images, res.labels, mean=mean, std=std, bn_ref=bn_ref)
     res = dataclasses.replace(res, **{k: _cpu(getattr(res, k)) for k in ("images", "best_seed", "seeds", "labels",
                                                                           "snapshots")})
     x, y = x.cpu(), y.cpu()
@@ -407,6 +414,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
            "lpips_note": f"LPIPS v0.1, backbone {lpips_weights}" if lp is not None else
            "skipped: LPIPS needs a local AlexNet or VGG-16 checkpoint (--lpips-weights FILE); nothing is downloaded",
            "loss_start": res.loss_start, "loss_end": res.loss_end, "iterations": res.iterations,
+           "objective_truth": obj_truth, "objective_output": obj_output,
+           "search_limited": obj_truth["total"] < obj_output["total"],
            "cpu_seconds": round(res.cpu_seconds, 2), "seconds_per_iteration": res.cpu_seconds / res.iterations,
            "restored_labels": res.labels.tolist(), "true_labels": y.sort().values.tolist(), "threat_model": tm}
     save_grid(run_dir / "grid.png", [x, rec_sorted, res.best_seed[torch.tensor(best["order"])]],
