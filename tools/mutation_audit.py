@@ -1162,6 +1162,16 @@ MUTANTS: list[M] = [
       "labels.to(dev).long(), mu, sd, create_graph=False)",
       "labels.to(dev).long().sort().values, mu, sd, create_graph=False)",
       GI_OBJECTIVE, note="objective re-sorts the labels, pairing them with the wrong images"),
+    M("r7-O5", "src/tenfold/gradinversion/verbs.py",
+      '"grad_distance_truth": o_truth["grad"]',
+      '"grad_distance_truth": o_output["grad"]',
+      ("tests/gradinversion/test_gradinversion.py",), k="audit_table",
+      note="audit: the output's distance as the truth's"),
+    M("r7-O6", "src/tenfold/gradinversion/verbs.py",
+      "o_truth, o_output = _objectives(c, net, g, x, y, res, mean, std, ubn)",
+      "o_truth, o_output = _objectives(c, net, clean, x, y, res, mean, std, ubn)",
+      ("tests/gradinversion/test_gradinversion.py",), k="audit_table",
+      note="audit: distances against the undefended gradient"),
 ]
 
 

@@ -886,7 +886,14 @@ def test_audit_table_and_resume_after_a_crash(tmp_path, monkeypatch):
         assert len(refs) == 1 and next(iter(refs))[0] < next(iter(refs))[1]
     assert full["psnr_own_mean_colour_b1"] == table[0]["psnr_own_mean_colour"]
     assert (tmp_path / "full" / "audit.csv").read_text().splitlines()[0].endswith(
-        "psnr_dataset_mean_colour,psnr_own_mean_colour")
+        "psnr_dataset_mean_colour,psnr_own_mean_colour,grad_distance_truth,grad_distance_output")
+    # the defended update's distance from the true batch's gradient (cosine, the smoke preset's): none for no
+    # defence, most for noise 10 (far above every gradient entry), some for pruning 90 % of each layer
+    dist = {(r["batch_size"], r["defence"]): r["grad_distance_truth"] for r in table}
+    for B in (1, 2):
+        assert abs(dist[(B, "none")]) < 1e-5
+        assert dist[(B, "noise 10")] > 0.5 > dist[(B, "prune 0.9")] > 1e-3
+    assert all(r["grad_distance_output"] > 1e-3 for r in table)
 
     real, calls = verbs.run_attack, []
 

@@ -393,11 +393,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
                          ckpt_every=cfg.ckpt_every, resume=resume)
     # the attack's objective at the true batch and at its output: the truth scoring lower means the search, not
     # the objective, limits the reconstruction (more iterations or starts may help; stronger priors will not)
-    with warnings.catch_warnings():  # build's threat-model warning was given once, by the attack itself
-        warnings.simplefilter("ignore", TenfoldWarning)
-        inv, bn_ref = build(cfg), (user_bn if cfg.bn_stats == "user" else None)
-    obj_truth = inv.objective(net, g, x, y, mean=mean, std=std, bn_ref=bn_ref)
-    obj_output = inv.objective(net, g, res.images, res.labels, mean=mean, std=std, bn_ref=bn_ref)
+    obj_truth, obj_output = _objectives(cfg, net, g, x, y, res, mean, std, user_bn)
     res = dataclasses.replace(res, **{k: _cpu(getattr(res, k)) for k in ("images", "best_seed", "seeds", "labels",
                                                                           "snapshots")})
     x, y = x.cpu(), y.cpu()
@@ -426,6 +422,19 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _loss_plot(run_dir / "loss.png", res.history)
     write_json(run_dir / "metrics.json", out)
     return out
+
+
+def _objectives(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                res: AttackResult, mean: list[float], std: list[float],
+                user_bn: list[tuple[torch.Tensor, torch.Tensor]] | None) -> tuple[dict[str, float], dict[str, float]]:
+    """The attack's single-seed objective against the shared update ``g`` at the true batch (x, y) and at the
+    attack's output (its images with its labels)."""
+    with warnings.catch_warnings():  # build's threat-model warning was given once, by the attack itself
+        warnings.simplefilter("ignore", TenfoldWarning)
+        inv = build(cfg)
+    bn_ref = user_bn if cfg.bn_stats == "user" else None
+    return (inv.objective(net, g, x, y, mean=mean, std=std, bn_ref=bn_ref),
+            inv.objective(net, g, res.images, res.labels, mean=mean, std=std, bn_ref=bn_ref))
 
 
 def _read_audit_rows(path: Path) -> list[dict[str, Any]]:
@@ -536,18 +545,25 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
                 continue
             c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
             g = apply_defences(clean, sigma, ratio, seed=batch_seed)
-            res = run_attack(c, net, g, x, y, mean, std, bn_batch_stats(net, x, c.resolved_client_mode()),
-                             iterations)
+            ubn = bn_batch_stats(net, x, c.resolved_client_mode())
+            res = run_attack(c, net, g, x, y, mean, std, ubn, iterations)
             m = image_metrics(res.images.cpu(), x.cpu())
+            # how far the defended update sits from the true batch's, in the attack's own gradient distance (0
+            # undefended), and from the output's: truth above output, the gradient term no longer points at the truth
+            o_truth, o_output = _objectives(c, net, g, x, y, res, mean, std, ubn)
             rows.append({"batch_size": B, "defence": name, "noise_sigma": sigma, "prune_ratio": ratio,
                          "unique_labels": unique, "psnr": m["psnr"], "ssim": m["ssim"],
-                         "label_accuracy": label_accuracy(res.labels, y), **ref})
+                         "label_accuracy": label_accuracy(res.labels, y), **ref,
+                         "grad_distance_truth": o_truth["grad"], "grad_distance_output": o_output["grad"]})
             with open(done_path, "a") as fh:  # this row survives a crash of any later attack
                 fh.write(json.dumps(rows[-1]) + "\n")
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
-    lines = ["batch_size,defence,psnr,ssim,label_accuracy,psnr_dataset_mean_colour,psnr_own_mean_colour"] + \
+    nan = float("nan")  # rows of older runs lack the later columns
+    lines = ["batch_size,defence,psnr,ssim,label_accuracy,psnr_dataset_mean_colour,psnr_own_mean_colour,"
+             "grad_distance_truth,grad_distance_output"] + \
         [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f},"
-         f"{r.get('psnr_dataset_mean_colour', float('nan')):.3f},{r.get('psnr_own_mean_colour', float('nan')):.3f}"
+         f"{r.get('psnr_dataset_mean_colour', nan):.3f},{r.get('psnr_own_mean_colour', nan):.3f},"
+         f"{r.get('grad_distance_truth', nan):.4g},{r.get('grad_distance_output', nan):.4g}"
          for r in rows]
     (run_dir / "audit.csv").write_text("\n".join(lines) + "\n")
     write_json(run_dir / "audit.json", {"rows": rows, "threat_model": cfg.threat_model()})
