@@ -366,6 +366,39 @@ def test_saliency_resume_puts_the_ema_on_the_gates_device():
     assert {v.dtype for v in sal.ema.values()} == {torch.float64}
 
 
+def test_saliency_and_ranking_without_float64_as_on_apples_mps():
+    """Apple's mps device has no float64: the saliency sums there are float32 (they were float64 everywhere, an error
+    as soon as pruning started on a Mac), the hooks, the EMA and a resume keep that dtype, and a prune step ranks the
+    float32 importances on the CPU in float64, to the same removals as the float64 ones."""
+    from tenfold.nvit.prune import accumulator_dtype
+
+    assert accumulator_dtype(torch.device("mps")) is torch.float32
+    assert accumulator_dtype("cpu") is torch.float64 and accumulator_dtype("cuda:1") is torch.float64
+    torch.manual_seed(0)
+    g = GatedViT(VisionTransformer(img_size=8, patch_size=4, embed_dim=12, depth=1, num_heads=2, mlp_ratio=2.0))
+    sal = Saliency(g, {"emb": 12, "head": 12, "qk": 2, "v": 2, "mlp": 1}, momentum=0.9)
+    ref = {k: v.clone() for k, v in sal.sums.items()}
+    sal.sums = {k: v.float() for k, v in sal.sums.items()}  # what Saliency allocates on mps
+    x, y = torch.rand(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    torch.nn.functional.cross_entropy(g(x), y).backward()
+    sal.batch_done()
+    assert {v.dtype for v in sal.sums.values()} == {torch.float32}
+    want = (g.gate_mlp[0].grad.detach().double()) ** 2
+    imp = sal.importance()
+    assert imp[("mlp", 0)].dtype is torch.float32
+    torch.testing.assert_close(imp[("mlp", 0)].double(), want, rtol=1e-5, atol=0)
+    sal.load_state_dict({"sums": {f"{s}.{i}": v.double() for (s, i), v in ref.items()},
+                         "ema": {f"{s}.{i}": v.double() for (s, i), v in sal.ema.items()}, "batches": 0})
+    assert {v.dtype for v in sal.ema.values()} == {torch.float32}  # a float64 checkpoint follows the sums' dtype
+    masks64, imp64 = _planted(3)
+    masks32 = {k: m.clone() for k, m in masks64.items()}
+    lat = LatencyModel(synthetic_lut(AXES, 1, _v_expensive))
+    kw = dict(t=10, prune_per_iter=16, group_norm=16, group_size=GROUP, minimum=MINIMUM, eta=0.0, target=0.0)
+    a = prune_step(masks64, imp64, lat, **kw)
+    b = prune_step(masks32, {k: v.float() for k, v in imp64.items()}, lat, **kw)
+    assert a.removed == b.removed and all(torch.equal(masks64[k], masks32[k]) for k in masks64)
+
+
 def test_prune_without_weights_distils_from_the_model_it_prunes(tmp_path, monkeypatch):
     """With no --weights the student and the teacher are one random initialisation (they were two: the student was
     distilled towards an unrelated network, and teacher.json was not the unpruned model)."""

@@ -94,6 +94,12 @@ def synthetic_lut(axes: Mapping[str, Sequence[float]], tokens: int,
 # --------------------------------------------------------------------------------------------
 # Saliency
 # --------------------------------------------------------------------------------------------
+def accumulator_dtype(device: torch.device | str) -> torch.dtype:
+    """float64 for the saliency sums (sums of many small squares), float32 where the device has no float64 (Apple's
+    ``mps``: a float64 tensor there is an error)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 class Saliency:
     """Accumulates ``(c_i,b / scale_s)^2`` from the gate gradients of every backward pass.
 
@@ -111,12 +117,12 @@ class Saliency:
         for s in STRUCTURES:
             for i, g in enumerate(model.gate_list(s)):
                 key = (s, i)
-                self.sums[key] = torch.zeros_like(g, dtype=torch.float64)
+                self.sums[key] = torch.zeros_like(g, dtype=accumulator_dtype(g.device))
                 self._handles.append(g.register_hook(self._hook(key, float(self.scale[s]))))
 
     def _hook(self, key: tuple[str, int], scale: float) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            c = torch.nan_to_num(grad.detach().double() / scale, nan=0.0, posinf=0.0, neginf=0.0)
+            c = torch.nan_to_num(grad.detach().to(self.sums[key].dtype) / scale, nan=0.0, posinf=0.0, neginf=0.0)
             self.sums[key] += c * c
         return hook
 
@@ -165,7 +171,7 @@ class Saliency:
         for k, v in state["sums"].items():
             self.sums[key(k)].copy_(v)
         # on the gates' device (a checkpoint loads onto the CPU; a CUDA run failed at its next prune step)
-        self.ema = {key(k): v.to(device=self.sums[key(k)].device, dtype=torch.float64).clone()
+        self.ema = {key(k): v.to(device=self.sums[key(k)].device, dtype=self.sums[key(k)].dtype).clone()
                     for k, v in state["ema"].items()}
         self.batches = int(state["batches"])
 
@@ -213,7 +219,7 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
     for key, imp in importance.items():
         s, i = key
         dT = delta_latency(latency, E, blocks, s, None if s == "emb" else i, minimum[s])
-        score = imp.double() - eta * dT  # (units,) latency-aware score
+        score = imp.detach().cpu().double() - eta * dT  # (units,) latency-aware score, ranked on the CPU in float64
         order = torch.argsort(score, stable=True)
         g = group_size[s]
         for a in range(0, order.numel(), g):
@@ -232,7 +238,7 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
         if score > threshold:
             break
         m = masks[key]
-        alive = m[idx] > 0
+        alive = (m[idx] > 0).cpu()  # idx lives on the CPU, where the scores were ranked
         n_alive = int(alive.sum())
         if n_alive == 0:
             continue  # already pruned
@@ -259,7 +265,7 @@ def relative_eta(importance: Mapping[tuple[str, int], torch.Tensor], masks: Mapp
     imps, dts = [], []
     for (s, i), imp in importance.items():
         act = masks[(s, i)] > 0
-        imps.append(imp[act].double())
+        imps.append(imp[act].detach().cpu().double())
         dT = delta_latency(latency, E, blocks, s, None if s == "emb" else i, minimum[s])
         dts.append(torch.full((int(act.sum()),), dT, dtype=torch.float64))
     mi, md = float(torch.cat(imps).mean()), float(torch.cat(dts).mean())
