@@ -1172,6 +1172,14 @@ MUTANTS: list[M] = [
       "o_truth, o_output = _objectives(c, net, clean, x, y, res, mean, std, ubn)",
       ("tests/gradinversion/test_gradinversion.py",), k="audit_table",
       note="audit: distances against the undefended gradient"),
+    M("r7-N1", "src/tenfold/nvit/prune.py",
+      'return torch.float32 if torch.device(device).type == "mps" else torch.float64',
+      "return torch.float64",
+      NVIT_PRUNE, k="mps", note="float64 saliency sums on mps"),
+    M("r7-N2", "src/tenfold/nvit/prune.py",
+      "v.to(device=self.sums[key(k)].device, dtype=self.sums[key(k)].dtype)",
+      "v.to(device=self.sums[key(k)].device, dtype=torch.float64)",
+      NVIT_PRUNE, k="mps", note="a resume puts a float64 EMA beside float32 sums"),
 ]
 
 
