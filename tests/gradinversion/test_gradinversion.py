@@ -33,6 +33,8 @@ from tenfold.gradinversion import (
 from tenfold.gradinversion.evaluation import match_order
 from tenfold.gradinversion.registration import similarity_matrix, warp
 
+from .nets import two_bn_net
+
 
 def _tiny_net(dtype: torch.dtype = torch.float32) -> nn.Module:
     torch.manual_seed(1)
@@ -274,16 +276,7 @@ def test_bn_prior_zero_at_stored_statistics_and_hook_matches_manual():
 def test_train_mode_bn_statistics_past_the_first_layer_match_a_manual_train_forward():
     # a train-mode client normalises layer 1 by the batch's own statistics, so layer 2 sees a different input
     # than in an eval-mode forward; the statistics it reveals (and the BN prior's reference) are those
-    torch.manual_seed(2)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                        nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(2.0, 3.0)
-                m.weight.uniform_(0.5, 1.5)
-    net.eval()
+    net = two_bn_net(2, var=(2.0, 3.0), bn_weight=(0.5, 1.5))
     before = [b.clone() for b in net.buffers()]
     x = torch.rand(3, 3, 6, 6)
     with torch.no_grad():

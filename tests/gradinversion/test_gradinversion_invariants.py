@@ -23,6 +23,8 @@ from tenfold.gradinversion import (
 )
 from tenfold.gradinversion.registration import shift_matrix, warp
 
+from .nets import two_bn_net
+
 torch.set_num_threads(1)
 attack_mod = importlib.import_module("tenfold.gradinversion.attack")  # the package re-exports attack()
 
@@ -117,15 +119,7 @@ def test_the_attacks_bn_term_weights_the_first_layer_by_the_configs_multiplier(m
     """The attack's R_BN is bn_prior with the config's first_bn_multiplier (DeepInversion's weight on the first BN
     layer): the term logged at iteration 1 equals bn_prior of the start images' statistics against the running
     ones, for 10 and for 3. The loop used to be checked only at R_BN = 0 (the true batch), where any weight passes."""
-    torch.manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                        nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-    net.eval()
+    net = two_bn_net(3, var=(0.5, 1.5))
     x0 = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))  # the start images, in pixels
     monkeypatch.setattr(attack_mod, "_initial_images",
                         lambda kind, shape, gen, dt, mu, sd: ((x0 - mu) / sd).expand(shape).clone())
