@@ -218,7 +218,7 @@ def label_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], y
     """Accuracy of every label rule over real batches (unique and non-unique labels), with 95 % CIs.
     ``prune_ratio``: the client prunes its gradient (the defence) before sharing it."""
     settings = [("unique", b) for b in (1, 2, 4, 8, 10)] + [("non-unique", b) for b in (4, 8, 16, 32)]
-    ours = ("yin", "yin_mass", "rowsum", "bias", "count")
+    ours = ("yin", "yin_mass", "rowsum", "bias", "count", "count_mass")
     theirs = ("yin", "iDLG", "analytic", "bias-corrected")
     out: dict[str, Any] = {}
     for regime, (model, _, _) in models.items():
@@ -619,15 +619,20 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
 
 
 
+# the rule for batches whose labels may repeat: `count` until session 19, then `count_mass` (chosen on the tuning
+# pool, `--labels-on-tuning-pool`, before these batches were scored with it)
+REPEATS_RULE = "count_mass"
+
+
 def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[str, Any]]:
-    """The label-rule study's goals: the ``cpu`` preset's rule on unique batches of 4 and 8 (the issue's), and the
-    count rule on non-unique batches (report), each against every breaching rule, breaching's random padding
+    """The label-rule study's goals: the ``cpu`` preset's rule on unique batches of 4 and 8 (the issue's), and
+    ``REPEATS_RULE`` on non-unique batches (report), each against every breaching rule, breaching's random padding
     scored at its expected value. None when the study did not run (``--skip-labels``): an unmeasured goal is not
     a failed one."""
     if "labels" not in figures:
         return []
     lab_study_ok, lab_study_txt = True, []
-    count_ok, count_txt = True, []  # repeated labels: our count rule vs every breaching rule (report)
+    count_ok, count_txt = True, []  # repeated labels: REPEATS_RULE vs every breaching rule (report)
     rule = PRESETS["cpu"].label_rule
 
     def best_breaching(row: dict[str, Any]) -> float:
@@ -643,15 +648,15 @@ def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[st
         for key in ("non-unique B=4", "non-unique B=8", "non-unique B=16", "non-unique B=32"):
             row = figures["labels"][regime][key]
             best_br = best_breaching(row)
-            count_ok &= row["count"]["accuracy"] >= best_br
-            count_txt.append(f"{regime} {key}: ours-count {row['count']['accuracy']:.3f} vs breaching best "
-                             f"{best_br:.3f}")
+            count_ok &= row[REPEATS_RULE]["accuracy"] >= best_br
+            count_txt.append(f"{regime} {key}: ours-{REPEATS_RULE} {row[REPEATS_RULE]['accuracy']:.3f} (count "
+                             f"{row['count']['accuracy']:.3f}) vs breaching best {best_br:.3f}")
     return [
         goal(f"label rule accuracy, real unique batches of 4 and 8, ours ({rule}, the cpu preset's rule) >= every "
              "breaching rule (its random padding at its expected value)",
              ">= breaching", lab_study_txt, lab_study_ok and bool(lab_study_txt)),
-        goal("label rule accuracy, real non-unique batches of 4 to 32, ours (count) >= every breaching rule "
-             "(report: the issue asks for unique batches only)", ">= breaching", count_txt,
+        goal(f"label rule accuracy, real non-unique batches of 4 to 32, ours ({REPEATS_RULE}) >= every breaching "
+             "rule (report: the issue asks for unique batches only)", ">= breaching", count_txt,
              count_ok and bool(count_txt)),
     ]
 

@@ -1180,6 +1180,23 @@ MUTANTS: list[M] = [
       "v.to(device=self.sums[key(k)].device, dtype=self.sums[key(k)].dtype)",
       "v.to(device=self.sums[key(k)].device, dtype=torch.float64)",
       NVIT_PRUNE, k="mps", note="a resume puts a float64 EMA beside float32 sums"),
+    # round 8 (session 19): the count_mass label rule
+    M("r8-G1", "src/tenfold/gradinversion/labels.py",
+      "counts[int(torch.argmax(s.masked_fill(used, -math.inf)))] += 1",
+      "counts[int(torch.argmin(s.masked_fill(used, math.inf)))] += 1",
+      GI_ATTACK, k="count"),
+    M("r8-G2", "src/tenfold/gradinversion/labels.py",
+      "est = B * (1.0 / C - db)  # count's estimated counts, uniform prior",
+      "est = B * (1.0 / C + db)  # count's estimated counts, uniform prior",
+      GI_ATTACK, k="count"),
+    M("r8-G3", "src/tenfold/gradinversion/labels.py",
+      "    if B == 1:\n        return recover_labels(grad_fc_weight, 1, \"yin_mass\").cpu()",
+      "    if B == 0:\n        return recover_labels(grad_fc_weight, 1, \"yin_mass\").cpu()",
+      GI_ATTACK, k="vanishes"),
+    M("r8-G4", "src/tenfold/gradinversion/labels.py",
+      "if bool((~used).any()) and float(fresh.max()) >= float(repeat.max()):",
+      "if bool((~used).any()):",
+      GI_ATTACK, k="count"),
 ]
 
 

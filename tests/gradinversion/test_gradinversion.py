@@ -107,6 +107,46 @@ def test_count_rule_recovers_repeated_labels_exactly_when_the_prediction_is_know
         recover_labels(torch.randn(4, 3), 2, "count")
 
 
+def _linear_layer_gradients(logits: torch.Tensor, H: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The weight and bias gradients of a mean cross-entropy through a Linear layer whose weights turn the features
+    ``H (B, d)`` (d >= B) into exactly ``logits (B, C)``: what a client shares for the last layer."""
+    fc = nn.Linear(H.shape[1], logits.shape[1]).double()
+    with torch.no_grad():
+        fc.weight.copy_(torch.linalg.lstsq(H, logits).solution.T)
+        fc.bias.zero_()
+    assert torch.allclose(fc(H), logits, atol=1e-9)
+    return torch.autograd.grad(F.cross_entropy(fc(H), y), (fc.weight, fc.bias))
+
+
+def test_count_mass_rule_repeats_where_count_and_yin_mass_pad():
+    """count_mass on planted last-layer gradients. A trained-like batch (two images of class 0 that the network
+    mistakes for class 1 at 0.6, one confident class-1 image): class 1's row has no negative entry and a positive
+    bias gradient, every absent class a tiny one. ``count`` pads with an absent class (the uniform prior gives each
+    ~B/C), ``yin_mass`` adds no repeat; count_mass repeats 0 and adds the class of largest mass, 1: exact. A
+    fresh-like batch (uniform predictions, repeated labels): the estimates are the counts themselves, so it is
+    exact too, where the distinct-label rules cannot be."""
+    g = torch.Generator().manual_seed(0)
+    C = 5
+    P = torch.tensor([[0.39, 0.6] + [0.01 / 3] * 3, [0.39, 0.6] + [0.01 / 3] * 3, [0.0025, 0.99] + [0.0025] * 3],
+                     dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    H = 0.5 + torch.rand(3, 6, generator=g, dtype=torch.float64)  # h >= 0, as after ReLU and pooling
+    gW, gb = _linear_layer_gradients(P.log(), H, y)
+    assert float(gW[1].min()) > 0 and float(gb[1]) > 0 and float(gb[2:].max()) < 0.01  # the case described
+    assert torch.equal(recover_labels(gW, 3, "count_mass", gb), torch.tensor([0, 0, 1]))
+    assert label_accuracy(recover_labels(gW, 3, "count", gb), y) < 1.0
+    assert label_accuracy(recover_labels(gW, 3, "yin_mass", gb), y) < 1.0
+    C, B = 10, 8
+    for k in range(5):
+        y = torch.randint(0, 3, (B,), generator=g)  # at most 3 classes: labels repeat
+        H = torch.rand(B, 12, generator=g, dtype=torch.float64)
+        gW, gb = _linear_layer_gradients(torch.zeros(B, C, dtype=torch.float64), H, y)
+        assert torch.equal(recover_labels(gW, B, "count_mass", gb), y.sort().values), k
+        assert label_accuracy(recover_labels(gW, B, "yin_mass", gb), y) < 1.0
+    with pytest.raises(ConfigError, match="needs the FC bias gradient"):
+        recover_labels(gW, B, "count_mass")
+
+
 def test_label_accuracy_is_a_multiset_overlap():
     assert label_accuracy(torch.tensor([1, 1, 2]), torch.tensor([2, 1, 3])) == pytest.approx(2 / 3)
     assert label_accuracy(torch.tensor([3, 1]), torch.tensor([1, 3])) == 1.0
@@ -141,6 +181,7 @@ def test_yin_rule_exact_at_batch_1_float32_when_the_true_row_vanishes():
             assert float(gr[-2].amin(1).max()) == 0.0 and float(gr[-2].amin(1).min()) == 0.0, i  # minima tie
         assert int(recover_labels(gr[-2], 1, "yin")) == int(y[i]), i
         assert int(recover_labels(gr[-2], 1, "yin_mass")) == int(y[i]), i  # the vanished row goes first
+        assert int(recover_labels(gr[-2], 1, "count_mass", gr[-1])) == int(y[i]), i  # B = 1: yin_mass's answer
     assert vanished >= 3  # otherwise these images no longer exercise the tie (another BLAS rounds differently)
     # the planted form of the same case, and the tie-break keeps Yin's order where the minima differ
     dW = torch.tensor([[0.0, 3e-9], [0.0, 0.0], [0.0, 1e-12], [-1e-3, 5.0]])

@@ -27,7 +27,7 @@ from tenfold.gradinversion.attack import (
     total_variation,
 )
 from tenfold.gradinversion.config import PRESETS, Config, build
-from tenfold.gradinversion.labels import count_labels, label_accuracy, recover_labels
+from tenfold.gradinversion.labels import count_labels, count_mass_labels, label_accuracy, recover_labels
 from tenfold.gradinversion.registration import consensus, register_similarity, register_translation
 from tenfold.gradinversion.verbs import attack as attack_verb
 from tenfold.gradinversion.verbs import audit, leak
@@ -36,7 +36,7 @@ VERBS = {"leak": leak, "attack": attack_verb, "audit": audit}
 
 __all__ = ["PRESETS", "VERBS", "AttackResult", "Config", "GradInversion", "apply_defences", "attack",
            "bn_batch_stats", "bn_prior", "build", "calibrate_bn", "check_gradients", "consensus", "count_labels",
-           "demo",
+           "count_mass_labels", "demo",
            "grad_match_loss", "label_accuracy", "recover_labels", "register_similarity", "register_translation",
            "simulate_client", "smoke_options", "total_variation"]
 

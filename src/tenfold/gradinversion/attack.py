@@ -450,9 +450,9 @@ class GradInversion:
         gW, gb, fc = fc_gradients(model, target, self.update, self.local_steps, self.local_lr)
         if (self.label_rule in NONNEGATIVE_FEATURE_RULES and not self.force_label_rule
                 and not _features_nonnegative(model, fc, input_shape)):
-            raise ConfigError(f"label rule '{self.label_rule}' (Yin's) needs non-negative features before the last "
-                              "Linear layer (ReLU then pooling); set force_label_rule=true to use it anyway, "
-                              "or use label_rule=rowsum")
+            raise ConfigError(f"label rule '{self.label_rule}' reads Yin's certain rows, which needs non-negative "
+                              "features before the last Linear layer (ReLU then pooling); set force_label_rule=true "
+                              "to use it anyway, or use label_rule=rowsum (or count, with a bias)")
         return recover_labels(gW, B, self.label_rule, gb)
 
     def _threat_model_inputs(self, labels: torch.Tensor | None, bn_ref: Any) -> Any:

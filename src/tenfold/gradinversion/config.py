@@ -21,7 +21,8 @@ class Config:
 
     # --- threat model (recorded with every result) ---
     labels: Literal["recover", "oracle"] = "recover"  # restore ŷ from ∇W, or the attacker knows y
-    label_rule: Literal["yin", "yin_mass", "rowsum", "bias", "idlg", "count"] = "yin"  # Yin et al. 2021 Sec. 3.1
+    # Yin et al. 2021 Sec. 3.1; yin_mass, count, count_mass: ours (labels.py says when each is the one to use)
+    label_rule: Literal["yin", "yin_mass", "rowsum", "bias", "idlg", "count", "count_mass"] = "yin"
     force_label_rule: bool = False  # allow Yin's rule even when the FC input can be negative
     bn_stats: Literal["running", "user", "none"] = "running"  # BN prior reference: server buffers, client's, none
     client_mode: Literal["auto", "train", "eval"] = "auto"  # auto: eval iff bn_stats=running (breaching's rule)

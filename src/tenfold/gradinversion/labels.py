@@ -27,19 +27,36 @@ bias gradient is exactly ``db_c = pbar_c - n_c / B`` (``pbar``: the batch's mean
 class count), so ``n_c = B (pbar_c - db_c)``; the ``count`` rule estimates ``pbar`` by a prior (uniform
 by default, as for a fresh or calibrated net) and rounds the counts greedily. A class with
 ``db_c < 0`` is present for certain (``n_c / B = pbar_c - db_c > 0``), whatever the prior.
+
+The uniform prior is right for a fresh network and wrong for a trained one, which errs little: there an absent
+class reads ``db_c = pbar_c``, small but positive, so ``count`` gives it about the ``B / C`` share of a class the
+batch predicts uniformly, and fills the batch with the classes the batch predicts *least* (Yin's padding mistake
+again). ``count_mass`` (ours) keeps ``count``'s greedy but changes who competes:
+- sure: every class with a negative weight-gradient entry (Yin's certain rows, h >= 0) or a negative ``db_c``;
+- each remaining label goes to the sure class with the largest estimated count left, ``B (1/C - db_c) -
+  assigned_c`` (a repeat), unless an unused class's estimate ``B (1/C - db_c)`` is at least as large; then to the
+  unused class with the largest row sum (``yin_mass``'s fill: a present class without a negative entry carries a
+  large mass);
+- B = 1 is ``yin_mass`` (it also reads a float32-vanished row).
+On a fresh network, where absent classes read ``db_c ~ 1/C``, repeats win; on a trained one, new classes do, and
+the one chosen is the most predicted. Chosen on the tuning pool (``--labels-on-tuning-pool``, session 19) for
+batches whose labels can repeat, as random batches of a client's data do (8 draws from 10 classes repeat one with
+probability 0.98); the README's "Label rules" has the figures.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 
 from tenfold.core.io import ConfigError, InputError, check_tensor
 
-LabelRule = Literal["yin", "yin_mass", "rowsum", "bias", "idlg", "count"]
-RULES: tuple[str, ...] = ("yin", "yin_mass", "rowsum", "bias", "idlg", "count")
-NONNEGATIVE_FEATURE_RULES: tuple[str, ...] = ("yin", "yin_mass")  # rules that assume h >= 0 (ReLU, then pooling)
+LabelRule = Literal["yin", "yin_mass", "rowsum", "bias", "idlg", "count", "count_mass"]
+RULES: tuple[str, ...] = ("yin", "yin_mass", "rowsum", "bias", "idlg", "count", "count_mass")
+# rules that assume h >= 0 (ReLU, then pooling)
+NONNEGATIVE_FEATURE_RULES: tuple[str, ...] = ("yin", "yin_mass", "count_mass")
 
 
 def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +88,35 @@ def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None 
     return torch.repeat_interleave(torch.arange(C, device="cpu"), counts)
 
 
+def count_mass_labels(grad_fc_weight: torch.Tensor, grad_fc_bias: torch.Tensor, B: int) -> torch.Tensor:
+    """Labels ``(B,)`` (sorted, repeats allowed) by the ``count_mass`` rule (the module docstring): ``count``'s
+    estimates ``B (1/C - db_c)`` decide between a repeat and a new class, the row sums decide which new class."""
+    check_tensor(grad_fc_weight, "grad_fc_weight", ("C", "d"))
+    C = grad_fc_weight.shape[0]
+    check_tensor(grad_fc_bias, "grad_fc_bias", (C,))
+    if B < 1:
+        raise InputError(f"batch size B must be >= 1, got {B}")
+    if B == 1:
+        return recover_labels(grad_fc_weight, 1, "yin_mass").cpu()
+    W, db = grad_fc_weight.detach().double().cpu(), grad_fc_bias.detach().double().cpu()
+    m, s = W.amin(dim=1), W.sum(dim=1)
+    idx = torch.arange(C)
+    by_row, by_bias = idx[m < 0], idx[(m >= 0) & (db < 0)]  # certain rows: Yin's first (most negative), then db's
+    sure = torch.cat([by_row[torch.argsort(m[by_row], stable=True)], by_bias[torch.argsort(db[by_bias], stable=True)]])
+    counts = torch.zeros(C, dtype=torch.long)
+    counts[sure[:B]] = 1
+    est = B * (1.0 / C - db)  # count's estimated counts, uniform prior
+    for _ in range(B - int(counts.sum())):
+        used = counts > 0
+        repeat = (est - counts.double()).masked_fill(~used, -math.inf)
+        fresh = est.masked_fill(used, -math.inf)
+        if bool((~used).any()) and float(fresh.max()) >= float(repeat.max()):
+            counts[int(torch.argmax(s.masked_fill(used, -math.inf)))] += 1  # the unused class with the most mass
+        else:
+            counts[int(torch.argmax(repeat))] += 1
+    return torch.repeat_interleave(idx, counts)
+
+
 def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
                    grad_fc_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Labels ``(B,)`` (sorted; their order cannot be identified) from the FC weight gradient ``(C, d)``.
@@ -81,7 +127,9 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
     ``rowsum`` the B most negative row sums; ``bias`` classes with a negative bias gradient (most
     negative first, padded with the most negative remaining ones, which repeats none); ``idlg``
     B = 1 only, the most negative row sum (Zhao et al. 2020); ``count`` label counts from the bias
-    gradient (:func:`count_labels`, uniform prior; repeats labels, for batches that share classes).
+    gradient (:func:`count_labels`, uniform prior; repeats labels, for batches that share classes); ``count_mass``
+    ``count``'s counts with ``yin_mass``'s certain rows and fill (:func:`count_mass_labels`, ours; the rule for
+    batches whose labels may repeat).
     For B > C the other rules repeat the strongest classes in order.
     """
     check_tensor(grad_fc_weight, "grad_fc_weight", ("C", "d"))
@@ -109,12 +157,14 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
         if B != 1:
             raise ConfigError(f"label rule 'idlg' works for batch size 1 only, got B={B}; use 'yin' or 'rowsum'")
         score = g.sum(dim=1)
-    elif rule in ("bias", "count"):
+    elif rule in ("bias", "count", "count_mass"):
         if grad_fc_bias is None:
             raise ConfigError(f"label rule '{rule}' needs the FC bias gradient; the last layer has no bias")
         check_tensor(grad_fc_bias, "grad_fc_bias", (C,))
         if rule == "count":
             return count_labels(grad_fc_bias, B)
+        if rule == "count_mass":
+            return count_mass_labels(g, grad_fc_bias, B)
         score = grad_fc_bias.detach()
     else:
         raise ConfigError(f"unknown label rule '{rule}'; choose one of: {', '.join(RULES)}")

@@ -126,7 +126,7 @@ def _client(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor, see
 def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, cfg: Config) -> dict[str, float]:
     gW, gb, _ = fc_gradients(model, g, cfg.update, cfg.local_steps, cfg.local_lr)
     out = {}
-    rules = ("yin", "yin_mass", "rowsum") + (("bias", "count") if gb is not None else ())
+    rules = ("yin", "yin_mass", "rowsum") + (("bias", "count", "count_mass") if gb is not None else ())
     for rule in rules + (("idlg",) if y.numel() == 1 else ()):
         out[rule] = label_accuracy(recover_labels(gW, y.numel(), rule, gb), y)
     return out
