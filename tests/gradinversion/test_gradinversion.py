@@ -1227,3 +1227,21 @@ def test_audit_resumes_inside_a_batch_size_and_applies_each_rows_defence(tmp_pat
     assert [c.prune_ratio for c, _ in seen] == [0.9]  # only the missing row ran
     assert json.loads((tmp_path / "cut" / "audit.json").read_text())["rows"] == full["rows"]
     assert len((tmp_path / "cut" / "audit_rows.jsonl").read_text().splitlines()) == 3
+
+
+def test_attack_warns_when_its_label_rule_cannot_repeat_the_batchs_labels():
+    """A batch with repeated labels restored by a distinct-label rule loses a label per repeat: one warning names
+    count_mass. Silent for count_mass, for unique labels, and for known (oracle) labels."""
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.gradinversion.verbs import _warn_repeats
+
+    rep, uniq = torch.tensor([3, 1, 3, 0]), torch.tensor([3, 1, 2, 0])
+    with pytest.warns(TenfoldWarning, match="label_rule=count_mass"):
+        _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="yin_mass"), rep)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="count_mass"), rep)
+        _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="yin_mass"), uniq)
+        _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="yin_mass", labels="oracle"), rep)

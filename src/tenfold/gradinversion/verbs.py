@@ -155,6 +155,20 @@ def _dataset_tensors(data: str, net: nn.Module | None = None,
     return ds, xs, ys
 
 
+DISTINCT_RULES = ("yin", "yin_mass", "rowsum", "bias")  # rules that return B distinct labels (for B <= classes)
+
+
+def _warn_repeats(cfg: Config, y: torch.Tensor) -> None:
+    """One warning when the attack restores a batch whose labels repeat with a rule that cannot repeat one (it then
+    loses a label per repeat however good the gradient); ``count_mass`` reads repeats (the README's "Label rules")."""
+    if y.is_meta:  # no values to read (a device-routing check runs the verbs on the meta device)
+        return
+    if cfg.labels == "recover" and cfg.label_rule in DISTINCT_RULES and int(y.unique().numel()) < y.numel():
+        warnings.warn(f"the batch repeats labels ({int(y.unique().numel())} classes in {y.numel()} images) but "
+                      f"label_rule={cfg.label_rule} returns distinct labels; --set label_rule=count_mass restores "
+                      "repeats", TenfoldWarning, stacklevel=3)
+
+
 def _simulate_client(cfg: Config, net: nn.Module, data: str, batch_size: int, batch_seed: int,
                      unique_labels: bool, model: str = "") -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     list[torch.Tensor], list]:
@@ -382,6 +396,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     else:
         net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
         ds, idx, x, y, g, user_bn = _simulate_client(cfg, net, data, batch_size, batch_seed, unique_labels, model)
+    _warn_repeats(cfg, y)
     lp = lpips_model(lpips_weights) if lpips_weights else None  # a bad file fails here, not after the attack
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
@@ -537,6 +552,7 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         unique = classes >= B  # the paper's unique-label batch where the classes allow it; each row says which
         idx = pick_batch(ys, B, batch_seed, unique=unique)
         x, y = xs[idx].to(dev), ys[idx].to(dev)
+        _warn_repeats(cfg, y)
         clean = simulate_client(net, x, y, cfg.resolved_client_mode(), cfg.update, cfg.local_steps, cfg.local_lr)
         ref = reference_psnr(x.cpu(), xs)  # what no leak (the dataset's mean colour) and colour alone would score
         for name, sigma, ratio in defences:
