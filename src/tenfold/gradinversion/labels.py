@@ -57,6 +57,7 @@ LabelRule = Literal["yin", "yin_mass", "rowsum", "bias", "idlg", "count", "count
 RULES: tuple[str, ...] = ("yin", "yin_mass", "rowsum", "bias", "idlg", "count", "count_mass")
 # rules that assume h >= 0 (ReLU, then pooling)
 NONNEGATIVE_FEATURE_RULES: tuple[str, ...] = ("yin", "yin_mass", "count_mass")
+DISTINCT_RULES: tuple[str, ...] = ("yin", "yin_mass", "rowsum", "bias")  # B distinct labels (for B <= classes)
 
 
 def count_labels(grad_fc_bias: torch.Tensor, B: int, prior: torch.Tensor | None = None) -> torch.Tensor:

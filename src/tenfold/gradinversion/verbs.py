@@ -53,7 +53,7 @@ from tenfold.gradinversion.attack import (
 )
 from tenfold.gradinversion.config import Config, build
 from tenfold.gradinversion.evaluation import iip, image_metrics, reference_psnr, save_grid
-from tenfold.gradinversion.labels import label_accuracy, recover_labels
+from tenfold.gradinversion.labels import DISTINCT_RULES, label_accuracy, recover_labels
 
 METHOD = "gradinversion"
 
@@ -153,9 +153,6 @@ def _dataset_tensors(data: str, net: nn.Module | None = None,
         raise DataError(f"{data} images have {xs.shape[1]} channel(s) but the model {model or type(net).__name__} "
                         f"expects {want[0]}; pick a dataset the model was built for")
     return ds, xs, ys
-
-
-DISTINCT_RULES = ("yin", "yin_mass", "rowsum", "bias")  # rules that return B distinct labels (for B <= classes)
 
 
 def _warn_repeats(cfg: Config, y: torch.Tensor) -> None:
