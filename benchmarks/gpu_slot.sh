@@ -92,25 +92,38 @@ part_gi() {
 part_gi_cells() {
   # the six cells (regime x B) as parallel processes on the one GPU (each is bound by its host thread launching
   # small kernels), ours against breaching's invertinggradients (the stronger attack in every CPU cell), then merged;
-  # each cell writes its JSON after every finished attack, so a cell cut off by the time limit keeps what it did
-  say "gradinversion cells in parallel: $GI_CELL_IT iterations, ours vs invertinggradients"
+  # each cell writes its JSON after every finished attack, so a cell cut off by the time limit keeps what it did.
+  # GI_CELL_SEED_PROCS=K: each cell's K starts run as K processes of one seed each (--seed-start), joined by --merge
+  local procs=${GI_CELL_SEED_PROCS:-1} seeds=${GI_CELL_SEEDS:-1}
+  [ "$procs" -gt 1 ] && seeds=1
+  say "gradinversion cells in parallel: $GI_CELL_IT iterations, ours vs invertinggradients, $procs process(es) x $seeds seed(s) per cell"
   local parts=()
   for regime in trained calibrated; do
     for B in $GI_CELL_B; do
-      # shellcheck disable=SC2086
-      timeout $GI_CELL_LIMIT python3 -m benchmarks.gradinversion --device $DEV --iterations $GI_CELL_IT \
-        --regimes $regime --batch-sizes $B --attacks invertinggradients --skip-labels --group-batches 0 \
-        --timing-pairs 0 --seeds "${GI_CELL_SEEDS:-1}" --out "$RUNS/gi_cells/$regime-b$B.json" > "$RUNS/gi_cell_$regime-b$B.log" 2>&1 &
-      parts+=("$RUNS/gi_cells/$regime-b$B.json")
+      for ((s = 0; s < procs; s++)); do
+        mkdir -p "$RUNS/gi_cells/s$s"
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=$([ "$procs" -gt 1 ] && echo 1 || echo "$OMP_NUM_THREADS") timeout $GI_CELL_LIMIT \
+          python3 -m benchmarks.gradinversion --device $DEV --iterations $GI_CELL_IT \
+          --regimes $regime --batch-sizes $B --attacks invertinggradients --skip-labels --group-batches 0 \
+          --timing-pairs 0 --seeds "$seeds" --seed-start $s --out "$RUNS/gi_cells/s$s/$regime-b$B.json" \
+          > "$RUNS/gi_cell_$regime-b$B-s$s.log" 2>&1 &
+        parts+=("$RUNS/gi_cells/s$s/$regime-b$B.json")
+      done
     done
   done
   wait
-  grep -h "PSNR at\|Error\|error" "$RUNS"/gi_cell_*.log
+  grep -h "PSNR \|Error\|error" "$RUNS"/gi_cell_*.log
   local have=()
   for f in "${parts[@]}"; do [ -f "$f" ] && have+=("$f"); done
   python3 -m benchmarks.gradinversion --merge "${have[@]}" --out "$OUT/gradinversion_gpu_cells.json" \
     || say "gradinversion merge: exit $?"
-  cp "$RUNS"/gi_cells/*.json "$RUNS"/gi_cells/*.png "$OUT/" 2>/dev/null
+  for ((s = 0; s < procs; s++)); do
+    mkdir -p "$OUT/s$s"
+    cp "$RUNS"/gi_cells/s$s/*.json "$OUT/s$s/" 2>/dev/null
+  done
+  cp "$RUNS"/gi_cells/s0/*.png "$OUT/" 2>/dev/null
+  cp "$RUNS"/gi_cell_*.log "$OUT/" 2>/dev/null
 }
 
 for part in ${PARTS:-c10 paper gi}; do

@@ -297,6 +297,7 @@ def _cell_row(regime: str, B: int, who: str, runs: list[dict[str, Any]], snap_at
             "psnr_max": mean("psnr_max"), "ssim": mean("ssim"), "label_accuracy": mean("label_accuracy"),
             "cpu_s_per_iteration": mean("cpu_s_per_iteration"), "wall_s_per_iteration": mean("wall_s_per_iteration"),
             "psnr_per_seed": [round(r["psnr"], 3) for r in runs],
+            "seed_indices": [r["seed_index"] for r in runs] if all("seed_index" in r for r in runs) else None,
             "psnr_vs_iterations": {str(it): round(statistics.mean(r["psnr_vs_iterations"][it] for r in runs), 3)
                                    for it in snap_at},
             "ssim_vs_iterations": {str(it): round(statistics.mean(r["ssim_vs_iterations"][it] for r in runs), 4)
@@ -386,25 +387,28 @@ def merge_cells(paths: list[Path], out: Path | None) -> Path:
         except (OSError, ValueError) as e:
             raise SystemExit(f"--merge: cannot read {path}: {e}") from None
     figs = [q["figures"] for q in parts]
-    for key in ("data", "iterations", "snapshots_at", "breaching_attacks", "ours_config", "device", "seeds"):
+    for key in ("data", "iterations", "snapshots_at", "breaching_attacks", "ours_config", "device"):
         vals = {json.dumps(f.get(key), sort_keys=True) for f in figs}
         if len(vals) > 1:
             raise SystemExit(f"--merge: the parts differ in {key!r}: {sorted(vals)}")
     merged: dict[str, Any] = {k: figs[0].get(k) for k in ("data", "scale", "iterations", "snapshots_at",
                                                           "breaching_attacks", "threat_model", "ours_config",
-                                                          "device", "seeds")}
-    merged["images"], merged["reference_psnr"], timing = [], [], []
-    seen: set[tuple[str, int, str]] = set()
+                                                          "device")}
+    merged["reference_psnr"], timing = [], []
+    by_cell: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    refs_seen: set[tuple[str, int]] = set()
     for f in figs:
         for r in f.get("images", []):
-            key = (r["regime"], r["B"], r["attack"])
-            if key in seen:
-                raise SystemExit(f"--merge: {key} appears in more than one part")
-            seen.add(key)
-            merged["images"].append(r)
-        merged["reference_psnr"] += f.get("reference_psnr", [])
+            by_cell.setdefault((r["regime"], r["B"], r["attack"]), []).append(r)
+        for ref in f.get("reference_psnr", []):  # a cell split over seed parts has one reference per part
+            if (ref["regime"], ref["B"]) not in refs_seen:
+                refs_seen.add((ref["regime"], ref["B"]))
+                merged["reference_psnr"].append(ref)
         timing += f.get("paired_cpu_timing", {}).get("cells", [])
+    merged["images"] = [rs[0] if len(rs) == 1 else _join_seed_rows(key, rs) for key, rs in by_cell.items()]
     merged["images"].sort(key=lambda r: (REGIMES.index(r["regime"]), r["B"]))
+    counts = sorted({len(r.get("psnr_per_seed") or [None]) for r in merged["images"]})
+    merged["seeds"] = counts[0] if len(counts) == 1 else counts
     t_it = next((f["paired_cpu_timing"]["iterations_per_call"] for f in figs if "paired_cpu_timing" in f), 0)
     if timing:
         merged["paired_cpu_timing"] = {"iterations_per_call": t_it, "cells": timing}
@@ -414,6 +418,36 @@ def merge_cells(paths: list[Path], out: Path | None) -> Path:
          "wall_seconds": q.get("wall_seconds")} for pth, q in zip(paths, parts)]
     goals = image_goals(merged, REGIMES, merged["iterations"], t_it)
     return write_result("gradinversion", merged, goals, device=figs[0].get("device") or "cpu", out=out)
+
+
+def _join_seed_rows(key: tuple[str, int, str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell's row from parts that ran disjoint seeds of it (``--seed-start``): every mean weighted by the
+    part's number of seeds, the per-seed lists joined in seed order. Overlapping or unrecorded seeds are refused:
+    a draw counted twice would shrink the spread."""
+    seeds = [r.get("seed_indices") for r in rows]
+    if any(s is None for s in seeds):
+        raise SystemExit(f"--merge: {key} appears in more than one part (and a part does not record its seeds)")
+    flat = [k for s in seeds for k in s]
+    if len(set(flat)) != len(flat):
+        raise SystemExit(f"--merge: {key} appears in more than one part with the same seeds {sorted(flat)}")
+    w = [len(s) for s in seeds]
+
+    def wmean(vals: list[float]) -> float:
+        return sum(v * n for v, n in zip(vals, w)) / sum(w)
+
+    out = {k: rows[0][k] for k in ("regime", "B", "attack")}
+    for k in ("psnr", "psnr_returned", "psnr_max", "ssim", "label_accuracy", "cpu_s_per_iteration",
+              "wall_s_per_iteration"):
+        if all(k in r for r in rows):
+            out[k] = wmean([r[k] for r in rows])
+    for k in ("psnr_vs_iterations", "ssim_vs_iterations"):
+        if all(k in r for r in rows):
+            out[k] = {it: round(wmean([r[k][it] for r in rows]), 4) for it in rows[0][k]}
+    order = sorted(range(len(flat)), key=lambda i: flat[i])
+    per_seed = [v for r in rows for v in r["psnr_per_seed"]]
+    out["psnr_per_seed"] = [per_seed[i] for i in order]
+    out["seed_indices"] = sorted(flat)
+    return out
 
 
 def _double(model: nn.Module) -> nn.Module:
@@ -675,6 +709,9 @@ def main() -> None:
     p.add_argument("--timing-iterations", type=int, default=None, help="iterations of each timed short run")
     p.add_argument("--seeds", type=int, default=None,
                    help="start images per attack and cell (the PSNR is their mean; one draw is as noisy as the deltas)")
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="index of the first start (draws seed-start .. seed-start + seeds - 1): one cell's seeds can "
+                        "run as separate processes and be joined by --merge")
     p.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES),
                    help="regimes of the image comparison (default both); one cell per process: see --merge")
     p.add_argument("--attacks", nargs="+", choices=BREACHING_ATTACKS, default=list(BREACHING_ATTACKS),
@@ -710,6 +747,8 @@ def main() -> None:
             p.error(f"--{k.replace('_', '-')} must be >= 0, got {getattr(args, k)}")
     if args.seeds == 0:
         p.error("--seeds must be >= 1")
+    if args.seed_start < 0:
+        p.error(f"--seed-start must be >= 0, got {args.seed_start}")
     if args.label_prune_ratio and not args.labels_on_tuning_pool:
         p.error("--label-prune-ratio applies to --labels-on-tuning-pool only")
     torch.set_num_threads(1)
@@ -781,6 +820,8 @@ def main() -> None:
         figures.update(images=rows, reference_psnr=references)  # filled as attacks finish: see partial writes
         K = sc["seeds"]
         figures["seeds"] = K
+        if args.seed_start:
+            figures["seed_start"] = args.seed_start
         warmed: set[str] = set()
         for regime in image_regimes:
             model, mean, std = models[regime]
@@ -792,7 +833,7 @@ def main() -> None:
                 references.append({"regime": regime, "B": B, **reference_psnr(x_cpu, xs.cpu())})
                 per: dict[str, list[dict[str, Any]]] = {}
                 seed0: dict[str, dict[str, Any]] = {}
-                for k in range(K):
+                for k in range(args.seed_start, args.seed_start + K):
                     order = ["ours", *args.attacks]
                     if (bi + k) % 2:
                         order = order[::-1]  # alternate who runs first
@@ -804,7 +845,7 @@ def main() -> None:
                             warmed.add(who)
                         r = _run_attack(who, cfg, model, mean, std, g, B, N, snap_at, args.device,
                                         seed=_attack_seed(regime, B, k))
-                        if k == 0:
+                        if k == args.seed_start:
                             seed0[who] = r
                         curve = {it: image_metrics(im, x_cpu) for it, im in r["snapshots"].items()}
                         fin = image_metrics(r["images"], x_cpu)
@@ -813,10 +854,14 @@ def main() -> None:
                             "ssim": curve[N]["ssim"], "label_accuracy": _overlap(r["labels"], y_cpu),
                             "cpu_s_per_iteration": r["cpu_seconds"] / N, "wall_s_per_iteration": r["wall_seconds"] / N,
                             "psnr_vs_iterations": {it: m["psnr"] for it, m in curve.items()},
-                            "ssim_vs_iterations": {it: m["ssim"] for it, m in curve.items()}})
+                            "ssim_vs_iterations": {it: m["ssim"] for it, m in curve.items()}, "seed_index": k})
                         print(f"{regime} B={B} seed {k} {who:<20} PSNR {curve[N]['psnr']:.2f} (returned "
                               f"{fin['psnr']:.2f}) labels {per[who][-1]['label_accuracy']:.2f} cpu/it "
                               f"{per[who][-1]['cpu_s_per_iteration']:.4f}", flush=True)
+                        if args.out is not None:  # a process cut off mid-cell keeps the attacks it finished
+                            done = rows + [_cell_row(regime, B, w, rk, snap_at) for w, rk in per.items()]
+                            write_result("gradinversion", {**figures, "images": done, "partial": True}, [],
+                                         device=args.device, out=args.out, started=started)
                 for who, runs_k in per.items():
                     rows.append(_cell_row(regime, B, who, runs_k, snap_at))
                 if args.out is not None:  # a long run killed later keeps every cell finished so far

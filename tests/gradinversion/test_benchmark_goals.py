@@ -74,6 +74,35 @@ def test_merge_joins_cells_and_refuses_overlaps_and_mismatches(tmp_path):
         merge_cells(paths, tmp_path / "m3.json")
 
 
+def test_merge_joins_one_cells_seeds_run_as_separate_processes(tmp_path):
+    """--seed-start parts of one cell become one row: means weighted by each part's seeds, per-seed PSNRs in seed
+    order (so ours and breaching stay paired), the delta's SE over all seeds; a seed in two parts is refused."""
+    def part(name, seeds, ours, ig):
+        rows = []
+        for attack, vals in (("ours", ours), ("invertinggradients", ig)):
+            r = _row("trained", 8, attack, sum(vals) / len(vals), vals)
+            r.update(seed_indices=list(seeds), ssim=0.1 * len(seeds),
+                     psnr_vs_iterations={"4": sum(vals) / len(vals) - 1, "8": sum(vals) / len(vals)})
+            rows.append(r)
+        path = tmp_path / f"{name}.json"
+        f = _figures(rows, attacks=("invertinggradients",))
+        f["seeds"] = len(seeds)
+        path.write_text(json.dumps({"command": name, "figures": f}))
+        return path
+
+    a, b = part("a", [0, 1], [15.0, 13.0], [14.0, 13.0]), part("b", [2], [16.0], [13.0])
+    merged = json.loads(merge_cells([b, a], tmp_path / "m.json").read_text())["figures"]
+    ours = next(r for r in merged["images"] if r["attack"] == "ours")
+    assert ours["psnr"] == pytest.approx(44.0 / 3) and ours["psnr_per_seed"] == [15.0, 13.0, 16.0]
+    assert ours["seed_indices"] == [0, 1, 2] and ours["ssim"] == pytest.approx((0.2 * 2 + 0.1) / 3)
+    assert ours["psnr_vs_iterations"]["4"] == pytest.approx(44.0 / 3 - 1, abs=1e-4)
+    assert merged["seeds"] == 3
+    assert merged["psnr_delta_vs_better_breaching"] == [pytest.approx(round(44.0 / 3 - 40.0 / 3, 3))]
+    assert merged["psnr_delta_se"] == [pytest.approx(0.882, abs=1e-3)]  # stdev(1, 0, 3) / sqrt(3)
+    with pytest.raises(SystemExit, match="same seeds"):
+        merge_cells([a, part("c", [1], [15.0], [14.0])], tmp_path / "m2.json")
+
+
 def test_the_committed_results_rescore_to_their_own_goals():
     """Every goal in results/gradinversion.json (names, targets, measured values, verdicts) follows from its
     figures: the image cells, the label study and the group study, scored by the functions the benchmark uses."""
