@@ -93,7 +93,8 @@ part_gi_cells() {
   # the six cells (regime x B) as parallel processes on the one GPU (each is bound by its host thread launching
   # small kernels), ours against breaching's invertinggradients (the stronger attack in every CPU cell), then merged;
   # each cell writes its JSON after every finished attack, so a cell cut off by the time limit keeps what it did.
-  # GI_CELL_SEED_PROCS=K: each cell's K starts run as K processes of one seed each (--seed-start), joined by --merge
+  # GI_CELL_SEED_PROCS=K: each cell's K starts run as K processes of one seed each (--seed-start), joined by --merge;
+  # keep cells x K near 6 on one H100: at 18 (session 20) each process ran 3x slower than at 5
   local procs=${GI_CELL_SEED_PROCS:-1} seeds=${GI_CELL_SEEDS:-1}
   [ "$procs" -gt 1 ] && seeds=1
   say "gradinversion cells in parallel: $GI_CELL_IT iterations, ours vs invertinggradients, $procs process(es) x $seeds seed(s) per cell"

@@ -304,6 +304,18 @@ def _cell_row(regime: str, B: int, who: str, runs: list[dict[str, Any]], snap_at
                                    for it in snap_at}}
 
 
+def _seed_pairs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[float, float]]:
+    """Two attacks' per-seed PSNRs of one cell, paired by start seed: by the recorded seed indices where both rows
+    have them (cells merged from parts need not share every seed), else by position (one process ran both)."""
+    pa, pb = a.get("psnr_per_seed", []), b.get("psnr_per_seed", [])
+    ia, ib = a.get("seed_indices"), b.get("seed_indices")
+    if ia is None or ib is None:
+        return list(zip(pa, pb))
+    at = dict(zip(ia, pa))
+    bt = dict(zip(ib, pb))
+    return [(at[k], bt[k]) for k in sorted(set(at) & set(bt))]
+
+
 def image_goals(figures: dict[str, Any], regimes: Any, N: int, timing_iterations: int) -> list[dict[str, Any]]:
     """The image comparison's goals from ``figures["images"]`` (and the label study's, where it ran): per cell
     (regime, B) ours against the better of the breaching attacks run there. A cell where an attack is missing (a
@@ -320,7 +332,7 @@ def image_goals(figures: dict[str, Any], regimes: Any, N: int, timing_iterations
             continue
         best = max(attacks, key=lambda a: sel[a]["psnr"])
         deltas.append(sel["ours"]["psnr"] - sel[best]["psnr"])
-        pairs = list(zip(sel["ours"].get("psnr_per_seed", []), sel[best].get("psnr_per_seed", [])))
+        pairs = _seed_pairs(sel["ours"], sel[best])
         ses.append(statistics.stdev(o - b for o, b in pairs) / len(pairs) ** 0.5 if len(pairs) > 1 else None)
         lab_ours.append(sel["ours"]["label_accuracy"])
         lab_br.append(max(sel[a]["label_accuracy"] for a in attacks))

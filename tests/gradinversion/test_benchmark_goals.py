@@ -103,6 +103,23 @@ def test_merge_joins_one_cells_seeds_run_as_separate_processes(tmp_path):
         merge_cells([a, part("c", [1], [15.0], [14.0])], tmp_path / "m2.json")
 
 
+def test_delta_se_pairs_attacks_by_seed_index_not_position():
+    """A merged cell whose attacks ran different seeds pairs only the seeds both ran (by index), never seed 2 of one
+    attack with seed 1 of the other; rows without indices (one process ran both) pair by position."""
+    from benchmarks.gradinversion import _seed_pairs
+
+    ours = {"psnr_per_seed": [15.0, 13.0, 16.0], "seed_indices": [0, 1, 2]}
+    ig = {"psnr_per_seed": [14.0, 12.0], "seed_indices": [0, 2]}
+    assert _seed_pairs(ours, ig) == [(15.0, 14.0), (16.0, 12.0)]
+    assert _seed_pairs({"psnr_per_seed": [1.0, 2.0]}, {"psnr_per_seed": [3.0, 4.0]}) == [(1.0, 3.0), (2.0, 4.0)]
+    rows = [_row("trained", 1, "ours", 14.0, (15.0, 13.0, 16.0)), _row("trained", 1, "invertinggradients", 13.0,
+                                                                       (14.0, 12.0))]
+    rows[0]["seed_indices"], rows[1]["seed_indices"] = [0, 1, 2], [0, 2]
+    f = _figures(rows, attacks=("invertinggradients",))
+    image_goals(f, ("trained",), 8, 4)
+    assert f["psnr_delta_se"] == [pytest.approx(1.5)]  # stdev(1, 4) / sqrt(2)
+
+
 def test_the_committed_results_rescore_to_their_own_goals():
     """Every goal in results/gradinversion.json (names, targets, measured values, verdicts) follows from its
     figures: the image cells, the label study and the group study, scored by the functions the benchmark uses."""
