@@ -154,3 +154,10 @@ def test_group_goal_holds_only_above_its_control():
     assert group_goal(study(14.3, 14.2))["holds"] and not group_goal(study(14.2, 14.2))["holds"]
     assert not group_goal(study(14.1, 14.2))["holds"]
     assert "alpha_group 0.05" in group_goal(study(14.3, 14.2))["name"]
+    # with per-batch figures the goal reports the paired difference, its SE and the batches won
+    s = study(14.3, 14.2)
+    s["group_consistency"]["variants"]["control: plain mean of G independent runs"]["psnr_per_batch"] = [14.0, 14.4]
+    s["group_consistency"]["variants"]["group consistency, registration translation"]["psnr_per_batch"] = [14.4, 14.2]
+    g = group_goal(s)
+    assert g["holds"] and g["measured"]["minus_control"] == pytest.approx(0.1)
+    assert g["measured"]["paired_se"] == pytest.approx(0.3) and g["measured"]["batches_won"] == 1
