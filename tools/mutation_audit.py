@@ -1197,6 +1197,27 @@ MUTANTS: list[M] = [
       "if bool((~used).any()) and float(fresh.max()) >= float(repeat.max()):",
       "if bool((~used).any()):",
       GI_ATTACK, k="count"),
+    # round 9 (session 20): the benchmark's seed-split merge and the group goal's paired report
+    M("r9-B1", "benchmarks/gradinversion.py",
+      "    return [(at[k], bt[k]) for k in sorted(set(at) & set(bt))]",
+      "    return list(zip(pa, pb))",
+      BENCH_GI, k="seed"),
+    M("r9-B2", "benchmarks/gradinversion.py",
+      "        return sum(v * n for v, n in zip(vals, w)) / sum(w)",
+      "        return sum(vals) / len(vals)",
+      BENCH_GI, k="seed"),
+    M("r9-B3", "benchmarks/gradinversion.py",
+      "    out[\"psnr_per_seed\"] = [per_seed[i] for i in order]",
+      "    out[\"psnr_per_seed\"] = per_seed",
+      BENCH_GI, k="seed"),
+    M("r9-B4", "benchmarks/gradinversion.py",
+      "    if len(set(flat)) != len(flat):",
+      "    if False:",
+      BENCH_GI, k="seed"),
+    M("r9-B5", "benchmarks/gradinversion.py",
+      "                    \"batches_won\": sum(d > 0 for d in diffs), \"batches\": len(diffs)}",
+      "                    \"batches_won\": sum(d >= 0 for d in diffs), \"batches\": len(diffs)}",
+      BENCH_GI, k="group"),
 ]
 
 

@@ -156,8 +156,12 @@ def test_group_goal_holds_only_above_its_control():
     assert "alpha_group 0.05" in group_goal(study(14.3, 14.2))["name"]
     # with per-batch figures the goal reports the paired difference, its SE and the batches won
     s = study(14.3, 14.2)
-    s["group_consistency"]["variants"]["control: plain mean of G independent runs"]["psnr_per_batch"] = [14.0, 14.4]
-    s["group_consistency"]["variants"]["group consistency, registration translation"]["psnr_per_batch"] = [14.4, 14.2]
+    # (a tie is not a batch won)
+    s["group_consistency"]["variants"]["control: plain mean of G independent runs"]["psnr_per_batch"] = [
+        14.0, 14.4, 14.2]
+    s["group_consistency"]["variants"]["group consistency, registration translation"]["psnr_per_batch"] = [
+        14.4, 14.2, 14.2]
     g = group_goal(s)
     assert g["holds"] and g["measured"]["minus_control"] == pytest.approx(0.1)
-    assert g["measured"]["paired_se"] == pytest.approx(0.3) and g["measured"]["batches_won"] == 1
+    assert g["measured"]["paired_se"] == pytest.approx(0.176, abs=1e-3)  # stdev(0.4, -0.2, 0) / sqrt(3)
+    assert g["measured"]["batches_won"] == 1 and g["measured"]["batches"] == 3
