@@ -12,6 +12,8 @@
 # built by benchmarks/gpu_slot_prepare.sh.
 #   bash benchmarks/gpu_slot.sh          # on the GPU machine, from the repo root, OUT set
 #   DRY=1 bash benchmarks/gpu_slot.sh    # the same steps at toy sizes on the CPU: checks the script itself
+# What it writes under $OUT ends up in $OUT/slot.tgz (its listing in slot_files.txt): the device tool returns
+# at most 8 files.
 #   PARTS="gi c10" runs those parts in that order (default: c10 paper gi; gi_cells: the six GradInversion cells as
 #   parallel processes, ours vs invertinggradients at GI_CELL_IT iterations, merged into one JSON)
 set -u
@@ -141,4 +143,8 @@ if [[ " ${PARTS:-c10 paper gi} " == *" c10 "* || " ${PARTS:-c10 paper gi} " == *
     || say "lsgm_gpu_cost: exit $?"
 fi
 say done
+# the device tool brings back at most 8 files (session 20 lost the merged JSON to that): everything in one tarball,
+# plus the tarball's listing; the slot's own log, if the caller tees it into $OUT, is left beside them
+(cd "$OUT" && find . -type f ! -name slot.tgz ! -name slot.log ! -name slot_files.txt | sort > slot_files.txt \
+  && tar czf slot.tgz -T slot_files.txt && xargs rm -f < slot_files.txt && find . -mindepth 1 -type d -empty -delete)
 ls -la "$OUT"
