@@ -62,7 +62,7 @@ REGIMES = ("trained", "calibrated")  # the real pretrained ResNet-20; a fresh on
 BREACHING_ATTACKS = ("seethroughgradients", "invertinggradients")
 SCALES = {
     "cpu": {"iterations": 160, "batch_sizes": [1, 4, 8], "label_batches": 50, "group_size": 3, "group_batch": 1,
-            "group_batches": 8,  # 3 until session 20: per-batch differences of +-0.4 dB swamped a 0.1 dB effect
+            "group_batches": 24,  # 3 until session 20: per-batch differences of +-0.4 dB swamp a 0.1 dB effect
             "calib_images": 512, "timing_iterations": 16, "timing_pairs": 6, "seeds": 3},
     "gpu": {"iterations": 20000, "batch_sizes": [1, 4, 8, 10], "label_batches": 200, "group_size": 4,
             "group_batch": 4, "group_batches": 5, "calib_images": 5000, "timing_iterations": 50,
