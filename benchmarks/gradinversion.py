@@ -1,6 +1,6 @@
 """GradInversion against breaching 0.1.2 on real CIFAR-10 batches, same gradients, same iteration budget.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.gradinversion                 # CPU default, about 25 min on one thread
+    OMP_NUM_THREADS=1 python -m benchmarks.gradinversion                 # CPU default, about 35 min on one thread
     python -m benchmarks.gradinversion --scale gpu --device cuda          # paper-like budget (20k iterations, G = 4)
     OMP_NUM_THREADS=1 python -m benchmarks.gradinversion --labels-only   # label rules only (results/..._labels.json)
     python -m benchmarks.gradinversion --regimes trained --batch-sizes 8 --skip-labels --group-batches 0 --out C.json
@@ -717,7 +717,7 @@ def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[st
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "cifar10-test")
-    p.add_argument("--scale", choices=list(SCALES), default="cpu", help="cpu (default, ~25 min) or gpu (paper-like)")
+    p.add_argument("--scale", choices=list(SCALES), default="cpu", help="cpu (default, ~35 min) or gpu (paper-like)")
     p.add_argument("--iterations", type=int, default=None, help="override the scale's iteration budget")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     p.add_argument("--label-batches", type=int, default=None)
