@@ -62,9 +62,10 @@ def recover_features(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, i
 
 def _true_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The classifier's input on the true images (what the recovery should find)."""
+    from tenfold.gradinversion.attack import fc_layer
+
     seen: list[torch.Tensor] = []
-    fc = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    hook = fc.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    hook = fc_layer(model)[1].register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
     try:
         with torch.no_grad():
             model(x)
@@ -75,13 +76,15 @@ def _true_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _feature_attack(base: Any, H: torch.Tensor, alpha: float) -> Any:
     """``base`` (a GradInversion) with the feature term added to its per-seed objective."""
+    from tenfold.gradinversion.attack import fc_layer
+
     cls = type(base)
 
     class FeatureTarget(cls):  # type: ignore[misc, valid-type]
         def _seed_loss(self, f, match, recorder, refs, xg, y, mu, sd, create_graph):  # noqa: ANN001, ANN202
             seen: list[torch.Tensor] = []
-            fc = [m for m in f.net.modules() if isinstance(m, nn.Linear)][-1]
-            hook = fc.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+            # the attack's private copy of the model
+            hook = fc_layer(f.net)[1].register_forward_hook(lambda m, i, o: seen.append(i[0]))
             try:
                 loss, parts = super()._seed_loss(f, match, recorder, refs, xg, y, mu, sd, create_graph)
             finally:
