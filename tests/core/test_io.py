@@ -168,6 +168,10 @@ def test_tied_weights_roundtrip_stays_tied(tmp_path):
     loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "t", state, method="unit"))
     assert loaded["emb"]["weight"] is loaded["head"]["weight"]
     assert torch.equal(loaded["part"], emb.weight[1:3])
+    # a transposed view of a stored tensor is copied, contiguous (safetensors refused its strides: a raw ValueError)
+    a = torch.arange(12.0).reshape(3, 4)
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "v", {"w": a, "wt": a.T}, method="unit"))
+    assert torch.equal(loaded["wt"], a.T) and torch.equal(loaded["w"], a)
 
 
 def test_mismatched_pair_from_two_saves_is_detected(tmp_path):

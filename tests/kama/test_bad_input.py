@@ -185,3 +185,17 @@ def test_fit_without_a_body_model_is_one_line():
 
     with pytest.raises(InputError, match="body model"):
         fit_keypoints(None, torch.zeros(1, 26, 3))
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "12", None])
+def test_a_landmark_override_takes_integer_vertex_ids_only(tmp_path, value):
+    """JSON `true` is an int to Python: it tied the nose to vertex 1 and fitted 12x worse without a word."""
+    from tenfold.kama.keypoints import load_landmark_override
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"nose": 7}))
+    assert load_landmark_override(good) == {"nose": 7}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nose": value}))
+    with pytest.raises(DataError, match="expected {name: vertex id}"):
+        load_landmark_override(bad)

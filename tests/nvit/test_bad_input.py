@@ -134,6 +134,15 @@ def test_models_with_nan_weights_are_refused_on_load(tmp_path):
     ("amp", "fp8", "amp must be one of"),
     ("pruning_momentum", 1.0, r"pruning_momentum must be in \[0, 1\)"),
     ("kd_temperature", 0.0, "kd_temperature must be a finite number > 0"),
+    ("num_heads", 0, "num_heads must be >= 1"),  # a ZeroDivisionError in the lut verb
+    ("num_heads", 5, "num_heads 5 does not divide embed_dim 32"),
+    ("embed_dim", -8, "embed_dim must be >= 1"),
+    ("lut_batch", 0, "lut_batch must be >= 1"),
+    ("mlp_ratio", 0.0, "mlp_ratio must be a finite number > 0"),  # a ViT without MLPs, pruned without a word
+    ("weight_decay", float("nan"), "weight_decay must be a finite number >= 0"),
+    ("eta", float("nan"), "eta must be a finite number >= 0"),  # NaN scores: an arbitrary pruning order
+    ("kd_coef", float("nan"), "kd_coef must be a finite number >= 0"),  # NaN > 0 is false: KD silently off
+    ("ce_coef", -1.0, "ce_coef must be a finite number >= 0"),
 ])
 def test_config_refuses_values_that_would_run_silently_wrong(key, value, match):
     """Checked when the config is made, so every verb (and a saved config) gets them; kd_temperature 0 and
@@ -165,3 +174,14 @@ def test_timm_weights_that_do_not_fit_are_one_line(tmp_path):
     save_file({k: v.contiguous() for k, v in _vit().state_dict().items()}, str(tmp_path / "w.safetensors"))
     with pytest.raises(CheckpointError, match="missing key"):
         api.load_model(_cfg(), "timm:vit_tiny_patch16_224", str(tmp_path / "w.safetensors"))
+
+
+def test_data_with_more_classes_than_the_model_is_one_line(monkeypatch):
+    """A dataset whose labels the classifier has no output for was an IndexError mid-training (prune, finetune)."""
+    from tenfold.core.data import synthetic_classification
+
+    monkeypatch.setattr(api, "load_dataset", lambda spec, limit=None: synthetic_classification(16, 10, 8, seed=0))
+    cfg = _cfg()
+    assert api.load_data("folder:x", 0, cfg, num_classes=10).num_classes == 10
+    with pytest.raises(DataError, match="has 10 classes but the model predicts 5"):
+        api.load_data("folder:x", 0, cfg, num_classes=5)

@@ -144,7 +144,7 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
 
 
 def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0, per_iter: int = 16,
-               measured_power: float = 1.0, lr_schedule: str = "cosine"):
+               measured_power: float = 1.0, lr_schedule: str = "cosine", target: float = 0.4):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
     from tenfold.core.engine import Checkpointer
@@ -162,9 +162,9 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scal
     full = lat(*gated.dims())
     # a planted device clock: measured fraction = measured_scale * LUT fraction (the LUT overestimates)
     measure = (lambda: measured_scale * (lat(*gated.dims()) / full) ** measured_power) if measured_scale else None
-    res = prune_model(gated, teacher, ds, lat, target_fraction=0.4, interval=2, prune_per_iter=per_iter, group_norm=16,
-                      group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9, eta=0.0,
-                      eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
+    res = prune_model(gated, teacher, ds, lat, target_fraction=target, interval=2, prune_per_iter=per_iter,
+                      group_norm=16, group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9,
+                      eta=0.0, eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
                       temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
                       checkpointer=Checkpointer(run_dir, method="nvit-prune"), ckpt_every=3, resume=resume,
                       stop_after=stop_after, measure=measure, lr_schedule=lr_schedule)
@@ -183,6 +183,23 @@ def test_pruning_loop_resumes_exactly_after_a_kill(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_an_unreachable_target_stops_once_every_structure_is_at_its_minimum(tmp_path):
+    """A target below what the minimums allow ends the loop, with one warning, at the first prune step that finds
+    nothing left to remove (it ran to max_prune_iters before: hours of training at the paper's cap); it is
+    checkpointed there, and a resume does not train on."""
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.warns(TenfoldWarning, match="cannot be reached"):
+        gated, res = _prune_run(tmp_path, target=0.01)
+    assert res["unreachable"] and not res["reached"] and res["iterations"] < 40
+    masks = masks_of(gated)
+    for (s, _), m in masks.items():  # every group that could go went: each structure sits at its minimum
+        assert int(m.sum()) == MINIMUM[s], s
+    assert res["history"][-2]["groups_removed"] > 0  # the step before still removed something
+    _, again = _prune_run(tmp_path, target=0.01, resume=True)
+    assert again["iterations"] == res["iterations"] and again["unreachable"]
 
 
 def test_student_switches_to_eval_and_restarts_the_ema_after_the_first_prune_step(tmp_path, monkeypatch):

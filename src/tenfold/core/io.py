@@ -237,7 +237,8 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
         key = prefix or "_"
         shares = t.numel() and any(v[:2] == view[:2] for v in seen)
         # safetensors refuses tensors that share memory: copy a partial overlap, keep exact ties as refs
-        tensors[key] = t.cpu().clone() if shares else t.cpu().contiguous()
+        # (a clone keeps the strides of a transposed view, which safetensors refuses: copy it contiguous)
+        tensors[key] = t.cpu().clone(memory_format=torch.contiguous_format) if shares else t.cpu().contiguous()
         if t.numel():
             seen[view] = key
         return {_TENSOR: key}

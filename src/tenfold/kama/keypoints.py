@@ -87,7 +87,9 @@ def load_landmark_override(path: str | os.PathLike) -> dict[str, int]:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read landmark override {path}: {e}") from None
-    if not isinstance(data, dict) or not all(k in LANDMARK_NAMES and isinstance(v, int) for k, v in data.items()):
+    # (bool is an int to Python: `true` tied the nose to vertex 1 without a word)
+    if not isinstance(data, dict) or not all(k in LANDMARK_NAMES and isinstance(v, int) and not isinstance(v, bool)
+                                             for k, v in data.items()):
         raise DataError(f"{path}: expected {{name: vertex id}} with names from {', '.join(LANDMARK_NAMES)}")
     return data
 

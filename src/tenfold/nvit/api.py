@@ -8,6 +8,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tenfold.core.engine import (
     warmup_cosine,
 )
 from tenfold.core.evaluate import evaluate_classifier
-from tenfold.core.io import CheckpointError, ConfigError, DataError, check_device, write_json
+from tenfold.core.io import CheckpointError, ConfigError, DataError, TenfoldWarning, check_device, write_json
 from tenfold.core.latency import (
     LatencyResult,
     LatencyTable,
@@ -114,14 +115,18 @@ def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTran
     return load_dense(p)
 
 
-def load_data(spec: str, limit: int, cfg: Config, seed: int = 0) -> ImageDataset:
-    """``synthetic`` (seeded, SYNTHETIC) or a core dataset spec; checks the image size."""
+def load_data(spec: str, limit: int, cfg: Config, seed: int = 0, num_classes: int = 0) -> ImageDataset:
+    """``synthetic`` (seeded, SYNTHETIC) or a core dataset spec; checks the image size and, given the model's
+    ``num_classes``, that every label has an output (a folder with more classes was an IndexError mid-training)."""
     if spec == "synthetic":
-        return synthetic_classification(limit or 512, cfg.num_classes, cfg.img_size, seed=seed)
+        return synthetic_classification(limit or 512, num_classes or cfg.num_classes, cfg.img_size, seed=seed)
     ds = load_dataset(spec, limit=limit or None)
     if tuple(ds.images.shape[2:]) != (cfg.img_size, cfg.img_size):
         raise DataError(f"{spec} has {tuple(ds.images.shape[2:])} images but the model takes "
                         f"{cfg.img_size}x{cfg.img_size}; set img_size or use matching data")
+    if num_classes and ds.num_classes > num_classes:
+        raise DataError(f"{spec} has {ds.num_classes} classes but the model predicts {num_classes}; set "
+                        "num_classes (for a model built here) or use matching data")
     return ds
 
 
@@ -372,6 +377,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     sal = Saliency(gated, scale, momentum)
     data = _Batches(dataset, batch_size, seed, dev)
     t, eta_used, reached, start = 0, eta, False, 0
+    unreachable = False  # every structure at its minimum before the target: stop, do not train on
     history: list[dict[str, Any]] = []
     ce_trace: list[float] = []
     seconds0 = 0.0
@@ -389,6 +395,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         data.load_state_dict(st["data"])
         set_rng_state(st["rng"])
         t, eta_used, reached, start = int(st["t"]), float(st["eta"]), bool(st["reached"]), int(st["iteration"])
+        unreachable = bool(st.get("unreachable", False))
         history, ce_trace, seconds0 = list(st["history"]), [float(v) for v in st["ce_trace"]], float(st["seconds"])
         if t >= 1:
             gated.eval()  # the student trains in eval mode after the first prune step (below)
@@ -400,7 +407,8 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
             return
         checkpointer.save({"model": gated.state_dict(), "optimizer": opt.state_dict(),
                            "saliency": sal.state_dict(), "data": data.state_dict(), "rng": get_rng_state(),
-                           "t": t, "eta": eta_used, "reached": reached, "iteration": iteration,
+                           "t": t, "eta": eta_used, "reached": reached, "unreachable": unreachable,
+                           "iteration": iteration,
                            "history": history, "ce_trace": ce_trace, "seconds": time.perf_counter() - t0,
                            "loop": PRUNE_LOOP_VERSION},
                           iteration)
@@ -410,7 +418,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     bar = tqdm(total=max_iters, initial=start, desc="nvit prune", unit="it", disable=not progress, leave=False)
     it = start - 1
     try:
-        for it in range(start, max_iters if not reached else start):
+        for it in range(start, max_iters if not (reached or unreachable) else start):
             x, y = next(data)
             if augment:
                 x = random_crop_flip(x)
@@ -484,16 +492,21 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
                 history.append(row)
                 if logger is not None:
                     logger.log(it + 1, {k: v for k, v in row.items() if k != "blocks"})
-            if reached or (ckpt_every and (it + 1) % ckpt_every == 0):
+                if not reached and res.exhausted:  # nothing left to remove: more iterations would only train
+                    unreachable = True
+                    warnings.warn(f"the latency target {target_fraction:g} cannot be reached: every structure is at "
+                                  f"its minimum at {lut_now / full:.3f} of the LUT latency (prune step {t}, "
+                                  f"iteration {it + 1}); stopped there", TenfoldWarning, stacklevel=2)
+            if reached or unreachable or it + 1 == max_iters or (ckpt_every and (it + 1) % ckpt_every == 0):
                 save(it + 1)
-            if reached or (stop_after and it + 1 >= stop_after):
+            if reached or unreachable or (stop_after and it + 1 >= stop_after):
                 break
     finally:
         sal.remove()
         bar.close()
     E, blocks = gated.dims()
     n_it = it + 1
-    return {"reached": reached, "prune_steps": t, "iterations": n_it, "lut_full": full,
+    return {"reached": reached, "unreachable": unreachable, "prune_steps": t, "iterations": n_it, "lut_full": full,
             "lut_final": latency(E, blocks), "eta": eta_used, "history": history,
             "ce_first": sum(ce_trace[:interval]) / max(1, len(ce_trace[:interval])),
             "ce_last": sum(ce_trace[-interval:]) / max(1, len(ce_trace[-interval:])),
@@ -642,7 +655,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         axes = {"embed": sorted({1, spec.embed_dim}), "heads": sorted({1, top["num_heads"]}),
                 "qk": sorted({1, top["qk_dim"]}), "v": sorted({1, top["v_dim"]}), "mlp": sorted({1, top["mlp_hidden"]})}
         lat = LatencyModel(synthetic_lut(axes, spec.tokens))
-    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=spec.num_classes)
     if cfg.stop_on not in ("lut", "measured"):
         raise ConfigError(f"stop_on must be 'lut' or 'measured', got '{cfg.stop_on}'")
     measure = None
@@ -671,7 +684,8 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
               f"NViT at {res['lut_final'] / res['lut_full']:.2f} of the LUT latency")
     macs0, params0 = macs_params(spec)
     macs, params = macs_params(spec_of(dense))
-    return {"reached": res["reached"], "prune_steps": res["prune_steps"], "iterations": res["iterations"],
+    return {"reached": res["reached"], "unreachable": res["unreachable"], "prune_steps": res["prune_steps"],
+            "iterations": res["iterations"],
             "lut_fraction": res["lut_final"] / res["lut_full"], "macs": macs, "params": params,
             "macs_ratio": macs / macs0, "params_ratio": params / params0, "eta": res["eta"],
             "ce_first": res["ce_first"], "ce_last": res["ce_last"], "embed": dense.embed_dim,
@@ -706,7 +720,10 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
     if t_model is not None:
         check_teacher_fits(t_model, student, str(tpath))
-    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed)
+    classes = spec_of(student).num_classes
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=classes)
+    # the evaluation set is checked before training, not after it (a wrong one failed after the whole run)
+    ev = load_data(cfg.eval_data, cfg.eval_limit, cfg, seed=cfg.seed + 1, num_classes=classes)
     n = steps or cfg.finetune_steps
     res = finetune_model(student, t_model, ds, run_dir, steps=n, batch_size=cfg.batch_size,
                          lr=cfg.finetune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
@@ -718,7 +735,6 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     save_dense(net, run_dir / "model")
     if t_model is not None:  # export finds the unpruned model beside the fine-tuned one
         save_dense(t_model.cpu().eval(), run_dir / "teacher")
-    ev = load_data(cfg.eval_data, cfg.eval_limit, cfg, seed=cfg.seed + 1)
     acc = evaluate_classifier(net, ev, progress=False)
     return {"loss_start": res["loss_start"], "loss_end": res["loss_end"], "steps": res["steps"],
             "top1": acc["top1"], "eval_images": acc["n"], "model": str(run_dir / "model.json")}
@@ -754,16 +770,21 @@ def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: 
             check_lut_fits(lat, spec, lut)  # the pruned model's tokens (the teacher's reach covers its dims)
     out: dict[str, Any] = {}
     batches = (1, cfg.lut_batch)
-    rep = cost_report(net, lat, batches=batches, repeats=repeats)
+    rep = cost_report(net, lat, batches=batches, repeats=repeats, device=cfg.device)
     save_dense(net, run_dir / "model")
     dims = {"pruned": (net.embed_dim, net.block_dims())}
     if t is not None:
-        trep = cost_report(t, lat, batches=batches, repeats=repeats)
+        trep = cost_report(t, lat, batches=batches, repeats=repeats, device=cfg.device)
         out["teacher"] = trep
         dims["unpruned"] = (t.embed_dim, t.block_dims())
-        for k in ("macs", "params", "lut_latency", *(f"latency_b{b}" for b in batches)):
+        for k in ("macs", "params", "lut_latency"):
             if k in rep and k in trep:
                 out[f"{k}_ratio"] = rep[k] / trep[k]
+        # the measured ratios come from interleaved single calls, as prune's measured stop reads them: the
+        # medians above, timed one model after the other, read the same pair 0.93-0.95 at batch 8 in three exports
+        for b in batches:
+            r = vit_ratio(t, net, b, device=cfg.device, pairs=max(repeats, 10))
+            out[f"latency_b{b}_ratio"], out[f"latency_b{b}_ratio_spread"] = r.ratio, r.spread
     out["model"] = rep
     if onnx:
         p = export_onnx(net, run_dir / "model.onnx")

@@ -90,18 +90,31 @@ class Config:
         if not 0 < self.latency_target <= 1:  # NaN fails too
             raise ConfigError(f"latency_target must be in (0, 1], got {self.latency_target}")
         for name in ("interval", "prune_per_iter", "group_norm", "group_emb", "group_head", "group_qk", "group_v",
-                     "group_mlp", "batch_size", "depth", "img_size", "patch_size"):
+                     "group_mlp", "batch_size", "depth", "img_size", "patch_size", "embed_dim", "num_heads",
+                     "num_classes", "lut_batch", "lut_repeats", "max_prune_iters", "min_heads"):
             if getattr(self, name) < 1:  # e.g. interval -1 would prune on every iteration, silently
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.embed_dim % self.num_heads:  # (the LUT verb divided by it unchecked: one ZeroDivisionError)
+            raise ConfigError(f"num_heads {self.num_heads} does not divide embed_dim {self.embed_dim}")
         if self.img_size % self.patch_size:
             raise ConfigError(f"patch_size {self.patch_size} does not divide img_size {self.img_size}")
-        for name in ("prune_ckpt_every", "train_limit", "eval_limit"):  # -1 turned checkpoints off without a word
+        # (-1 turned checkpoints off without a word)
+        for name in ("prune_ckpt_every", "train_limit", "eval_limit", "lut_warmup", "round_to", "finetune_steps",
+                     "finetune_warmup", "min_emb", "min_qk", "min_v", "min_mlp"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("prune_lr", "finetune_lr", "kd_temperature", "finetune_kd_temperature"):
             v = getattr(self, name)  # a temperature of 0 divided the logits by 0: a NaN loss blamed on prune_lr
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
+        for name in ("mlp_ratio",):  # 0 built a ViT without MLPs and pruned it without a word
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v}")
+        for name in ("weight_decay", "eta", "eta_rho", "kd_coef", "ce_coef"):  # NaN: NaN scores pruned in arbitrary
+            v = getattr(self, name)  # order, a NaN kd_coef switched distillation off (NaN > 0 is false)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
         for name in ("label_smoothing", "pruning_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")

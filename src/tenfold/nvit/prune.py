@@ -196,6 +196,7 @@ class StepResult:
     latency: float = math.nan
     eta: float = 0.0
     reached: bool = False
+    exhausted: bool = False  # no group left that could go without breaking a minimum: the target is out of reach
 
 
 def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mapping[tuple[str, int], torch.Tensor],
@@ -231,8 +232,9 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
     threshold = groups[k][0]
     res = StepResult(k=k, threshold=threshold, eta=eta)
     res.latency = latency(E, blocks)
-    if res.latency <= target:
+    if res.latency <= target:  # (on the measured clock the caller may still find the target missed)
         res.reached = True
+        res.exhausted = not any(_removable(masks[key], idx, minimum[key[0]]) for _, key, idx in groups)
         return res
     for score, key, idx in groups:
         if score > threshold:
@@ -253,7 +255,14 @@ def prune_step(masks: Mapping[tuple[str, int], torch.Tensor], importance: Mappin
         if res.latency <= target:
             res.reached = True
             break
+    res.exhausted = not any(_removable(masks[key], idx, minimum[key[0]]) for _, key, idx in groups)
     return res
+
+
+def _removable(mask: torch.Tensor, idx: torch.Tensor, minimum: int) -> bool:
+    """Whether ``prune_step`` could zero group ``idx`` of ``mask``: it has live units and the rest keep the minimum."""
+    n_alive = int((mask[idx] > 0).sum())
+    return n_alive > 0 and int(mask.sum()) - n_alive >= max(1, minimum)
 
 
 def relative_eta(importance: Mapping[tuple[str, int], torch.Tensor], masks: Mapping[tuple[str, int], torch.Tensor],
