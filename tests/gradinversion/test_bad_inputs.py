@@ -194,3 +194,102 @@ def test_channel_mismatch_names_the_data_and_the_model(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"x has 1 channel\(s\) but the model expects 3"):
         simulate_client(_tiny_net(), torch.rand(2, 1, 6, 6), torch.tensor([0, 1]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_mode_bn_on_one_value_per_channel_is_one_line():
+    """A torchvision ResNet at 32 px reduces one image to 1x1 before its last BN layers: a train-mode client of
+    batch 1 was torch's raw ValueError (leak with bn_stats=user, audit with client_mode=train)."""
+    from tenfold.gradinversion.attack import bn_batch_stats
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4, 5))
+    x, y = torch.rand(1, 3, 6, 6), torch.tensor([2])
+    for call in (lambda: simulate_client(net, x, y, mode="train"), lambda: bn_batch_stats(net, x, mode="train")):
+        with pytest.raises(InputError, match=r"train-mode client cannot run this model on a batch of 1 .* "
+                                             r"client_mode=eval or a larger batch"):
+            call()
+    assert len(simulate_client(net, x, y, mode="eval")) == 6  # eval mode is defined, and batch 2 in train mode
+    assert len(simulate_client(net, torch.rand(2, 3, 6, 6), torch.tensor([2, 3]), mode="train")) == 6
+
+
+class _HeadFirst(nn.Module):
+    """The classifier declared before the body (whose last layer is a Linear too), an unused trainable head after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 5)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 16), nn.ReLU())
+        self.aux = nn.Linear(16, 3)  # never run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_the_classifier_is_the_linear_that_returns_the_logits_and_unused_weights_share_zeros():
+    """Declaration order picked `aux` (or the body's Linear): labels came from a 3- or 16-row layer and the attack
+    died with an IndexError; a parameter the forward never uses was a raw autograd RuntimeError in the client."""
+    from tenfold.gradinversion.attack import fc_layer
+
+    torch.manual_seed(0)
+    net = _HeadFirst().eval()
+    idx, fc = fc_layer(net, (3, 6, 6))
+    assert fc is net.head and idx == 0
+    x, y = torch.rand(1, 3, 6, 6), torch.tensor([3])
+    g = simulate_client(net, x, y)
+    assert len(g) == 6 and not g[4].any() and not g[5].any() and g[0].any()  # aux: zeros, as a client shares
+    labels = build(PRESETS["smoke"]).restore_labels(net, g, 1, input_shape=(3, 6, 6))
+    assert labels.tolist() == [3]
+
+
+def test_audit_refuses_a_global_defence_and_a_batch_the_data_cannot_fill_before_any_attack(tmp_path, monkeypatch):
+    """--set noise_sigma=0.5 was ignored by every row but recorded as the run's defence; --batch-sizes 1 600 on 500
+    images ran all of B = 1 and then failed (and a resume could not drop the size)."""
+    from tenfold.gradinversion import verbs
+
+    monkeypatch.setattr(verbs, "run_attack", _no_attack)
+    cfg = dataclasses.replace(PRESETS["smoke"], noise_sigma=0.5)
+    with pytest.raises(ConfigError, match="audit sets the defences row by row .* noise_sigma=0.5"):
+        verbs.audit(cfg, tmp_path / "a", batch_sizes=(1,), data="cifar10-mini", iterations=1)
+    with pytest.raises(ConfigError, match="batch size must be between 1 and the dataset's 500 images, got 600"):
+        verbs.audit(PRESETS["smoke"], tmp_path / "b", batch_sizes=(1, 600), data="cifar10-mini", iterations=1)
+
+
+def test_an_attack_on_a_leak_records_the_leaks_client_settings(tmp_path):
+    """`attack --target LEAK --set noise_sigma=0.1` attacked with the leak's 0.0 (and said so) but kept 0.1 in its
+    config.json, which --resume reloads."""
+    from tenfold.gradinversion import verbs
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"noise_sigma": 0.1, "update": "gradient"},
+                                                      "options": {"data": "cifar10-test"}}))
+    verbs._record_options(tmp_path, {"data": "cifar10-mini"}, dataclasses.replace(PRESETS["smoke"], noise_sigma=0.0))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"] == {"noise_sigma": 0.0, "update": "gradient"} and saved["options"]["data"] == "cifar10-mini"
+
+
+def test_model_names_paths_and_counts_the_cli_takes(tmp_path, monkeypatch):
+    """`torchvision-vit_b_16` or `torchvision-list_models` were tried (a traceback); `--calibrate-bn-images -5` was 0;
+    a leak of `folder:rel` could not be attacked from another directory; an ImageNet ResNet's weights were called
+    "a CIFAR ResNet-14"."""
+    import torchvision
+
+    from tenfold.core.models import _resnet_depth_of
+    from tenfold.gradinversion import verbs
+
+    for name in ("torchvision-vit_b_16", "torchvision-list_models"):
+        with pytest.raises(ConfigError, match="unknown torchvision model .* choose one of: torchvision-resnet18"):
+            verbs.load_model(name)
+    with pytest.raises(ConfigError, match="calibrate-bn-images must be a whole number >= 0, got -5"):
+        verbs.load_model("cifar10-resnet20", "none", calibrate_bn_images=-5)
+    monkeypatch.chdir(tmp_path)
+    assert verbs._absolute_data("folder:rel/imgs") == f"folder:{tmp_path / 'rel' / 'imgs'}"
+    assert verbs._absolute_data("cifar10-mini") == "cifar10-mini"
+    assert verbs._absolute_weights("w.pth") == str(tmp_path / "w.pth") and verbs._absolute_weights("none") == "none"
+    assert _resnet_depth_of(torchvision.models.resnet18(num_classes=10).state_dict()) is None
+    assert _resnet_depth_of(_cifar_state("cifar10-resnet20")) == 20
+
+
+def _cifar_state(name: str) -> dict:
+    from tenfold.core.models import build_model
+
+    return build_model(name).state_dict()

@@ -397,7 +397,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _resnet_depth_of(sd: Mapping[str, torch.Tensor]) -> int | None:
-    """Depth of the CIFAR ResNet a state_dict belongs to, or None if it is not one."""
+    """Depth of the CIFAR ResNet a state_dict belongs to, or None if it is not one (an ImageNet ResNet has a fourth
+    stage and a 7x7 stem: its file was named "a CIFAR ResNet-14")."""
+    if any(k.startswith("layer4.") for k in sd) or tuple(getattr(sd.get("conv1.weight"), "shape", ()))[-1:] != (3,):
+        return None
     blocks = {int(m.group(1)) for k in sd if (m := re.match(r"layer1\.(\d+)\.conv1\.weight$", k))}
     return 6 * len(blocks) + 2 if blocks else None
 
@@ -422,7 +425,8 @@ def load_weights(model: nn.Module, weights: str | os.PathLike, name: str = "mode
             k = shapes[0]
             parts.append(f"{len(shapes)} shape mismatch(es) e.g. '{k}' {tuple(got[k])} vs {tuple(want[k])}")
         depth = _resnet_depth_of(sd)
-        hint = f"; the file holds a CIFAR ResNet-{depth} (use cifar10-resnet{depth})" if depth else ""
+        hint = (f"; the file holds a CIFAR ResNet-{depth} (use cifar10-resnet{depth})"
+                if depth and f"cifar10-resnet{depth}" in MODELS else "")
         raise CheckpointError(f"weights {Path(weights)} do not fit {name}: {', '.join(parts)}{hint}")
     try:
         model.load_state_dict(sd, strict=True)

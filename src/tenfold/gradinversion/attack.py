@@ -13,11 +13,12 @@ where E_g is the group consensus (registered mean of G seeds) mapped back into s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,27 +57,56 @@ def check_gradients(model: nn.Module, grads: Sequence[torch.Tensor], what: str =
         raise InputError(f"the shared gradient is all zeros (nothing to invert): every entry of the {what} is 0")
 
 
-def fc_layer(model: nn.Module) -> tuple[int, nn.Linear]:
-    """Index (among trainable parameters) of the last Linear layer's weight, and the layer."""
-    names = [n for n, _ in trainable_parameters(model)]
-    last: tuple[str, nn.Linear] | None = None
-    for mname, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            last = (mname, m)
-    if last is None:
+def classifier_name(model: nn.Module, input_shape: Sequence[int] | None = None) -> str:
+    """Module name of the classifier: the nn.Linear whose output is the model's logits, found by a probe forward
+    of one image of ``input_shape`` (default: the model's ``input_size``); without a shape, the last Linear
+    declared. Declaration order alone picked a head declared before the body, or an auxiliary head after it."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
         raise ConfigError("the model has no nn.Linear layer; label restoration needs the classifier's weight gradient")
-    wname = f"{last[0]}.weight" if last[0] else "weight"
+    shape = input_shape if input_shape is not None else getattr(model, "input_size", None)
+    if shape is None:
+        return linears[-1][0]
+    f = _Functional(model, "eval")
+    mods = dict(f.net.named_modules())
+    ran: list[tuple[str, torch.Tensor]] = []
+    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: ran.append((n, o))) for n, _ in linears]
+    p = next(iter(f.net.parameters()), None)
+    probe = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0),
+                       dtype=p.dtype if p is not None else torch.float32, device="cpu")
+    try:
+        with torch.no_grad():
+            out = f(f.theta0, probe.to(p.device if p is not None else "cpu"))
+    finally:
+        for h in hooks:
+            h.remove()
+    for n, o in reversed(ran):  # the Linear that returned the logits, else the last one run with as many outputs
+        if o is out:
+            return n
+    for n, o in reversed(ran):
+        if isinstance(out, torch.Tensor) and o.shape[-1:] == out.shape[-1:]:
+            return n
+    raise ConfigError("no nn.Linear layer of the model produces its logits; label restoration needs the classifier's "
+                      "weight gradient")
+
+
+def fc_layer(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, nn.Linear]:
+    """Index (among trainable parameters) of the classifier's weight (:func:`classifier_name`), and the layer."""
+    names = [n for n, _ in trainable_parameters(model)]
+    mname = classifier_name(model, input_shape)
+    wname = f"{mname}.weight" if mname else "weight"
     if wname not in names:
         raise ConfigError(f"the classifier weight '{wname}' is frozen; label restoration needs its gradient")
-    return names.index(wname), last[1]
+    return names.index(wname), dict(model.named_modules())[mname]
 
 
 def fc_gradients(model: nn.Module, shared: Sequence[torch.Tensor], update: str = "gradient", local_steps: int = 1,
-                 local_lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None, nn.Linear]:
+                 local_lr: float = 0.01, input_shape: Sequence[int] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, nn.Linear]:
     """The classifier's weight and bias gradient (bias: None without a trainable one) read from what a client
     shared, and the layer. A FedAvg update θ_k - θ_0 ≈ -η k ∇ (first order in η) is divided by -η k: the sign
     and order rules would need only the sign flip, but ``count`` reads the bias gradient's magnitude."""
-    idx, fc = fc_layer(model)
+    idx, fc = fc_layer(model, input_shape)
     if update == "gradient":
         scale = 1.0
     elif update == "fedavg" and local_lr > 0 and local_steps >= 1:
@@ -110,7 +140,8 @@ class _Functional:
     def __call__(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits of images ``x`` in [0, 1] under trainable parameters ``params`` (buffers cloned per call)."""
         bufs = {n: b.clone() for n, b in self.buffers.items()}
-        return functional_call(self.net, ({**dict(zip(self.names, params)), **bufs}), (x,))
+        with _one_value_bn_is_one_line(x):
+            return functional_call(self.net, ({**dict(zip(self.names, params)), **bufs}), (x,))
 
     def update(self, x: torch.Tensor, y: torch.Tensor, update: str, local_steps: int, local_lr: float,
                create_graph: bool) -> list[torch.Tensor]:
@@ -118,8 +149,11 @@ class _Functional:
         if update == "gradient":
             # fast path: the private copy's own parameters are the leaves, so no functional_call re-binding
             # and no buffer copies per call (the attack loop's hot path)
-            loss = F.cross_entropy(self.net(x), y)  # mean over the batch: the averaged gradient
-            return list(torch.autograd.grad(loss, self.leaves, create_graph=create_graph))
+            with _one_value_bn_is_one_line(x):
+                loss = F.cross_entropy(self.net(x), y)  # mean over the batch: the averaged gradient
+            # a trainable parameter the forward never uses shares a zero gradient (it was a raw RuntimeError)
+            return list(torch.autograd.grad(loss, self.leaves, create_graph=create_graph, allow_unused=True,
+                                            materialize_grads=True))
         if update != "fedavg":
             raise ConfigError(f"update must be 'gradient' or 'fedavg', got '{update}'")
         if local_steps < 1:
@@ -127,9 +161,24 @@ class _Functional:
         cur = [t.detach().clone().requires_grad_(True) for t in self.theta0]
         theta = cur
         for _ in range(local_steps):  # FedAvg: k full-batch local SGD steps
-            g = torch.autograd.grad(F.cross_entropy(self(cur, x), y), cur, create_graph=create_graph)
+            g = torch.autograd.grad(F.cross_entropy(self(cur, x), y), cur, create_graph=create_graph,
+                                    allow_unused=True, materialize_grads=True)
             cur = [t - local_lr * gi for t, gi in zip(cur, g)]
         return [c - t0 for c, t0 in zip(cur, theta)]
+
+
+@contextlib.contextmanager
+def _one_value_bn_is_one_line(x: torch.Tensor) -> Iterator[None]:
+    """A train-mode BatchNorm that sees one value per channel (one image reduced to 1x1, e.g. a torchvision ResNet's
+    last stage at 32 px) is undefined; torch's ValueError reached the user as a traceback."""
+    try:
+        yield
+    except ValueError as e:
+        if "Expected more than 1 value per channel when training" not in str(e):
+            raise
+        raise InputError(f"a train-mode client cannot run this model on a batch of {x.shape[0]} image(s) of "
+                         f"{tuple(x.shape[2:])} px: a BatchNorm layer sees one value per channel; use "
+                         "client_mode=eval or a larger batch") from None
 
 
 PIXEL_TOLERANCE = 1e-4  # images a hair outside [0, 1] (rounding) are accepted
@@ -447,7 +496,7 @@ class GradInversion:
                        input_shape: Sequence[int] | None = None) -> torch.Tensor:
         """Step 1: ŷ from the classifier's weight (and bias) gradient, checking Yin's h >= 0 assumption on a
         probe batch of ``input_shape`` (default: the model's ``input_size``)."""
-        gW, gb, fc = fc_gradients(model, target, self.update, self.local_steps, self.local_lr)
+        gW, gb, fc = fc_gradients(model, target, self.update, self.local_steps, self.local_lr, input_shape)
         if (self.label_rule in NONNEGATIVE_FEATURE_RULES and not self.force_label_rule
                 and not _features_nonnegative(model, fc, input_shape)):
             raise ConfigError(f"label rule '{self.label_rule}' reads Yin's certain rows, which needs non-negative "
@@ -801,7 +850,7 @@ def _features_nonnegative(model: nn.Module, fc: nn.Linear, input_shape: Sequence
         return True  # cannot probe without an input shape; trust the user
     seen: list[torch.Tensor] = []
     f = _Functional(model, "eval")
-    fc_copy = [m for m in f.net.modules() if isinstance(m, nn.Linear)][-1]
+    fc_copy = dict(f.net.named_modules())[next(n for n, m in model.named_modules() if m is fc)]
     h = fc_copy.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
     gen = torch.Generator().manual_seed(0)
     p = next(iter(f.net.parameters()), None)

@@ -61,6 +61,9 @@ METHOD = "gradinversion"
 # --------------------------------------------------------------------------------------------
 # Models and batches
 # --------------------------------------------------------------------------------------------
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
 def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0, num_classes: int = 10,
                seed: int = 0) -> tuple[nn.Module, list[float], list[float]]:
     """A classifier taking images in [0, 1] and its normalisation (mean, std).
@@ -70,6 +73,8 @@ def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0
     torchvision), ``none`` (He init, seeded) or a file. ``calibrate_bn_images`` > 0 re-estimates BN
     statistics on that many real CIFAR-10 training images (the "fresh network, calibrated BN" regime).
     """
+    if not (isinstance(calibrate_bn_images, int) and calibrate_bn_images >= 0):  # -5 was taken as 0, silently
+        raise ConfigError(f"--calibrate-bn-images must be a whole number >= 0, got {calibrate_bn_images}")
     torch.manual_seed(seed)
     if name in MODELS:
         path = default_weights(name) if weights == "default" else (None if weights == "none" else weights)
@@ -82,16 +87,18 @@ def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0
         import torchvision
 
         arch = name.removeprefix("torchvision-")
-        if not hasattr(torchvision.models, arch):
-            raise ConfigError(f"unknown torchvision model '{arch}'")
+        if arch not in TORCHVISION_RESNETS:  # any attribute of torchvision.models was tried, e.g. a ViT at 32 px
+            raise ConfigError(f"unknown torchvision model '{arch}'; choose one of: "
+                              f"{', '.join('torchvision-' + a for a in TORCHVISION_RESNETS)}")
         net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-        if weights not in ("default", "none"):
-            load_weights(net, weights, name=name)
+        if weights not in ("default", "none"):  # (a 1000-class ImageNet file does not fit the 10-class head)
+            load_weights(net, weights, name=f"{name} with {num_classes} classes")
         model = nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
         model.input_size = (3, 32, 32)  # type: ignore[attr-defined]
         mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     else:
-        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}, torchvision-resnet18, ...")
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}, "
+                          f"{', '.join('torchvision-' + a for a in TORCHVISION_RESNETS)}")
     if calibrate_bn_images > 0:
         xs, _ = load_dataset("cifar10-train", limit=calibrate_bn_images).tensors()
         calibrate_bn(model, xs)
@@ -123,8 +130,9 @@ def _client(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor, see
     return apply_defences(g, cfg.noise_sigma, cfg.prune_ratio, seed=seed)
 
 
-def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, cfg: Config) -> dict[str, float]:
-    gW, gb, _ = fc_gradients(model, g, cfg.update, cfg.local_steps, cfg.local_lr)
+def _rule_accuracies(model: nn.Module, g: list[torch.Tensor], y: torch.Tensor, cfg: Config,
+                     input_shape: tuple[int, ...] | None = None) -> dict[str, float]:
+    gW, gb, _ = fc_gradients(model, g, cfg.update, cfg.local_steps, cfg.local_lr, input_shape)
     out = {}
     rules = ("yin", "yin_mass", "rowsum") + (("bias", "count", "count_mass") if gb is not None else ())
     for rule in rules + (("idlg",) if y.numel() == 1 else ()):
@@ -228,27 +236,41 @@ def _options_of_leak(extra: dict[str, Any], state: dict[str, Any], given: dict[s
         raise CheckpointError(f"{target}: the leak run's checkpoint lacks the client's batch settings ({e})") from None
     used.update({k: extra[k] for k in ("batch_seed", "unique_labels") if k in extra})  # older leaks lack them
     defaults = {k: p.default for k, p in inspect.signature(attack).parameters.items()}
+    same = {"weights": _absolute_weights, "data": _absolute_data}  # the leak stores paths absolute
     clash = [f"--{k.replace('_', '-')} {given[k]} (the leak's: {used[k]})" for k in LEAK_OPTIONS
-             if k in used and given[k] != defaults[k] and given[k] != used[k]]
+             if k in used and given[k] != defaults[k]
+             and same.get(k, str)(given[k]) != same.get(k, str)(used[k])]
     if clash:
         raise ConfigError(f"--target attacks the leak run {target} with its own model, data and batch; these "
                           f"options contradict it: {', '.join(clash)}; drop them")
     return used
 
 
-def _record_options(run_dir: Path, used: dict[str, Any]) -> None:
-    """Write the options a run really used into its ``config.json`` (the CLI's record, saved before the verb ran
-    with the defaults of options `--target` takes from the leak); nothing without one (the Python API)."""
+def _record_options(run_dir: Path, used: dict[str, Any], cfg: Config | None = None) -> None:
+    """Write the options and client settings a run really used into its ``config.json`` (the CLI's record, saved
+    before the verb ran, with the defaults of options `--target` takes from the leak and the attack's own client
+    settings, which the leak's override); nothing without one (the Python API)."""
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
+    if not isinstance(saved, dict):
+        return
+    changed = False
+    if isinstance(saved.get("options"), dict):
         opts = saved["options"]
         if any(opts.get(k) != v for k, v in used.items() if k in opts):
             opts.update({k: v for k, v in used.items() if k in opts})
-            write_json(path, saved)
+            changed = True
+    if cfg is not None and isinstance(saved.get("config"), dict):  # a resume reloads this config
+        conf = saved["config"]
+        fields = {k: getattr(cfg, k) for k in (*CLIENT_FIELDS, "client_mode") if k in conf}
+        if any(conf[k] != v for k, v in fields.items()):
+            conf.update(fields)
+            changed = True
+    if changed:
+        write_json(path, saved)
 
 
 def _check_leak(net: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -322,14 +344,26 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
     net = net.cpu()
     save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
                                        "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
-                    extra={"model": model, "weights": weights, "data": data, "mean": mean, "std": std,
+                    extra={"model": model, "weights": _absolute_weights(weights), "data": _absolute_data(data),
+                           "mean": mean, "std": std,
                            "calibrate_bn_images": calibrate_bn_images, "batch_seed": batch_seed,
                            "unique_labels": unique_labels, "threat_model": cfg.threat_model()})
     write_json(run_dir / "threat_model.json", cfg.threat_model())
     save_grid(run_dir / "client_batch.png", [x], ["client batch"])
-    accs = _rule_accuracies(net, g, y, cfg)
+    accs = _rule_accuracies(net, g, y, cfg, tuple(x.shape[1:]))
     return {"batch_size": batch_size, "grad_norm": float(torch.sqrt(sum(t.pow(2).sum() for t in g))),
             **{f"label_accuracy_{k}": v for k, v in accs.items()}, "threat_model": cfg.threat_model()}
+
+
+def _absolute_weights(weights: str) -> str:
+    """A weights file as an absolute path (``default`` / ``none`` kept): `attack --target` may run elsewhere."""
+    return weights if weights in ("default", "none", "") else str(Path(weights).expanduser().resolve())
+
+
+def _absolute_data(spec: str) -> str:
+    """``NAME:PATH`` with PATH made absolute (a relative folder was not found from another directory)."""
+    name, sep, path = spec.partition(":")
+    return f"{name}:{Path(path.strip()).expanduser().resolve()}" if sep and path.strip() else spec
 
 
 def _check_iterations(iterations: int) -> None:
@@ -384,7 +418,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
         net, mean, std = _model(cfg, model, weights, used["calibrate_bn_images"], seed=model_seed)
         dev = next(net.parameters()).device
         _check_leak(net, state, Path(target) / "leak.safetensors")
-        _record_options(run_dir, used)
+        _record_options(run_dir, used, cfg)
         g = [t.to(dev) for t in state["gradients"]]
         x, y = state["images"].to(dev), state["labels"].to(dev)
         user_bn = [tuple(t.to(dev) for t in s) for s in state["user_bn"]]
@@ -522,6 +556,9 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     run_dir = Path(run_dir)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    if cfg.noise_sigma or cfg.prune_ratio:  # each row sets its own; the run recorded the ignored values
+        raise ConfigError("audit sets the defences row by row (--noise-sigmas, --prune-ratios); drop --set "
+                          f"noise_sigma={cfg.noise_sigma:g} / prune_ratio={cfg.prune_ratio:g}, which it would ignore")
     for _, sigma, ratio in defences:  # every row's settings checked before the first attack, not at its row
         apply_defences([torch.zeros(1)], sigma, ratio)
     _check_iterations(iterations)
@@ -542,6 +579,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     done = {(r["batch_size"], r["defence"]): r for r in _read_audit_rows(done_path)}  # rows of a resumed run
     rows = []
     classes = int(ys.unique().numel())  # the dataset's, not CIFAR-10's 10: a user folder may hold 3 or 100
+    for B in batch_sizes:  # a size the data cannot fill failed after every smaller size's attacks
+        pick_batch(ys, B, batch_seed, unique=classes >= B)
     for B in batch_sizes:
         if all((B, name) in done for name, _, _ in defences):
             rows += [done[(B, name)] for name, _, _ in defences]
