@@ -282,8 +282,8 @@ def test_model_names_paths_and_counts_the_cli_takes(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="calibrate-bn-images must be a whole number >= 0, got -5"):
         verbs.load_model("cifar10-resnet20", "none", calibrate_bn_images=-5)
     monkeypatch.chdir(tmp_path)
-    assert verbs._absolute_data("folder:rel/imgs") == f"folder:{tmp_path / 'rel' / 'imgs'}"
-    assert verbs._absolute_data("cifar10-mini") == "cifar10-mini"
+    assert verbs.absolute_spec("folder:rel/imgs") == f"folder:{tmp_path / 'rel' / 'imgs'}"
+    assert verbs.absolute_spec("cifar10-mini") == "cifar10-mini"
     assert verbs._absolute_weights("w.pth") == str(tmp_path / "w.pth") and verbs._absolute_weights("none") == "none"
     assert _resnet_depth_of(torchvision.models.resnet18(num_classes=10).state_dict()) is None
     assert _resnet_depth_of(_cifar_state("cifar10-resnet20")) == 20

@@ -12,7 +12,7 @@ import torch
 
 from tenfold.core.io import CheckpointError, ConfigError, InputError
 from tenfold.lsgm import PRESETS, Config
-from tenfold.lsgm.data import load_split
+from tenfold.lsgm.data import image_keys, load_split
 from tenfold.lsgm.nets import SpectralReg
 from tenfold.lsgm.objective import LSGMNet, lsgm_loss
 from tenfold.lsgm.train import build, generate, load_model, nelbo, stage2_optimizer, train_stages
@@ -281,6 +281,18 @@ def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = Fa
     return d
 
 
+def _noise_folder(root, n: int) -> None:
+    """n seeded uniform-noise 8x8 grey PNGs in two class folders (images no model here trained on)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = root / str(i % 2)
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(sub / f"{i}.png")
+
+
 def test_own_image_folder_split_is_seeded_disjoint_and_resized(tmp_path):
     """folder:PATH gets the generic split: 75 / 5 / 20 %, a partition of the images, the same for the same seed;
     16 px images are area-averaged to image_size 8, which here gives back the original 8 x 8 digits."""
@@ -309,13 +321,47 @@ def test_evaluate_on_another_dataset_holds_out_all_of_it(tmp_path):
     cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=0, ckpt_every=2)
     train_stages(cfg, tmp_path / "run", load_split("digits", 0, image_size=8))
     kw = dict(checkpoint=str(tmp_path / "run"), fd_samples=0, ode=False)
+    # the folder holds sklearn's first 30 digits: 18 of them are the model's training images (session 21: they
+    # were scored as held out); the others, and every image of a folder of noise, are held out
     other = evaluate(cfg, tmp_path / "e1", data=f"folder:{tmp_path / 'other'}", **kw)
-    assert other["n"] == 30 and "all 30 images held out" in other["split"]
+    train_keys = image_keys(load_split("digits", 0, image_size=8).train)
+    n_train = sum(k in train_keys for k in image_keys(load_split(f"folder:{tmp_path / 'other'}", 0, image_size=8,
+                                                                 all_heldout=True).heldout_grey))
+    assert n_train == 18 and other["n"] == 12 and "the other 18 are the model's training images" in other["split"]
+    _noise_folder(tmp_path / "noise", 30)
+    noise = evaluate(cfg, tmp_path / "e5", data=f"folder:{tmp_path / 'noise'}", **kw)
+    assert noise["n"] == 30 and "all 30 images held out" in noise["split"]
     assert evaluate(cfg, tmp_path / "e2", data="digits", **kw)["n"] == 360 == evaluate(cfg, tmp_path / "e3", **kw)["n"]
     assert len(load_split("digits", 0, image_size=8, all_heldout=True).heldout) == 1797
     # the training data spelled another way is still the training data (" Digits" scored all 1,797 images,
     # training ones included, as held out)
     assert evaluate(cfg, tmp_path / "e4", data=" Digits", **kw)["n"] == 360
+
+
+def test_a_relative_folder_is_recorded_absolute_and_its_training_images_are_never_held_out(tmp_path, monkeypatch):
+    """`train --set data=folder:myd` stored "myd": evaluate from another directory failed, or read another myd; and
+    `--data folder:/abs/myd` (or a copy of it) counted as another dataset, all of whose images, the 30 training
+    ones included, were scored as held out."""
+    import shutil
+
+    from tenfold.lsgm.train import evaluate, train
+
+    _digit_folder(tmp_path / "w" / "myd", 40, classes=True, scale=1)
+    shutil.copytree(tmp_path / "w" / "myd", tmp_path / "copy")
+    (tmp_path / "w" / "run").mkdir()
+    (tmp_path / "w" / "run" / "config.json").write_text(json.dumps({"config": {"data": "folder:myd"}}))
+    monkeypatch.chdir(tmp_path / "w")
+    cfg = dataclasses.replace(SMOKE, data="folder:myd", stage1_steps=2, stage2_steps=2, ckpt_every=2, ode_tol=0.05,
+                              batch_size=8)
+    train(cfg, tmp_path / "w" / "run")
+    want = f"folder:{tmp_path / 'w' / 'myd'}"
+    assert json.loads((tmp_path / "w" / "run" / "config.json").read_text())["config"]["data"] == want
+    monkeypatch.chdir(tmp_path)
+    kw = dict(checkpoint=str(tmp_path / "w" / "run"), fd_samples=0, ode=False)
+    assert evaluate(cfg, tmp_path / "e1", **kw)["n"] == 8  # its own held-out fifth, found from here
+    assert evaluate(cfg, tmp_path / "e2", data=want, **kw)["n"] == 8  # the same folder, named absolute
+    out = evaluate(cfg, tmp_path / "e3", data=f"folder:{tmp_path / 'copy'}", **kw)  # a copy: val + held out
+    assert out["n"] == 10 and "the other 30 are the model's training images" in out["split"]
 
 
 def test_sample_and_evaluate_run_with_the_checkpoints_config(tmp_path, capsys):

@@ -539,6 +539,13 @@ DATASETS: dict[str, tuple[str, Callable[[str, Path | None, int | None], ImageDat
 }
 
 
+def absolute_spec(spec: str) -> str:
+    """``NAME:PATH`` with PATH made absolute (``NAME`` kept): a run records this, so a later verb finds the same
+    data from any directory (a relative folder was not found elsewhere, or another folder of that name was read)."""
+    name, sep, path = spec.partition(":")
+    return f"{name}:{Path(path.strip()).expanduser().resolve()}" if sep and path.strip() else spec
+
+
 def load_dataset(spec: str, *, limit: int | None = None) -> ImageDataset:
     """Load ``NAME`` or ``NAME:PATH`` (PATH overrides the default file) as an :class:`ImageDataset`;
     ``limit`` keeps a class-balanced prefix and decodes only that."""

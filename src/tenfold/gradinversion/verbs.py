@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tenfold.core.data import load_dataset
+from tenfold.core.data import absolute_spec, load_dataset
 from tenfold.core.io import (
     CheckpointError,
     ConfigError,
@@ -236,7 +236,7 @@ def _options_of_leak(extra: dict[str, Any], state: dict[str, Any], given: dict[s
         raise CheckpointError(f"{target}: the leak run's checkpoint lacks the client's batch settings ({e})") from None
     used.update({k: extra[k] for k in ("batch_seed", "unique_labels") if k in extra})  # older leaks lack them
     defaults = {k: p.default for k, p in inspect.signature(attack).parameters.items()}
-    same = {"weights": _absolute_weights, "data": _absolute_data}  # the leak stores paths absolute
+    same = {"weights": _absolute_weights, "data": absolute_spec}  # the leak stores paths absolute
     clash = [f"--{k.replace('_', '-')} {given[k]} (the leak's: {used[k]})" for k in LEAK_OPTIONS
              if k in used and given[k] != defaults[k]
              and same.get(k, str)(given[k]) != same.get(k, str)(used[k])]
@@ -344,7 +344,7 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
     net = net.cpu()
     save_checkpoint(run_dir / "leak", {"gradients": g, "images": x, "labels": y, "indices": idx,
                                        "user_bn": [list(s) for s in user_bn]}, method=METHOD, config=cfg,
-                    extra={"model": model, "weights": _absolute_weights(weights), "data": _absolute_data(data),
+                    extra={"model": model, "weights": _absolute_weights(weights), "data": absolute_spec(data),
                            "mean": mean, "std": std,
                            "calibrate_bn_images": calibrate_bn_images, "batch_seed": batch_seed,
                            "unique_labels": unique_labels, "threat_model": cfg.threat_model()})
@@ -358,12 +358,6 @@ def leak(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights
 def _absolute_weights(weights: str) -> str:
     """A weights file as an absolute path (``default`` / ``none`` kept): `attack --target` may run elsewhere."""
     return weights if weights in ("default", "none", "") else str(Path(weights).expanduser().resolve())
-
-
-def _absolute_data(spec: str) -> str:
-    """``NAME:PATH`` with PATH made absolute (a relative folder was not found from another directory)."""
-    name, sep, path = spec.partition(":")
-    return f"{name}:{Path(path.strip()).expanduser().resolve()}" if sep and path.strip() else spec
 
 
 def _check_iterations(iterations: int) -> None:

@@ -42,10 +42,23 @@ def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
 
+def _keys_in_order(x: torch.Tensor) -> list[bytes]:
+    import hashlib
+
+    return [hashlib.sha1(im.contiguous().numpy().tobytes()).digest() for im in x.detach().cpu().float()]
+
+
+def image_keys(x: torch.Tensor) -> set[bytes]:
+    """One digest per image of ``x`` (N, ...): finds the same image in two loads of the same files."""
+    return set(_keys_in_order(x))
+
+
 def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize: bool = True,
-               num_levels: int = 256, all_heldout: bool = False) -> Split:
+               num_levels: int = 256, all_heldout: bool = False, exclude: set[bytes] | None = None) -> Split:
     """Load ``data`` (a spec ``NAME`` or ``NAME:PATH``) and split it as the module docstring says.
-    ``all_heldout``: every image is held out (evaluating a model on a dataset it was not trained on)."""
+    ``all_heldout``: every image is held out (evaluating a model on a dataset it was not trained on), except those
+    whose :func:`image_keys` are in ``exclude`` (the model's training images: the same files under another spec,
+    ``mnist-test:PATH`` for ``mnist-test``, were scored as held out)."""
     name = data.split(":", 1)[0].strip().lower()
     ds = load_dataset(data)
     x, y = ds.tensors()
@@ -97,5 +110,13 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
     if all_heldout:
         ho = torch.arange(len(x))
         desc = f"{data}: all {len(x)} images held out (not the model's training data)"
+        if exclude:
+            seen = [k in exclude for k in _keys_in_order(x)]
+            ho = torch.tensor([i for i, s in enumerate(seen) if not s], dtype=torch.long)
+            if not len(ho):
+                raise DataError(f"{data}: every image is one the model trained on; nothing is held out")
+            if len(ho) < len(x):
+                desc = (f"{data}: {len(ho)} of {len(x)} images held out; the other {len(x) - len(ho)} are the "
+                        "model's training images")
     held = binarize_fixed(x[ho], 12345) if binarize else torch.round(x[ho] * (num_levels - 1)) / (num_levels - 1)
     return Split(x[tr], x[va], held, x[ho], y[tr], y[ho], desc)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from tenfold.core.config import config_dict
+from tenfold.core.data import absolute_spec
 from tenfold.core.engine import EMA, Checkpointer, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
 from tenfold.core.io import (
     CheckpointError,
     ConfigError,
     DataError,
+    TenfoldWarning,
     check_device,
     load_checkpoint,
     save_checkpoint,
@@ -27,7 +30,7 @@ from tenfold.core.io import (
 )
 
 from .config import Config
-from .data import Split, load_split
+from .data import Split, image_keys, load_split
 from .nets import MixedScore, UNet
 from .objective import LSGMNet, VAEStage, vae_terms
 from .ode import ode_nll, ode_sample, sde_sample, timed
@@ -389,6 +392,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     if resume and not any(Checkpointer(Path(run_dir) / st, method=METHOD).steps() for st in ("stage1", "stage2")):
         # it started over from step 0 without a word (prune and attack say so too)
         raise CheckpointError(f"nothing to resume: no training checkpoint in {run_dir}/stage1 or stage2")
+    if absolute_spec(cfg.data) != cfg.data:  # recorded absolute: evaluate and --resume read the same folder anywhere
+        cfg = dataclasses.replace(cfg, data=absolute_spec(cfg.data))
+        _record_data(Path(run_dir), cfg.data)
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,
                        num_levels=cfg.num_levels)
     _device(cfg)
@@ -400,6 +406,18 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
         save_grid(gen["mean"], Path(run_dir) / "samples.png")
         res["sample_nfe"] = gen["nfe"]
     return res
+
+
+def _record_data(run_dir: Path, data: str) -> None:
+    """Write the absolute data spec into the run's ``config.json`` (the CLI's record, which --resume reloads)."""
+    p = run_dir / "config.json"
+    try:
+        saved = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("config"), dict) and saved["config"].get("data") != data:
+        saved["config"]["data"] = data
+        write_json(p, saved)
 
 
 def same_data(a: str, b: str) -> bool:
@@ -481,9 +499,18 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model, checkpoint)
     c = model.cfg
+    other = bool(data) and not same_data(data, c.data)
+    exclude = None
+    if other:  # the model's training images, wherever they are found under another spec, are not held out
+        try:
+            exclude = image_keys(load_split(c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
+                                            num_levels=c.num_levels).train)
+        except DataError as e:
+            warnings.warn(f"the model's training data {c.data} cannot be read ({str(e).split(';')[0]}), so --data "
+                          f"{data} is not checked for its training images", TenfoldWarning, stacklevel=2)
     try:
         split = load_split(data or c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
-                           num_levels=c.num_levels, all_heldout=bool(data) and not same_data(data, c.data))
+                           num_levels=c.num_levels, all_heldout=other, exclude=exclude)
     except DataError as e:
         if not data:
             raise
