@@ -200,6 +200,15 @@ def test_mixed_score_limits():
         out = ms(z, t, sigma)
         assert torch.allclose(out[:, 1], (1 - torch.sigmoid(torch.tensor(-15.0))) * sigma[:, None, None] * z[:, 1]
                               + torch.sigmoid(torch.tensor(-15.0)) * net(z * ms.active[None, :, None, None], t)[:, 1])
+    # without the mix (the ablation): active channels are the net's eps' exactly, inactive ones the Normal eps
+    # (the net never sees their z_t; until session 21 it had to predict their eps blind)
+    plain = MixedScore(net, 4, mixed=False).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(z, t, sigma), net(z, t).float())
+        plain.active[1] = 0
+        out = plain(z, t, sigma)
+        masked = net(z * plain.active[None, :, None, None], t)
+        assert torch.equal(out[:, 1], sigma[:, None, None] * z[:, 1]) and torch.equal(out[:, 0], masked[:, 0])
 
 
 def test_unet_time_scale_rescales_time_only():

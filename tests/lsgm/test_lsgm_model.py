@@ -551,15 +551,33 @@ def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path,
     ({"ema": 1.0}, "dropout and ema must be < 1"),  # the EMA never leaves the zero-output init
     ({"ode_eps": 0.0}, "ode_eps must be a finite number > 0"),  # integrates to t = 0, where the variance is 0
     ({"ode_eps": -1e-5}, "ode_eps"),
+    ({"grad_clip": -1.0}, "grad_clip must be a finite number >= 0"),  # the NaN-loss advice names it (session 21)
 ])
 def test_config_refuses_each_value_its_checks_name(kw: dict, msg: str) -> None:
     """Each boundary of Config.__post_init__ holds at its own edge (these edges had no test: moving one let the bad
     value through without a word); the value next to it is accepted."""
     with pytest.raises(ConfigError, match=msg):
         Config(**kw)
-    ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9}
+    ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9, "grad_clip": 0.0}
     key = next(iter(kw))
     assert getattr(Config(**{key: ok[key]}), key) == ok[key]
+
+
+def test_grad_clip_reaches_the_engine_and_fd_samples_1_is_refused_before_the_nelbo(tmp_path, monkeypatch):
+    """The engine's NaN-loss error says "set grad_clip", which lsgm had no key for; evaluate --fd-samples 1 failed in
+    the Frechet distance after the whole NELBO."""
+    import importlib
+
+    tr = importlib.import_module("tenfold.lsgm.train")  # the module (the package exports a function `train`)
+    seen: list = []
+    real_fit = tr.fit
+    monkeypatch.setattr(tr, "fit", lambda *a, **k: (seen.append(k["grad_clip"]), real_fit(*a, **k))[1])
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=0, ckpt_every=2, grad_clip=1.5)
+    train_stages(cfg, tmp_path / "run", load_split("digits", 0, image_size=8))
+    assert seen == [1.5]
+    monkeypatch.setattr(tr, "nelbo", lambda *a, **k: pytest.fail("the NELBO ran before the check"))
+    with pytest.raises(ConfigError, match="fd_samples must be 0 .* or >= 2"):
+        tr.evaluate(cfg, tmp_path / "e", checkpoint=str(tmp_path / "run"), fd_samples=1)
 
 
 def test_session15_bad_inputs_are_one_line_errors(tmp_path):

@@ -71,6 +71,7 @@ class Config:
     ema: float = 0.9999
     batch_size: int = 128  # global: split over torchrun's ranks and `accum` micro-steps
     accum: int = 1  # micro-steps per optimizer step: the same global batch on fewer GPUs or less memory
+    grad_clip: float = 0.0  # clip the global gradient norm of each step to this (0: off, the official code's)
     # run
     amp: str = "none"  # none | bf16 (networks only; SDE maths stays fp32)
     device: str = "cpu"
@@ -80,7 +81,7 @@ class Config:
     # sampling and evaluation
     ode_eps: float = 1e-5
     ode_tol: float = 1e-5
-    sampler: str = "ode"  # ode | sde (ancestral Euler-Maruyama)
+    sampler: str = "ode"  # ode | sde (ancestral: the forward process's posterior given the denoised estimate)
     sde_steps: int = 200
     eval_batch: int = 250
 
@@ -102,7 +103,7 @@ class Config:
         # weights, rates and tolerances: a NaN or negative one would fail (or silently misbehave) only after the
         # stages before it had run, so refuse it here
         for name in ("sr_vae", "sr_score", "weight_decay", "lr_vae1", "lr_vae1_min", "lr_score", "lr_mix", "lr_vae2",
-                     "lr_vae2_min", "kl_min", "kl_max", "kl_start2", "dropout", "ema", "sigma2_0"):
+                     "lr_vae2_min", "kl_min", "kl_max", "kl_start2", "dropout", "ema", "sigma2_0", "grad_clip"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")

@@ -136,8 +136,10 @@ class MixedScore(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, sigma_t: torch.Tensor) -> torch.Tensor:
         """eps_hat (B, C, H, W) from z_t (B, C, H, W), t (B,), sigma_t (B,)."""
         eps_net = self.net(z_t * self.active[None, :, None, None], t).float()
-        if not self.mixed:
-            return eps_net
+        if not self.mixed:  # inactive channels still get the Normal eps (the net never sees their z_t; until
+            # session 21 it had to guess their eps blind); with every channel active this is eps_net exactly
+            normal = sigma_t[:, None, None, None] * z_t
+            return torch.where(self.active[None, :, None, None] > 0, eps_net, normal.to(eps_net.dtype))
         a = self.alpha()[None, :, None, None]
         return (1.0 - a) * sigma_t[:, None, None, None] * z_t + a * eps_net
 

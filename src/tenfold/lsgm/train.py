@@ -117,6 +117,7 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     x_bin = cfg.binarize
     train_set = TensorDataset(split.train)
     common = dict(batch_size=cfg.batch_size, accum=cfg.accum, amp=cfg.amp, device=cfg.device, seed=cfg.seed,
+                  grad_clip=cfg.grad_clip or None,  # the engine's NaN-loss advice names it
                   resume=resume, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every, progress=progress, method=METHOD,
                   config=config_dict(cfg), tensorboard=False, keep=2)
 
@@ -231,6 +232,11 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     rows = rows1 + rows2
     nel = [r["nelbo"] for r in rows if "nelbo" in r]
     result.update({"loss_start": nel[0] if nel else float("nan"), "loss_end": nel[-1] if nel else float("nan"),
+                   "loss_note": "loss_start / loss_end: the training NELBO's Monte Carlo estimate (nats per image) "
+                                "over the first / last logging window; unbiased, but heavy-tailed under the "
+                                f"reweighted t-sampling schemes ({cfg.scheme} here"
+                                f"{'' if cfg.scheme.startswith('ll_') else ': it can even read negative'}); "
+                                "`evaluate` gives the held-out bound",
                    "checkpoint": str(run_dir / "model"), "kl_per_channel": [round(float(k), 3) for k in kl_ch]})
     return result
 
@@ -496,6 +502,10 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     """
     if not checkpoint:
         raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
+    if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
+        raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
+    if fd_samples == 1:  # checked before the NELBO, which it used to follow by minutes
+        raise ConfigError("fd_samples must be 0 (no FD) or >= 2 (a Frechet distance needs a covariance)")
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model, checkpoint)
     c = model.cfg
@@ -518,8 +528,6 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         raise DataError(f"--data {data} does not fit this model (image_size {c.image_size}, "
                         f"{'binarised grey' if c.binarize else str(c.num_levels) + '-level'} images): "
                         f"{str(e).split(';')[0]}") from None
-    if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
-        raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
     x = split.heldout[:limit] if limit else split.heldout
     dims = x[0].numel()
     r = nelbo(model, x, ode=ode and model.score is not None, batch=c.eval_batch)
@@ -528,7 +536,7 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         if k in r:
             v = r[k]
             out[f"nelbo_{k}_nats"] = float(v.mean())
-            out[f"nelbo_{k}_se"] = float(v.std() / math.sqrt(len(v)))
+            out[f"nelbo_{k}_se"] = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else None  # one image: none
             out[f"nelbo_{k}_bpd"] = _bpd(float(v.mean()), c, dims)
     if fd_samples:
         from .fd import cifar_feature_net, fd, feature_cnn
