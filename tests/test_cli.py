@@ -114,6 +114,24 @@ def test_dry_run_writes_nothing(fake_method, capsys, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def _sample(cfg: FakeConfig, run_dir: Path, *, checkpoint: str = "") -> dict:
+    """Runs with the config saved in ``checkpoint`` (as lsgm's sample and evaluate do)."""
+    return {}
+
+
+def test_dry_run_of_a_checkpoint_verb_shows_the_checkpoints_config(fake_method, capsys, tmp_path):
+    """`lsgm sample --checkpoint RUN --dry-run` showed the smoke preset, which such a verb never runs with."""
+    fake_method.VERBS["sample"] = _sample
+    fake_method.CHECKPOINT_VERBS = ("sample",)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"config": {"steps": 7, "lr": 0.5}}))
+    code, out, _ = _run(capsys, "nvit", "sample", "--checkpoint", str(tmp_path / "run"), "--dry-run")
+    shown = json.loads(out)
+    assert code == 0 and shown["preset"] is None and shown["config"] == {"steps": 7, "lr": 0.5}
+    code, out, _ = _run(capsys, "nvit", "sample", "--checkpoint", str(tmp_path / "none"), "--dry-run")
+    assert code == 0 and "not readable now" in json.loads(out)["config"]
+
+
 def test_resume_reuses_run_dir_and_config(fake_method, capsys, tmp_path):
     _run(capsys, "nvit", "train", "--set", "steps=5", "--out", str(tmp_path / "r"))
     code, out, err = _run(capsys, "nvit", "train", "--resume", "--json", "--out", str(tmp_path / "r"))

@@ -193,8 +193,16 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
     else:
         cfg = apply_overrides(get_preset(mod.PRESETS, ns.preset), ns.overrides)
     if ns.dry_run:
-        print(json.dumps({"method": method, "verb": ns.verb, "preset": ns.preset,
-                          "config": config_dict(cfg), "options": to_jsonable(options)}, indent=2))
+        shown: Any = config_dict(cfg)
+        preset: str | None = ns.preset
+        if ns.verb in getattr(mod, "CHECKPOINT_VERBS", ()):  # it showed the smoke preset, which these never use
+            preset, ck = None, Path(str(options.get("checkpoint") or ""))
+            try:
+                shown = config_dict(load_config(mod.Config, ck / "config.json"))
+            except TenfoldError:
+                shown = f"the config saved in --checkpoint {ck} (not readable now)"
+        print(json.dumps({"method": method, "verb": ns.verb, "preset": preset,
+                          "config": shown, "options": to_jsonable(options)}, indent=2))
         return 0
     group = _Torchrun(getattr(cfg, "device", "cpu"))
     try:
