@@ -114,6 +114,23 @@ def test_dry_run_writes_nothing(fake_method, capsys, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def _interrupted(cfg: FakeConfig, run_dir: Path, *, ckpt: bool = False, resume: bool = False) -> dict:
+    """Ctrl-C in a long run, after writing a checkpoint when asked."""
+    if ckpt:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "step-00000010.json").write_text("{}")
+    raise KeyboardInterrupt
+
+
+def test_an_interrupt_says_how_this_run_goes_on(fake_method, capsys, tmp_path):
+    """The line read "--resume --out RUN_DIR" (a placeholder), and said a run could go on where it had no checkpoint."""
+    fake_method.VERBS["long"] = _interrupted
+    code, _, err = _run(capsys, "nvit", "long", "--ckpt", "True", "--out", str(tmp_path / "a"))
+    assert code == 130 and err.strip().endswith(f"continue it with: tenfold nvit long --resume --out {tmp_path / 'a'}")
+    code, _, err = _run(capsys, "nvit", "long", "--out", str(tmp_path / "b"))
+    assert code == 130 and f"interrupted before {tmp_path / 'b'} held a checkpoint" in err and "--resume" not in err
+
+
 def _sample(cfg: FakeConfig, run_dir: Path, *, checkpoint: str = "") -> dict:
     """Runs with the config saved in ``checkpoint`` (as lsgm's sample and evaluate do)."""
     return {}

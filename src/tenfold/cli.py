@@ -230,6 +230,13 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             if group.rank == 0 and not ns.resume:
                 _remove_if_only_config(Path(run_dir), made)
             raise
+        except KeyboardInterrupt:  # say whether, and how, this run can go on (it printed a RUN_DIR placeholder
+            if group.rank == 0:  # and said so even where no checkpoint had been written)
+                can = "resume" in options and any(Path(run_dir).glob("**/checkpoints/*.json"))
+                print(f"error: interrupted; continue it with: tenfold {method} {ns.verb} --resume --out {run_dir}"
+                      if can else f"error: interrupted before {run_dir} held a checkpoint to resume from",
+                      file=sys.stderr)
+            return 130
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
         if group.rank == 0:  # one result, not one per process
@@ -474,7 +481,7 @@ def _main(argv: list[str]) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("error: interrupted (a training run can continue with --resume --out RUN_DIR)", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(0)

@@ -70,6 +70,24 @@ def test_finetune_resume_with_no_checkpoint_says_so(tmp_path):
         api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "prune"), resume=True)
 
 
+def test_finetune_checkpoints_before_its_end(tmp_path, monkeypatch):
+    """A fine-tuning run of 1,000 steps or fewer checkpointed only at its end (ckpt_every = min(1000, steps)), so an
+    interrupted one could not resume; now every ``finetune_ckpt_every`` steps, as the prune loop does."""
+    saved: list[int] = []
+    real_save = api.Checkpointer.save
+
+    def save(self, state, step, *a, **k):
+        saved.append(step)
+        return real_save(self, state, step, *a, **k)
+
+    monkeypatch.setattr(api.Checkpointer, "save", save)
+    save_dense(_vit(), tmp_path / "prune" / "pruned")
+    cfg = _cfg(eval_limit=16, train_limit=32, batch_size=8)
+    assert cfg.finetune_ckpt_every == 8 and cfg.finetune_steps == 16
+    api.finetune(cfg, tmp_path / "ft", model=str(tmp_path / "prune"))
+    assert 8 in saved and 16 in saved
+
+
 def test_finetune_refuses_a_teacher_of_another_model(tmp_path):
     """A teacher with another class count trained with a huge loss; one of another image size failed mid-run."""
     save_dense(_vit(), tmp_path / "prune" / "pruned")

@@ -520,9 +520,10 @@ def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: Image
                    steps: int, batch_size: int, lr: float, weight_decay: float, warmup: int, kd_coef: float,
                    temperature: float, ce_coef: float, label_smoothing: float, device: str = "cpu",
                    amp: str = "none", seed: int = 0, resume: bool = False, progress: bool = False,
-                   augment: bool = True, log_every: int = 25) -> dict[str, Any]:
+                   augment: bool = True, log_every: int = 25, ckpt_every: int = 100) -> dict[str, Any]:
     """KD fine-tuning (``kd_coef * KL(T) + ce_coef * CE``) with :func:`tenfold.core.engine.fit`
-    (DDP under torchrun, exact resume); returns fit's metrics plus ``loss_start``/``loss_end``."""
+    (DDP under torchrun, exact resume, a checkpoint every ``ckpt_every`` steps and at the end; 0: at the end
+    only); returns fit's metrics plus ``loss_start``/``loss_end``."""
     dev = check_device(device)
     if teacher is not None:
         teacher.to(dev).eval()
@@ -544,7 +545,8 @@ def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: Image
     res = fit(student, step, dataset, run_dir=run_dir, steps=steps, batch_size=batch_size,
               optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=weight_decay),
               scheduler=lambda o: warmup_cosine(o, min(warmup, steps), steps), amp=amp, grad_clip=5.0,
-              ckpt_every=max(1, min(1000, steps)), log_every=max(1, min(log_every, steps // 4 or 1)), seed=seed,
+              ckpt_every=min(ckpt_every, steps) if ckpt_every > 0 else steps,
+              log_every=max(1, min(log_every, steps // 4 or 1)), seed=seed,
               device=device, resume=resume, progress=progress, tensorboard=False, method="nvit")
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     res["loss_start"], res["loss_end"] = rows[0]["loss"], rows[-1]["loss"]
@@ -730,7 +732,7 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
                          warmup=cfg.finetune_warmup, kd_coef=cfg.kd_coef if t_model is not None else 0.0,
                          temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
                          label_smoothing=cfg.label_smoothing, device=cfg.device, amp=cfg.amp, seed=cfg.seed,
-                         resume=resume, progress=True)
+                         resume=resume, progress=True, ckpt_every=cfg.finetune_ckpt_every)
     net = unwrap(student).cpu().eval()
     save_dense(net, run_dir / "model")
     if t_model is not None:  # export finds the unpruned model beside the fine-tuned one

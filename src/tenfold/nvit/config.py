@@ -73,6 +73,8 @@ class Config:
     finetune_lr: float = 2e-4  # x batch/512
     finetune_kd_temperature: float = 20.0
     finetune_warmup: int = 5 * 2502
+    finetune_ckpt_every: int = 1000  # steps between fine-tuning checkpoints (0: only at the end; it was min(1000,
+    #                                  steps), so a run of 1,000 steps or fewer had none to resume from)
     # latency LUT (measured on the current device by ``tenfold nvit lut``)
     lut_batch: int = 256
     lut_embed: str = "256,512,768"
@@ -100,7 +102,7 @@ class Config:
             raise ConfigError(f"patch_size {self.patch_size} does not divide img_size {self.img_size}")
         # (-1 turned checkpoints off without a word)
         for name in ("prune_ckpt_every", "train_limit", "eval_limit", "lut_warmup", "round_to", "finetune_steps",
-                     "finetune_warmup", "min_emb", "min_qk", "min_v", "min_mlp"):
+                     "finetune_warmup", "min_emb", "min_qk", "min_v", "min_mlp", "finetune_ckpt_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("prune_lr", "finetune_lr", "kd_temperature", "finetune_kd_temperature"):
@@ -130,6 +132,7 @@ class Config:
 _TINY = Config(
     img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3, mlp_ratio=2.0, batch_size=64, group_head=1,
     group_emb=4, interval=20, prune_per_iter=64, eta_mode="relative", finetune_steps=500, finetune_warmup=25,
+    finetune_ckpt_every=100,
     lut_batch=64, lut_embed="64,128,192", lut_heads="1,2,3", lut_qk="8,32,64", lut_v="8,32,64",
     lut_mlp="16,192,384", lut_warmup=2, lut_repeats=5)
 
@@ -140,6 +143,7 @@ PRESETS: dict[str, Config] = {
         train_limit=256, eval_data="synthetic", eval_limit=128, batch_size=32, interval=2, prune_per_iter=64,
         group_emb=8, group_qk=4, group_v=4, group_mlp=8, min_emb=8, min_qk=4, min_v=4, min_mlp=8,
         max_prune_iters=60, finetune_steps=16, finetune_warmup=1, prune_lr=0.03, finetune_lr=0.03,
+        finetune_ckpt_every=8,
         lut_batch=8, lut_embed="8,32", lut_heads="1,2", lut_qk="4,16", lut_v="4,16", lut_mlp="8,64",
         lut_warmup=1, lut_repeats=2),
     # tenfold's tiny CIFAR ViT on one CPU core (the benchmark's setting)
