@@ -16,6 +16,7 @@ clean keypoints; analytic + refinement within 10 % of optimisation's MPJPE at 25
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any
@@ -49,9 +50,18 @@ def run_method(name: str, model, X: torch.Tensor, c: torch.Tensor | None, cfg: C
     else:
         out = fit(model, X, c, refine_iters=cfg.refine_iters if name == "analytic+refine" else 0,
                   with_vertices=False, shape_rounds=cfg.shape_rounds, refine_method=cfg.refine_method, betas=betas,
-                  noise_mm=noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose, pose_std=cfg.pose_std,
-                  betas_std=cfg.betas_std, sequential=sequential)
+                  noise_mm=noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose, w_anchor=cfg.w_anchor,
+                  pose_std=cfg.pose_std, betas_std=cfg.betas_std, sequential=sequential)
     return out, time.process_time() - t0
+
+
+def _global_rotations(model, pose: torch.Tensor) -> torch.Tensor:
+    """(B, 24, 3, 3) world rotations of the joints from axis-angle ``pose`` (B, 24, 3) along the kinematic tree."""
+    R = axis_angle_to_matrix(pose.double())
+    G: list[torch.Tensor] = []
+    for j, par in enumerate(model.parents):
+        G.append(R[:, j] if par < 0 else G[par] @ R[:, j])
+    return torch.stack(G, 1)
 
 
 def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X: torch.Tensor,
@@ -64,7 +74,11 @@ def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X
     gj = gt["joints"] - gt["joints"][:, :1]
     # PVE pelvis-aligned, as 3DPW's is reported (it was absolute, so it carried the pelvis keypoint's noise)
     pv, gv = p["vertices"] - p["joints"][:, :1], gt["vertices"] - gt["joints"][:, :1]
+    # the rotations too (session 21): positions alone hid a refinement prior that turned exact limbs 4-15 degrees
+    Gf, Gt = _global_rotations(model, out["pose"]), _global_rotations(model, gt["pose"])
+    rot = matrix_to_axis_angle(Gt[:, 1:].transpose(-1, -2) @ Gf[:, 1:]).norm(dim=-1).rad2deg().mean(-1)
     return {"mpjpe": mpjpe(pj, gj) * 1e3, "pa_mpjpe": pa_mpjpe(p["joints"], gt["joints"]) * 1e3,
+            "body_rotation_error_deg": rot,
             "pve": pve(pv, gv) * 1e3, "pve_no_hands": pve(pv[:, ~hand_mask], gv[:, ~hand_mask]) * 1e3,
             "keypoint_residual": (kp - X).norm(dim=-1).mean(-1) * 1e3}
 
@@ -73,7 +87,7 @@ def synthetic(model, cfg: Config, n: int, noise_mm: float, chunk: int, seed: int
     """Section 1 at one noise level: methods alternate chunk by chunk; medians of per-chunk CPU per body."""
     s = _synthetic_bodies(model, n, seed, noise_mm)
     with torch.no_grad():
-        gt = model(s["pose"], s["betas"], s["transl"])
+        gt = {**model(s["pose"], s["betas"], s["transl"]), "pose": s["pose"]}
     hand_mask = model.weights[:, [20, 21, 22, 23]].sum(1) > 0.5
     errs: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in METHODS}
     cpu: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -104,10 +118,7 @@ def rotation_tracking(model, pose: torch.Tensor, bvh_world: torch.Tensor, names:
     """Per tracked joint: the angle (deg) between the fit's world rotation change since frame 0, G_t G_0^T, and
     the BVH's, W_t W_0^T (a constant offset between the two bone frames cancels). pose (F, 24, 3) axis-angle,
     bvh_world (F, J, 3, 3) -> {joint name: {mean_deg, p90_deg}}."""
-    R = axis_angle_to_matrix(pose.double())
-    G: list[torch.Tensor] = []
-    for j, par in enumerate(model.parents):
-        G.append(R[:, j] if par < 0 else G[par] @ R[:, j])
+    G = _global_rotations(model, pose).unbind(1)
     out = {}
     for j, bvh in TRACKED.items():
         dg = G[j] @ G[j][:1].transpose(-1, -2)
@@ -145,6 +156,7 @@ def mocap(model, cfg: Config, path: str, opt_frames: int) -> dict[str, dict[str,
                   "bone_length_std_mm": round(float(bl.std(0).mean() * 1e3), 2),
                   "vertex_acceleration_m_s2": round(float(acc), 2),
                   "cpu_ms_per_frame": round(1e3 * sec / len(Xm), 3), "frames_per_second": round(len(Xm) / wall, 1),
+                  "frames_per_cpu_second": round(len(Xm) / sec, 1),
                   "keypoints_fitted": int(seen[0].sum()),
                   "rotation_vs_bvh": rotation_tracking(model, out["pose"], bvh_world[:len(Xm)], mot.joint_names)}
     # the mapping before session 15 took CMU's "Neck" joint (on the shoulder line) as the neck keypoint: the same
@@ -168,6 +180,7 @@ def kama_goals(figures: dict[str, Any]) -> list[dict[str, Any]]:
     eq = a0["mpjpe"] <= 1.10 * o0["mpjpe"]
     r25, o25 = s25["analytic+refine"], s25["optimisation"]
     ratio25 = o25["cpu_ms_per_body"] / r25["cpu_ms_per_body"]
+    mc = figures["mocap"]["analytic+refine"]
     goals = [
         goal("analytic CPU advantage over optimisation at equal accuracy, clean keypoints",
              ">= 100x less CPU and analytic MPJPE <= 1.10 x optimisation MPJPE",
@@ -180,8 +193,11 @@ def kama_goals(figures: dict[str, Any]) -> list[dict[str, Any]]:
         goal("analytic + refinement speed at 25 mm noise, relative to optimisation", ">= 10x less CPU",
              round(ratio25, 1), ratio25 >= 10),
         goal("real CMU sequence fitted (analytic + refinement): per-frame keypoint error and frames per second",
-             "reported", {"keypoint_error_mm": figures["mocap"]["analytic+refine"]["keypoint_error_mm"],
-                          "frames_per_second": figures["mocap"]["analytic+refine"]["frames_per_second"]}, True),
+             "reported: a finite error, and frames per wall and per CPU second > 0",
+             {k: mc.get(k) for k in ("keypoint_error_mm", "frames_per_second", "frames_per_cpu_second")},
+             all(isinstance(mc.get(k), (int, float)) and math.isfinite(mc[k])
+                 and (k == "keypoint_error_mm" or mc[k] > 0)
+                 for k in ("keypoint_error_mm", "frames_per_second", "frames_per_cpu_second"))),
     ]
     return goals
 
@@ -199,6 +215,7 @@ def main() -> None:
     figures: dict = {"bodies_per_noise": args.bodies, "body_model": "SYNTHETIC procedural SMPL-layout, seed 0",
                      "config": {"refine_iters": cfg.refine_iters, "refine_method": cfg.refine_method,
                                 "shape_rounds": cfg.shape_rounds, "w_betas": cfg.w_betas, "w_pose": cfg.w_pose,
+                                "w_anchor": cfg.w_anchor,
                                 "pose_std": cfg.pose_std, "betas_std": cfg.betas_std,
                                 "noise_aware_priors": "refinement and optimisation are both told each level's "
                                                       "noise_mm (MAP prior weight floors); analytic is not"},

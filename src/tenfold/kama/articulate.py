@@ -410,21 +410,25 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
 
 def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, keypoints: torch.Tensor,
            confidence: torch.Tensor | None = None, iters: int = 20, w_betas: float = 1e-5,
-           w_pose: float = 1e-4, method: str = "lbfgs", fix_betas: bool = False) -> dict[str, torch.Tensor]:
+           w_pose: float = 0.0, method: str = "lbfgs", fix_betas: bool = False,
+           w_anchor: float = 1e-4) -> dict[str, torch.Tensor]:
     """Step 7 [R]: per-sample L-BFGS (strong Wolfe) on sum_k c_k |kp_k - x_k|^2 + w_betas |beta|^2
-    + w_pose |theta_body|^2, started from the analytic answer. One optimiser per sample: a line search
-    shared across a batch lets the worst sample set every step (spec 2.3 step 7). ``method="lm"``:
-    :func:`refine_lm` instead (``iters`` LM steps). w_betas: the spec recalls 1e-3 [R]; in metres that
-    prior moves beta by ~0.1 and the keypoints by ~3 mm, so we use 1e-5 [O]. ``fix_betas``: the shape stays as
-    given (a sequence's shared shape), only pose and translation move."""
+    + w_pose |theta_body|^2 + w_anchor |theta_body - theta_analytic|^2, started from the analytic answer. One
+    optimiser per sample: a line search shared across a batch lets the worst sample set every step (spec 2.3
+    step 7). ``method="lm"``: :func:`refine_lm` instead (``iters`` LM steps). w_betas: the spec recalls 1e-3 [R];
+    in metres that prior moves beta by ~0.1 and the keypoints by ~3 mm, so we use 1e-5 [O]. ``fix_betas``: the
+    shape stays as given (a sequence's shared shape), only pose and translation move.
+    ``w_anchor`` [O] holds the directions the keypoints do not see (a straight limb's twist) at the analytic
+    answer; until session 21 that was a zero-mean floor w_pose = 1e-4, which pulled every joint towards the rest
+    pose: on clean keypoints of exactly fitted bodies it turned shoulders and elbows 9-15 degrees off."""
     X, c = check_keypoints(keypoints, confidence)
     dt = model.v_template.dtype
     args = (KeypointRegressor(model), matrix_to_axis_angle(rot.to(dt)), betas.to(dt), transl.to(dt), X.to(dt),
             c.to(dt))
     if method == "lm":
-        aa = refine_lm(*args, iters=iters, w_betas=w_betas, w_pose=w_pose, fix_betas=fix_betas)
+        aa = refine_lm(*args, iters=iters, w_betas=w_betas, w_pose=w_pose, fix_betas=fix_betas, w_anchor=w_anchor)
     elif method == "lbfgs":
-        aa = minimise_keypoints(*args, [(w_betas, w_pose, 0.0, iters)], fix_betas=fix_betas)
+        aa = minimise_keypoints(*args, [(w_betas, w_pose, 0.0, iters)], fix_betas=fix_betas, w_anchor=w_anchor)
     else:
         raise ConfigError(f"refinement method must be 'lm' or 'lbfgs', got {method!r}")
     return {"rot": axis_angle_to_matrix(aa[0]), "betas": aa[1], "transl": aa[2]}
@@ -432,29 +436,32 @@ def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, 
 
 def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, transl0: torch.Tensor,
               X: torch.Tensor, c: torch.Tensor, iters: int = 5, w_betas: float = 1e-5,
-              w_pose: float = 1e-4, fix_betas: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              w_pose: float = 0.0, fix_betas: bool = False,
+              w_anchor: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[O] Levenberg-Marquardt on the same energy as :func:`refine`, every sample with its own damping and
     its own accept/reject (no shared step). Residuals r = [sqrt(c)(kp - x), sqrt(w_b) beta, sqrt(w_p)
-    theta_body]; Jacobians by forward-mode autodiff, vmapped over the batch; step
+    theta_body, sqrt(w_anchor)(theta_body - theta0_body)]; Jacobians by forward-mode autodiff, vmapped over the
+    batch; step
     dx = -(J^T J + mu diag(J^T J))^-1 J^T r. Keypoint fitting is least squares, so a few steps suffice."""
     from torch.func import jacfwd, vmap
 
     B, nb = betas0.shape
-    sc, sb, sp = c.clamp_min(0).sqrt(), w_betas ** 0.5, w_pose ** 0.5
+    sc, sb, sp, sa = c.clamp_min(0).sqrt(), w_betas ** 0.5, w_pose ** 0.5, w_anchor ** 0.5
 
-    def residual(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor) -> torch.Tensor:
+    def residual(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
         aa, b, t = x[:72].reshape(1, 24, 3), x[72:72 + nb][None], x[72 + nb:][None]
         kp = kpfn(aa, b, t)[0]
-        return torch.cat([(sci[:, None] * (kp - Xi)).reshape(-1), sb * b[0], sp * x[3:72]])
+        return torch.cat([(sci[:, None] * (kp - Xi)).reshape(-1), sb * b[0], sp * x[3:72], sa * (x[3:72] - a0)])
 
     res = vmap(residual)
     jac = vmap(jacfwd(residual, argnums=0))
     x = torch.cat([aa0.reshape(B, -1), betas0, transl0], 1)
+    a0 = aa0.reshape(B, -1)[:, 3:72].clone()  # the analytic body pose, the anchor
     mu = torch.full((B,), 1e-3, dtype=x.dtype, device=x.device)
-    r = res(x, X, sc)
+    r = res(x, X, sc, a0)
     cost = (r * r).sum(-1)
     for _ in range(iters):
-        Jm = jac(x, X, sc)                                           # (B, R, P)
+        Jm = jac(x, X, sc, a0)                                       # (B, R, P)
         if fix_betas:  # no column for beta: its step solves to exactly 0
             Jm[:, :, 72:72 + nb] = 0
         JtJ = Jm.transpose(1, 2) @ Jm
@@ -462,7 +469,7 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
         D = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-9)
         dx = -torch.linalg.solve(JtJ + (mu[:, None] * D).diag_embed(), g)
         x_new = x + dx
-        r_new = res(x_new, X, sc)
+        r_new = res(x_new, X, sc, a0)
         cost_new = (r_new * r_new).sum(-1)
         ok = cost_new < cost
         x = torch.where(ok[:, None], x_new, x)
@@ -474,12 +481,14 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
 
 def _closure(opt: torch.optim.Optimizer, kpfn: KeypointRegressor, aa: torch.Tensor, b: torch.Tensor,
              t: torch.Tensor, X: torch.Tensor, c: torch.Tensor, hinge: torch.Tensor | None, w_b: float, w_p: float,
-             w_bend: float):
+             w_bend: float, anchor: torch.Tensor | None = None, w_anchor: float = 0.0):
     """The L-BFGS closure of one sample and stage (energy of :func:`minimise_keypoints`)."""
     def closure() -> torch.Tensor:
         opt.zero_grad()
         kp = kpfn(aa, b, t)
         loss = (c[..., None] * (kp - X) ** 2).sum() + w_b * (b ** 2).sum() + w_p * (aa[:, 1:] ** 2).sum()
+        if w_anchor > 0 and anchor is not None:
+            loss = loss + w_anchor * ((aa[:, 1:] - anchor) ** 2).sum()
         if w_bend > 0 and hinge is not None:
             flex = (aa[:, [4, 5, 18, 19]] * hinge).sum(-1)          # flexion about each hinge axis
             loss = loss + w_bend * torch.relu(-flex).square().sum()
@@ -490,12 +499,13 @@ def _closure(opt: torch.optim.Optimizer, kpfn: KeypointRegressor, aa: torch.Tens
 
 def minimise_keypoints(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, transl0: torch.Tensor,
                        X: torch.Tensor, c: torch.Tensor, stages: list[tuple[float, float, float, int]],
-                       hinge: torch.Tensor | None = None, fix_betas: bool = False
+                       hinge: torch.Tensor | None = None, fix_betas: bool = False, w_anchor: float = 0.0
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample L-BFGS over (theta, beta, t) through ``stages`` of (w_betas, w_pose, w_bend, iterations):
     E = sum_k c_k |kp_k - x_k|^2 + w_betas |beta|^2 + w_pose |theta_body|^2
-        + w_bend sum_{knees, elbows} relu(-theta . h)^2    (bending the wrong way; ``hinge`` (B, 4, 3)).
-    Shared by the refinement (one stage) and the SMPLify-style baseline (several stages)."""
+        + w_bend sum_{knees, elbows} relu(-theta . h)^2    (bending the wrong way; ``hinge`` (B, 4, 3))
+        + w_anchor |theta_body - theta0_body|^2             (the start's body pose; the refinement's anchor).
+    Shared by the refinement (one stage) and the SMPLify-style baseline (several stages, no anchor)."""
     outs: list[list[torch.Tensor]] = [[], [], []]
     for i in range(X.shape[0]):
         aa = aa0[i:i + 1].clone().requires_grad_(True)
@@ -508,13 +518,14 @@ def minimise_keypoints(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch
             opt = torch.optim.LBFGS([aa, t] if fix_betas else [aa, b, t], lr=1.0, max_iter=iters,
                                     line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
                                     history_size=20)
-            opt.step(_closure(opt, kpfn, aa, b, t, X[i:i + 1], c[i:i + 1], hi, w_b, w_p, w_bend))
+            opt.step(_closure(opt, kpfn, aa, b, t, X[i:i + 1], c[i:i + 1], hi, w_b, w_p, w_bend,
+                              aa0[i:i + 1, 1:].detach(), w_anchor))
         for lst, v in zip(outs, (aa, b, t)):
             lst.append(v.detach())
     return torch.cat(outs[0]), torch.cat(outs[1]), torch.cat(outs[2])
 
 
-def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 1e-4, pose_std: float = 0.5,
+def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 0.0, pose_std: float = 0.5,
                         betas_std: float = 0.5) -> tuple[float, float]:
     """[O] MAP prior weights of the refinement for keypoints with a stated noise of ``noise_mm`` (std per
     coordinate): with x_k = kp_k + N(0, sigma^2), theta_body ~ N(0, pose_std^2) (radians) and
@@ -533,9 +544,9 @@ def noise_prior_weights(noise_mm: float, w_betas: float = 1e-5, w_pose: float = 
 
 def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, refine_iters: int = 0,
         betas: torch.Tensor | None = None, with_vertices: bool = True, shape_rounds: int = 2,
-        refine_method: str = "lm", noise_mm: float = 0.0, w_betas: float = 1e-5, w_pose: float = 1e-4,
+        refine_method: str = "lm", noise_mm: float = 0.0, w_betas: float = 1e-5, w_pose: float = 0.0,
         pose_std: float = 0.5, betas_std: float = 0.5, shape_iters: int = 8,
-        shape_damping: float = 1e-4, sequential: bool = False) -> dict[str, torch.Tensor]:
+        shape_damping: float = 1e-4, sequential: bool = False, w_anchor: float = 1e-4) -> dict[str, torch.Tensor]:
     """KAMA fit: keypoints (B, 26, 3) metres (camera or world frame), confidence (B, 26) | None ->
     pose (B, 24, 3) axis-angle, rot (B, 24, 3, 3), betas (B, NB), transl (B, 3), vertices (B, V, 3),
     joints (B, 24, 3), keypoints (B, 26, 3) of the fitted body, residual (B, 26) metres (0 where
@@ -567,7 +578,8 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     if refine_iters > 0:
         wb, wp = noise_prior_weights(noise_mm, w_betas, w_pose, pose_std, betas_std)
         out.update(refine(model, out["rot"], out["betas"], out["transl"], X, c, iters=refine_iters,
-                          method=refine_method, w_betas=wb, w_pose=wp, fix_betas=betas is not None))
+                          method=refine_method, w_betas=wb, w_pose=wp, fix_betas=betas is not None,
+                          w_anchor=w_anchor))
     with torch.no_grad():
         res = model(out["rot"], out["betas"], out["transl"]) if with_vertices else None
         kp = regress_keypoints(model, out["rot"], out["betas"], out["transl"])

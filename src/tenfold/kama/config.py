@@ -20,7 +20,9 @@ class Config:
     refine_iters: int = 5            # 0 = analytic only; else LM steps or L-BFGS iterations (step 7)
     refine_method: str = "lm"        # "lm" (per-sample Levenberg-Marquardt [O]) or "lbfgs" (spec [R])
     w_betas: float = 1e-5            # shape prior of the refinement (spec recalls 1e-3 [R]; too strong in metres)
-    w_pose: float = 1e-4             # pose prior of the refinement (spec 2.3 step 7); a floor under noise_mm
+    w_pose: float = 0.0              # zero-mean pose prior of the refinement (spec 2.3 step 7): a floor under the
+    #                                  MAP weight of noise_mm (1e-4 until session 21: it pulled clean fits to rest)
+    w_anchor: float = 1e-4           # pull towards the analytic pose: holds the twist keypoints cannot see [O]
     noise_mm: float = 0.0            # stated keypoint noise (std per coordinate, mm): MAP prior weights [O]
     pose_std: float = 0.5            # prior std of body joint angles (rad), chosen on validation bodies [O]
     betas_std: float = 0.5           # prior std of beta, chosen on validation bodies [O]
@@ -36,7 +38,7 @@ class Config:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         # NaN / Inf / negative prior settings were taken without a word (NaN noise gave NaN prior weights)
-        for name in ("noise_mm", "w_betas", "w_pose"):
+        for name in ("noise_mm", "w_betas", "w_pose", "w_anchor"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         for name in ("pose_std", "betas_std"):

@@ -50,6 +50,7 @@ def _fit(cfg: Config, model: BodyModel, X: torch.Tensor, c: torch.Tensor | None,
     return kama_fit(model, X.to(cfg.device), None if c is None else c.to(cfg.device),
                     refine_iters=cfg.refine_iters if refine else 0, betas=betas, shape_rounds=cfg.shape_rounds,
                     refine_method=cfg.refine_method, noise_mm=cfg.noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose,
+                    w_anchor=cfg.w_anchor,
                     pose_std=cfg.pose_std, betas_std=cfg.betas_std, shape_iters=cfg.shape_iters,
                     shape_damping=cfg.shape_damping, sequential=sequential)
 
