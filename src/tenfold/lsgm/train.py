@@ -152,6 +152,8 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
         score.active.copy_((kl_ch >= cfg.inactive_kl).float())
     result: dict[str, Any] = {"stage1_cpu_seconds": round(cpu1, 2), "active_channels": int(score.active.sum()),
                               "latent_channels": int(score.active.numel())}
+    if resume:  # a resumed stage's figure would otherwise read as the whole stage's cost
+        result["cpu_seconds_note"] = "stage*_cpu_seconds count this process only: the run was resumed"
 
     rows2: list[dict[str, Any]] = []
     ema_score = None
