@@ -38,8 +38,11 @@ def fft2_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def iip(rec: torch.Tensor, true_index: torch.Tensor, labels: torch.Tensor, ref_images: torch.Tensor,
         ref_labels: torch.Tensor) -> float:
-    """Image identifiability (IIP-pixel, as breaching defines it): the fraction of reconstructions whose
-    pixel-MSE nearest neighbour among same-class reference images is their own ground truth."""
+    """Image identifiability (IIP-pixel, after breaching's): the fraction of reconstructions whose pixel-MSE nearest
+    neighbour among reference images of class ``labels`` is their own ground truth. Differs from breaching's code:
+    the callers pass the true labels (breaching searches the restored ones), a hit is the exact image (breaching:
+    any image within distance 1e-3), distances are on [0, 1] pixels (breaching: normalised ones), and the
+    reconstructions are matched to the truth first. With wrong restored labels this reads higher than breaching."""
     hits = 0
     ref_flat = ref_images.flatten(1)
     for r, ti, c in zip(rec, true_index.tolist(), labels.tolist()):
