@@ -284,12 +284,39 @@ def test_folder_classes_order_pixels_and_limit(tmp_path: Path) -> None:
     _write(tmp_path / ".thumbs" / "x.png", np.zeros((1, 1), np.uint8))  # hidden: skipped
     (tmp_path / "readme.txt").write_text("not an image")
     ds = D.load_dataset(f"folder:{tmp_path}")
-    assert ds.classes == ["ant/queen", "zebra"]
+    assert ds.classes == ["ant", "zebra"]  # a class is PATH's sub-folder, nested ones included (ImageFolder's rule)
     assert ds.ids == ["ant/queen/a.png", "zebra/1.png", "zebra/2.png", "zebra/10.png"]  # numeric stems by value
     assert ds.labels.tolist() == [0, 1, 1, 1] and ds.images.shape == (4, 3, 5, 7)
     for i, k in enumerate(ds.ids):
         np.testing.assert_array_equal(ds.images[i].permute(1, 2, 0).numpy(), want[k])
     assert D.load_dataset(f"folder:{tmp_path}", limit=2).ids == ["ant/queen/a.png", "zebra/1.png"]
+
+
+def test_folder_follows_links_refuses_empty_classes_and_reads_colour_from_every_image(tmp_path: Path) -> None:
+    """Session 21's review: a linked class folder was dropped (rglob does not follow links); an empty class folder
+    was dropped and shifted every later label; `limit` decided grey or RGB from the chosen images only, so the
+    channel count changed with it; loose images and a sub-folder of PATH's own name were merged."""
+    import os
+
+    for c in ("a", "b"):
+        for i in range(2):
+            _write(tmp_path / "src" / c / f"{i}.png", np.full((4, 4, 3), 40 * i, np.uint8))
+    (tmp_path / "root").mkdir()
+    os.symlink(tmp_path / "src" / "a", tmp_path / "root" / "a")
+    os.symlink(tmp_path / "src" / "b", tmp_path / "root" / "b")
+    os.symlink(tmp_path / "root", tmp_path / "src" / "a" / "loop")  # a cycle: walked once
+    ds = D.load_dataset(f"folder:{tmp_path / 'root'}")
+    assert ds.classes == ["a", "b"] and ds.labels.tolist() == [0, 0, 1, 1]
+    (tmp_path / "root" / "c_empty").mkdir()
+    with pytest.raises(DataError, match="class folder c_empty holds no image files"):
+        D.load_dataset(f"folder:{tmp_path / 'root'}")
+    _write(tmp_path / "mix" / "a" / "0.png", np.zeros((4, 4), np.uint8))  # grey, first of its class
+    _write(tmp_path / "mix" / "a" / "1.png", np.zeros((4, 4, 3), np.uint8))
+    assert D.load_dataset(f"folder:{tmp_path / 'mix'}", limit=1).images.shape[1] == 3
+    _write(tmp_path / "cats" / "loose.png", np.zeros((4, 4), np.uint8))
+    _write(tmp_path / "cats" / "cats" / "0.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="images directly and a sub-folder also named 'cats'"):
+        D.load_dataset(f"folder:{tmp_path / 'cats'}")
 
 
 def test_folder_flat_grey_and_colour_mix(tmp_path: Path) -> None:
@@ -543,3 +570,32 @@ def test_mnist_images_file_path_finds_the_labels_beside_it(tmp_path: Path) -> No
     ds = D.load_dataset(f"mnist-test:{tmp_path / 't10k-images-idx3-ubyte'}")
     assert ds.labels.tolist() == [9, 0, 4]
     np.testing.assert_array_equal(ds.images[:, 0].numpy(), imgs)
+
+
+def test_loader_details_found_by_the_session21_review(tmp_path: Path) -> None:
+    """A '²' file name was a raw ValueError in the numeric sort; macOS '._' members in an image zip failed the whole
+    load; a BVH with a byte-order mark or 'Frame  Time:' was refused; MNIST's dotted file names were not found;
+    PF-WILLOW's limit -1 dropped each category's last image."""
+    _write(tmp_path / "u" / "a" / "².png", np.zeros((4, 4), np.uint8))
+    _write(tmp_path / "u" / "a" / "3.png", np.zeros((4, 4), np.uint8))
+    assert D.load_dataset(f"folder:{tmp_path / 'u'}").ids == ["a/3.png", "a/².png"]
+    bvh = ("HIERARCHY\nROOT Hips\n{\n OFFSET 0 0 0\n CHANNELS 3 Zrotation Xrotation Yrotation\n End Site\n {\n"
+           "  OFFSET 0 1 0\n }\n}\nMOTION\nFrames: 1\nFrame  Time: 0.0333333\n0 0 0\n")
+    (tmp_path / "a.bvh").write_text("\ufeff" + bvh, encoding="utf-8")
+    assert D.load_bvh(tmp_path / "a.bvh").fps == pytest.approx(30.0, rel=1e-5)
+    mn = tmp_path / "mn"
+    mn.mkdir()
+    (mn / "t10k-images.idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 2, 2, 2) + bytes(8))
+    (mn / "t10k-labels.idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 2) + bytes([3, 4]))
+    assert D.load_dataset(f"mnist-test:{mn}").labels.tolist() == [3, 4]
+    assert D.load_dataset(f"mnist-test:{mn / 't10k-images.idx3-ubyte'}").labels.tolist() == [3, 4]
+    with pytest.raises(DataError, match="limit must be a positive integer"):
+        D.load_pfwillow(tmp_path, limit=-1)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((2, 2, 3), 9, np.uint8)).save(buf, format="JPEG")
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
+        for c in CIFAR:
+            zf.writestr(f"test/{c}/0000.jpg", buf.getvalue())
+            zf.writestr(f"test/{c}/._0000.jpg", b"\x00\x05\x16\x07 AppleDouble")
+        zf.writestr("__MACOSX/test/cat/._0000.jpg", b"junk")
+    assert len(D.load_dataset(f"cifar10-test:{tmp_path / 'c.zip'}")) == 10

@@ -278,7 +278,7 @@ def _cache_save(path: Path | None, arr: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 def _num_key(stem: str) -> tuple[int, int | str]:
     """Sort key: numeric stems by value (``0010`` after ``0002``), others by name, after numbers."""
-    return (0, int(stem)) if stem.isdigit() else (1, stem)
+    return (0, int(stem)) if stem.isascii() and stem.isdigit() else (1, stem)  # ('²'.isdigit(), but not int)
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -303,6 +303,8 @@ def _load_image_zip(path: Path, *, name: str, root: str, depth: int, ext: str, m
         for m in zf.namelist():
             parts = m.split("/")
             tops.add(parts[0])
+            if any(q.startswith(".") or q == "__MACOSX" for q in parts):  # macOS's ._ copies are no images
+                continue
             if len(parts) == depth + 2 and parts[0] == root and parts[-1].lower().endswith(ext):
                 members.append(("/".join(parts[1:-1]), parts[-1][: -len(ext)], m))
         if not members:
@@ -387,15 +389,19 @@ def _load_mnist(spec_path: Path | None, split: str, name: str, limit: int | None
     img_name, lab_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
     base = spec_path if spec_path is not None else data_root() / "mnist"
     if base.is_dir():
-        def pick(stem: str) -> Path:
-            for cand in (base / f"{stem}.gz", base / stem):
+        def pick(stem: str) -> Path:  # also the dotted names many copies use (train-images.idx3-ubyte)
+            dotted = stem.replace("-idx", ".idx")
+            for cand in (base / f"{stem}.gz", base / stem, base / f"{dotted}.gz", base / dotted):
                 if cand.is_file():
                     return cand
             return base / f"{stem}.gz"
         ip, lp = pick(img_name), pick(lab_name)
     else:
         ip = base
-        lp = base.with_name(base.name.replace("images-idx3", "labels-idx1"))
+        lp = base.with_name(base.name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1"))
+        if lp == ip:  # a name without either pattern pointed the labels at the images file itself
+            raise DataError(f"{ip}: cannot tell its labels file from the name (expected '...images-idx3...' or "
+                            "'...images.idx3...'); give the folder that holds both")
     images = read_idx(require_file(ip, "MNIST images file", _HINT))
     labels = read_idx(require_file(lp, "MNIST labels file", _HINT))
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -459,14 +465,33 @@ def _as_uint8(im: Any, mode: str, f: Path) -> np.ndarray:
         a = np.rint(a).astype(np.uint8)
         return a if mode == "L" else np.repeat(a[..., None], 3, -1)
     if im.mode in ("I", "F"):
-        raise DataError(f"{f} is a 32-bit {'float' if im.mode == 'F' else 'integer'} image with no fixed range; "
-                        "convert it to 8-bit (or 16-bit) first")
+        raise DataError(f"{f} is a 32-bit {'float' if im.mode == 'F' else 'integer'} image with no fixed range "
+                        "(Pillow also opens 16-bit PGM/PPM files so); convert it to 8-bit, or to 16-bit PNG or TIFF, "
+                        "first")
     return np.asarray(im.convert(mode))
 
 
+def _image_files(path: Path) -> list[Path]:
+    """Every image file under ``path``, following symbolic links to folders (rglob skipped them, and with them whole
+    classes) but never into a folder twice; hidden files and folders skipped."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link cycle, or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in _IMAGE_EXTS
+                and (Path(root) / n).is_file()]
+    return sorted(out)
+
+
 def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
-    """Your own images, ``folder:PATH``: every image file under PATH (hidden files and folders skipped), each
-    sub-folder a class (images directly in PATH form one class named after it), as torchvision's ImageFolder.
+    """Your own images, ``folder:PATH``: every image file under PATH (hidden files and folders skipped, linked
+    folders followed), each sub-folder of PATH a class holding every image below it (images directly in PATH form
+    one class named after it), as torchvision's ImageFolder; an empty class folder is an error, as there.
     Grey ("L") when every image is grey, else RGB; all must share one size (no silent resizing here: a method
     that needs another size says so and resizes itself). Not cached: a user's folder changes."""
     from PIL import Image, UnidentifiedImageError
@@ -476,19 +501,27 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
                         "directly inside)")
     if not path.is_dir():
         raise DataError(f"image folder not found: {path}")
-    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in _IMAGE_EXTS
-                   and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    files = _image_files(path)
     if not files:
         raise DataError(f"{path} holds no image files ({', '.join(_IMAGE_EXTS)})")
     top = path.resolve().name or "images"
 
-    def cls(f: Path) -> str:
-        rel = f.parent.relative_to(path).as_posix()
-        return top if rel == "." else rel
+    def cls(f: Path) -> str:  # the first folder under PATH, as ImageFolder (nested folders were classes of their own)
+        parts = f.relative_to(path).parts
+        return top if len(parts) == 1 else parts[0]
 
     classes = sorted({cls(f) for f in files})
+    subdirs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if any(len(f.relative_to(path).parts) == 1 for f in files) and top in subdirs:  # the two were merged
+        raise DataError(f"{path} holds images directly and a sub-folder also named '{top}': move the loose images "
+                        "into a class folder")
+    empty = [d for d in subdirs if d not in classes]
+    if empty:  # it was dropped and every later class's label shifted by one (torchvision refuses it too)
+        many = len(empty) > 1
+        raise DataError(f"{path}: class folder{'s' if many else ''} {', '.join(empty)} hold{'' if many else 's'} no "
+                        "image files; remove or fill them (each sub-folder is a class)")
     cidx = {c: i for i, c in enumerate(classes)}
-    files.sort(key=lambda f: (cidx[cls(f)], _num_key(f.stem), f.name))
+    files.sort(key=lambda f: (cidx[cls(f)], _num_key(f.stem), f.relative_to(path).as_posix()))
     labels = np.array([cidx[cls(f)] for f in files], dtype=np.int64)
     sel = balanced_prefix(labels, limit)
     chosen = [files[i] for i in sel.tolist()]
@@ -498,7 +531,8 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
 
     size: tuple[int, int] | None = None
     grey = True
-    for f in chosen:  # headers only: one size and the colour mode before decoding anything
+    for f in files:  # headers only, of every file (the chosen ones alone made `limit` change the channel count):
+        # one size and the colour mode before decoding anything
         try:
             with Image.open(f) as im:
                 here, grey = im.size, grey and im.mode in _GREY_MODES
@@ -576,6 +610,8 @@ def load_pfwillow(root: str | os.PathLike | None = None, *, categories: Iterable
     from PIL import Image
     from scipy.io.matlab import MatReadError
 
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive integer, got {limit!r}")
     base = Path(root).expanduser() if root is not None else data_root() / "pfwillow"
     if not base.is_dir():
         raise DataError(f"PF-WILLOW folder not found: {base}; {_HINT}")
@@ -588,7 +624,7 @@ def load_pfwillow(root: str | os.PathLike | None = None, *, categories: Iterable
         cats = want
     out: list[dict[str, Any]] = []
     for cat in cats:
-        pngs = sorted((base / cat).glob("*.png"))[:limit]
+        pngs = sorted((base / cat).glob("*.png"))[:limit]  # (limit checked above: -1 dropped each last image)
         for png in pngs:
             mat = require_file(png.with_suffix(".mat"), "PF-WILLOW keypoint file")
             try:
@@ -735,7 +771,7 @@ def load_bvh(path: str | os.PathLike, *, include_end_sites: bool = False) -> Mot
     ``<parent>_End``, no channels) after their parent, in file order."""
     p = require_file(path, "BVH file", _HINT)
     try:
-        text = p.read_text(encoding="utf-8", errors="strict")
+        text = p.read_text(encoding="utf-8-sig", errors="strict")  # (a byte-order mark read as "not a BVH")
     except (UnicodeDecodeError, OSError) as e:
         raise DataError(f"{p} is not a readable BVH text file: {e}") from None
     head, sep, body = text.partition("MOTION")
@@ -815,7 +851,7 @@ def load_bvh(path: str | os.PathLike, *, include_end_sites: bool = False) -> Mot
     if stack or pending is not None or not names:
         raise bad("unbalanced braces or no joints")
 
-    m = re.match(r"\s*Frames:\s*(\d+)\s*Frame Time:\s*([0-9.eE+-]+)\s*", body)
+    m = re.match(r"\s*Frames:\s*(\d+)\s*Frame\s+Time:\s*([0-9.eE+-]+)\s*", body)
     if not m:
         raise DataError(f"malformed BVH motion header in {p}: expected 'Frames: N' and 'Frame Time: T'")
     n_frames, frame_time = int(m.group(1)), float(m.group(2))
