@@ -56,6 +56,23 @@ def test_images_that_span_more_than_data_range_are_refused():
                 f(a, b, data_range=rng)
         assert torch.isfinite(f(2 * x - 1, 2 * y - 1, data_range=2.0)).all()
         assert torch.isfinite(f(x * 1.005, y, data_range=1.0)).all()
+        assert torch.isfinite(f(x + 0.1 * torch.randn_like(x), x, data_range=1.0)).all()  # one may overshoot
+
+
+def test_ssim_filters_without_tf32_and_leaves_the_other_cudnn_flags(monkeypatch):
+    """On CUDA, float32 convolutions may run in TF32 (on by default here), which moved SSIM by up to 0.014; the filter
+    turns it off for itself only (cudnn.flags() also reset the caller's deterministic setting)."""
+    import torch.nn.functional as F
+
+    seen = []
+    real = F.conv2d
+    monkeypatch.setattr(M.F, "conv2d", lambda *a, **k: (seen.append(torch.backends.cudnn.allow_tf32), real(*a, **k))[1])
+    c = torch.backends.cudnn
+    monkeypatch.setattr(c, "allow_tf32", True)
+    monkeypatch.setattr(c, "deterministic", True)
+    x, y = _noisy_pair()
+    M.ssim(x, y)
+    assert seen and not any(seen) and c.allow_tf32 and c.deterministic
 
 
 def test_ssim_grayscale_float32_and_grad():

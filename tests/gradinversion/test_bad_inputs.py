@@ -242,6 +242,35 @@ def test_the_classifier_is_the_linear_that_returns_the_logits_and_unused_weights
     assert labels.tolist() == [3]
 
 
+class _Outputs(nn.Module):
+    """A classifier `fc` whose logits come back as ``kind``; an auxiliary head of the same width runs after it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 5)
+        self.aux = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor):
+        h = self.body(x)
+        out, _ = self.fc(h), self.aux(h)
+        if self.kind == "view":
+            return out.view(-1, 5)
+        if self.kind == "tuple":
+            return out, h
+        return {"logits": out, "features": h}
+
+
+@pytest.mark.parametrize("kind", ["view", "tuple", "dict"])
+def test_the_classifier_is_found_through_a_view_a_tuple_or_a_dict(kind):
+    """The review of session 21's own fix: a tuple or dict output was refused, and through .view() the auxiliary head
+    of the same width (run after it) was taken."""
+    from tenfold.gradinversion.attack import classifier_name
+
+    assert classifier_name(_Outputs(kind).eval(), (3, 6, 6)) == "fc"
+
+
 def test_audit_refuses_a_global_defence_and_a_batch_the_data_cannot_fill_before_any_attack(tmp_path, monkeypatch):
     """--set noise_sigma=0.5 was ignored by every row but recorded as the run's defence; --batch-sizes 1 600 on 500
     images ran all of B = 1 and then failed (and a resume could not drop the size)."""

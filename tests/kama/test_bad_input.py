@@ -199,3 +199,12 @@ def test_a_landmark_override_takes_integer_vertex_ids_only(tmp_path, value):
     bad.write_text(json.dumps({"nose": value}))
     with pytest.raises(DataError, match="expected {name: vertex id}"):
         load_landmark_override(bad)
+
+
+@pytest.mark.parametrize("w", [float("nan"), -1.0, float("inf")])
+def test_the_refinement_anchor_weight_is_checked_by_the_api(model32, two_bodies, w):
+    """fit(w_anchor=nan) rejected every LM step and returned the analytic answer without a word; -1 was a raw complex
+    jacfwd error (LM) or ignored (L-BFGS)."""
+    for method in ("lm", "lbfgs"):
+        with pytest.raises(ConfigError, match="w_anchor must be finite and >= 0"):
+            fit(model32, two_bodies, refine_iters=2, refine_method=method, w_anchor=w)

@@ -9,7 +9,6 @@ with ``torch.load(weights_only=True)``; SMPL-layout ``.pkl`` files go through
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -17,6 +16,7 @@ import os
 import pickle
 import tempfile
 import uuid
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,8 +284,9 @@ def _unflatten(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 
 
 def _digest(blob: bytes) -> str:
-    """A checksum of a checkpoint's tensor file (BLAKE2b, 128 bits; hashing runs at about 1 GB/s)."""
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+    """A checksum of a checkpoint's tensor file: CRC-32, which finds damage (not tampering) at about 4 GB/s (BLAKE2b
+    doubled a resume's load time)."""
+    return f"crc32:{zlib.crc32(blob):08x}"
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], *, method: str,
@@ -352,7 +353,7 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
                                      "different saves")
     # damaged tensor bytes under an intact header read back as other numbers (a resume trained on from them) or
     # as a raw error from whatever consumed them (the RNG state): checked against the digest taken at save time
-    if header.get("digest") and _digest(raw) != header["digest"]:
+    if str(header.get("digest", "")).startswith("crc32:") and _digest(raw) != header["digest"]:
         raise CorruptCheckpointError(f"corrupt checkpoint {tpath}: its bytes differ from the ones saved (digest "
                                      "mismatch)")
     if str(map_location) != "cpu":

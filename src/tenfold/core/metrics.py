@@ -78,10 +78,11 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def _check_span(x: torch.Tensor, y: torch.Tensor, data_range: float) -> None:
-    """Refuse images whose values span more than ``data_range`` (1 % slack): uint8 or [-1, 1] images scored with the
-    default range 1 read 48 dB low or 6 dB high in PSNR, and SSIM moved silently (its constants scale with it)."""
+    """Refuse images that both span more than ``data_range`` (1 % slack): uint8 or [-1, 1] images scored with the
+    default range 1 read 48 dB low or 6 dB high in PSNR, and SSIM moved silently (its constants scale with it). One
+    image inside the range passes: an unclamped prediction may overshoot its reference's range."""
     with torch.no_grad():
-        span = max(float(x.max() - x.min()), float(y.max() - y.min())) if x.numel() else 0.0
+        span = min(float(x.max() - x.min()), float(y.max() - y.min())) if x.numel() else 0.0
     if span > 1.01 * data_range:
         raise InputError(f"the images span {span:.4g} but data_range is {data_range:g}; pass data_range (e.g. 255 "
                          "for 0-255 images, 2 for [-1, 1]) or rescale them")
@@ -122,8 +123,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     def filt(z: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid region only
         # never in TF32 (on by default for CUDA convolutions in this torch): its 10-bit mantissa, amplified by the
         # variance subtraction below, moved SSIM by up to 0.014 on float32 GPU images (emulated on the CPU)
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        # (only that flag: cudnn.flags() would also reset the caller's deterministic and benchmark settings)
+        prev = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
             return F.conv2d(F.conv2d(z, kh, groups=C), kw, groups=C)
+        finally:
+            torch.backends.cudnn.allow_tf32 = prev
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = filt(x), filt(y)

@@ -80,14 +80,36 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int] | None = None) 
     finally:
         for h in hooks:
             h.remove()
-    for n, o in reversed(ran):  # the Linear that returned the logits, else the last one run with as many outputs
-        if o is out:
+    logits = _logits_of(out)
+    if logits is None:
+        raise ConfigError(f"the model returns a {type(out).__name__} in which no logits tensor can be told (a tensor, "
+                          "the first of a tuple, or a dict's 'logits'); label restoration needs the classifier")
+    for n, o in reversed(ran):  # the Linear whose output is the logits: the same tensor, else the same values
+        if o is logits:
             return n
     for n, o in reversed(ran):
-        if isinstance(out, torch.Tensor) and o.shape[-1:] == out.shape[-1:]:
+        if o.numel() == logits.numel() and torch.equal(o.reshape(-1), logits.reshape(-1)):
             return n
-    raise ConfigError("no nn.Linear layer of the model produces its logits; label restoration needs the classifier's "
-                      "weight gradient")
+    same = [n for n, o in ran if o.shape[-1:] == logits.shape[-1:]]
+    if len(set(same)) == 1:  # one Linear with as many outputs as there are classes
+        return same[0]
+    raise ConfigError(f"cannot tell which nn.Linear layer gives the logits (candidates: {', '.join(same) or 'none'}); "
+                      "label restoration needs the classifier's weight gradient")
+
+
+def _logits_of(out: Any) -> torch.Tensor | None:
+    """The logits in a model's output: the tensor itself, a tuple's or list's first tensor, or a dict's 'logits' (or
+    its only tensor)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        ts = [v for v in out.values() if isinstance(v, torch.Tensor)]
+        return ts[0] if len(ts) == 1 else None
+    return None
 
 
 def fc_layer(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, nn.Linear]:

@@ -422,6 +422,8 @@ def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, 
     answer; until session 21 that was a zero-mean floor w_pose = 1e-4, which pulled every joint towards the rest
     pose: on clean keypoints of exactly fitted bodies it turned shoulders and elbows 9-15 degrees off."""
     X, c = check_keypoints(keypoints, confidence)
+    if not (math.isfinite(w_anchor) and w_anchor >= 0):  # NaN rejected every step, a negative one was complex
+        raise ConfigError(f"w_anchor must be finite and >= 0, got {w_anchor}")
     dt = model.v_template.dtype
     args = (KeypointRegressor(model), matrix_to_axis_angle(rot.to(dt)), betas.to(dt), transl.to(dt), X.to(dt),
             c.to(dt))
