@@ -92,3 +92,25 @@ def test_values_keep_their_equals_signs_and_keys_take_dashes():
         batch_size: int = 8
 
     assert apply_overrides(Run(), ["data=folder:/tmp/a=b", "batch-size=4"]) == Run("folder:/tmp/a=b", 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Strs:
+    data: str = "x"
+    scale: float = 1.0
+
+
+def test_config_round_trips_nan_and_takes_values_that_start_with_a_dash(tmp_path):
+    """A NaN float was saved as null and the config.json could not be read back (so --resume failed); a null str read
+    as the text 'None'; `--set data=-x` was taken for a flag ("missing value")."""
+    import json
+    import math
+
+    cfg = apply_overrides(_Strs(), ["scale=nan", "data=-x"])
+    assert math.isnan(cfg.scale) and cfg.data == "-x"
+    save_config(cfg, tmp_path)
+    back = load_config(_Strs, tmp_path / "config.json")
+    assert math.isnan(back.scale) and back.data == "-x"
+    (tmp_path / "bad.json").write_text(json.dumps({"config": {"data": None}}))
+    with pytest.raises(ConfigError, match="'data' is null"):
+        load_config(_Strs, tmp_path / "bad.json")

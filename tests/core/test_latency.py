@@ -292,3 +292,34 @@ def test_build_shuffled_order_visits_every_point_once_and_cpu_clock():
         L.build(axes, f, order="random")
     with pytest.raises(InputError, match="clock"):
         L.build(axes, f, clock="gpu")
+
+
+def test_latency_review_of_session21():
+    """A transposed or ragged value list loaded scrambled (flattened, then reshaped); unsorted axes failed only after
+    the whole sweep; no_grad=False switched gradients on; build_vit_lut moved the global RNG and recorded the
+    caller's thread count instead of the one it timed with."""
+    d = {"format": L.TABLE_FORMAT, "version": L.TABLE_VERSION, "axes": {"a": [0, 1, 2], "b": [0, 1]},
+         "values": [[1, 2, 3], [4, 5, 6]]}
+    with pytest.raises(DataError, match=r"values must have shape \(3, 2\)"):
+        L.LatencyTable.from_dict(d)
+    with pytest.raises(DataError, match="malformed"):
+        L.LatencyTable.from_dict({**d, "values": [[1, 2], [3], [4, 5]]})
+    assert L.LatencyTable.from_dict({**d, "values": [[1, 2], [3, None], [5, 6]]})(a=0, b=1) == 2.0
+    calls = []
+    with pytest.raises(InputError, match="strictly increasing"):
+        L.build({"a": [3, 2, 1]}, lambda a: calls.append(a) or 1.0)
+    assert calls == []
+    seen = []
+    with torch.no_grad():
+        L.measure_latency(lambda: seen.append(torch.is_grad_enabled()), warmup=0, repeats=1, no_grad=False)
+    assert seen == [False]
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        t = L.build_vit_lut("cpu", {"embed": [8], "heads": [1], "qk": [4], "v": [4], "mlp": [8]}, batch=1, tokens=2,
+                            warmup=0, repeats=1)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(state, torch.get_rng_state()) and t.metadata["threads"] == 1

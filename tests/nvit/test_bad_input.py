@@ -161,6 +161,8 @@ def test_models_with_nan_weights_are_refused_on_load(tmp_path):
     ("eta", float("nan"), "eta must be a finite number >= 0"),  # NaN scores: an arbitrary pruning order
     ("kd_coef", float("nan"), "kd_coef must be a finite number >= 0"),  # NaN > 0 is false: KD silently off
     ("ce_coef", -1.0, "ce_coef must be a finite number >= 0"),
+    ("scale_emb", 0.0, "scale_emb must be a finite number > 0"),  # zeroed EMB's importance: pruned first
+    ("scale_qk", float("nan"), "scale_qk must be a finite number > 0"),
 ])
 def test_config_refuses_values_that_would_run_silently_wrong(key, value, match):
     """Checked when the config is made, so every verb (and a saved config) gets them; kd_temperature 0 and

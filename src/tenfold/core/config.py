@@ -107,7 +107,9 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any] | Sequence[str]) -> C:
             vals = [str(x) for x in v]
         else:
             vals = [str(v)]
-        args += [f"--{k}", *vals]
+        # one value as --key=value: a value starting with '-' (data=-x) was read as a flag ("missing value")
+        args += [f"--{k}={vals[0]}"] if len(vals) == 1 and typing.get_origin(hints.get(k)) not in (tuple, list) \
+            else [f"--{k}", *vals]
     buf = io.StringIO()
     try:
         with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
@@ -144,7 +146,14 @@ def load_config(cls: type[C], path: str | Path) -> C:
     unknown = [k for k in data if k not in valid]
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s) {', '.join(unknown)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        if v is None:  # save_config writes NaN as null (JSON has no NaN): a NaN float reloads, anything else is refused
+            if hints.get(k) is not float:  # (null in a str field read as the text 'None')
+                raise ConfigError(f"{path}: '{k}' is null")
+            v = float("nan")
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
     try:
         return apply_overrides(cls(), kwargs)
     except ConfigError as e:

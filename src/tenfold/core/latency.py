@@ -14,6 +14,7 @@ count they were measured with: a table from another machine predicts nothing abo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -139,7 +140,7 @@ def measure_latency(fn: Callable[..., Any] | torch.nn.Module, inputs: Any = (), 
         if threads is not None:
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
-        with torch.no_grad() if no_grad else torch.enable_grad():
+        with torch.no_grad() if no_grad else contextlib.nullcontext():  # False: the caller's grad mode, as it is
             for _ in range(warmup):
                 fn(*args, **kwargs)
             _synchronize(dev)
@@ -209,7 +210,7 @@ def measure_ratio(ref: Callable[..., Any] | torch.nn.Module, fn: Callable[..., A
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        with torch.no_grad() if no_grad else torch.enable_grad():
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
             for _ in range(warmup):
                 ref(*args, **kwargs)
                 fn(*args, **kwargs)
@@ -383,8 +384,10 @@ class LatencyTable:
             raise DataError(f"{where} has latency-table version {d.get('version')}; this tenfold reads {TABLE_VERSION}")
         try:
             shape = tuple(len(g) for g in d["axes"].values())
-            flat = [np.nan if v is None else v for v in _flat(d["values"])]
-            vals = np.array(flat, dtype=np.float64).reshape(shape)
+            nested = np.array(_nan_for_none(d["values"]), dtype=np.float64)  # ragged lists fail here
+            if nested.shape != shape:  # (flattened and reshaped, a transposed table loaded scrambled)
+                raise ValueError(f"values must have shape {shape} (the axes' lengths), got {nested.shape}")
+            vals = nested
             return cls(d["axes"], vals, metadata=d.get("metadata") or {},
                        outside=d.get("outside", "clamp"), unit=d.get("unit", "s"))
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
@@ -395,10 +398,11 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else float(x)
 
 
-def _flat(nested: Any) -> list[Any]:
+def _nan_for_none(nested: Any) -> Any:
+    """The nested value lists of a saved table with its nulls (NaN entries in JSON) back as NaN."""
     if isinstance(nested, list):
-        return [v for item in nested for v in _flat(item)]
-    return [nested]
+        return [_nan_for_none(item) for item in nested]
+    return np.nan if nested is None else nested
 
 
 def build(axes: Mapping[str, Sequence[float]], measure_fn: Callable[..., Any], *,
@@ -425,6 +429,7 @@ def build(axes: Mapping[str, Sequence[float]], measure_fn: Callable[..., Any], *
     if not names or any(len(g) == 0 for g in grids):
         raise InputError("build needs at least one axis, each with at least one grid value")
     shape = tuple(len(g) for g in grids)
+    LatencyTable(axes, np.zeros(shape), outside=outside)  # the axes checked before the sweep, not after it
     vals = np.full(shape, np.nan)
     points = list(itertools.product(*[range(len(g)) for g in grids]))
     if order == "shuffled":
@@ -504,11 +509,13 @@ def build_vit_lut(device: str | torch.device = "cpu", grid: Mapping[str, Sequenc
     gen = torch.Generator().manual_seed(0)
 
     def measure(embed: float, heads: float, qk: float, v: float, mlp: float) -> LatencyResult:
-        blk = Block(int(embed), int(heads), int(mlp), qk_dim=int(qk), v_dim=int(v)).to(dev, dtype).eval()
+        with torch.random.fork_rng(devices=[]):  # the block's init leaves the global RNG as it was
+            blk = Block(int(embed), int(heads), int(mlp), qk_dim=int(qk), v_dim=int(v)).to(dev, dtype).eval()
         x = torch.randn(batch, tokens, int(embed), generator=gen).to(dev, dtype)
         return measure_latency(blk, (x,), warmup=warmup, repeats=repeats, threads=threads, device=dev)
 
     meta = {"kind": "vit-block", "batch": batch, "tokens": tokens, "dtype": str(dtype).replace("torch.", ""),
-            "warmup": warmup, "repeats": repeats}
+            "warmup": warmup, "repeats": repeats,
+            "threads": threads if threads is not None else torch.get_num_threads()}  # what it timed with
     return build({n: list(grid[n]) for n in names}, measure, metadata=meta, device=dev, progress=progress,
                  order=order, clock=clock)

@@ -108,9 +108,10 @@ def sde_sample(eps_fn: EpsFn, sde: SDE, z1: torch.Tensor, *, steps: int = 200, o
     """Ancestral sampling of the reverse SDE on a uniform grid from 1 to ``ode_eps``: each step draws z_s from
     q(z_s | z_t, z_0 = x0_hat), the Gaussian posterior of the forward process with the network's denoised
     x0_hat = (z_t - sigma_t eps_hat) / m_t: each transition is exact given x0_hat, for both SDEs and any
-    step (DDPM's sampler in continuous time); first order in the step, since x0_hat stands for a whole posterior. The last step takes the posterior mean.
-    (z, NFE). Euler-Maruyama, used until session 21, blew up on the geometric VPSDE, whose beta(1) ~ 1e4 makes
-    beta dt ~ 50 on a 200-step grid: the exact N(0, I) score gave samples of std 3.7."""
+    step (DDPM's sampler in continuous time); first order in the step, since x0_hat stands for a whole posterior.
+    The last step takes the posterior mean. (z, NFE). Euler-Maruyama, used until session 21, blew up on the
+    geometric VPSDE, whose beta(1) ~ 1e4 makes beta dt ~ 50 on a 200-step grid: the exact N(0, I) score gave
+    samples of std 3.7."""
     ts = torch.linspace(1.0, ode_eps, steps + 1, dtype=torch.float64, device="cpu")
     z = z1
     for i in range(steps):

@@ -109,7 +109,8 @@ class Config:
             v = getattr(self, name)  # a temperature of 0 divided the logits by 0: a NaN loss blamed on prune_lr
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
-        for name in ("mlp_ratio",):  # 0 built a ViT without MLPs and pruned it without a word
+        for name in ("mlp_ratio", "scale_emb", "scale_head", "scale_qk", "scale_v", "scale_mlp"):  # mlp_ratio 0 built a
+            # ViT without MLPs; a scale of 0 or NaN zeroed a structure's importance, so it was pruned first
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v}")
