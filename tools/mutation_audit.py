@@ -1309,6 +1309,19 @@ MUTANTS: list[M] = [
       "    if fd_samples == 1:",
       "    if False:",
       ("tests/lsgm/test_lsgm_model.py",), k="grad_clip"),
+    M("r11-C5", "src/tenfold/core/latency.py",
+      "            vals = np.array(_nan_for_none(d[\"values\"]), dtype=np.float64)",
+      "            vals = np.array(_nan_for_none(d[\"values\"]), dtype=np.float64).reshape(\n"
+      "                tuple(len(g) for g in d[\"axes\"].values()))",
+      CORE_LATENCY, k="review_of_session21"),
+    M("r11-C6", "src/tenfold/core/config.py",
+      "            v = float(\"nan\")",
+      "            v = None",
+      CORE_CONFIG, k="round_trips_nan"),
+    M("r11-C7", "src/tenfold/core/latency.py",
+      "        with torch.random.fork_rng(devices=[]):  # the block's init leaves the global RNG as it was",
+      "        with contextlib.nullcontext():",
+      CORE_LATENCY, k="review_of_session21"),
 ]
 
 

@@ -383,11 +383,9 @@ class LatencyTable:
         if d.get("version") != TABLE_VERSION:
             raise DataError(f"{where} has latency-table version {d.get('version')}; this tenfold reads {TABLE_VERSION}")
         try:
-            shape = tuple(len(g) for g in d["axes"].values())
-            nested = np.array(_nan_for_none(d["values"]), dtype=np.float64)  # ragged lists fail here
-            if nested.shape != shape:  # (flattened and reshaped, a transposed table loaded scrambled)
-                raise ValueError(f"values must have shape {shape} (the axes' lengths), got {nested.shape}")
-            vals = nested
+            # kept nested: the constructor checks the shape (flattened and reshaped, a transposed table loaded
+            # scrambled) and numpy refuses a ragged list
+            vals = np.array(_nan_for_none(d["values"]), dtype=np.float64)
             return cls(d["axes"], vals, metadata=d.get("metadata") or {},
                        outside=d.get("outside", "clamp"), unit=d.get("unit", "s"))
         except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
