@@ -322,3 +322,27 @@ def _cifar_state(name: str) -> dict:
     from tenfold.core.models import build_model
 
     return build_model(name).state_dict()
+
+
+def test_fedavg_and_defences_review_of_session21(tmp_path, monkeypatch):
+    """A diverged FedAvg client (or local_lr <= 0, gradient ascent) reached the leak file and was blamed on the user's
+    input later; pruning took int(0.29 * 100) = 28 entries and zeroed every entry tied with the threshold; a noise
+    that overflows float32 went through; audit rows whose values print alike shared one name."""
+    from tenfold.gradinversion import verbs
+    from tenfold.gradinversion.attack import apply_defences
+
+    net, x, y = _tiny_net(), torch.rand(2, 3, 6, 6), torch.tensor([0, 1])
+    with pytest.raises(ConfigError, match="local_lr must be a finite number > 0"):
+        simulate_client(net, x, y, update="fedavg", local_steps=2, local_lr=-1.0)
+    with pytest.raises(InputError, match="local SGD steps at local_lr 1e\\+30 diverged"):
+        simulate_client(net, x, y, update="fedavg", local_steps=3, local_lr=1e30)
+    g = torch.arange(1.0, 101.0)
+    assert int((apply_defences([g], prune_ratio=0.29)[0] == 0).sum()) == 29
+    ties = torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    assert int((apply_defences([ties], prune_ratio=0.2)[0] == 0).sum()) == 2
+    with pytest.raises(ConfigError, match="overflows"):
+        apply_defences([torch.ones(3)], noise_sigma=1e39)
+    monkeypatch.setattr(verbs, "run_attack", _no_attack)
+    with pytest.raises(ConfigError, match="print alike: noise 0.1"):
+        verbs.audit(PRESETS["smoke"], tmp_path, batch_sizes=(1,), noise_sigmas=(0.1, 0.1000001), data="cifar10-mini",
+                    iterations=1)

@@ -222,10 +222,16 @@ def simulate_client(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: st
     if lo < -PIXEL_TOLERANCE or hi > 1 + PIXEL_TOLERANCE:  # 0..255 images used to be taken as they were
         raise InputError(f"x must hold pixel values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
                          + ("; divide 0-255 images by 255" if hi > 1.5 else ""))
+    if update == "fedavg" and not (math.isfinite(local_lr) and local_lr > 0):  # -1 was gradient ascent, silently
+        raise ConfigError(f"local_lr must be a finite number > 0, got {local_lr}")
     f = _Functional(model, mode, dtype=x.dtype, device=x.device)
     _check_labels(y, f, x[:2], "y")
     with torch.enable_grad():
         out = f.update(x, y.to(x.device).long(), update, local_steps, local_lr, create_graph=False)  # labels follow x
+    if not all(bool(torch.isfinite(g).all()) for g in out):  # (it was blamed on the user's input, later)
+        raise InputError("the client's update is not finite: " + (
+            f"its {local_steps} local SGD steps at local_lr {local_lr:g} diverged; lower them" if update == "fedavg"
+            else "the model's loss or gradient overflowed on this batch"))
     return [g.detach() for g in out]
 
 
@@ -276,12 +282,17 @@ def apply_defences(grads: Sequence[torch.Tensor], noise_sigma: float = 0.0, prun
     for g in grads:
         g = g.detach().clone()
         if prune_ratio > 0 and g.numel() > 1:
-            k = int(prune_ratio * g.numel())
+            # round, not int(): 0.29 * 100 is 28.999..., which pruned 28; exactly k entries, ties broken by position
+            # (a threshold zeroed every entry tied with the k-th)
+            k = min(round(prune_ratio * g.numel()), g.numel() - 1)
             if k > 0:
-                thr = g.abs().flatten().kthvalue(k).values
-                g = torch.where(g.abs() > thr, g, torch.zeros_like(g))
+                flat = g.flatten()
+                idx = torch.argsort(flat.abs(), stable=True)[:k]
+                g = flat.index_fill(0, idx, 0.0).view_as(g)
         if noise_sigma > 0:
             g = g + noise_sigma * torch.randn(g.shape, generator=gen, dtype=g.dtype, device="cpu").to(g.device)
+            if not bool(torch.isfinite(g).all()):  # sigma 1e39 overflowed float32 to inf
+                raise ConfigError(f"noise_sigma {noise_sigma:g} overflows the gradient's {g.dtype}")
         out.append(g)
     return out
 
@@ -733,7 +744,12 @@ class GradInversion:
             if it in snap:
                 snapshots[it] = self._output(X.detach(), to01)
             if not math.isfinite(row["grad"]):
-                raise InputError(f"the gradient loss became non-finite at iteration {it}; lower lr or check the target")
+                why = (f"; with update=fedavg the client's {self.local_steps} local steps at local_lr "
+                       f"{self.local_lr:g} are replayed on the current images, and that replay diverges on an "
+                       "eval-mode client for large local_lr x local_steps (a train-mode client, or fewer or smaller "
+                       "steps, stays finite)" if self.update == "fedavg" else "")
+                raise InputError(f"the gradient loss became non-finite at iteration {it}; lower lr or check the "
+                                 f"target{why}")
             if checkpointer is not None and ckpt_every > 0 and it % ckpt_every == 0 and it < self.iterations:
                 state: dict[str, Any] = {"X": X.detach().cpu(), "optimizer": opt.state_dict(),
                                          "scheduler": sched.state_dict(), "generator": gen.get_state(),

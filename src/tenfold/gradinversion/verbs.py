@@ -550,6 +550,11 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     run_dir = Path(run_dir)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    names = [d[0] for d in defences]
+    if len(set(names)) != len(names):  # 0.1 and 0.1000001 made two rows both named "noise 0.1" (one key on resume)
+        alike = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
+                          "first 6 significant digits")
     if cfg.noise_sigma or cfg.prune_ratio:  # each row sets its own; the run recorded the ignored values
         raise ConfigError("audit sets the defences row by row (--noise-sigmas, --prune-ratios); drop --set "
                           f"noise_sigma={cfg.noise_sigma:g} / prune_ratio={cfg.prune_ratio:g}, which it would ignore")
@@ -605,14 +610,16 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
                 fh.write(json.dumps(rows[-1]) + "\n")
             print(f"B={B} {name:<12} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} labels {rows[-1]['label_accuracy']:.2f}")
     nan = float("nan")  # rows of older runs lack the later columns
-    lines = ["batch_size,defence,psnr,ssim,label_accuracy,psnr_dataset_mean_colour,psnr_own_mean_colour,"
-             "grad_distance_truth,grad_distance_output"] + \
-        [f"{r['batch_size']},{r['defence']},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f},"
+    lines = ["batch_size,defence,noise_sigma,prune_ratio,unique_labels,psnr,ssim,label_accuracy,"
+             "psnr_dataset_mean_colour,psnr_own_mean_colour,grad_distance_truth,grad_distance_output"] + \
+        [f"{r['batch_size']},{r['defence']},{r.get('noise_sigma', nan):g},{r.get('prune_ratio', nan):g},"
+         f"{r.get('unique_labels', '')},{r['psnr']:.3f},{r['ssim']:.4f},{r['label_accuracy']:.3f},"
          f"{r.get('psnr_dataset_mean_colour', nan):.3f},{r.get('psnr_own_mean_colour', nan):.3f},"
          f"{r.get('grad_distance_truth', nan):.4g},{r.get('grad_distance_output', nan):.4g}"
          for r in rows]
     (run_dir / "audit.csv").write_text("\n".join(lines) + "\n")
-    write_json(run_dir / "audit.json", {"rows": rows, "threat_model": cfg.threat_model()})
+    tm = {**cfg.threat_model(), "defences": "per row: each row's noise_sigma and prune_ratio"}  # (it read 0, 0)
+    write_json(run_dir / "audit.json", {"rows": rows, "threat_model": tm})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     names = [d[0] for d in defences]
     for B in batch_sizes:
@@ -638,4 +645,4 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
             for k in ("psnr_dataset_mean_colour", "psnr_own_mean_colour") if k in r}
     return {"rows": len(rows), **undefended, **refs, "lowest_psnr": worst["psnr"],
             "lowest_psnr_defence": worst["defence"],
-            "threat_model": cfg.threat_model()}
+            "threat_model": tm}
