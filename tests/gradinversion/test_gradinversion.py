@@ -1206,8 +1206,8 @@ def test_audit_resumes_inside_a_batch_size_and_applies_each_rows_defence(tmp_pat
     (tmp_path / "full").mkdir()
     verbs.audit(cfg, tmp_path / "full", **kw)
     full = json.loads((tmp_path / "full" / "audit.json").read_text())
-    assert full["threat_model"] == cfg.threat_model() and [r["defence"] for r in full["rows"]] == [
-        "none", "noise 10", "prune 0.9"]
+    per_row = {**cfg.threat_model(), "defences": "per row: each row's noise_sigma and prune_ratio"}
+    assert full["threat_model"] == per_row and [r["defence"] for r in full["rows"]] == ["none", "noise 10", "prune 0.9"]
     (c0, clean), (c1, noisy), (c2, pruned) = seen
     assert (c0.noise_sigma, c0.prune_ratio, c1.noise_sigma, c2.prune_ratio) == (0.0, 0.0, 10.0, 0.9)
     diff = torch.cat([(n - g).flatten() for n, g in zip(noisy, clean)])

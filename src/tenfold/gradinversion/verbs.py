@@ -550,11 +550,6 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     run_dir = Path(run_dir)
     defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
                [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
-    names = [d[0] for d in defences]
-    if len(set(names)) != len(names):  # 0.1 and 0.1000001 made two rows both named "noise 0.1" (one key on resume)
-        alike = sorted({n for n in names if names.count(n) > 1})
-        raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
-                          "first 6 significant digits")
     if cfg.noise_sigma or cfg.prune_ratio:  # each row sets its own; the run recorded the ignored values
         raise ConfigError("audit sets the defences row by row (--noise-sigmas, --prune-ratios); drop --set "
                           f"noise_sigma={cfg.noise_sigma:g} / prune_ratio={cfg.prune_ratio:g}, which it would ignore")
@@ -569,6 +564,11 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         if repeated:
             raise ConfigError(f"{flag} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each "
                               f"value once")
+    names = [d[0] for d in defences]
+    if len(set(names)) != len(names):  # 0.1 and 0.1000001 made two rows both named "noise 0.1" (one key on resume)
+        alike = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
+                          "first 6 significant digits")
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     dev = next(net.parameters()).device
     _, xs, ys = _dataset_tensors(data, net, model)
