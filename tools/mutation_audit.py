@@ -1322,6 +1322,14 @@ MUTANTS: list[M] = [
       "        with torch.random.fork_rng(devices=[]):  # the block's init leaves the global RNG as it was",
       "        with contextlib.nullcontext():",
       CORE_LATENCY, k="review_of_session21"),
+    M("r11-L2", "src/tenfold/lsgm/vae.py",
+      "            mu = mu + coef[:, 0 if c == 1 else 1] * out[0]",
+      "            mu = mu + coef[:, 1 if c == 1 else 0] * out[0]",
+      ("tests/lsgm/test_lsgm_math.py",), k="draws_follow"),
+    M("r11-L3", "src/tenfold/lsgm/train.py",
+      "            torch.manual_seed(0)\n        for i in range(0, len(x), batch):",
+      "            pass\n        for i in range(0, len(x), batch):",
+      ("tests/lsgm/test_lsgm_math.py",), k="channel_kl_is_deterministic"),
 ]
 
 

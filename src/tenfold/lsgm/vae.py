@@ -88,9 +88,45 @@ def dlogistic_mixture_log_prob(params: torch.Tensor, x: torch.Tensor, num_levels
     return torch.logsumexp(log_p, 1).flatten(1).sum(1)
 
 
+def dlogistic_mixture_sample(params: torch.Tensor, channels: int, num_mix: int = 10, num_levels: int = 256,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """A draw from the discretised logistic mixture of :func:`dlogistic_mixture_log_prob`, on its K-level grid in
+    [-1, 1]: a component per pixel (Gumbel-max on the mixture logits), then R, G, B in turn, each from its logistic
+    with the coupling applied to the channels already drawn, clipped into the edge bins and binned, so every value
+    has exactly the probability the likelihood gives it. (B, M(1+3C), H, W) -> (B, C, H, W). (Until session 21 the
+    colour decoder's "draws" were :func:`dlogistic_mixture_mean`.)"""
+    B, _, H, W = params.shape
+    M, C = num_mix, channels
+
+    def uniform(shape: tuple[int, ...]) -> torch.Tensor:
+        u = torch.rand(shape, generator=generator, dtype=params.dtype,
+                       device=generator.device if generator is not None else params.device)
+        return u.to(params.device).clamp(1e-6, 1 - 1e-6)
+
+    gumbel = -torch.log(-torch.log(uniform((B, M, H, W))))
+    k = (params[:, :M] + gumbel).argmax(1, keepdim=True)  # (B, 1, H, W)
+    rest = params[:, M:].reshape(B, M, -1, H, W)
+    pick = torch.gather(rest, 1, k[:, :, None].expand(B, 1, rest.shape[2], H, W))[:, 0]  # (B, 2C(+3), H, W)
+    means, log_s = pick[:, :C], pick[:, C:2 * C].clamp(min=-7.0)
+    coef = torch.tanh(pick[:, 2 * C:]) if C == 3 else None
+    noise = uniform((B, C, H, W))
+    noise = torch.log(noise) - torch.log1p(-noise)  # standard logistic
+    levels = num_levels - 1
+    out: list[torch.Tensor] = []
+    for c in range(C):
+        mu = means[:, c]
+        if c >= 1 and coef is not None:
+            mu = mu + coef[:, 0 if c == 1 else 1] * out[0] + (coef[:, 2] * out[1] if c == 2 else 0.0)
+        v = (mu + torch.exp(log_s[:, c]) * noise[:, c]).clamp(-1.0, 1.0)
+        out.append(torch.round((v + 1.0) / 2.0 * levels) / levels * 2.0 - 1.0)  # the bin the value falls in
+    return torch.stack(out, 1)
+
+
 def dlogistic_mixture_mean(params: torch.Tensor, channels: int, num_mix: int = 10) -> torch.Tensor:
     """A display image from the mixture: the pi-weighted component means with the R -> G -> B coupling
-    applied to the previous channels' values, clamped to [-1, 1]. (B, M(1+3C), H, W) -> (B, C, H, W)."""
+    applied to the previous channels' values, clamped to [-1, 1]. (B, M(1+3C), H, W) -> (B, C, H, W). Not the
+    mixture's mean: it ignores the mass piled in the edge bins and couples G and B to the averaged R (a review
+    measured 2.6-5.3 levels RMS against Monte Carlo means on a tiny CIFAR model, 31 at the worst pixel)."""
     B, _, H, W = params.shape
     M, C = num_mix, channels
     pi = torch.softmax(params[:, :M], 1)[:, :, None]
@@ -206,9 +242,11 @@ class VAE(nn.Module):
         return (dlogistic_mixture_mean(params.float(), self.image_channels, self.num_mix) + 1.0) / 2.0
 
     def sample_image(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A draw from p(x | z0) for Bernoulli decoders (binary images); the mean otherwise."""
+        """A draw from p(x | z0) in [0, 1]: binary images for Bernoulli decoders, K-level ones for the logistic
+        mixture (which returned its mean until session 21)."""
         if self.decoder_kind == "bernoulli":
             p = torch.sigmoid(params.float())
             where = generator.device if generator is not None else p.device  # a CPU generator with a CUDA model
             return torch.bernoulli(p.to(where), generator=generator).to(p.device)
-        return self.mean_image(params)
+        x = dlogistic_mixture_sample(params.float(), self.image_channels, self.num_mix, self.num_levels, generator)
+        return (x + 1.0) / 2.0
