@@ -74,7 +74,7 @@ def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X
     gj = gt["joints"] - gt["joints"][:, :1]
     # PVE pelvis-aligned, as 3DPW's is reported (it was absolute, so it carried the pelvis keypoint's noise)
     pv, gv = p["vertices"] - p["joints"][:, :1], gt["vertices"] - gt["joints"][:, :1]
-    # the rotations too (session 21): positions alone hid a refinement prior that turned exact limbs 4-15 degrees
+    # the rotations too (session 21): positions alone hid a refinement prior that turned exact limbs 4-14 degrees
     Gf, Gt = _global_rotations(model, out["pose"]), _global_rotations(model, gt["pose"])
     rot = matrix_to_axis_angle(Gt[:, 1:].transpose(-1, -2) @ Gf[:, 1:]).norm(dim=-1).rad2deg().mean(-1)
     return {"mpjpe": mpjpe(pj, gj) * 1e3, "pa_mpjpe": pa_mpjpe(p["joints"], gt["joints"]) * 1e3,

@@ -60,7 +60,7 @@ def test_images_that_span_more_than_data_range_are_refused():
 
 
 def test_ssim_filters_without_tf32_and_leaves_the_other_cudnn_flags(monkeypatch):
-    """On CUDA, float32 convolutions may run in TF32 (on by default here), which moved SSIM by up to 0.014; the filter
+    """On CUDA, float32 convolutions may run in TF32 (on by default here), which moves SSIM; the filter
     turns it off for itself only (cudnn.flags() also reset the caller's deterministic setting)."""
     import torch.nn.functional as F
 

@@ -539,9 +539,10 @@ def test_the_pose_prior_leaves_the_root_rotation_free(rigid64, method):
 @pytest.mark.parametrize("method", ["lm", "lbfgs"])
 def test_the_default_refinement_keeps_an_exact_fit_exact(rigid64, method):
     """On clean keypoints of bodies the analytic step fits exactly, the refinement must not move the joints: until
-    session 21 its zero-mean pose floor (w_pose 1e-4 |theta_body|^2) pulled them towards the rest pose, 4-15 degrees
-    at hips, shoulders and elbows (median over 20 bodies). The anchor to the analytic pose (w_anchor) holds what the
-    keypoints do not see without that bias, and a stated noise still brings the zero-mean MAP prior back."""
+    session 21 its zero-mean pose floor (w_pose 1e-4 |theta_body|^2) pulled them towards the rest pose, 3.9-14.3
+    degrees at hips, knees, shoulders and elbows (medians over 20 bodies, `tools/session21_review_figures.py`). The
+    anchor to the analytic pose (w_anchor) holds what the keypoints do not see without that bias, and a stated noise
+    still brings the zero-mean MAP prior back."""
     from tenfold.core.geometry import axis_angle_to_matrix
 
     torch.set_num_threads(1)

@@ -189,7 +189,7 @@ def test_fit_without_a_body_model_is_one_line():
 
 @pytest.mark.parametrize("value", [True, 1.0, "12", None])
 def test_a_landmark_override_takes_integer_vertex_ids_only(tmp_path, value):
-    """JSON `true` is an int to Python: it tied the nose to vertex 1 and fitted 12x worse without a word."""
+    """JSON `true` is an int to Python: it tied the nose to vertex 1 without a word."""
     from tenfold.kama.keypoints import load_landmark_override
 
     good = tmp_path / "good.json"

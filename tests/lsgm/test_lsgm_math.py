@@ -398,8 +398,8 @@ def test_t_samplers_invert_their_cdf(scheme):
 
 
 def test_channel_kl_is_deterministic_with_groups_and_a_colour_decoder_draws():
-    """With groups > 1 the later groups' posteriors depend on the earlier groups' samples: channel_kl read 15.24 and
-    15.25 under two global seeds (it pins "inactive" channels at 0.1 nats); now a fixed seed inside, the global RNG
+    """With groups > 1 the later groups' posteriors depend on the earlier groups' samples: channel_kl differed
+    under two global seeds (it pins "inactive" channels at 0.1 nats); now a fixed seed inside, the global RNG
     untouched. The RGB decoder's sample_image is a draw on the 8-bit grid, not its mean."""
     from tenfold.lsgm.train import channel_kl
     from tenfold.lsgm.vae import VAE

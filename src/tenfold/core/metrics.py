@@ -122,7 +122,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
 
     def filt(z: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid region only
         # never in TF32 (on by default for CUDA convolutions in this torch): its 10-bit mantissa, amplified by the
-        # variance subtraction below, moved SSIM by up to 0.014 on float32 GPU images (emulated on the CPU)
+        # variance subtraction below, moves SSIM on float32 GPU images (a review's CPU emulation; unverified on a GPU)
         # (only that flag: cudnn.flags() would also reset the caller's deterministic and benchmark settings)
         prev = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False

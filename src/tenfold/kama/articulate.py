@@ -420,7 +420,8 @@ def refine(model, rot: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, 
     shape stays as given (a sequence's shared shape), only pose and translation move.
     ``w_anchor`` [O] holds the directions the keypoints do not see (a straight limb's twist) at the analytic
     answer; until session 21 that was a zero-mean floor w_pose = 1e-4, which pulled every joint towards the rest
-    pose: on clean keypoints of exactly fitted bodies it turned shoulders and elbows 9-15 degrees off."""
+    pose: on clean keypoints of exactly fitted bodies it turned elbows and shoulders 10.7 and 14.3 degrees off
+    (medians; `tools/session21_review_figures.py`)."""
     X, c = check_keypoints(keypoints, confidence)
     if not (math.isfinite(w_anchor) and w_anchor >= 0):  # NaN rejected every step, a negative one was complex
         raise ConfigError(f"w_anchor must be finite and >= 0, got {w_anchor}")

@@ -84,7 +84,7 @@ def _log_rows(run_dir: Path) -> list[dict[str, Any]]:
 def channel_kl(vae: VAE, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """Mean KL(q(z0|x) || N(0, I)) per latent channel (nats), from the posterior means. With ``groups > 1`` the later
     groups' posteriors depend on the earlier groups' samples: those are drawn from a fixed seed, so the figure is
-    deterministic as it is for one group (it read 15.24 against 15.25 under two global seeds), and the global RNG
+    deterministic as it is for one group (two global seeds gave two figures), and the global RNG
     is left as it was."""
     groups = getattr(vae, "groups", 1)
     fork = torch.random.fork_rng(devices=[x.device] if x.is_cuda else []) if groups > 1 else contextlib.nullcontext()

@@ -783,7 +783,7 @@ def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: 
             if k in rep and k in trep:
                 out[f"{k}_ratio"] = rep[k] / trep[k]
         # the measured ratios come from interleaved single calls, as prune's measured stop reads them: the
-        # medians above, timed one model after the other, read the same pair 0.93-0.95 at batch 8 in three exports
+        # medians above, timed one model after the other, move with the machine's load from export to export
         for b in batches:
             r = vit_ratio(t, net, b, device=cfg.device, pairs=max(repeats, 10))  # wall and CPU, as the keys say
             out[f"latency_b{b}_ratio"], out[f"cpu_latency_b{b}_ratio"] = r.wall_ratio, r.cpu_ratio
