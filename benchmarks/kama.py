@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.common import goal, parser, write_result
 from tenfold.core.data import data_root, load_bvh
-from tenfold.core.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+from tenfold.core.geometry import axis_angle_to_matrix, forward_kinematics, matrix_to_axis_angle
 from tenfold.core.metrics import mpjpe, pa_mpjpe, pve
 from tenfold.kama.articulate import fit
 from tenfold.kama.baseline import smplify
@@ -56,12 +56,9 @@ def run_method(name: str, model, X: torch.Tensor, c: torch.Tensor | None, cfg: C
 
 
 def _global_rotations(model, pose: torch.Tensor) -> torch.Tensor:
-    """(B, 24, 3, 3) world rotations of the joints from axis-angle ``pose`` (B, 24, 3) along the kinematic tree."""
-    R = axis_angle_to_matrix(pose.double())
-    G: list[torch.Tensor] = []
-    for j, par in enumerate(model.parents):
-        G.append(R[:, j] if par < 0 else G[par] @ R[:, j])
-    return torch.stack(G, 1)
+    """(B, 24, 3, 3) world rotations of the joints from axis-angle ``pose`` (B, 24, 3): core's forward kinematics."""
+    return forward_kinematics(axis_angle_to_matrix(pose.double()), torch.zeros(24, 3, dtype=torch.float64),
+                              model.parents)[0]
 
 
 def evaluate(model, out: dict[str, torch.Tensor], gt: dict[str, torch.Tensor], X: torch.Tensor,

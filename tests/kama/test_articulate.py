@@ -543,16 +543,13 @@ def test_the_default_refinement_keeps_an_exact_fit_exact(rigid64, method):
     degrees at hips, knees, shoulders and elbows (medians over 20 bodies, `tools/session21_review_figures.py`). The
     anchor to the analytic pose (w_anchor) holds what the keypoints do not see without that bias, and a stated noise
     still brings the zero-mean MAP prior back."""
-    from tenfold.core.geometry import axis_angle_to_matrix
+    from tenfold.core.geometry import axis_angle_to_matrix, forward_kinematics
 
     torch.set_num_threads(1)
     pose, b, t, X = bodies(rigid64, 6, 11, matched=True)
 
     def global_rot(p: torch.Tensor) -> torch.Tensor:
-        R, out = axis_angle_to_matrix(p), []
-        for j, q in enumerate(rigid64.parents):
-            out.append(R[:, j] if q < 0 else out[q] @ R[:, j])
-        return torch.stack(out, 1)
+        return forward_kinematics(axis_angle_to_matrix(p), torch.zeros(24, 3, dtype=p.dtype), rigid64.parents)[0]
 
     def rot_err_deg(out: dict) -> torch.Tensor:  # (B, 24)
         return matrix_to_axis_angle(global_rot(pose).transpose(-1, -2) @ global_rot(out["pose"])).norm(dim=-1) \

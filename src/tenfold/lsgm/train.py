@@ -411,7 +411,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
         raise CheckpointError(f"nothing to resume: no training checkpoint in {run_dir}/stage1 or stage2")
     if absolute_spec(cfg.data) != cfg.data:  # recorded absolute: evaluate and --resume read the same folder anywhere
         cfg = dataclasses.replace(cfg, data=absolute_spec(cfg.data))
-        _record_data(Path(run_dir), cfg.data)
+        _record_config(Path(run_dir), cfg)
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,
                        num_levels=cfg.num_levels)
     _device(cfg)
@@ -425,18 +425,6 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     return res
 
 
-def _record_data(run_dir: Path, data: str) -> None:
-    """Write the absolute data spec into the run's ``config.json`` (the CLI's record, which --resume reloads)."""
-    p = run_dir / "config.json"
-    try:
-        saved = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(saved, dict) and isinstance(saved.get("config"), dict) and saved["config"].get("data") != data:
-        saved["config"]["data"] = data
-        write_json(p, saved)
-
-
 def same_data(a: str, b: str) -> bool:
     """Whether two dataset specs name the same data: names compared case-blind, paths resolved (``Digits``,
     `` digits`` and ``folder:./x`` vs ``folder:x`` used to count as other datasets, all of whose images,
@@ -447,13 +435,14 @@ def same_data(a: str, b: str) -> bool:
     return key(a) == key(b)
 
 
-def _record_config(run_dir: Path, model: Trained, checkpoint: str) -> None:
-    """Put the checkpoint's config, the one this verb runs with, into the run's ``config.json`` (the CLI wrote
-    the preset's there, which these verbs do not use)."""
+def _record_config(run_dir: Path, cfg: Config, **extra: Any) -> None:
+    """Put the config a verb really runs with into the run's ``config.json``, the CLI's record, which --resume
+    reloads: train's with its data path made absolute; sample's and evaluate's the checkpoint's (the CLI wrote the
+    preset's there, which they do not use). Nothing without one (the Python API)."""
     p = Path(run_dir) / "config.json"
     if p.is_file():
         saved = json.loads(p.read_text())
-        saved.update(config=config_dict(model.cfg), config_from=str(checkpoint), preset=None, overrides=[])
+        saved.update(config=config_dict(cfg), **extra)
         write_json(p, saved)
 
 
@@ -481,7 +470,7 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
     model = _load_on_device(checkpoint, device)
-    _record_config(run_dir, model, checkpoint)
+    _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
                    batch=min(n, model.cfg.eval_batch), seed=seed)
     save_grid(gen["mean"], Path(run_dir) / "samples.png")
@@ -518,7 +507,7 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     if fd_samples == 1:  # checked before the NELBO, which it used to follow by minutes
         raise ConfigError("fd_samples must be 0 (no FD) or >= 2 (a Frechet distance needs a covariance)")
     model = _load_on_device(checkpoint, device)
-    _record_config(run_dir, model, checkpoint)
+    _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
     other = bool(data) and not same_data(data, c.data)
     exclude = None
