@@ -478,7 +478,8 @@ def dataset_goals(name: str, fig: dict[str, Any], *, tol: float, nfe_batches: in
 def merge_earlier(path: Path, ran: list[str], figures: dict[str, Any], goals: list[dict[str, Any]]
                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Figures and goals of the datasets in the earlier result ``path`` that were not run now, kept as they were;
-    ``dataset_sources`` says which command and commit produced each dataset's figures."""
+    ``dataset_sources`` says which command and commit produced each dataset's figures, and that run's wall and
+    process CPU seconds (the merged file's own seconds are this run's only)."""
     try:
         old = json.loads(path.read_text())
         old_sources = old["figures"].get("dataset_sources", {})
@@ -491,7 +492,8 @@ def merge_earlier(path: Path, ran: list[str], figures: dict[str, Any], goals: li
             figures[d] = old["figures"][d]
             goals = goals + [g for g in old["goals"] if g["name"].startswith(f"{d}: ")]
             sources[d] = old_sources.get(d) if old_sources.get(d, "this run") != "this run" else {
-                "command": old["command"], "commit": old["environment"].get("commit")}
+                "command": old["command"], "commit": old["environment"].get("commit"),
+                "wall_seconds": old.get("wall_seconds"), "process_cpu_seconds": old.get("process_cpu_seconds")}
     figures["dataset_sources"] = sources
     return figures, goals
 

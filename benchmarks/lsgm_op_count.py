@@ -4,7 +4,8 @@ On a GPU a small-batch step is bounded by the host launching kernels, so the ope
 figure to cut; this counts every aten operator (views apart) through a TorchDispatchMode. On the CPU Adam runs its
 per-tensor loop, where CUDA uses the multi-tensor kernels, so its row overstates the GPU's.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.lsgm_op_count          # ~1 min; prints a table, writes nothing
+    OMP_NUM_THREADS=1 python -m benchmarks.lsgm_op_count          # ~1 min; prints a table, writes
+                                                                  # results/lsgm_op_count.json
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import collections
 import dataclasses
 import importlib
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.common import OneLineParser, write_result
 from tenfold.core import engine
 from tenfold.lsgm import nets
 from tenfold.lsgm.config import PRESETS
@@ -30,6 +33,10 @@ VIEWS = {"aten.view", "aten.detach", "aten.t", "aten.as_strided", "aten.unsqueez
 
 
 def main() -> None:
+    p = OneLineParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/lsgm_op_count.json)")
+    args = p.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(1)
     train = importlib.import_module("tenfold.lsgm.train")
     section, counts, steps = ["other"], collections.Counter(), [0]
@@ -79,6 +86,10 @@ def main() -> None:
     for name, c in counts.most_common():
         print(f"  {c / n:8.0f}  {name}")
     print(f"  {sum(counts.values()) / n:8.0f}  total")
+    per_step = {name: round(c / n, 1) for name, c in counts.most_common()}
+    write_result("lsgm_op_count", {"steps": n, "batch_size": cfg.batch_size, "preset": "cifar10",
+                                   "operators_per_step": per_step, "total": round(sum(counts.values()) / n, 1)},
+                 [], out=args.out, started=started)
 
 
 if __name__ == "__main__":

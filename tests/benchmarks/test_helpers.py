@@ -154,6 +154,28 @@ def test_lsgm_dequantise_is_a_binary_draw_plus_uniform_noise_in_minus_one_one() 
     assert float((grey >= 0).float().mean()) == pytest.approx(0.25, abs=0.03)
     assert float(grey.min()) < -0.9 and float(grey.max()) > 0.9
 
+def test_lsgm_merge_earlier_keeps_the_earlier_run_its_figures_goals_and_seconds(tmp_path: Path) -> None:
+    """``--update-from``: the dataset not rerun keeps its figures and goals, and its source names the command,
+    commit and the wall / CPU seconds of the run that measured it (the merged file's own seconds are this run's)."""
+    old = {"command": "python -m benchmarks.lsgm --data mnist-test", "environment": {"commit": "abc"},
+           "figures": {"settings": {"data": "mnist-test"}, "mnist-test": {"nfe": 26}},
+           "goals": [{"name": "mnist-test: x", "holds": True}, {"name": "other: y", "holds": False}],
+           "wall_seconds": 4065.8, "process_cpu_seconds": 3454.7}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    figures, goals = lsgm.merge_earlier(path, ["omniglot-small1"], {"omniglot-small1": {"nfe": 32}}, [])
+    assert figures["mnist-test"] == {"nfe": 26} and [g["name"] for g in goals] == ["mnist-test: x"]
+    assert figures["dataset_sources"] == {
+        "omniglot-small1": "this run",
+        "mnist-test": {"command": old["command"], "commit": "abc", "wall_seconds": 4065.8,
+                       "process_cpu_seconds": 3454.7}}
+    # merged again: the earlier source record travels as it is
+    path.write_text(json.dumps({**old, "figures": {**figures, "settings": {"data": "omniglot-small1"}},
+                                "goals": goals, "wall_seconds": 1.0}))
+    again, _ = lsgm.merge_earlier(path, ["omniglot-small1"], {}, [])
+    assert again["dataset_sources"]["mnist-test"]["wall_seconds"] == 4065.8
+
+
 
 # ---------------------------------------------------------------------------------------------------------
 # benchmarks/gradinversion.py (needs breaching, which the benchmark itself needs)
