@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import shutil
@@ -259,16 +260,87 @@ class _Outputs(nn.Module):
             return out.view(-1, 5)
         if self.kind == "tuple":
             return out, h
+        if self.kind == "tuple_logits_second":
+            return h, out
+        if self.kind == "named_tuple":
+            return _Named(out, h)
+        if self.kind == "one_tensor_tuple":
+            return (out,)
         return {"logits": out, "features": h}
 
 
-@pytest.mark.parametrize("kind", ["view", "tuple", "dict"])
-def test_the_classifier_is_found_through_a_view_a_tuple_or_a_dict(kind):
+_Named = collections.namedtuple("_Named", ["logits", "aux"])
+
+
+@pytest.mark.parametrize("kind", ["view", "dict", "named_tuple", "one_tensor_tuple"])
+def test_the_classifier_is_found_through_a_view_a_dict_or_a_named_tuple(kind):
     """The review of session 21's own fix: a tuple or dict output was refused, and through .view() the auxiliary head
-    of the same width (run after it) was taken."""
+    of the same width (run after it) was taken. Session 22: the client and the attack read the same logits (a dict
+    model's gradient was an AttributeError in simulate_client)."""
     from tenfold.gradinversion.attack import classifier_name
 
-    assert classifier_name(_Outputs(kind).eval(), (3, 6, 6)) == "fc"
+    net = _Outputs(kind).eval()
+    assert classifier_name(net, (3, 6, 6)) == "fc"
+    torch.manual_seed(0)
+    g = simulate_client(net, torch.rand(1, 3, 6, 6), torch.tensor([3]))
+    assert build(PRESETS["smoke"]).restore_labels(net, g, 1, input_shape=(3, 6, 6)).tolist() == [3]
+
+
+@pytest.mark.parametrize("kind", ["tuple", "tuple_logits_second"])
+def test_a_tuple_of_several_tensors_is_refused_in_one_line_whichever_holds_the_logits(kind):
+    """Session 22: a tuple's first tensor was taken as the logits, so a (features, logits) model had its feature
+    layer read as the classifier; which entry is the logits cannot be told, so it is one line asking for a wrapper."""
+    from tenfold.gradinversion.attack import classifier_name
+
+    net = _Outputs(kind).eval()
+    with pytest.raises(ConfigError, match="returns a tuple of 2 entries, in which tenfold cannot tell the logits"):
+        classifier_name(net, (3, 6, 6))
+    with pytest.raises(ConfigError, match="cannot tell the logits"):
+        simulate_client(net, torch.rand(1, 3, 6, 6), torch.tensor([3]))
+
+
+class _SqueezeExcite(nn.Module):
+    """A 1x1-conv head (no Linear classifier) behind a squeeze-excitation block whose bottleneck Linear has as many
+    outputs as there are classes (10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 40, 3, 2, 1), nn.ReLU())
+        self.se = nn.Sequential(nn.Linear(40, 10), nn.ReLU(), nn.Linear(10, 40), nn.Sigmoid())
+        self.head = nn.Conv2d(40, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        h = h * self.se(h.mean((2, 3)))[:, :, None, None]
+        return self.head(h).mean((2, 3))
+
+
+class _Temperature(nn.Module):
+    """logits = fc(h) / T: the classifier's output is not the logits tensor, but the last Linear to run has their
+    shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x)) / 2.0
+
+
+def test_a_bottleneck_with_as_many_outputs_as_classes_is_not_taken_for_the_classifier():
+    """Session 22 review: with a 1x1-conv head, the SE block's Linear(40, 10) was read as the classifier (any Linear
+    with as many outputs as classes), and labels came back wrong with no word. Only the last Linear to run may stand
+    for logits it does not output itself, and only with their shape (a temperature still works)."""
+    from tenfold.gradinversion.attack import classifier_name
+
+    with pytest.raises(ConfigError,
+                       match=r"cannot tell which nn.Linear layer gives the logits.*\(se.2\).*labels=oracle"):
+        classifier_name(_SqueezeExcite().eval(), (3, 16, 16))
+    net = _Temperature().eval()
+    assert classifier_name(net, (3, 6, 6)) == "fc"
+    g = simulate_client(net, torch.rand(1, 3, 6, 6), torch.tensor([2]))
+    assert build(PRESETS["smoke"]).restore_labels(net, g, 1, input_shape=(3, 6, 6)).tolist() == [2]
 
 
 def test_audit_refuses_a_global_defence_and_a_batch_the_data_cannot_fill_before_any_attack(tmp_path, monkeypatch):

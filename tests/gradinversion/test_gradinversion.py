@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.core.io import ConfigError, InputError
+from tenfold.core.io import ConfigError, InputError, TenfoldWarning
 from tenfold.core.metrics import psnr
 from tenfold.gradinversion import (
     PRESETS,
@@ -679,6 +680,49 @@ def test_threat_model_switches_decide_what_build_cfg_run_attacks_with():
         build(base).run(net, g, **kw, bn_ref=user)
     with pytest.raises(ConfigError, match="contradicts"):
         build(dataclasses.replace(base, bn_stats="none")).run(net, g, **kw, bn_ref="running")
+
+
+def test_the_attack_wrapper_refuses_labels_and_statistics_its_switches_do_not_use():
+    """Session 22 review: ``attack(m, g, cfg, labels=y)`` with labels=recover threw ``y`` away and restored labels
+    (and bn_stats= without bn_stats=user likewise), where ``build(cfg).run`` refuses the same contradiction."""
+    from tenfold.gradinversion.attack import attack
+
+    net = _tiny_net()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
+    g = simulate_client(net, x, y)
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=1, warmup=0, group_size=1)
+    kw = dict(num_images=2, mean=[0.5] * 3, std=[0.5] * 3)
+    with pytest.raises(ConfigError, match="labels=recover"):
+        attack(net, g, cfg, labels=y, **kw)
+    with pytest.raises(ConfigError, match="bn_stats=running; set bn_stats=user"):
+        attack(net, g, cfg, bn_stats=bn_batch_stats(net, x, "eval"), **kw)
+    given = attack(net, g, dataclasses.replace(cfg, labels="oracle"), labels=torch.tensor([3, 0]), **kw)
+    assert given.labels.tolist() == [0, 3] and given.threat_model["labels"] == "oracle"
+
+
+def test_the_result_records_the_bn_prior_as_it_ran_and_a_dropout_client_is_warned_of():
+    """Session 22 review: ``bn_stats=running`` with alpha_bn > 0 on a model without BatchNorm was recorded as a prior
+    that ran (its term was 0 at every iteration); the result now carries the run's own threat model. A train-mode
+    client with dropout draws a new mask every forward, so the attack cannot replay its update: a warning says so."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 8), nn.ReLU(), nn.Linear(8, 5)).eval()
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([1, 4])
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=1, warmup=0, group_size=1, alpha_bn=0.1)
+    kw = dict(num_images=2, mean=[0.5] * 3, std=[0.5] * 3, input_shape=(3, 6, 6))
+    res = build(cfg).run(plain, simulate_client(plain, x, y), **kw)
+    assert res.threat_model["bn_stats"] == "running (BN prior off: the model has no BatchNorm layers)"
+    assert res.threat_model["labels"] == "recover (yin_mass)" and res.threat_model["client_mode"] == "eval"
+    bn = build(cfg).run(_tiny_net(), simulate_client(_tiny_net(), x, y), **kw)
+    assert bn.threat_model["bn_stats"] == "running" and bn.history[0]["bn"] > 0
+    off = build(dataclasses.replace(cfg, alpha_bn=0.0)).run(_tiny_net(), simulate_client(_tiny_net(), x, y), **kw)
+    assert off.threat_model["bn_stats"] == "running (BN prior off: alpha_bn = 0)"
+    drop = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 5))
+    g = simulate_client(drop, x, y, mode="train")
+    with pytest.warns(TenfoldWarning, match="train mode with dropout"):
+        build(dataclasses.replace(cfg, client_mode="train")).run(drop, g, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        build(dataclasses.replace(cfg, client_mode="eval")).run(drop, simulate_client(drop, x, y), **kw)
 
 
 def test_client_labels_out_of_range_are_one_clear_error():

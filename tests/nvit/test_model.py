@@ -3,6 +3,8 @@ reference saliency sums (float64 oracle), MACs/params formulas equal counted ref
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -223,6 +225,48 @@ def test_timm_models_convert_and_prune():
                                   **kw)
         with pytest.raises(ConfigError, match=what):
             from_timm(other)
+
+
+@pytest.mark.parametrize("kw,option", [
+    (dict(no_embed_class=True), "no_embed_class=True"), (dict(proj_bias=False), "proj_bias=False"),
+    (dict(final_norm=False), "final_norm=False"), (dict(pos_embed="none"), "pos_embed='none'"),
+    (dict(num_classes=0), r"num_classes=0 \(no classification head\)"),
+    (dict(img_size=(32, 48)), r"img_size=\(32, 48\)"),
+    (dict(patch_size=(8, 4)), r"patch_size=\(8, 4\)"), (dict(scale_attn_norm=True), "scale_attn_norm=True"),
+    (dict(scale_mlp_norm=True), "scale_mlp_norm=True")])
+def test_timm_options_tenfolds_vit_lacks_are_one_line_naming_the_option(kw, option):
+    """Session 22 review: each was load_state_dict's multi-line size-mismatch report."""
+    import timm
+
+    base = dict(pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5)
+    with warnings.catch_warnings():  # num_classes=0: torch warns of a zero-element Linear
+        warnings.simplefilter("ignore", UserWarning)
+        m = timm.create_model("vit_tiny_patch16_224", **{**base, **kw})
+    with pytest.raises(ConfigError, match=f"unsupported timm ViT option {option};"):
+        from_timm(m)
+
+
+def test_timm_variants_not_named_and_other_models_are_one_line_and_a_grey_vit_takes_its_normalisation():
+    """Session 22 review: a variant whose weights do not fit (a gated MLP) was load_state_dict's report, a ResNet or
+    Swin 'an unsupported timm ViT variant ... offending keys: []', and a 1-channel ViT was refused over timm's
+    3-entry ImageNet mean / std; it now converts with the normalisation passed, to the same logits."""
+    import timm
+    from timm.layers import GluMlp
+
+    base = dict(pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5)
+    glu = timm.create_model("vit_tiny_patch16_224", mlp_layer=GluMlp, **base)
+    with pytest.raises(ConfigError, match=r"weights do not fit tenfold's ViT at blocks\.0\.mlp\.fc"):
+        from_timm(glu)
+    for name in ("resnet18", "swin_tiny_patch4_window7_224"):
+        with pytest.raises(ConfigError, match="is not a timm VisionTransformer"):
+            from_timm(timm.create_model(name, pretrained=False, num_classes=5))
+    grey = timm.create_model("vit_tiny_patch16_224", in_chans=1, **base).eval()
+    with pytest.raises(ConfigError, match="takes 1 input channel.*3 mean and 3 std entries.*mean=..., std=..."):
+        from_timm(grey)
+    vit = from_timm(grey, mean=[0.5], std=[0.25]).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), grey((x - 0.5) / 0.25), rtol=0, atol=1e-5)
 
 
 def test_save_load_and_onnx_round_trip(tmp_path):

@@ -80,36 +80,48 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int] | None = None) 
     finally:
         for h in hooks:
             h.remove()
-    logits = _logits_of(out)
-    if logits is None:
-        raise ConfigError(f"the model returns a {type(out).__name__} in which no logits tensor can be told (a tensor, "
-                          "the first of a tuple, or a dict's 'logits'); label restoration needs the classifier")
+    logits = out  # _Functional returns the logits (or raised one line)
     for n, o in reversed(ran):  # the Linear whose output is the logits: the same tensor, else the same values
         if o is logits:
             return n
     for n, o in reversed(ran):
         if o.numel() == logits.numel() and torch.equal(o.reshape(-1), logits.reshape(-1)):
             return n
-    same = [n for n, o in ran if o.shape[-1:] == logits.shape[-1:]]
-    if len(set(same)) == 1:  # one Linear with as many outputs as there are classes
-        return same[0]
-    raise ConfigError(f"cannot tell which nn.Linear layer gives the logits (candidates: {', '.join(same) or 'none'}); "
-                      "label restoration needs the classifier's weight gradient")
+    # logits = a transform of the last Linear to run (a temperature, a cast): it must have the logits' shape. Any
+    # Linear with as many outputs as classes used to do, and a squeeze-excitation bottleneck read as the classifier
+    if ran and ran[-1][1].shape == logits.shape:
+        return ran[-1][0]
+    raise ConfigError("cannot tell which nn.Linear layer gives the logits: none outputs them, and the last one to run "
+                      f"({ran[-1][0] if ran else 'none'}) does not have their shape {tuple(logits.shape)}; label "
+                      "restoration needs the classifier's weight gradient (or use labels=oracle)")
 
 
 def _logits_of(out: Any) -> torch.Tensor | None:
-    """The logits in a model's output: the tensor itself, a tuple's or list's first tensor, or a dict's 'logits' (or
-    its only tensor)."""
+    """The logits in a model's output: the tensor itself, a dict's or named tuple's ``logits`` (torchvision's
+    Inception / GoogLeNet outputs), else the only tensor of a dict, tuple or list; None where that cannot be told.
+    A tuple's first tensor used to be taken: for a ``(features, logits)`` model that was the features."""
     if isinstance(out, torch.Tensor):
         return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    if isinstance(out, dict):
-        if isinstance(out.get("logits"), torch.Tensor):
-            return out["logits"]
-        ts = [v for v in out.values() if isinstance(v, torch.Tensor)]
+    if isinstance(out, dict) and isinstance(out.get("logits"), torch.Tensor):
+        return out["logits"]
+    if isinstance(out, tuple) and isinstance(getattr(out, "logits", None), torch.Tensor):
+        return out.logits
+    if isinstance(out, (dict, tuple, list)):
+        ts = [v for v in (out.values() if isinstance(out, dict) else out) if isinstance(v, torch.Tensor)]
         return ts[0] if len(ts) == 1 else None
     return None
+
+
+def _as_logits(out: Any) -> torch.Tensor:
+    """:func:`_logits_of`, or one ConfigError line: the client's loss and the attack need the logits tensor."""
+    logits = _logits_of(out)
+    if logits is None:
+        what = (f"a {type(out).__name__} of {len(out)} entries" if isinstance(out, (tuple, list, dict))
+                else f"a {type(out).__name__}")
+        raise ConfigError(f"the model's forward returns {what}, in which tenfold cannot tell the logits (a tensor, a "
+                          "dict's or named tuple's 'logits', or a container's only tensor); wrap the model so that "
+                          "forward returns the logits")
+    return logits
 
 
 def fc_layer(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[int, nn.Linear]:
@@ -163,7 +175,7 @@ class _Functional:
         """Logits of images ``x`` in [0, 1] under trainable parameters ``params`` (buffers cloned per call)."""
         bufs = {n: b.clone() for n, b in self.buffers.items()}
         with _one_value_bn_is_one_line(x):
-            return functional_call(self.net, ({**dict(zip(self.names, params)), **bufs}), (x,))
+            return _as_logits(functional_call(self.net, ({**dict(zip(self.names, params)), **bufs}), (x,)))
 
     def update(self, x: torch.Tensor, y: torch.Tensor, update: str, local_steps: int, local_lr: float,
                create_graph: bool) -> list[torch.Tensor]:
@@ -172,7 +184,7 @@ class _Functional:
             # fast path: the private copy's own parameters are the leaves, so no functional_call re-binding
             # and no buffer copies per call (the attack loop's hot path)
             with _one_value_bn_is_one_line(x):
-                loss = F.cross_entropy(self.net(x), y)  # mean over the batch: the averaged gradient
+                loss = F.cross_entropy(_as_logits(self.net(x)), y)  # mean over the batch: the averaged gradient
             # a trainable parameter the forward never uses shares a zero gradient (it was a raw RuntimeError)
             return list(torch.autograd.grad(loss, self.leaves, create_graph=create_graph, allow_unused=True,
                                             materialize_grads=True))
@@ -477,6 +489,9 @@ class AttackResult:
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     iterations: int = 0
+    # what this run assumed, from the attack's own switches and the model: labels, the BN prior's reference and
+    # whether it ran (and why not), the client's mode and update. The client's side is the caller's to match
+    threat_model: dict[str, Any] = field(default_factory=dict)
 
 
 OBJECTIVE_VERSION = 2  # bump when the objective changes: an attack checkpoint of another version is refused
@@ -611,6 +626,12 @@ class GradInversion:
         refs, use_bn = self._bn_refs(f, bn_ref, dt, dev)
         recorder = _BNRecorder(f.bn) if use_bn else None
         match = GradMatch(target, self.grad_distance, self.normalize_grad)
+        threat = self._threat_model(f, labels is not None, use_bn)
+        if self.client_mode == "train" and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                                               for m in model.modules()):
+            warnings.warn("the client runs in train mode with dropout: every forward draws a new mask, so the attack "
+                          "cannot replay the client's update (its objective at the true batch is not 0); an "
+                          "eval-mode client (client_mode=eval) has no dropout", TenfoldWarning, stacklevel=2)
 
         # Step 2: G seeds initialised from N(0, 1) in normalised space
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -770,7 +791,21 @@ class GradInversion:
         return AttackResult(images=out, best_seed=to01(X.detach()[best]), seeds=to01(X.detach()), labels=y,
                             loss_start=loss_start, loss_end=float(seed_losses.mean()), history=history,
                             snapshots=snapshots, cpu_seconds=spent[1] + time.process_time() - c0,
-                            wall_seconds=spent[0] + time.perf_counter() - t0, iterations=self.iterations)
+                            wall_seconds=spent[0] + time.perf_counter() - t0, iterations=self.iterations,
+                            threat_model=threat)
+
+    def _threat_model(self, f: _Functional, oracle: bool, use_bn: bool) -> dict[str, Any]:
+        """The switches this run attacked under, the BN prior's state read off the model: ``bn_stats=running`` on a
+        model without BatchNorm used to be recorded as a prior that ran."""
+        bn = self.bn_stats
+        if bn != "none" and not use_bn:
+            why = ("alpha_bn = 0" if self.alpha_bn == 0 else "the model has no BatchNorm layers" if not f.bn
+                   else "not every BN layer has running statistics")
+            bn += f" (BN prior off: {why})"
+        return {"labels": "oracle" if oracle else f"recover ({self.label_rule})", "bn_stats": bn,
+                "client_mode": self.client_mode,
+                "update": self.update if self.update == "gradient" else
+                f"fedavg (k={self.local_steps}, lr={self.local_lr})"}
 
     def _bn_refs(self, f: _Functional, bn_ref: Any, dt: torch.dtype, dev: torch.device
                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], bool]:
@@ -903,12 +938,15 @@ def _features_nonnegative(model: nn.Module, fc: nn.Linear, input_shape: Sequence
 def attack(model: nn.Module, target_grads: Sequence[torch.Tensor], cfg: Any, labels: torch.Tensor | None = None,
            bn_stats: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, *, num_images: int,
            mean: Sequence[float], std: Sequence[float], **run_kw: Any) -> AttackResult:
-    """Convenience: ``build(cfg).run(...)`` with the config's threat-model switches (labels, bn_stats)."""
+    """Convenience: ``build(cfg).run(...)`` with the config's threat-model switches (labels, bn_stats). Labels or
+    statistics the switches do not use are refused, as ``run`` refuses them: they used to be dropped silently."""
     from tenfold.gradinversion.config import build
 
     inv = build(cfg)
     if cfg.bn_stats == "user" and bn_stats is None:
         raise ConfigError("bn_stats=user needs the client's BN statistics passed as bn_stats=")
-    return inv.run(model, target_grads, num_images=num_images, mean=mean, std=std,
-                   labels=labels if cfg.labels == "oracle" else None,
-                   bn_ref=bn_stats if cfg.bn_stats == "user" else None, **run_kw)
+    if cfg.bn_stats != "user" and bn_stats is not None:
+        raise ConfigError(f"BN statistics were passed but the threat model says bn_stats={cfg.bn_stats}; set "
+                          "bn_stats=user to attack with them")
+    return inv.run(model, target_grads, num_images=num_images, mean=mean, std=std, labels=labels,
+                   bn_ref=bn_stats, **run_kw)

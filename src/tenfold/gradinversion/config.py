@@ -94,7 +94,7 @@ PRESETS: dict[str, Config] = {
     # tuned at 160 iterations: at 1,000 the pull lost to the plain mean of the G runs, at 0.05 and at 0.005 alike,
     # results/gradinversion_1000it). Labels: yin_mass (Yin's sure rows, then the rest by mass; on cifar10-train
     # batches never below Yin's order, and unique B = 4 / 8 from 0.90 / 0.90 to 1.00 on the calibrated net; labels.py).
-    # Image pyramid (session 17): x̂ as pixels plus 4 coarser levels stepping at lr·0.25^k, +0.13 / +0.34 / +0.39 dB
+    # Image pyramid (session 17): x̂ as pixels plus 4 coarser levels stepping at lr·0.25^k, +0.13 / +0.34 / +0.38 dB
     # mean PSNR over the pixel attack on three sets of tuning runs (needs images of at least 16 px per side)
     "cpu": Config(iterations=1500, label_rule="yin_mass", grad_distance="cosine", signed=True, alpha_grad=1.0,
                   alpha_tv=0.2, alpha_l2=1e-4, alpha_bn=0.0, langevin_sigma=0.0, group_size=1, group_every=1,

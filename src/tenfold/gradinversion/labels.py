@@ -160,7 +160,8 @@ def recover_labels(grad_fc_weight: torch.Tensor, B: int, rule: str = "yin",
         score = g.sum(dim=1)
     elif rule in ("bias", "count", "count_mass"):
         if grad_fc_bias is None:
-            raise ConfigError(f"label rule '{rule}' needs the FC bias gradient; the last layer has no bias")
+            raise ConfigError(f"label rule '{rule}' needs the FC bias gradient; the last layer has no trainable bias "
+                              "(none, or frozen)")
         check_tensor(grad_fc_bias, "grad_fc_bias", (C,))
         if rule == "count":
             return count_labels(grad_fc_bias, B)

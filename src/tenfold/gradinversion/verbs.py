@@ -373,8 +373,8 @@ def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tens
     ``iterations`` before any work (:func:`_check_iterations`)."""
     if iterations > 0:
         cfg = dataclasses.replace(cfg, iterations=iterations)
-    return attack_batch(net, g, cfg, y, user_bn, num_images=x.shape[0], mean=mean, std=std,
-                        input_shape=tuple(x.shape[1:]), **run_kw)
+    return attack_batch(net, g, cfg, y if cfg.labels == "oracle" else None, user_bn if cfg.bn_stats == "user" else None,
+                        num_images=x.shape[0], mean=mean, std=std, input_shape=tuple(x.shape[1:]), **run_kw)
 
 
 @_shared_args

@@ -296,14 +296,19 @@ class GatedViT(nn.Module):
 # --------------------------------------------------------------------------------------------
 # timm adapter
 # --------------------------------------------------------------------------------------------
-def from_timm(model: nn.Module) -> VisionTransformer:
+def from_timm(model: nn.Module, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+              ) -> VisionTransformer:
     """A tenfold ViT with a timm ``VisionTransformer``'s weights (``vit_*``/``deit_*`` built locally).
 
     Supports class-token models with ``global_pool='token'`` and no register tokens, layer scale or
-    distillation token (DeiT distilled's ``dist_token``/``head_dist``: not supported, raises). The
-    result takes images in [0, 1] and normalises them with timm's ``pretrained_cfg`` mean/std.
+    distillation token (DeiT distilled's ``dist_token``/``head_dist``: not supported, raises); any other variant
+    is one ConfigError naming what differs. The result takes images in [0, 1] and normalises them with ``mean`` /
+    ``std`` (default: timm's ``pretrained_cfg``, which must then have one entry per input channel).
     """
     name = type(model).__name__
+    if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "cls_token")):
+        raise ConfigError(f"{name} is not a timm VisionTransformer (no patch_embed / blocks / cls_token); tenfold's "
+                          "NViT prunes ViT / DeiT models with a class token")
     sd = model.state_dict()
     if "dist_token" in sd or "head_dist.weight" in sd:
         raise ConfigError(f"{name} has a distillation token (DeiT distilled); tenfold's NViT supports "
@@ -325,8 +330,22 @@ def from_timm(model: nn.Module) -> VisionTransformer:
         raise ConfigError(f"{name}: unsupported timm ViT variant ({', '.join(odd)}); tenfold's ViT uses exact GELU "
                           "and LayerNorm eps 1e-6")
     pe = model.patch_embed
-    img = pe.img_size[0] if isinstance(pe.img_size, (tuple, list)) else int(pe.img_size)
-    patch = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else int(pe.patch_size)
+    sizes = {k: tuple(v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+             for k, v in (("img_size", pe.img_size), ("patch_size", pe.patch_size))}
+    options = [f"{k}={v}" for k, v in sizes.items() if v[0] != v[1]]  # the options tenfold's ViT has no room for
+    options += ["no_embed_class=True"] * bool(getattr(model, "no_embed_class", False))
+    options += ["pos_embed='none'"] * (getattr(model, "pos_embed", None) is None)
+    options += ["num_classes=0 (no classification head)"] * (getattr(model, "num_classes", 1) == 0)
+    options += ["final_norm=False"] * isinstance(getattr(model, "norm", None), nn.Identity)
+    options += sorted({opt for blk in model.blocks for opt, off in (
+        ("proj_bias=False", getattr(getattr(blk.attn, "proj", None), "bias", 0) is None),
+        ("scale_attn_norm=True", not isinstance(getattr(blk.attn, "norm", nn.Identity()), nn.Identity)),
+        ("scale_mlp_norm=True", not isinstance(getattr(blk.mlp, "norm", nn.Identity()), nn.Identity))) if off})
+    if options:
+        raise ConfigError(f"{name}: unsupported timm ViT option {', '.join(options)}; tenfold's ViT has square images "
+                          "and patches, a class token with its position embedding, attention and MLP biases, a final "
+                          "LayerNorm and a classification head")
+    img, patch = sizes["img_size"][0], sizes["patch_size"][0]
     E = sd["cls_token"].shape[-1]
     blocks = []
     scales = []
@@ -337,11 +356,22 @@ def from_timm(model: nn.Module) -> VisionTransformer:
         scales.append(float(getattr(blk.attn, "scale", d ** -0.5)))
     cfg = getattr(model, "pretrained_cfg", None) or {}
     in_chans = sd["patch_embed.proj.weight"].shape[1]
-    mean = tuple(cfg.get("mean", (0.0,) * in_chans))
-    std = tuple(cfg.get("std", (1.0,) * in_chans))
+    mean = tuple(mean if mean is not None else cfg.get("mean", (0.0,) * in_chans))
+    std = tuple(std if std is not None else cfg.get("std", (1.0,) * in_chans))
+    if len(mean) != in_chans or len(std) != in_chans:  # timm keeps ImageNet's three for a 1-channel model
+        raise ConfigError(f"{name} takes {in_chans} input channel(s) but its normalisation has {len(mean)} mean and "
+                          f"{len(std)} std entries (timm's pretrained_cfg); pass from_timm(model, mean=..., std=...) "
+                          "with the normalisation it was trained with")
     spec = ViTSpec(E, tuple(blocks), tuple(scales), img, patch, in_chans, model.num_classes,
                    model.blocks[0].attn.qkv.bias is not None, mean, std)
     vit = build_dense(spec)
+    want = {k: tuple(v.shape) for k, v in vit.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    if want != got:  # any variant not named above: one line, not load_state_dict's multi-line report
+        diff = sorted(set(got) - set(want))[:3] + sorted(set(want) - set(got))[:3] + sorted(
+            k for k in set(want) & set(got) if want[k] != got[k])[:3]
+        raise ConfigError(f"{name}: unsupported timm ViT variant; its weights do not fit tenfold's ViT at "
+                          f"{', '.join(diff)}")
     vit.load_state_dict(sd, strict=True)
     return vit
 
