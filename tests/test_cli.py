@@ -44,10 +44,12 @@ def _train(cfg: FakeConfig, run_dir: Path, *, scale: float = 1.0, tag: str = "x"
     return {"loss": cfg.lr * scale, "steps": cfg.steps, "resumed": resume}
 
 
-def _fail(cfg: FakeConfig, run_dir: Path, *, partial: bool = False) -> dict:
-    """Fails with a user error, after writing a partial result when asked."""
+def _fail(cfg: FakeConfig, run_dir: Path, *, partial: bool = False, inputs: bool = False) -> dict:
+    """Fails with a user error, after writing a partial result, or the record of its inputs, when asked."""
     if partial:
         (run_dir / "rows.jsonl").write_text("{}\n")
+    if inputs:
+        (run_dir / "inputs.json").write_text("{}\n")
     raise InputError("the input is bad")
 
 
@@ -94,6 +96,8 @@ def test_a_user_error_leaves_no_empty_run_dir(fake_method, capsys, tmp_path):
     alone is removed); one that wrote a partial result keeps it, and so does an earlier run's directory."""
     code, _, err = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "a"))
     assert code == 2 and err.strip() == "error: the input is bad" and not (tmp_path / "a").exists()
+    code, _, _ = _run(capsys, "nvit", "fail", "--inputs", "True", "--out", str(tmp_path / "a2"))
+    assert code == 2 and not (tmp_path / "a2").exists()  # session 22: the record of its inputs goes with it
     code, _, _ = _run(capsys, "nvit", "fail", "--partial", "True", "--out", str(tmp_path / "b"))
     assert code == 2 and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "rows.jsonl"]
     (tmp_path / "c").mkdir()
@@ -129,6 +133,29 @@ def test_an_interrupt_says_how_this_run_goes_on(fake_method, capsys, tmp_path):
     assert code == 130 and err.strip().endswith(f"continue it with: tenfold nvit long --resume --out {tmp_path / 'a'}")
     code, _, err = _run(capsys, "nvit", "long", "--out", str(tmp_path / "b"))
     assert code == 130 and f"interrupted before {tmp_path / 'b'} held a checkpoint" in err and "--resume" not in err
+
+
+def _rows_then_interrupt(cfg: FakeConfig, run_dir: Path, *, rows: bool = False, resume: bool = False) -> dict:
+    """Ctrl-C in a verb that keeps its progress in a row file (gradinversion audit's audit_rows.jsonl)."""
+    if rows:
+        (run_dir / "rows.jsonl").write_text('{"row": 1}\n')
+    raise KeyboardInterrupt
+
+
+_rows_then_interrupt.resume_files = ("rows.jsonl",)
+
+
+def test_an_interrupt_counts_a_verbs_own_progress_file_as_something_to_resume(fake_method, capsys, tmp_path):
+    """Session 22 review: an audit stopped with finished rows in audit_rows.jsonl was told it had nothing to resume
+    from (only checkpoints counted), so a user would start over and lose the finished attacks."""
+    from tenfold.gradinversion import verbs
+
+    assert verbs.audit.resume_files == ("audit_rows.jsonl",)
+    fake_method.VERBS["rows"] = _rows_then_interrupt
+    code, _, err = _run(capsys, "nvit", "rows", "--rows", "True", "--out", str(tmp_path / "a"))
+    assert code == 130 and err.strip().endswith(f"continue it with: tenfold nvit rows --resume --out {tmp_path / 'a'}")
+    code, _, err = _run(capsys, "nvit", "rows", "--out", str(tmp_path / "b"))
+    assert code == 130 and "held a checkpoint" in err and "--resume" not in err
 
 
 def _sample(cfg: FakeConfig, run_dir: Path, *, checkpoint: str = "") -> dict:

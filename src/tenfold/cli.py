@@ -232,7 +232,10 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             raise
         except KeyboardInterrupt:  # say whether, and how, this run can go on (it printed a RUN_DIR placeholder
             if group.rank == 0:  # and said so even where no checkpoint had been written)
-                can = "resume" in options and any(Path(run_dir).glob("**/checkpoints/*.json"))
+                # a checkpoint, or a progress file the verb names (audit: its finished rows, audit_rows.jsonl)
+                can = "resume" in options and (any(Path(run_dir).glob("**/checkpoints/*.json")) or any(
+                    (f := Path(run_dir) / name).is_file() and f.stat().st_size > 0
+                    for name in getattr(fn, "resume_files", ())))
                 print(f"error: interrupted; continue it with: tenfold {method} {ns.verb} --resume --out {run_dir}"
                       if can else f"error: interrupted before {run_dir} held a checkpoint to resume from",
                       file=sys.stderr)
@@ -252,12 +255,15 @@ def _stdout_to_stderr(as_json: bool) -> contextlib.AbstractContextManager:
 
 
 def _remove_if_only_config(run_dir: Path, made: Sequence[Path] = ()) -> None:
-    """A run directory this command made and a user error ended before anything but ``config.json`` was
-    written: removed, so a mistyped option leaves no empty run behind (anything else in it is kept). So are the
-    parents it had to create (``made``, deepest first, e.g. ``runs/``) while they stay empty."""
+    """A run directory this command made and a user error ended before anything but ``config.json`` (and the
+    record of its inputs, ``inputs.json``) was written: removed, so a mistyped option leaves no empty run behind
+    (anything else in it is kept). So are the parents it had to create (``made``, deepest first, e.g. ``runs/``)
+    while they stay empty."""
     with contextlib.suppress(OSError):
-        if [p.name for p in run_dir.iterdir()] == ["config.json"]:
-            (run_dir / "config.json").unlink()
+        names = sorted(p.name for p in run_dir.iterdir())
+        if names in (["config.json"], ["config.json", "inputs.json"]):
+            for name in names:
+                (run_dir / name).unlink()
             run_dir.rmdir()
             for parent in made:
                 parent.rmdir()  # OSError when not empty: stop there

@@ -131,7 +131,7 @@ def test_resume_is_bit_identical(tmp_path: Path, accum: int) -> None:
     seen_b: list[int] = []
     with pytest.raises(Killed):
         run(tmp_path / "b", TOTAL, kill_at=16 * accum + 1, ckpt_every=5, accum=accum)
-    assert Checkpointer(tmp_path / "b", method="engine").steps() == [15]
+    assert Checkpointer(tmp_path / "b", method="engine").steps() == [10, 15]  # the newest two (keep=2)
     model_b, out_b = run(tmp_path / "b", TOTAL, resume=True, seen=seen_b, ckpt_every=5, accum=accum)
     assert out_b["resumed_from"] == 15
     assert seen_b == seen_a[15 * 8:], "mid-epoch resume must continue with the same samples"
@@ -321,6 +321,30 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path: Path) -> None:
         fit(mlp(), lambda m, b: {"loss": m(b[0]).mean()}, Regression(), run_dir=tmp_path / "b", steps=TOTAL + 5,
             batch_size=8, optimizer=lambda m: torch.optim.AdamW(m.parameters()), resume=True, method="other",
             progress=False, tensorboard=False)
+
+
+def test_a_checkpointer_keeps_two_pairs_falls_back_from_a_damaged_one_and_clears_killed_writes(tmp_path: Path) -> None:
+    """Session 22 review: prune, finetune and attack kept one pair, so one damaged file ended the run (``last.*`` is
+    a hard link to it, so damaging either damaged both); a write killed before its rename left a ``.tmp`` file for
+    good. Two pairs are kept, the newest readable one loads, and both damaged is one line saying what to do."""
+    from tenfold.core.io import CorruptCheckpointError, TenfoldWarning
+
+    ck = Checkpointer(tmp_path, method="engine")
+    for step in (1, 2, 3):
+        ck.save({"w": torch.full((3,), float(step))}, step)
+    assert ck.steps() == [2, 3]
+    (ck.dir / ".step-00000004.safetensors.abc.tmp").write_bytes(b"half a file")
+    ck.save({"w": torch.full((3,), 4.0)}, 4)
+    assert not list(ck.dir.glob(".*.tmp")) and ck.steps() == [3, 4]
+    with open(ck.path_for(4).with_suffix(".safetensors"), "r+b") as fh:
+        fh.truncate(100)
+    with pytest.warns(TenfoldWarning, match="step-00000004.*resuming from the checkpoint before it"):
+        state, header, base = ck.load_newest()
+    assert torch.equal(state["w"], torch.full((3,), 3.0)) and header["extra"]["step"] == 3 and base == ck.path_for(3)
+    ck.path_for(3).with_suffix(".safetensors").write_bytes(b"")
+    with pytest.warns(TenfoldWarning), pytest.raises(CorruptCheckpointError,
+                                                     match="no older checkpoint reads either.*new --out"):
+        ck.load_newest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -250,3 +250,39 @@ def test_damaged_tensor_bytes_under_an_intact_header_are_a_corrupt_checkpoint(tm
     tpath.write_bytes(bytes(raw))
     with pytest.raises(CorruptCheckpointError, match="digest mismatch"):
         load_checkpoint(base)
+
+
+def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path):
+    """Session 22 review: a resume reloaded --weights, teacher.json or a data folder from their paths, so a file
+    replaced in between was mixed into the run without a word. The fresh run records digests; a resume checks them."""
+    from tenfold.core.io import INPUTS_FILE, check_inputs, input_files
+
+    run = tmp_path / "run"
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"\x00" * 10)
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "1.png").write_bytes(b"png")
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.safetensors").write_bytes(b"t")
+    files = input_files({"--weights": str(weights), "data": f"folder:{folder}", "--model": str(tmp_path / "m.json"),
+                         "builtin": "mnist-test", "none": "", "timm": "timm:vit_tiny_patch16_224"})
+    assert files == {"--weights": weights, "data": folder, "--model": tmp_path / "m.json",
+                     "--model (tensors)": tmp_path / "m.safetensors"}
+    check_inputs(run, files, resume=False)
+    assert set(json.loads((run / INPUTS_FILE).read_text())) == set(files)
+    check_inputs(run, files, resume=True)  # unchanged: silent
+    weights.write_bytes(b"\x01" + b"\x00" * 9)  # same size, other bytes
+    with pytest.raises(InputError, match=r"^--weights .*w\.bin has changed since the run started .*inputs\.json.*"
+                                         r"resume with the input it started from"):
+        check_inputs(run, files, resume=True)
+    weights.write_bytes(b"\x00" * 10)
+    (folder / "a" / "2.png").write_bytes(b"new")  # an image added: the seeded split moves
+    with pytest.raises(InputError, match="^data .*imgs has changed"):
+        check_inputs(run, files, resume=True)
+    (folder / "a" / "2.png").unlink()
+    (tmp_path / "m.safetensors").unlink()
+    with pytest.raises(InputError, match=r"^--model \(tensors\) .* is gone"):
+        check_inputs(run, files, resume=True)
+    check_inputs(run, {"data": folder}, resume=True, record=run / INPUTS_FILE, what="evaluate",
+                 since="the model was trained")  # another run's record, read only

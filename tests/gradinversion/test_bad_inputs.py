@@ -418,3 +418,20 @@ def test_fedavg_and_defences_review_of_session21(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="print alike: noise 0.1"):
         verbs.audit(PRESETS["smoke"], tmp_path, batch_sizes=(1,), noise_sigmas=(0.1, 0.1000001), data="cifar10-mini",
                     iterations=1)
+
+
+def test_an_attack_resume_refuses_weights_changed_since_the_run_started(tmp_path):
+    """Session 22 review: --resume reloads --weights from its path; a file replaced in between was attacked with
+    the first run's checkpointed images without a word. The check runs before the model loads."""
+    from tenfold.core.io import InputError
+    from tenfold.core.models import default_weights
+    from tenfold.gradinversion import verbs
+
+    w = tmp_path / "w.th"
+    shutil.copy(default_weights("cifar10-resnet20"), w)
+    kw = dict(weights=str(w), data="cifar10-mini", batch_size=1, iterations=1)
+    verbs.attack(PRESETS["smoke"], tmp_path / "a", **kw)
+    with open(w, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(InputError, match=r"--weights .*w\.th has changed since the run started"):
+        verbs.attack(PRESETS["smoke"], tmp_path / "a", **kw, resume=True)

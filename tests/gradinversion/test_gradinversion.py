@@ -447,6 +447,21 @@ def test_attack_resumes_exactly_after_a_kill(tmp_path):
         build(cfg).run(net, simulate_client(net, x.flip(0), y), **kw, checkpointer=ckpt, resume=True)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         build(cfg).run(net, g, **kw, checkpointer=Checkpointer(tmp_path / "empty", method="x"), resume=True)
+    # session 22: killed after 11 with pairs at 5 and 10 kept, the newest damaged: it resumes from 5, to the same end
+    ck2 = Checkpointer(tmp_path / "two", method="gradinversion-attack")
+
+    def kill11(it, row):
+        if it == 11:
+            raise Killed
+
+    with pytest.raises(Killed):
+        build(cfg).run(net, g, **kw, log=kill11, log_every=1, checkpointer=ck2, ckpt_every=5)
+    assert ck2.steps() == [5, 10]
+    with open(ck2.path_for(10).with_suffix(".safetensors"), "r+b") as fh:
+        fh.truncate(100)
+    with pytest.warns(TenfoldWarning, match="step-00000010"):
+        again = build(cfg).run(net, g, **kw, checkpointer=ck2, ckpt_every=5, resume=True)
+    assert torch.equal(again.seeds, full.seeds) and torch.equal(again.images, full.images)
 
 
 def test_defences():

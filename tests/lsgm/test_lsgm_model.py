@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tenfold.core.io import CheckpointError, ConfigError, InputError
+from tenfold.core.io import CheckpointError, ConfigError, DataError, InputError
 from tenfold.lsgm import PRESETS, Config
 from tenfold.lsgm.data import image_keys, load_split
 from tenfold.lsgm.nets import SpectralReg
@@ -362,6 +362,19 @@ def test_a_relative_folder_is_recorded_absolute_and_its_training_images_are_neve
     assert evaluate(cfg, tmp_path / "e2", data=want, **kw)["n"] == 8  # the same folder, named absolute
     out = evaluate(cfg, tmp_path / "e3", data=f"folder:{tmp_path / 'copy'}", **kw)  # a copy: val + held out
     assert out["n"] == 10 and "the other 30 are the model's training images" in out["split"]
+    # session 22: grey images on a colour model were a conv traceback (the other way round was one line already)
+    _digit_folder(tmp_path / "rgb", 40, classes=True, scale=1, rgb=True)
+    colour = dataclasses.replace(cfg, data=f"folder:{tmp_path / 'rgb'}", binarize=False)
+    train(colour, tmp_path / "crun")
+    with pytest.raises(DataError, match="has 1-channel images but the model was trained on 3-channel ones"):
+        evaluate(colour, tmp_path / "e6", **{**kw, "checkpoint": str(tmp_path / "crun")}, data="digits")
+    # session 22 review: images added to the training folder after training re-split it, and evaluate scored 9 of
+    # 12 training images as held out without a word; the train run recorded the folder's digest
+    shutil.copy(tmp_path / "w" / "myd" / "0" / "0.png", tmp_path / "w" / "myd" / "0" / "extra.png")
+    with pytest.raises(InputError, match="^data .*myd has changed since the model was trained"):
+        evaluate(cfg, tmp_path / "e7", **kw)
+    with pytest.raises(InputError, match="has changed since the run started"):
+        train(dataclasses.replace(cfg, data=want), tmp_path / "w" / "run", resume=True)  # the saved config
 
 
 def test_sample_and_evaluate_run_with_the_checkpoints_config(tmp_path, capsys):

@@ -205,3 +205,42 @@ def test_data_with_more_classes_than_the_model_is_one_line(monkeypatch):
     assert api.load_data("folder:x", 0, cfg, num_classes=10).num_classes == 10
     with pytest.raises(DataError, match="has 10 classes but the model predicts 5"):
         api.load_data("folder:x", 0, cfg, num_classes=5)
+
+
+def test_prune_and_finetune_resumes_refuse_inputs_changed_since_the_run_started(tmp_path, monkeypatch):
+    """Session 22 review: prune --resume reloads its teacher from --weights and finetune --resume from teacher.json;
+    a file replaced in between was mixed with the checkpointed student without a word (every pruned tensor
+    differed). The checks run before any loading, so the loops are stopped right after them here."""
+    from safetensors.torch import save_file
+
+    w = tmp_path / "w.safetensors"
+    net = api.load_model(_cfg(), "vit", "")  # the config's ViT
+    save_file(net.state_dict(), str(w))
+    run = tmp_path / "prune"
+    monkeypatch.setattr(api, "prune_model", _stop)
+    with pytest.raises(_Stop):  # a fresh run records its inputs, then prunes
+        api.prune(_cfg(), run, model="vit", weights=str(w))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step-00000004.json").write_text("{}")
+    (run / "checkpoints" / "step-00000004.safetensors").write_bytes(b"")
+    with pytest.raises(_Stop):  # the same file: the resume goes on
+        api.prune(_cfg(), run, model="vit", weights=str(w), resume=True)
+    with torch.no_grad():
+        net.head.weight.add_(1.0)
+    save_file(net.state_dict(), str(w))
+    with pytest.raises(InputError, match=r"--weights .*w\.safetensors has changed since the run started"):
+        api.prune(_cfg(), run, model="vit", weights=str(w), resume=True)
+    save_dense(_vit(), tmp_path / "p2" / "pruned")
+    save_dense(_vit(), tmp_path / "p2" / "teacher")
+    monkeypatch.setattr(api, "finetune_model", _stop)
+    with pytest.raises(_Stop):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2"))
+    (tmp_path / "ft" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "ft" / "checkpoints" / "step-00000010.json").write_text("{}")
+    (tmp_path / "ft" / "checkpoints" / "step-00000010.safetensors").write_bytes(b"")
+    other = _vit()
+    with torch.no_grad():
+        other.head.weight.add_(1.0)
+    save_dense(other, tmp_path / "p2" / "teacher")
+    with pytest.raises(InputError, match="has changed since the run started"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2"), resume=True)

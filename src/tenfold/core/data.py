@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tenfold.core.io import DataError, InputError, require_file
+from tenfold.core.io import DataError, InputError, require_file, walk_files
 
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "ImageDataset", "Motion", "asset_path", "data_root", "list_data",
@@ -474,18 +474,7 @@ def _as_uint8(im: Any, mode: str, f: Path) -> np.ndarray:
 def _image_files(path: Path) -> list[Path]:
     """Every image file under ``path``, following symbolic links to folders (rglob skipped them, and with them whole
     classes) but never into a folder twice; hidden files and folders skipped."""
-    out: list[Path] = []
-    seen: set[str] = set()
-    for root, dirs, names in os.walk(path, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a link cycle, or a folder linked twice
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in _IMAGE_EXTS
-                and (Path(root) / n).is_file()]
-    return sorted(out)
+    return walk_files(path, lambda n: Path(n).suffix.lower() in _IMAGE_EXTS)
 
 
 def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:

@@ -418,19 +418,9 @@ def _step_of(path: str | os.PathLike) -> int:
 
 
 def _load_newest_readable(ckpt: Checkpointer) -> tuple[dict[str, Any], Path]:
-    """Load the newest checkpoint of ``ckpt`` that reads; a corrupt newer one is skipped with a warning that names
-    it (it is overwritten when the run passes its step again). Another method's checkpoint or one of another
-    format is never skipped: those are errors."""
-    steps = ckpt.steps()
-    for i, step in enumerate(reversed(steps)):
-        base = ckpt.path_for(step)
-        try:
-            return ckpt.load(base)[0], base
-        except CorruptCheckpointError as e:
-            if i == len(steps) - 1:
-                raise
-            warnings.warn(f"{e}; resuming from the checkpoint before it", TenfoldWarning, stacklevel=3)
-    raise CheckpointError(f"no checkpoint in {ckpt.dir}")
+    """:meth:`Checkpointer.load_newest`'s state and path."""
+    state, _, base = ckpt.load_newest()
+    return state, base
 
 
 class Checkpointer:
@@ -448,12 +438,13 @@ class Checkpointer:
     Args:
         run_dir: the run directory.
         method: method name stored in the header and checked on load.
-        keep: how many step pairs to keep (``None``: all). ``last.*`` is kept in addition.
+        keep: how many step pairs to keep (``None``: all). ``last.*`` is kept in addition. Two by default, so that
+            one damaged file leaves the pair before it to resume from (with one, it ended the run).
         config: the resolved config, stored in every header as JSON.
         enabled: whether this process writes (default: it is rank 0).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, method: str, keep: int | None = 1,
+    def __init__(self, run_dir: str | os.PathLike, *, method: str, keep: int | None = 2,
                  config: Any = None, enabled: bool | None = None) -> None:
         if keep is not None and keep < 1:
             raise ConfigError(f"keep must be >= 1 or None (keep all), got {keep}")
@@ -489,6 +480,8 @@ class Checkpointer:
         try:
             if self.enabled:
                 self.dir.mkdir(parents=True, exist_ok=True)
+                for t in self.dir.glob(".*.tmp"):  # left by a write killed before its rename: never read, only disk
+                    t.unlink(missing_ok=True)
                 base.with_suffix(".json").unlink(missing_ok=True)  # an overwritten pair is incomplete until done
                 save_checkpoint(base, state, method=self.method, config=self.config,
                                 extra={"step": step, **(extra or {})})
@@ -506,6 +499,23 @@ class Checkpointer:
             if path is None:
                 raise CheckpointError(f"no checkpoint in {self.dir}")
         return load_checkpoint(path, method=self.method)
+
+    def load_newest(self) -> tuple[dict[str, Any], dict[str, Any], Path]:
+        """``(state, header, base path)`` of the newest checkpoint that reads: a corrupt newer one is skipped with
+        a warning that names it (it is overwritten when the run passes its step again). Another method's
+        checkpoint or one of another format is never skipped: those are errors."""
+        steps = self.steps()
+        for i, step in enumerate(reversed(steps)):
+            base = self.path_for(step)
+            try:
+                state, header = self.load(base)
+                return state, header, base
+            except CorruptCheckpointError as e:
+                if i == len(steps) - 1:
+                    raise CorruptCheckpointError(f"{e}; no older checkpoint reads either: start the run again "
+                                                 "with a new --out") from None
+                warnings.warn(f"{e}; resuming from the checkpoint before it", TenfoldWarning, stacklevel=3)
+        raise CheckpointError(f"no checkpoint in {self.dir}")
 
     def _point_last(self, base: Path) -> None:
         for suffix in (".safetensors", ".json"):
@@ -657,7 +667,7 @@ def fit(
     accum: int = 1,
     ema: float | EMA | None = None,
     ckpt_every: int | None = 1000,
-    keep: int | None = 1,
+    keep: int | None = 2,
     log_every: int = 50,
     seed: int = 0,
     shuffle: bool = True,
@@ -710,7 +720,8 @@ def fit(
             benchmark of ours passed a number and evaluated raw weights for ten sessions). None: no EMA.
         ckpt_every: write a checkpoint every this many steps (None: only at the end). One is
             always written at the end.
-        keep: how many step checkpoints to keep besides ``last`` (None: all).
+        keep: how many step checkpoints to keep besides ``last`` (None: all); two, so a damaged newest one
+            leaves the one before it to resume from.
         log_every: write a ``metrics.jsonl`` line (and TensorBoard scalars) every this many steps
             and at the last step: ``step``, ``epoch``, ``loss`` and the step function's scalars
             (means over the interval), ``lr``, ``grad_norm``, ``seconds`` (training time so far).

@@ -167,6 +167,97 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
 
 
+def walk_files(path: str | os.PathLike, keep: Any = None) -> list[Path]:
+    """Every regular file under ``path`` (sorted) whose name ``keep(name)`` accepts (default: all), following
+    symbolic links to folders but never into a folder twice; hidden files and folders skipped."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link cycle, or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / n for n in names if not n.startswith(".") and (keep is None or keep(n))
+                and (Path(root) / n).is_file()]
+    return sorted(out)
+
+
+def input_digest(path: str | os.PathLike) -> str:
+    """``sha256:HEX`` of a file's bytes, or of a folder's files (each one's path relative to it and its digest): what
+    a resumed run checks its inputs against."""
+    import hashlib
+
+    p = Path(path)
+
+    def one(f: Path) -> str:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in walk_files(p):
+            h.update(f"{f.relative_to(p).as_posix()}\0{one(f)}\n".encode())
+        return "sha256:" + h.hexdigest()
+    return "sha256:" + one(p)
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def input_files(specs: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
+    """The local files behind a run's inputs, by name: a path that exists (a file or folder), a ``folder:PATH`` data
+    spec's folder, and a ``.json`` / ``.safetensors`` model with its pair. Names of built-in models and datasets
+    (``vit``, ``timm:NAME``, ``mnist-test``) and empty values are left out: they cannot change under a run."""
+    out: dict[str, Path] = {}
+    for name, spec in specs.items():
+        if spec is None or str(spec) in ("", "default", "none"):
+            continue
+        text = str(spec)
+        path = Path(text[len("folder:"):] if text.startswith("folder:") else text).expanduser()
+        if not path.exists():
+            continue
+        if path.is_file() and path.suffix in (".json", ".safetensors"):
+            _, j, st = paired_paths(path)
+            if j.is_file() and st.is_file():
+                out[name], out[f"{name} (tensors)"] = j, st
+                continue
+        out[name] = path
+    return out
+
+
+def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLike | None], *, resume: bool,
+                 record: str | os.PathLike | None = None, what: str = "resume", since: str = "the run started"
+                 ) -> None:
+    """Record or check the files a run reads (weights, a LUT, a data folder): a fresh run writes their digests to
+    ``run_dir/inputs.json``; a resumed one checks them, so a file changed in between is one InputError line instead
+    of a run that silently mixes two inputs. ``record``: check against another run's ``inputs.json`` (evaluate
+    against its train run) and write nothing. Names whose path is None or absent from the record are skipped (a
+    run from before session 22 has no record)."""
+    src = Path(record) if record is not None else Path(run_dir) / INPUTS_FILE
+    if record is None and not resume:
+        src.parent.mkdir(parents=True, exist_ok=True)
+        write_json(src, {name: {"path": str(Path(f).resolve()), "digest": input_digest(f)}
+                         for name, f in files.items() if f is not None and Path(f).exists()})
+        return
+    try:
+        saved = json.loads(src.read_text()) if src.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{src} is corrupt (not JSON); it records the inputs the run started with") from None
+    for name, f in files.items():
+        if f is None or name not in saved:
+            continue
+        if not Path(f).exists():
+            raise InputError(f"{name} {f} is gone; {since} from it ({saved[name].get('path')})")
+        if input_digest(f) != saved[name].get("digest"):
+            raise InputError(f"{name} {f} has changed since {since} ({src} records its digest); {what} "
+                             "with the input it started from, or start a new run")
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy/torch scalars, Paths, tuples and dataclasses into plain JSON values."""
     import dataclasses

@@ -664,7 +664,7 @@ class GradInversion:
         if resume:
             if checkpointer is None or checkpointer.latest() is None:
                 raise CheckpointError("nothing to resume: no attack checkpoint in the run directory")
-            st, header = checkpointer.load()
+            st, header, _ = checkpointer.load_newest()
             old = header["extra"].get("key", {})
             if old.get("objective", 1) != OBJECTIVE_VERSION:
                 raise CheckpointError(f"the checkpoint in {checkpointer.dir} was written by an older tenfold whose "

@@ -22,7 +22,9 @@ from tenfold.core.io import (
     TenfoldWarning,
     atomic_write_bytes,
     check_device,
+    check_inputs,
     check_tensor,
+    input_files,
     load_checkpoint,
     save_checkpoint,
     write_json,
@@ -402,6 +404,10 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
 
     run_dir = Path(run_dir)
     _check_iterations(iterations)
+    # a resume reloads the model, the leak and the data from their paths: a file changed in between was attacked
+    # with the first run's images and state without a word
+    check_inputs(run_dir, input_files({"--weights": weights, "--target": target, "--data": data,
+                                       "lpips weights": lpips_weights}), resume=resume)
     if target:
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
         given = dict(model=model, weights=weights, data=data, batch_size=batch_size, batch_seed=batch_seed,
@@ -569,6 +575,7 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         alike = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
                           "first 6 significant digits")
+    check_inputs(run_dir, input_files({"--weights": weights, "--data": data}), resume=resume)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     dev = next(net.parameters()).device
     _, xs, ys = _dataset_tensors(data, net, model)
@@ -646,3 +653,6 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     return {"rows": len(rows), **undefended, **refs, "lowest_psnr": worst["psnr"],
             "lowest_psnr_defence": worst["defence"],
             "threat_model": tm}
+
+
+audit.resume_files = ("audit_rows.jsonl",)  # the CLI reads it: an interrupted audit goes on from its finished rows

@@ -20,11 +20,14 @@ from tenfold.core.config import config_dict
 from tenfold.core.data import absolute_spec
 from tenfold.core.engine import EMA, Checkpointer, barrier, dist_info, fit, seed_everything, unwrap, warmup_cosine
 from tenfold.core.io import (
+    INPUTS_FILE,
     CheckpointError,
     ConfigError,
     DataError,
     TenfoldWarning,
     check_device,
+    check_inputs,
+    input_files,
     load_checkpoint,
     save_checkpoint,
     write_json,
@@ -412,6 +415,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool = False) -> dict[str, Any]
     if absolute_spec(cfg.data) != cfg.data:  # recorded absolute: evaluate and --resume read the same folder anywhere
         cfg = dataclasses.replace(cfg, data=absolute_spec(cfg.data))
         _record_config(Path(run_dir), cfg)
+    # the folder's digest: a resume or an evaluate that re-splits a changed folder scored training images as held out
+    check_inputs(run_dir, input_files({"data": cfg.data}), resume=resume)
     split = load_split(cfg.data, cfg.split_seed, image_size=cfg.image_size, binarize=cfg.binarize,
                        num_levels=cfg.num_levels)
     _device(cfg)
@@ -509,6 +514,9 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
+    # the training folder re-split: files added or changed since training moved training images into "held out"
+    check_inputs(run_dir, input_files({"data": c.data}), resume=True,  # the name train recorded it under
+                 record=Path(checkpoint) / INPUTS_FILE, what="evaluate", since="the model was trained")
     other = bool(data) and not same_data(data, c.data)
     exclude = None
     if other:  # the model's training images, wherever they are found under another spec, are not held out
@@ -528,6 +536,9 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         raise DataError(f"--data {data} does not fit this model (image_size {c.image_size}, "
                         f"{'binarised grey' if c.binarize else str(c.num_levels) + '-level'} images): "
                         f"{str(e).split(';')[0]}") from None
+    if split.heldout.shape[1] != model.vae.image_channels:  # grey data on a colour model was a conv traceback
+        raise DataError(f"--data {data or c.data} has {split.heldout.shape[1]}-channel images but the model was "
+                        f"trained on {model.vae.image_channels}-channel ones")
     x = split.heldout[:limit] if limit else split.heldout
     dims = x[0].numel()
     r = nelbo(model, x, ode=ode and model.score is not None, batch=c.eval_batch)

@@ -29,7 +29,16 @@ from tenfold.core.engine import (
     warmup_cosine,
 )
 from tenfold.core.evaluate import evaluate_classifier
-from tenfold.core.io import CheckpointError, ConfigError, DataError, TenfoldWarning, check_device, write_json
+from tenfold.core.io import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TenfoldWarning,
+    check_device,
+    check_inputs,
+    input_files,
+    write_json,
+)
 from tenfold.core.latency import (
     LatencyResult,
     LatencyTable,
@@ -384,7 +393,7 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     if resume:
         if checkpointer is None or checkpointer.latest() is None:
             raise CheckpointError("nothing to resume: no pruning checkpoint in the run directory")
-        st, _ = checkpointer.load()
+        st, _, _ = checkpointer.load_newest()
         if int(st.get("loop", 1)) != PRUNE_LOOP_VERSION:
             raise CheckpointError(f"{checkpointer.dir} holds a pruning run of an older tenfold, whose loop differs "
                                   "(session 14: threshold index, eval switch, EMA restart); start the run anew")
@@ -640,6 +649,11 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
     if not 0 < frac <= 1:  # NaN fails too
         raise ConfigError(f"--latency-target must be in (0, 1] (a fraction of the dense latency), got {frac}")
     run_dir = Path(run_dir)
+    if resume and not Checkpointer(run_dir, method="nvit-prune").steps():
+        raise CheckpointError(f"nothing to resume: no pruning checkpoint in {run_dir / 'checkpoints'}")
+    # a resume reloads the teacher from --weights: a file changed in between mixed two models without a word
+    check_inputs(run_dir, input_files({"--model": model, "--weights": weights, "--lut": lut, "data": cfg.data}),
+                 resume=resume)
     seed_everything(cfg.seed)
     teacher = load_model(cfg, model, weights)
     # the student starts as the teacher itself: without weights the two load_model calls gave two random
@@ -665,8 +679,6 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         def measure() -> float:
             return latency_ratio(teacher, gated.to_dense(), cfg.lut_batch, device=cfg.device, pairs=12)
     ckpt = Checkpointer(run_dir, method="nvit-prune")
-    if resume and not ckpt.steps():
-        raise CheckpointError(f"nothing to resume: no pruning checkpoint in {ckpt.dir}")
     with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
         res = prune_model(gated, teacher, ds, lat, target_fraction=frac, interval=cfg.interval,
                           prune_per_iter=cfg.prune_per_iter, group_norm=cfg.group_norm, group_size=b["group_size"],
@@ -719,6 +731,9 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     # a given --teacher must load (a missing one used to turn distillation off without a word); the default one
     # beside the model is optional
     tpath = Path(teacher) if teacher else (src if src.is_dir() else src.parent) / "teacher.json"
+    # a resume reloads the teacher: a teacher.json replaced in between mixed two teachers without a word
+    check_inputs(run_dir, input_files({"--model": model, "teacher": tpath, "data": cfg.data,
+                                       "eval data": cfg.eval_data}), resume=resume)
     t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
     if t_model is not None:
         check_teacher_fits(t_model, student, str(tpath))
