@@ -317,3 +317,15 @@ def test_no_flag_is_ambiguous_to_torchrun():
         for fn in (mod.VERBS.values() if mod else ()):
             flags |= {"--" + p.name.replace("_", "-") for p in cli.verb_options(fn)}
     assert len(flags) > 40 and not [f for f in sorted(flags) if ambiguous(f)]
+
+
+def test_a_boolean_option_takes_the_spellings_set_takes(fake_method, capsys, tmp_path):
+    """Session 22 review: `--ode false` was refused ("Expected one of ('True', 'False')") while `--set
+    binarize=false` was taken; true / false / yes / no / 1 / 0 in any case now read as the booleans."""
+    for i, spelling in enumerate((["--partial", "true"], ["--partial=YES"], ["--partial", "1"])):
+        code, _, _ = _run(capsys, "nvit", "fail", *spelling, "--out", str(tmp_path / f"t{i}"))
+        assert code == 2 and (tmp_path / f"t{i}" / "rows.jsonl").is_file()  # partial=True wrote its rows
+    code, _, _ = _run(capsys, "nvit", "fail", "--partial", "false", "--out", str(tmp_path / "f"))
+    assert code == 2 and not (tmp_path / "f").exists()
+    code, _, err = _run(capsys, "nvit", "fail", "--partial", "maybe", "--out", str(tmp_path / "m"))
+    assert code == 2 and "invalid choice 'maybe'" in err

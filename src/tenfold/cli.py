@@ -119,6 +119,8 @@ def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -
             raise ConfigError(f"{prog} takes no options, got: {' '.join(args)}")
         return {}
     opts_cls = dataclasses.make_dataclass(f"{prog.replace(' ', '_')}_options", fields)
+    args = _bool_words(args, {"--" + n.replace("_", "-") for n, ann, _ in fields if ann is bool
+                              or typing.get_origin(ann) is Annotated and typing.get_args(ann)[0] is bool})
     if any(a in ("-h", "--help") for a in args):
         tyro.cli(opts_cls, args=list(args), prog=prog, config=(tyro.conf.FlagConversionOff,))
     buf = io.StringIO()
@@ -128,6 +130,23 @@ def parse_verb_options(fn: Callable[..., Any], args: Sequence[str], prog: str) -
     except SystemExit:
         raise ConfigError(f"{prog}: {_tyro_message(buf.getvalue())}") from None
     return {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+
+
+_BOOL_WORDS = {"true": "True", "false": "False", "yes": "True", "no": "False", "1": "True", "0": "False"}
+
+
+def _bool_words(args: Sequence[str], flags: set[str]) -> list[str]:
+    """A boolean option's value as tyro takes it (True / False): ``--ode false`` was refused while ``--set
+    binarize=false`` was taken, so the two spellings now agree."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        flag, eq, val = a.partition("=")
+        if eq and flag in flags and val.lower() in _BOOL_WORDS:
+            a = f"{flag}={_BOOL_WORDS[val.lower()]}"
+        elif i and args[i - 1] in flags and a.lower() in _BOOL_WORDS:
+            a = _BOOL_WORDS[a.lower()]
+        out.append(a)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

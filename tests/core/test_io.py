@@ -281,6 +281,12 @@ def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path):
     with pytest.raises(InputError, match="^data .*imgs has changed"):
         check_inputs(run, files, resume=True)
     (folder / "a" / "2.png").unlink()
+    (folder / "b").mkdir()
+    (folder / "a" / "1.png").rename(folder / "b" / "1.png")  # the same bytes in another class: another label
+    with pytest.raises(InputError, match="^data .*imgs has changed"):
+        check_inputs(run, files, resume=True)
+    (folder / "b" / "1.png").rename(folder / "a" / "1.png")
+    (folder / "b").rmdir()
     (tmp_path / "m.safetensors").unlink()
     with pytest.raises(InputError, match=r"^--model \(tensors\) .* is gone"):
         check_inputs(run, files, resume=True)

@@ -45,7 +45,7 @@ def test_synth_writes_the_keypoints_of_its_truth_plus_the_named_noise(tmp_path: 
 
 def test_fit_reports_the_error_over_seen_keypoints_and_the_largest_one(tmp_path: Path) -> None:
     """fit's keypoint_error_mm is the mean residual over the points with confidence > 0, max_keypoint_error_mm the
-    largest residual, and one mesh is written per body (checked against params.npz)."""
+    largest residual, and one mesh is written per body up to 8 (checked against params.npz)."""
     from tenfold.kama.verbs import fit, synth
 
     cfg = dataclasses.replace(PRESETS["smoke"], refine_iters=0)
@@ -65,6 +65,54 @@ def test_fit_reports_the_error_over_seen_keypoints_and_the_largest_one(tmp_path:
     assert m["max_keypoint_error_mm"] == pytest.approx(res.max() * 1e3, rel=1e-5)
     assert m["max_keypoint_error_mm"] > 1.5 * m["keypoint_error_mm"] > 0  # the two differ on noisy keypoints
     assert sorted(p.name for p in (tmp_path / "f").glob("mesh_*.obj")) == [f"mesh_{i:03d}.obj" for i in range(3)]
+
+
+def test_fit_warns_of_keypoints_out_of_order_swapped_or_mirrored_and_names_its_meshes(tmp_path: Path) -> None:
+    """Session 22 review: keypoints in a shuffled order fit at 578 mm, and left / right swapped or a mirrored frame
+    fit with an 11 mm error while the body was turned around (424 mm MPJPE), all with exit 0 and no word; a 1,000
+    body batch wrote 8 meshes without saying so. A clean fit stays silent."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.kama.keypoints import K
+    from tenfold.kama.verbs import fit, synth
+
+    cfg = dataclasses.replace(PRESETS["smoke"], refine_iters=0)
+    (tmp_path / "s").mkdir()
+    synth(cfg, tmp_path / "s", bodies=10, noise_mm=10.0)
+    kp = np.load(tmp_path / "s" / "keypoints.npy")
+
+    def run(name: str, x: np.ndarray) -> dict:
+        np.save(tmp_path / f"{name}.npy", x)
+        (tmp_path / name).mkdir()
+        return fit(cfg, tmp_path / name, keypoints=str(tmp_path / f"{name}.npy"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        m = run("clean", kp)
+    assert m["meshes"] == "mesh_000 to mesh_007.obj: the first 8 of 10 bodies (params.npz holds every body)"
+    assert len(list((tmp_path / "clean").glob("mesh_*.obj"))) == 8
+    order = np.random.default_rng(0).permutation(26)
+    with pytest.warns(TenfoldWarning, match=r"10 of 10 bodies fit with a mean keypoint error above 50 mm"):
+        run("shuffled", kp[:, order])
+    swap = list(range(26))
+    for part in ("hip", "knee", "ankle", "big_toe", "small_toe", "heel", "eye", "ear", "shoulder", "elbow", "wrist"):
+        swap[K["left_" + part]], swap[K["right_" + part]] = K["right_" + part], K["left_" + part]
+    with pytest.warns(TenfoldWarning, match=r"10 of 10 bodies have the nose behind the neck .* left and right are "
+                                            r"swapped, or the frame is mirrored"):
+        run("swapped", kp[:, swap])
+    with pytest.warns(TenfoldWarning, match="nose behind the neck"):
+        run("mirrored", kp * np.array([-1.0, 1.0, 1.0]))
+
+
+def test_a_text_file_named_npy_is_not_blamed_on_pickles(tmp_path: Path) -> None:
+    """Session 22 review: numpy's message advised allow_pickle, which tenfold has no option for."""
+    from tenfold.core.io import DataError
+    from tenfold.kama.verbs import read_keypoints
+
+    (tmp_path / "k.npy").write_text("hello\n")
+    with pytest.raises(DataError, match=r"k\.npy is not a \.npy file \(no NumPy header\)"):
+        read_keypoints(str(tmp_path / "k.npy"))
 
 
 def test_bvh_books_median_shape_seen_error_and_vertex_acceleration(shared_data: Path, tmp_path: Path) -> None:

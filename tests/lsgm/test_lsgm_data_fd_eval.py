@@ -76,6 +76,18 @@ def test_feature_cnn_takes_min_steps_and_binarises_half_of_each_batch(monkeypatc
         assert bool(((x[32:] > 0) & (x[32:] < 1)).all())
 
 
+def test_feature_cnn_trains_on_a_set_smaller_than_one_batch(monkeypatch) -> None:
+    """Session 22 review: under 64 training images the batch loop was empty, so a small folder's FD-CNN never
+    trained (chance accuracy) and its FD was read from random features. 40 images, two classes told apart by
+    brightness: each step now takes the whole set, and the trained net separates them."""
+    monkeypatch.setenv("TENFOLD_CACHE", "off")
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(40) % 2
+    train = (0.15 + 0.7 * labels.float()).view(40, 1, 1, 1) + 0.1 * torch.rand(40, 1, 8, 8, generator=gen)
+    net = fdm.feature_cnn(train.clamp(0, 1), labels, key="small", epochs=1, min_steps=60)
+    assert fdm.accuracy(net, train.clamp(0, 1), labels) == 1.0  # the untrained net reads 0.5 here
+
+
 def _multiset(x: torch.Tensor) -> Counter:
     return Counter(r.tobytes() for r in (x.flatten(1) * 255).round().to(torch.uint8).numpy())
 
@@ -131,8 +143,10 @@ def test_evaluate_reports_nats_standard_error_and_bits_per_dim(tmp_path: Path, m
     _class_coded_folder(tmp_path / "imgs")
     from PIL import Image
 
-    for f in (tmp_path / "imgs").rglob("*.png"):  # grey -> RGB
-        Image.open(f).convert("RGB").save(f)
+    for f in (tmp_path / "imgs").rglob("*.png"):  # grey -> tinted RGB (R = G = B reads grey since session 22)
+        a = np.asarray(Image.open(f).convert("RGB")).copy()
+        a[..., 1] //= 2
+        Image.fromarray(a).save(f)
     cfg = dataclasses.replace(SMOKE, data=f"folder:{tmp_path / 'imgs'}", binarize=False, image_size=8)
     model = T.Trained(cfg, *T.build(cfg, 3))
     monkeypatch.setattr(T, "_load_on_device", lambda checkpoint, device: model)

@@ -267,7 +267,8 @@ def test_normal_prior_baseline_and_device_option(tmp_path):
 
 
 def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = False):
-    """The first n real scikit-learn digits saved as PNGs, upscaled ``scale`` times (a user's image folder)."""
+    """The first n real scikit-learn digits saved as PNGs, upscaled ``scale`` times (a user's image folder); ``rgb``:
+    tinted colour images."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -277,7 +278,8 @@ def _digit_folder(root, n: int, *, classes: bool, scale: int = 2, rgb: bool = Fa
         a = np.kron(np.rint(d.images[i] * 255 / 16).astype(np.uint8), np.ones((scale, scale), np.uint8))
         sub = root / (str(d.target[i]) if classes else "")
         sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.stack([a] * 3, -1) if rgb else a).save(sub / f"{i}.png")
+        # rgb: tinted, so the colour is real (R = G = B images count as grey since session 22)
+        Image.fromarray(np.stack([a, a // 2, a // 3], -1) if rgb else a).save(sub / f"{i}.png")
     return d
 
 
@@ -413,7 +415,7 @@ def test_own_image_folder_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="10 images are too few"):
         load_split(f"folder:{tmp_path / 'few'}", 0, image_size=8)
     _digit_folder(tmp_path / "rgb", 30, classes=False, rgb=True)
-    with pytest.raises(DataError, match="3-channel images but binarize=True"):
+    with pytest.raises(DataError, match=r"3-channel images \(e\.g\. 0\.png\) but binarize=True"):  # names one
         load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8)
     assert load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8, binarize=False).train.shape[1:] == (3, 8, 8)
     import numpy as np

@@ -233,8 +233,8 @@ def test_prune_and_finetune_resumes_refuse_inputs_changed_since_the_run_started(
     save_dense(_vit(), tmp_path / "p2" / "pruned")
     save_dense(_vit(), tmp_path / "p2" / "teacher")
     monkeypatch.setattr(api, "finetune_model", _stop)
-    with pytest.raises(_Stop):
-        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2"))
+    with pytest.raises(_Stop):  # the model file itself, so the teacher beside it is an input of its own
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2" / "pruned.json"))
     (tmp_path / "ft" / "checkpoints").mkdir(parents=True)
     (tmp_path / "ft" / "checkpoints" / "step-00000010.json").write_text("{}")
     (tmp_path / "ft" / "checkpoints" / "step-00000010.safetensors").write_bytes(b"")
@@ -242,5 +242,5 @@ def test_prune_and_finetune_resumes_refuse_inputs_changed_since_the_run_started(
     with torch.no_grad():
         other.head.weight.add_(1.0)
     save_dense(other, tmp_path / "p2" / "teacher")
-    with pytest.raises(InputError, match="has changed since the run started"):
-        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2"), resume=True)
+    with pytest.raises(InputError, match=r"^teacher \(tensors\) .*teacher\.safetensors has changed since the run"):
+        api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2" / "pruned.json"), resume=True)

@@ -521,10 +521,15 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
     size: tuple[int, int] | None = None
     grey = True
     for f in files:  # headers only, of every file (the chosen ones alone made `limit` change the channel count):
-        # one size and the colour mode before decoding anything
+        # one size and the colour mode before decoding anything; an image in a colour mode (palette, RGB, RGBA) is
+        # decoded while the folder still reads grey, and counts as grey when R = G = B (a grey palette PNG or a grey
+        # JPEG saved as RGB made the whole folder colour)
         try:
             with Image.open(f) as im:
-                here, grey = im.size, grey and im.mode in _GREY_MODES
+                here = im.size
+                if grey and im.mode not in _GREY_MODES:
+                    rgb = np.asarray(im.convert("RGB"))
+                    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         if size is None:
@@ -535,13 +540,26 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
     mode = "L" if grey else "RGB"
     w, h = size
     arr = np.empty((len(chosen), 1 if grey else 3, h, w), dtype=np.uint8)
+    transparent: list[Path] = []
     for k, f in enumerate(chosen):
         try:
             with Image.open(f) as im:
                 a = _as_uint8(im, mode, f)
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    alpha = np.asarray(im.convert("RGBA"))[..., 3]
+                    if int(alpha.min()) < 255:
+                        transparent.append(f)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         arr[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    if transparent:  # the alpha channel was dropped without a word, a fully transparent image read as its colours
+        import warnings
+
+        from tenfold.core.io import TenfoldWarning
+
+        warnings.warn(f"{len(transparent)} image(s) in {path} have transparent pixels (first: "
+                      f"{transparent[0].relative_to(path)}); their alpha is dropped and the colour under it is read",
+                      TenfoldWarning, stacklevel=3)
     ids = [f.relative_to(path).as_posix() for f in chosen]
     return ImageDataset(torch.from_numpy(arr), torch.from_numpy(labels[sel]), classes, name, str(path), ids)
 

@@ -70,7 +70,7 @@ def load_model(name: str, weights: str = "default", calibrate_bn_images: int = 0
                seed: int = 0) -> tuple[nn.Module, list[float], list[float]]:
     """A classifier taking images in [0, 1] and its normalisation (mean, std).
 
-    ``name``: a tenfold model (``cifar10-resnet20`` ... ``56``) or ``torchvision-resnet18/34/50`` (wrapped
+    ``name``: a tenfold model (``cifar10-resnet20`` ... ``56``) or ``torchvision-resnet18/34/50/101/152`` (wrapped
     with ImageNet normalisation). ``weights``: ``default`` (the real CIFAR-10 weights; random init for
     torchvision), ``none`` (He init, seeded) or a file. ``calibrate_bn_images`` > 0 re-estimates BN
     statistics on that many real CIFAR-10 training images (the "fresh network, calibrated BN" regime).
@@ -313,7 +313,7 @@ def _cpu(x: Any) -> Any:
 
 _SHARED_ARGS = """\
         model: ``cifar10-resnet20`` ... ``cifar10-resnet56`` (tenfold's CIFAR ResNets) or ``torchvision-resnet18``
-            / ``34`` / ``50``; any ``nn.Module`` through the Python API.
+            / ``34`` / ``50`` / ``101`` / ``152``; any ``nn.Module`` through the Python API.
         weights: ``default`` (the real CIFAR-10 weights in the shared data; random for torchvision), ``none``
             (seeded He init) or a local weights file.
         data: the client's images: a dataset ``NAME`` or ``NAME:PATH`` (e.g. ``cifar10-test``).
@@ -405,9 +405,11 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     run_dir = Path(run_dir)
     _check_iterations(iterations)
     # a resume reloads the model, the leak and the data from their paths: a file changed in between was attacked
-    # with the first run's images and state without a word
-    check_inputs(run_dir, input_files({"--weights": weights, "--target": target, "--data": data,
-                                       "lpips weights": lpips_weights}), resume=resume)
+    # with the first run's images and state without a word (checked first; a fresh run records them once its
+    # inputs have passed their checks, so a refused one leaves nothing behind)
+    inputs = input_files({"--weights": weights, "--target": target, "--data": data, "lpips weights": lpips_weights})
+    if resume:
+        check_inputs(run_dir, inputs, resume=True)
     if target:
         state, header = load_checkpoint(Path(target) / "leak", method=METHOD)
         given = dict(model=model, weights=weights, data=data, batch_size=batch_size, batch_seed=batch_seed,
@@ -431,6 +433,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     lp = lpips_model(lpips_weights) if lpips_weights else None  # a bad file fails here, not after the attack
     tm = cfg.threat_model()
     print("threat model: " + json.dumps(tm))
+    if not resume:
+        check_inputs(run_dir, inputs, resume=False)
     ckpt = Checkpointer(run_dir, method="gradinversion-attack", config=cfg)
     if resume and not ckpt.steps():
         raise CheckpointError(f"nothing to resume: no attack checkpoint in {ckpt.dir}")
@@ -575,10 +579,14 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         alike = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
                           "first 6 significant digits")
-    check_inputs(run_dir, input_files({"--weights": weights, "--data": data}), resume=resume)
+    inputs = input_files({"--weights": weights, "--data": data})
+    if resume:  # before loading; a fresh run records them once they have passed their checks
+        check_inputs(run_dir, inputs, resume=True)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)
     dev = next(net.parameters()).device
     _, xs, ys = _dataset_tensors(data, net, model)
+    if not resume:
+        check_inputs(run_dir, inputs, resume=False)
     done_path = run_dir / "audit_rows.jsonl"
     if done_path.is_file() and not resume:
         raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")

@@ -10,12 +10,12 @@ from tenfold.kama.articulate import fit as fit_keypoints
 from tenfold.kama.baseline import smplify
 from tenfold.kama.body_model import BodyModel, load_body_model
 from tenfold.kama.config import PRESETS, Config
-from tenfold.kama.keypoints import KEYPOINT_NAMES, regress_keypoints
+from tenfold.kama.keypoints import KEYPOINT_NAMES, facing_backwards, regress_keypoints
 from tenfold.kama.procedural import procedural_model
 from tenfold.kama.verbs import build, bvh, demo, fit, smoke_options, synth
 
 VERBS = {"synth": synth, "fit": fit, "bvh": bvh}
 
 __all__ = ["KEYPOINT_NAMES", "PRESETS", "VERBS", "BodyModel", "Config", "articulate", "build", "demo",
-           "fit_keypoints", "load_body_model", "procedural_model", "refine", "regress_keypoints", "smoke_options",
-           "smplify"]
+           "facing_backwards", "fit_keypoints", "load_body_model", "procedural_model", "refine", "regress_keypoints",
+           "smoke_options", "smplify"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ import torch
 import tyro
 
 from tenfold.core.data import data_root
-from tenfold.core.io import DataError, InputError, check_device, require_file
+from tenfold.core.io import DataError, InputError, TenfoldWarning, check_device, require_file
 from tenfold.core.report import Section
 from tenfold.kama.articulate import fit as kama_fit
 from tenfold.kama.articulate import hinge_axes
@@ -22,6 +23,7 @@ from tenfold.kama.config import Config
 from tenfold.kama.keypoints import (
     KEYPOINT_NAMES,
     NUM_KEYPOINTS,
+    facing_backwards,
     load_landmark_override,
     regress_keypoints,
 )
@@ -65,6 +67,9 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
             try:
                 arr = np.load(p, allow_pickle=False)
             except (ValueError, EOFError, OSError) as e:  # an empty file is an EOFError
+                if p.stat().st_size and not p.read_bytes()[:6] == b"\x93NUMPY":  # numpy's advice was about pickles
+                    raise DataError(f"keypoint file {p} is not a .npy file (no NumPy header); save the array "
+                                    "with numpy.save") from None
                 raise DataError(f"corrupt keypoint file {p}: {str(e).splitlines()[0] if str(e) else 'empty'}") from None
             if arr.dtype.kind not in "iuf":
                 raise DataError(f"keypoint file {p} holds {arr.dtype} values; expected numbers (metres)")
@@ -168,7 +173,9 @@ def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0)
 
 def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = "",
         landmarks: str = "") -> dict[str, Any]:
-    """Fit the body model to keypoints (.npy/.json, metres): writes params.npz, mesh_000.obj, fit.png.
+    """Fit the body model to keypoints (.npy/.json, metres): writes params.npz (every body), mesh_NNN.obj (the first
+    8 bodies) and fit.png (body 0). A fit whose keypoint error is large, or keypoints that face backwards (left and
+    right swapped, or a mirrored frame), are warned of.
 
     Args:
         keypoints: ``.npy`` of (26, 3), (B, 26, 3) or (B, 26, 4) with confidence last, or ``.json``
@@ -187,14 +194,40 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
     np.savez(run_dir / "params.npz", pose=out["pose"].cpu().numpy(), betas=out["betas"].cpu().numpy(),
              transl=out["transl"].cpu().numpy(), residual=out["residual"].cpu().numpy(),
              degenerate=out["degenerate"].cpu().numpy(), keypoint_names=np.array(KEYPOINT_NAMES))
-    for i in range(min(X.shape[0], 8)):
+    meshes = min(X.shape[0], MAX_MESHES)
+    for i in range(meshes):
         write_obj(run_dir / f"mesh_{i:03d}.obj", out["vertices"][i].cpu(), model.faces.cpu())
     plot_fit(run_dir / "fit.png", out["vertices"][0], X[0], out["keypoints"][0], c[0], "KAMA fit, body 0")
     seen = c > 0
     res = out["residual"].cpu()
+    per_body = (res * seen).sum(-1) / seen.sum(-1).clamp(min=1) * 1e3  # mm, over the seen keypoints
+    _warn_doubtful(X, c, per_body)
     return {"bodies": int(X.shape[0]), "keypoint_error_mm": float(res[seen].mean() * 1e3),
             "max_keypoint_error_mm": float(res.max() * 1e3), "cpu_ms_per_body": 1e3 * cpu / X.shape[0],
-            "straight_limbs": int(out["degenerate"].sum()), "refine_iters": cfg.refine_iters}
+            "straight_limbs": int(out["degenerate"].sum()), "refine_iters": cfg.refine_iters,
+            "meshes": f"mesh_000 to mesh_{meshes - 1:03d}.obj: the first {meshes} of {X.shape[0]} bodies (params.npz "
+                      "holds every body)"}
+
+
+MAX_MESHES = 8  # OBJ files written by fit: a 1,000-body batch would write 0.5 GB of meshes
+DOUBTFUL_MM = 50.0  # a mean keypoint error above this (twice the 25 mm noise studied) is no fit of these points
+
+
+def _warn_doubtful(X: torch.Tensor, c: torch.Tensor, per_body_mm: torch.Tensor) -> None:
+    """Warn of fits that are no answer: a large keypoint error (keypoints in another order, or not a body), and
+    keypoints facing backwards (left and right swapped, or a mirrored frame), which fit with a small error while
+    the body is turned around. Both used to exit 0 without a word."""
+    bad = per_body_mm > DOUBTFUL_MM
+    if bool(bad.any()):
+        warnings.warn(f"{int(bad.sum())} of {len(bad)} bodies fit with a mean keypoint error above {DOUBTFUL_MM:g} mm "
+                      f"(worst: body {int(per_body_mm.argmax())}, {float(per_body_mm.max()):.0f} mm): check that "
+                      "the keypoints follow KEYPOINT_NAMES' order and are in metres", TenfoldWarning, stacklevel=3)
+    back = facing_backwards(X.cpu(), c.cpu())
+    if bool(back.any()):
+        warnings.warn(f"{int(back.sum())} of {len(back)} bodies have the nose behind the neck in the frame of their "
+                      f"hips and spine (first: body {int(back.float().argmax())}): left and right are swapped, or "
+                      "the frame is mirrored (left-handed); the fit turns the body around", TenfoldWarning,
+                      stacklevel=3)
 
 
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,

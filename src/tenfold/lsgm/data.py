@@ -103,7 +103,9 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
                               align_corners=None if h > image_size else False).clamp(0, 1)
             desc += f", resized {h} -> {image_size} px"
     if binarize and x.shape[1] != 1:
-        raise DataError(f"{data} has {x.shape[1]}-channel images but binarize=True is for grey images; "
+        colour = int(((x[:, 0] != x[:, 1]) | (x[:, 1] != x[:, 2])).flatten(1).any(1).float().argmax())
+        first = f" (e.g. {ds.ids[colour]})" if ds.ids and colour < len(ds.ids) else ""
+        raise DataError(f"{data} has {x.shape[1]}-channel images{first} but binarize=True is for grey images; "
                         "use --set binarize=false (the 8-bit logistic-mixture decoder)")
     if x.shape[-1] != image_size:
         raise DataError(f"{data} images are {x.shape[-1]} px but the config says image_size={image_size}")

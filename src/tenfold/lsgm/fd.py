@@ -47,7 +47,10 @@ def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: 
     is binarised so its features also mean something on binary samples. At least ``min_steps`` optimizer steps
     (more epochs on a small set): 3 epochs of OMNIGLOT's 2,040 images were 93 steps and left the net at 11 %
     held-out accuracy, its features barely telling characters apart; 350 is what 3 epochs of MNIST's 7,500 take."""
-    epochs = max(epochs, -(-min_steps // max(1, len(train) // 64)))
+    # batches of 64, or the whole set when it is smaller: under 64 images the loop had no batch, so a small folder's
+    # FD came from an untrained network (chance accuracy) without a word
+    bs = min(64, len(train))
+    epochs = max(epochs, -(-min_steps // max(1, len(train) // bs)))
     h = hashlib.sha1(f"{key}|{tuple(train.shape)}|{float(train.sum()):.3f}|{epochs}|{seed}".encode()).hexdigest()[:12]
     cache = _cache_dir()
     path = cache / "lsgm" / f"fdcnn-{h}" if cache else None
@@ -64,10 +67,10 @@ def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: 
         opt = torch.optim.Adam(net.parameters(), 2e-3)
         for _ in range(epochs):
             perm = torch.randperm(len(train), generator=g)
-            for i in range(0, len(train) - 63, 64):
-                idx = perm[i:i + 64]
+            for i in range(0, len(train) - bs + 1, bs):
+                idx = perm[i:i + bs]
                 x = train[idx].clone()
-                x[:32] = torch.bernoulli(x[:32], generator=g)
+                x[:bs // 2] = torch.bernoulli(x[:bs // 2], generator=g)
                 loss = F.cross_entropy(net(x), labels[idx])
                 opt.zero_grad()
                 loss.backward()
