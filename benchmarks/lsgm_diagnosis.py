@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -37,11 +36,20 @@ from tenfold.lsgm.train import generate, load_model, nelbo, train_stages
 
 
 def main() -> None:
+    from benchmarks.common import OneLineParser
+
+    p = OneLineParser(description=__doc__.splitlines()[0])  # --help (it read sys.argv by position: a traceback)
+    p.add_argument("stage1_steps", type=int)
+    p.add_argument("stage2_steps", type=int)
+    p.add_argument("variants", type=json.loads, help="a JSON list of Config overrides, one per variant")
+    p.add_argument("tag", help="work-dir tag under $TENFOLD_CACHE/lsgm-diagnosis")
+    p.add_argument("sizes", nargs="?", type=json.loads, default={}, help="JSON of size overrides")
+    a = p.parse_args()
     torch.set_num_threads(1)
-    s1, s2, variants, tag = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+    s1, s2, variants, tag = a.stage1_steps, a.stage2_steps, a.variants, a.tag
     size = dict(vae_ch=16, latent_ch=4, score_ch=32, batch_size=64, warmup=100, ckpt_every=10**9, log_every=100,
                 ode_tol=1e-3)
-    size.update(json.loads(sys.argv[5]) if len(sys.argv) > 5 else {})
+    size.update(a.sizes)
     env = os.environ.get("TENFOLD_CACHE")
     work = (Path(env).expanduser() if env else Path.home() / ".cache" / "tenfold") / "lsgm-diagnosis" / tag
     split = load_split("mnist-test", 0, image_size=28)
