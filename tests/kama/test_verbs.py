@@ -68,9 +68,10 @@ def test_fit_reports_the_error_over_seen_keypoints_and_the_largest_one(tmp_path:
 
 
 def test_fit_warns_of_keypoints_out_of_order_swapped_or_mirrored_and_names_its_meshes(tmp_path: Path) -> None:
-    """Session 22 review: keypoints in a shuffled order fit at 578 mm, and left / right swapped or a mirrored frame
-    fit with an 11 mm error while the body was turned around (424 mm MPJPE), all with exit 0 and no word; a 1,000
-    body batch wrote 8 meshes without saying so. A clean fit stays silent."""
+    """Session 22 review: keypoints in a shuffled order fit with a 498 mm keypoint error, and left / right swapped
+    or a mirrored frame with 14-15 mm while the swapped body was turned around (419 mm MPJPE;
+    tools/session22_review_figures.py), all with exit 0 and no word; a 1,000 body batch wrote 8 meshes without
+    saying so. A clean fit stays silent."""
     import warnings
 
     from tenfold.core.io import TenfoldWarning

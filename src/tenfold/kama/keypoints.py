@@ -42,7 +42,8 @@ def facing_backwards(X: torch.Tensor, conf: torch.Tensor | None = None) -> torch
     pelvis, front = left x up), which no body does: keypoints whose left and right are swapped, or given in a
     mirrored (left-handed) frame. The fit still runs on them and its residual can look fine while the body is
     turned around. On 1,000 random in-limit poses with 25 mm keypoint noise 0.1 % read backwards, and 99.9 % of the
-    same bodies swapped or mirrored. False where any of the five keypoints is unseen (confidence 0 or not finite).
+    same bodies swapped or mirrored (``tools/session22_review_figures.py``). False where any of the five keypoints is
+    unseen (confidence 0 or not finite).
     """
     idx = [K["pelvis"], K["left_hip"], K["right_hip"], K["neck"], K["nose"]]
     P = X[..., idx, :].double()
