@@ -347,6 +347,62 @@ def test_a_checkpointer_keeps_two_pairs_falls_back_from_a_damaged_one_and_clears
         ck.load_newest()
 
 
+def test_a_non_scalar_or_detached_loss_a_nan_gradient_and_ema_true_are_one_line(tmp_path: Path) -> None:
+    """Session 22 review: a per-sample loss and a detached one were torch's own errors; a finite loss whose gradient
+    is NaN (sqrt at 0) stepped NaN into the weights, checkpointed them, and the next step's error named that
+    checkpoint "the last good" one; ema=True was an AttributeError."""
+    from tenfold.core.io import ConfigError
+
+    def go(step_fn, name: str, **kw):
+        return fit(mlp(0.0), step_fn, Regression(), run_dir=tmp_path / name, steps=4, batch_size=8,
+                   optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1), ckpt_every=1, progress=False,
+                   tensorboard=False, **kw)
+
+    with pytest.raises(TrainingError, match=r"'loss' must be a scalar tensor with a gradient, got shape \(8, 1\)"):
+        go(lambda m, b: {"loss": (m(b[0]) - b[1]) ** 2}, "vector")
+    with pytest.raises(TrainingError, match="got one without \\(detached"):
+        go(lambda m, b: {"loss": F.mse_loss(m(b[0]), b[1]).detach()}, "detached")
+    model = mlp(0.0)
+    first = model[0].weight
+
+    def nan_grad(m, b):
+        return {"loss": F.mse_loss(m(b[0]), b[1]) + 0.0 * torch.sqrt(first[0, 0] * 0)}
+
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is nan at step 1 .* from a finite loss .*weights "
+                                                 r"not updated, no checkpoint yet"):
+        fit(model, nan_grad, Regression(), run_dir=tmp_path / "nan", steps=4, batch_size=8,
+            optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1), ckpt_every=1, progress=False,
+            tensorboard=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not Checkpointer(tmp_path / "nan", method="engine").steps()
+    with pytest.raises(ConfigError, match="ema takes a decay in \\(0, 1\\) or an EMA object, not True"):
+        go(lambda m, b: {"loss": F.mse_loss(m(b[0]), b[1])}, "ema", ema=True)
+
+
+def test_fp16_steps_the_scaler_skips_advance_neither_the_schedule_nor_the_ema(tmp_path: Path) -> None:
+    """Session 22 review: every overflowed fp16 step still stepped the scheduler and the EMA (the lr decayed while
+    the weights stood still) with no word from tenfold. A loss whose gradient overflows fp16 at the scaler's first
+    scales: the skipped steps are counted and warned of, and the schedule advanced only on the applied ones."""
+    from tenfold.core.io import TenfoldWarning
+
+    model = mlp(0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    sched: list = []
+
+    def make_sched(opt):
+        sched.append(torch.optim.lr_scheduler.StepLR(opt, 1, 0.5))
+        return sched[-1]
+
+    ema = EMA(model, 0.5)
+    with pytest.warns(TenfoldWarning, match=r"3 of 3 fp16 steps overflowed and were skipped"):
+        out = fit(model, lambda m, b: {"loss": (m(b[0]) * 3e4).float().pow(2).mean()}, Regression(),
+                  run_dir=tmp_path, steps=3, batch_size=8, amp="fp16", scheduler=make_sched, ema=ema,
+                  optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1e-4), progress=False, tensorboard=False)
+    assert out["amp_skipped_steps"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no update applied
+    assert sched[0].last_epoch == 0 and ema.num_updates == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # (3) NaN loss: a one-line error naming the step; the last good checkpoint is intact
 # ---------------------------------------------------------------------------------------------

@@ -619,3 +619,44 @@ def test_session15_bad_inputs_are_one_line_errors(tmp_path):
         load_model(tmp_path / "bad")
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(cfg, tmp_path / "empty", resume=True)
+
+
+def test_in_memory_images_train_score_and_refuse_what_the_model_cannot_read(tmp_path):
+    """Session 22 review: images already in memory had no documented route (a hand-built Split), and neither
+    train_stages nor nelbo checked them: 0-255 values were a torch error, colour or non-square images trained
+    silently, grey images were scored under the Bernoulli decoder, and nelbo reseeded the caller's global RNG.
+    split_tensors gives them the folder split and its checks; nelbo checks against the model."""
+    from tenfold.core.io import DataError
+    from tenfold.lsgm import split_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 8, 8, generator=gen)
+    sp = split_tensors(x, split_seed=3, image_size=8)
+    assert (len(sp.train), len(sp.val), len(sp.heldout)) == (30, 2, 8)
+    assert torch.equal(sp.heldout, (sp.heldout == 1).float())  # binarised once
+    twice = split_tensors(x, split_seed=3, image_size=8)
+    assert torch.equal(sp.train, twice.train) and torch.equal(sp.heldout, twice.heldout)
+    for bad, msg in ((x * 255, r"values in \[0, 1\], got \[.*\]; divide 0-255 images by 255"),
+                     ((x * 255).to(torch.uint8), "float images in \\[0, 1\\], got torch.uint8"),
+                     (x[:, :, :, :6], "6x8; lsgm needs square images"),
+                     (x.masked_fill(x > 0.99, float("nan")), "NaN or Inf"), (x[0], r"\(N, C, H, W\)")):
+        with pytest.raises(DataError, match=msg):
+            split_tensors(bad, image_size=8)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=2, ckpt_every=2, image_size=8, batch_size=8)
+    colour = split_tensors(torch.rand(40, 3, 8, 8, generator=gen), image_size=8, binarize=False)
+    with pytest.raises(DataError, match="the split's training images has 3-channel images but the model takes 1"):
+        train_stages(cfg, tmp_path / "c", colour)  # binarize=True: the Bernoulli decoder's grey data
+    with pytest.raises(DataError, match="images are 16 px but the model / config has image_size=8"):
+        train_stages(cfg, tmp_path / "s", split_tensors(torch.rand(40, 1, 16, 16, generator=gen), image_size=16))
+    train_stages(cfg, tmp_path / "run", sp)
+    model = load_model(tmp_path / "run")
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    a = nelbo(model, sp.heldout, ode=False)["dsm"]
+    assert torch.equal(torch.rand(3), want)  # the caller's random stream goes on where it was
+    assert torch.equal(nelbo(model, sp.heldout, ode=False)["dsm"], a)  # and the score is seeded
+    with pytest.raises(DataError, match="must be binary \\(0 / 1\\) for the Bernoulli decoder"):
+        nelbo(model, sp.heldout_grey, ode=False)
+    with pytest.raises(DataError, match="has 3-channel images but the model takes 1"):
+        nelbo(model, torch.ones(2, 3, 8, 8), ode=False)

@@ -786,7 +786,9 @@ def fit(
         raw = unwrap(model).to(dev)
         opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else optimizer(raw)
         sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "state_dict") else scheduler
-        ema_obj = EMA(raw, ema) if isinstance(ema, (int, float)) and not isinstance(ema, bool) else ema
+        if isinstance(ema, bool):  # True was an AttributeError ('bool' object has no attribute 'to')
+            raise ConfigError(f"ema takes a decay in (0, 1) or an EMA object, not {ema}")
+        ema_obj = EMA(raw, ema) if isinstance(ema, (int, float)) else ema
         if ema_obj is not None:
             ema_obj.to(dev)
         scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
@@ -900,6 +902,7 @@ def fit(
         bar = tqdm(total=steps, initial=step, desc=method, dynamic_ncols=True, file=sys.stderr,
                    disable=None if (progress and info.is_main) else True)
         batches: Iterator[Any] | None = None
+        amp_skipped = 0  # fp16 steps the gradient scaler skipped (this process's share of the run)
         try:
             while step < steps:
                 epoch, position = divmod(step, steps_per_epoch)
@@ -920,6 +923,10 @@ def fit(
                         if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor):
                             raise TrainingError("step_fn must return a dict with 'loss' (a scalar tensor)")
                         loss = out["loss"]
+                        if loss.numel() != 1 or not loss.requires_grad:  # were torch's own errors, later
+                            raise TrainingError("step_fn's 'loss' must be a scalar tensor with a gradient, got "
+                                                + (f"shape {tuple(loss.shape)}" if loss.numel() != 1 else
+                                                   "one without (detached, or computed under no_grad)"))
                         # Check before backward, so a bad loss never reaches the weights. Under DDP the
                         # mean over ranks is checked, so every rank raises together.
                         # a copy: for a float32 loss .float() is the loss itself, and the all-reduce wrote the
@@ -944,14 +951,28 @@ def fit(
                     scaler.unscale_(opt)
                 gnorm = clip_gradients(params, grad_clip)
                 lr = opt.param_groups[0]["lr"]
+                if scaler is None and not bool(torch.isfinite(gnorm)):
+                    # a finite loss with a non-finite gradient (sqrt(0), 0 * inf) stepped NaN into the weights, saved
+                    # them, and the next step's error called that checkpoint "the last good" one
+                    where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
+                    raise NonFiniteLossError(
+                        f"the gradient norm is {float(gnorm)} at step {step + 1} (epoch {epoch}) from a finite loss "
+                        f"{loss_sum / accum:.6g}; weights not updated, {where}; a term of the loss has no finite "
+                        "gradient here (e.g. sqrt or log at 0)")
+                skipped = False
                 if scaler is not None:
+                    scale = scaler.get_scale()
                     scaler.step(opt)
                     scaler.update()
+                    # an fp16 overflow: the GradScaler skipped the update, so the schedule and the EMA do not
+                    # advance either (they did, and a run of overflows decayed the lr while the weights stood still)
+                    skipped = scaler.get_scale() < scale
                 else:
                     opt.step()
-                if sched is not None:
+                amp_skipped += skipped
+                if sched is not None and not skipped:
                     sched.step()
-                if ema_obj is not None:
+                if ema_obj is not None and not skipped:
                     ema_obj.update(raw)
                 step += 1
                 bar.update(1)
@@ -987,7 +1008,11 @@ def fit(
         barrier()  # leave together: rank 0's logs and checkpoints are complete when any rank reads them
 
         elapsed = time.perf_counter() - t_start
-        result: dict[str, Any] = {"steps": step, **last_logged}
+        if amp_skipped:
+            warnings.warn(f"{amp_skipped} of {step - start_step} fp16 steps overflowed and were skipped by the "
+                          "gradient scaler (weights, schedule and EMA not advanced on them); bf16 has no overflow",
+                          TenfoldWarning, stacklevel=2)
+        result: dict[str, Any] = {"steps": step, "amp_skipped_steps": amp_skipped, **last_logged}
         result.update({"seconds": elapsed, "total_seconds": seconds_before + elapsed,
                        "resumed_from": resumed_from, "checkpoint": str(last_ckpt) if last_ckpt else None,
                        "run_dir": str(run_dir)})

@@ -1,7 +1,9 @@
 """LSGM (Vahdat, Kreis, Kautz, NeurIPS 2021): a score-based generative model trained in a VAE's latent space.
 
 Public API: ``Config``/``PRESETS``; the maths (``VPSDE``, ``GeometricVPSDE``, ``sample_t``, ``MixedScore``,
-``cross_entropy_dsm``, ``ode_sample``, ``ode_nll``); the verbs ``train``, ``sample``, ``evaluate``.
+``cross_entropy_dsm``, ``ode_sample``, ``ode_nll``); the verbs ``train``, ``sample``, ``evaluate``; and for images
+already in memory, ``split_tensors`` -> ``train_stages`` -> ``load_model`` -> ``generate`` / ``nelbo`` (README,
+"Python").
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import PRESETS, Config
+from .data import Split, load_split, split_tensors
 from .nets import MixedScore, UNet
 from .objective import cross_entropy_dsm
 from .ode import ode_nll, ode_sample, sde_sample
 from .sde import VPSDE, GeometricVPSDE, sample_t
-from .train import evaluate, generate, load_model, sample, train
+from .train import evaluate, generate, load_model, nelbo, sample, train, train_stages
 
-__all__ = ["PRESETS", "VERBS", "Config", "GeometricVPSDE", "MixedScore", "UNet", "VPSDE", "cross_entropy_dsm",
-           "demo", "evaluate", "generate", "load_model", "ode_nll", "ode_sample", "sample", "sample_t",
-           "sde_sample", "smoke_options", "train"]
+__all__ = ["PRESETS", "VERBS", "Config", "GeometricVPSDE", "MixedScore", "Split", "UNet", "VPSDE",
+           "cross_entropy_dsm", "demo", "evaluate", "generate", "load_model", "load_split", "nelbo", "ode_nll",
+           "ode_sample", "sample", "sample_t", "sde_sample", "smoke_options", "split_tensors", "train",
+           "train_stages"]
 
 VERBS = {"train": train, "sample": sample, "evaluate": evaluate}
 DISTRIBUTED_VERBS = ("train",)  # DDP under torchrun; sample and evaluate run on rank 0 alone

@@ -14,6 +14,7 @@ is binarised once with a fixed seed.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,54 @@ class Split:
     train_labels: torch.Tensor
     heldout_labels: torch.Tensor
     description: str
+
+
+def check_images(x: Any, what: str, *, channels: int | None = None, size: int | None = None,
+                 binary: bool = False, levels: int | None = None) -> None:
+    """Raise DataError unless ``x`` is a float (N, C, H, W) tensor of N >= 1 square images in [0, 1], finite, with
+    ``channels`` channels and ``size`` px a side, and (``binary``) only 0 / 1 or (``levels``) on the K-level grid:
+    what lsgm's objective reads. A hand-built Split or nelbo's images were taken as they came (0-255 values, NaN,
+    colour for a binary decoder, another size) and gave a raw torch error or numbers for another model."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not len(x):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"{what} must be a tensor of images (N, C, H, W) with N >= 1, got {shape}")
+    if not x.is_floating_point():
+        raise DataError(f"{what} must be float images in [0, 1], got {x.dtype} (divide 0-255 images by 255)")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{what} holds NaN or Inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise DataError(f"{what} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}]"
+                        + ("; divide 0-255 images by 255" if hi > 1.5 else ""))
+    n, c, h, w = x.shape
+    if h != w:
+        raise DataError(f"{what} images are {w}x{h}; lsgm needs square images")
+    if size is not None and h != size:
+        raise DataError(f"{what} images are {h} px but the model / config has image_size={size}")
+    if channels is not None and c != channels:
+        raise DataError(f"{what} has {c}-channel images but the model takes {channels}")
+    if binary and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError(f"{what} must be binary (0 / 1) for the Bernoulli decoder (binarize=True); binarise them "
+                        "first, e.g. torch.bernoulli(x)")
+    if levels is not None and not binary:
+        k = x * (levels - 1)
+        if not bool(torch.isclose(k, k.round(), atol=1e-4).all()):
+            raise DataError(f"{what} must lie on the {levels}-level grid (round(x * {levels - 1}) / {levels - 1}) "
+                            "that the discretised-logistic decoder scores")
+
+
+def split_tensors(x: torch.Tensor, y: torch.Tensor | None = None, *, split_seed: int = 0, image_size: int = 28,
+                  binarize: bool = True, num_levels: int = 256, name: str = "tensors") -> Split:
+    """A :class:`Split` of your own in-memory images ``x`` (N, C, H, W) floats in [0, 1] (labels ``y``, default 0):
+    the split ``folder:PATH`` data gets (seeded 75 / 5 / 20 %, resized to ``image_size``, held out binarised
+    once or put on the ``num_levels`` grid), with the same checks. Train on it with :func:`train_stages`."""
+    check_images(x, name)
+    if y is None:
+        y = torch.zeros(len(x), dtype=torch.long)
+    if not isinstance(y, torch.Tensor) or y.shape != (len(x),):
+        raise DataError(f"{name}: labels must be a tensor of shape ({len(x)},)")
+    return _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,
+                         num_levels=num_levels, image_size=image_size, data=name)
 
 
 def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -86,25 +135,41 @@ def load_split(data: str, split_seed: int = 0, *, image_size: int = 28, binarize
         desc = (f"{name}: {len(tr)} train, {n_val} val, {n_val} held out, disjoint (evaluate on cifar10-test with "
                 "--data)")
     else:  # any other dataset, e.g. a user's folder:PATH: seeded 75 / 5 / 20 %, resized to image_size
-        n = len(ds)
-        if n < MIN_IMAGES:
-            raise DataError(f"{data}: {n} images are too few to split into train / val / held out "
-                            f"(lsgm needs at least {MIN_IMAGES})")
-        perm = torch.randperm(n, generator=g)
-        n_ho, n_va = n // 5, max(1, n // 20)
-        ho, va, tr = perm[:n_ho], perm[n_ho:n_ho + n_va], perm[n_ho + n_va:]
-        h, w = x.shape[-2:]
-        if h != w:
-            raise DataError(f"{data} images are {w}x{h}; lsgm needs square images (crop them first)")
-        desc = (f"{data}: seeded permutation (seed {split_seed}): {len(tr)} train + {len(va)} val / {len(ho)} "
-                f"held out")
-        if h != image_size:  # area average to shrink (no aliasing), bilinear to enlarge
-            x = F.interpolate(x, size=(image_size, image_size), mode="area" if h > image_size else "bilinear",
-                              align_corners=None if h > image_size else False).clamp(0, 1)
-            desc += f", resized {h} -> {image_size} px"
+        x, y, tr, va, ho, desc = _seeded_split(x, y, data, split_seed, image_size)
+    return _finish_split(x, y, tr, va, ho, desc, binarize=binarize, num_levels=num_levels, image_size=image_size,
+                         data=data, ids=ds.ids, all_heldout=all_heldout, exclude=exclude)
+
+
+def _seeded_split(x: torch.Tensor, y: torch.Tensor, data: str, split_seed: int, image_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """The generic split (a folder's, or tensors'): seeded 75 / 5 / 20 %, square images resized to image_size."""
+    n = len(x)
+    if n < MIN_IMAGES:
+        raise DataError(f"{data}: {n} images are too few to split into train / val / held out "
+                        f"(lsgm needs at least {MIN_IMAGES})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_ho, n_va = n // 5, max(1, n // 20)
+    ho, va, tr = perm[:n_ho], perm[n_ho:n_ho + n_va], perm[n_ho + n_va:]
+    h, w = x.shape[-2:]
+    if h != w:
+        raise DataError(f"{data} images are {w}x{h}; lsgm needs square images (crop them first)")
+    desc = (f"{data}: seeded permutation (seed {split_seed}): {len(tr)} train + {len(va)} val / {len(ho)} "
+            f"held out")
+    if h != image_size:  # area average to shrink (no aliasing), bilinear to enlarge
+        x = F.interpolate(x, size=(image_size, image_size), mode="area" if h > image_size else "bilinear",
+                          align_corners=None if h > image_size else False).clamp(0, 1)
+        desc += f", resized {h} -> {image_size} px"
+    return x, y, tr, va, ho, desc
+
+
+def _finish_split(x: torch.Tensor, y: torch.Tensor, tr: torch.Tensor, va: torch.Tensor, ho: torch.Tensor,
+                  desc: str, *, binarize: bool, num_levels: int, image_size: int, data: str,
+                  ids: list[str] | None = None, all_heldout: bool = False, exclude: set[bytes] | None = None
+                  ) -> Split:
+    """The checks every split passes, and its held-out set binarised once or put on the K-level grid."""
     if binarize and x.shape[1] != 1:
         colour = int(((x[:, 0] != x[:, 1]) | (x[:, 1] != x[:, 2])).flatten(1).any(1).float().argmax())
-        first = f" (e.g. {ds.ids[colour]})" if ds.ids and colour < len(ds.ids) else ""
+        first = f" (e.g. {ids[colour]})" if ids and colour < len(ids) else ""
         raise DataError(f"{data} has {x.shape[1]}-channel images{first} but binarize=True is for grey images; "
                         "use --set binarize=false (the 8-bit logistic-mixture decoder)")
     if x.shape[-1] != image_size:

@@ -34,7 +34,7 @@ from tenfold.core.io import (
 )
 
 from .config import Config
-from .data import Split, image_keys, load_split
+from .data import Split, check_images, image_keys, load_split
 from .nets import MixedScore, UNet
 from .objective import LSGMNet, VAEStage, vae_terms
 from .ode import ode_nll, ode_sample, sde_sample, timed
@@ -123,7 +123,12 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     ``run_dir/model`` (VAE + EMA score net). ``stage2_steps=0`` or ``prior="normal"`` gives the N(0, I) VAE alone
     (the latter with LSGM's stage-2 optimizer and KL schedule: the like-for-like baseline)."""
     run_dir = Path(run_dir)
+    check_images(split.train, "the split's training images", size=cfg.image_size,
+                 channels=1 if cfg.binarize else None)  # binarize=True is the Bernoulli decoder's grey data
     channels = split.train.shape[1]
+    for what, t in (("validation", split.val), ("held-out", split.heldout_grey)):
+        if len(t):
+            check_images(t, f"the split's {what} images", size=cfg.image_size, channels=channels)
     seed_everything(cfg.seed)  # the initial weights are a function of the seed
     vae, score, sde = build(cfg, channels)
     x_bin = cfg.binarize
@@ -354,9 +359,21 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
           batch: int = 250) -> dict[str, Any]:
     """Per-image negative ELBOs (nats) of held-out images x: ``dsm`` (-ln p(x|z0) - H + CE by DSM with ll_iw
     t-sampling), ``ode`` (-ln p(x|z0) + ln q(z0|x) - ln p_ODE(z0), Hutchinson trace), or the N(0, I) VAE's
-    analytic ``vae`` bound. Returns tensors (N,) and the mean ODE NFE."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    analytic ``vae`` bound. Returns tensors (N,) and the mean ODE NFE. ``x`` is checked against the model (its
+    channels and size; binary for the Bernoulli decoder, on the K-level grid for the logistic one), and the caller's
+    global random state is left as it was (it was reseeded to ``seed``)."""
+    c = model.cfg
+    check_images(x, "the images to score", channels=model.vae.image_channels, size=model.vae.image_size,
+                 binary=c.binarize, levels=None if c.binarize else c.num_levels)
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _nelbo(model, x, ode=ode, tol=tol, generator=torch.Generator().manual_seed(seed), batch=batch)
+
+
+def _nelbo(model: Trained, x: torch.Tensor, *, ode: bool, tol: float | None, generator: torch.Generator,
+           batch: int) -> dict[str, Any]:
+    g = generator
     out: dict[str, list[torch.Tensor]] = {"dsm": [], "ode": [], "vae": []}
     nfes = []
     for i in range(0, len(x), batch):
