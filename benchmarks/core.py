@@ -7,11 +7,9 @@ Goals (issue: foundation): ResNet-20 top-1 >= 80 %; ResNet-56 scores higher than
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.evaluate import evaluate_classifier
 from tenfold.core.models import build_model, default_weights
@@ -20,7 +18,7 @@ from tenfold.core.models import build_model, default_weights
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "cifar10-test").parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     ds = load_dataset(args.data)
     figures = {"data": args.data, "images": len(ds)}
     for depth in (20, 32, 44, 56):

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import RESULTS, goal, parser, write_result
+from benchmarks.common import RESULTS, clock, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.latency import measure_ratio
 from tenfold.gradinversion import PRESETS, apply_defences, build, recover_labels, simulate_client
@@ -275,7 +275,8 @@ def _attack_seed(regime: str, B: int, k: int) -> int:
 def _run_attack(who: str, cfg: Any, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor],
                 B: int, N: int, snap_at: list[int], device: str, seed: int) -> dict[str, Any]:
     """One attack (ours or a breaching one) of ``N`` iterations from ``seed``: images, labels, snapshots (the
-    last iterate at N among them), CPU and wall seconds of the whole call (set-up and label restoration too)."""
+    last iterate at N among them), CPU and wall seconds of the whole call: ours with ``build()`` and label
+    restoration, breaching's ``reconstruct()`` (its label restoration too) with ``prepare_attack`` off the clock."""
     if who != "ours":
         torch.manual_seed(seed)
         return breaching_attack(who, model, mean, std, g, B, N, snap_at, device)
@@ -434,7 +435,8 @@ def merge_cells(paths: list[Path], out: Path | None) -> Path:
     merged["merged_from"] = [
         {"file": str(pth), "command": q.get("command"), "device": q["figures"].get("device"),
          "commit": q.get("environment", {}).get("commit"), "partial": q["figures"].get("partial", False),
-         "wall_seconds": q.get("wall_seconds")} for pth, q in zip(paths, parts)]
+         "wall_seconds": q.get("wall_seconds"), "process_cpu_seconds": q.get("process_cpu_seconds")}
+        for pth, q in zip(paths, parts)]  # the merge itself is seconds: the parts' own times are the run's
     goals = image_goals(merged, REGIMES, merged["iterations"], t_it)
     return write_result("gradinversion", merged, goals, device=figs[0].get("device") or "cpu", out=out)
 
@@ -479,8 +481,9 @@ def _double(model: nn.Module) -> nn.Module:
 def paired_cpu_ratio(cfg: Any, model: nn.Module, mean: list[float], std: list[float], g: list[torch.Tensor], B: int,
                      iterations: int, pairs: int, device: str,
                      attacks: tuple[str, ...] = BREACHING_ATTACKS) -> dict[str, Any]:
-    """Our attack's CPU time as a fraction of each breaching attack's, from short runs (``iterations`` each, set-up
-    and label restoration included on both sides) timed in interleaved ABBA pairs, median per-pair ratio.
+    """Our attack's CPU time as a fraction of each breaching attack's, from short runs (``iterations`` each, label
+    restoration included and construction, ``build`` / ``prepare_attack``, excluded on both sides) timed in
+    interleaved ABBA pairs, median per-pair ratio.
 
     Why: timing each full attack as one block, one after another, read the same unchanged code at 0.094 vs 0.088
     s/iteration in one run and 0.109 vs 0.117 in another; neighbouring short runs see the same machine load."""
@@ -780,7 +783,7 @@ def main() -> None:
         tb = [tuple(int(v) for v in b.split(":")) for b in args.tune_batches.split(",")] if args.tune_batches else None
         tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client, tb)
         return
-    started = time.perf_counter()
+    started = clock()
     if args.labels_on_tuning_pool:
         # the image tuning pool (TUNE_POOL) holds 8 classes only, so the label pool is cifar10-train's class-balanced
         # first 4,000 images less the 512 that calibrate the fresh net's BN statistics

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from tenfold.core.data import data_root, load_bvh
 from tenfold.core.geometry import axis_angle_to_matrix, forward_kinematics, matrix_to_axis_angle
 from tenfold.core.metrics import mpjpe, pa_mpjpe, pve
@@ -206,10 +206,13 @@ def main() -> None:
     p.add_argument("--mocap-opt-frames", type=int, default=40, help="CMU frames fitted by the (slow) optimiser")
     args = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     cfg = Config(device=args.device)
     model = procedural_model(cfg.seed)
     figures: dict = {"bodies_per_noise": args.bodies, "body_model": "SYNTHETIC procedural SMPL-layout, seed 0",
+                     # the analytic fit and refinement take a chunk of bodies per call (batched), the optimiser
+                     # one body at a time (its loop): the CPU ratios depend on the chunk (session 22 review)
+                     "chunk": args.chunk,
                      "config": {"refine_iters": cfg.refine_iters, "refine_method": cfg.refine_method,
                                 "shape_rounds": cfg.shape_rounds, "w_betas": cfg.w_betas, "w_pose": cfg.w_pose,
                                 "w_anchor": cfg.w_anchor,

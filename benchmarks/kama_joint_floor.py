@@ -7,12 +7,11 @@ the floor.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import OneLineParser, write_result
+from benchmarks.common import OneLineParser, clock, write_result
 from tenfold.kama.articulate import fit
 from tenfold.kama.config import Config
 from tenfold.kama.procedural import procedural_model
@@ -29,7 +28,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="result file (default benchmarks/results/kama_joint_floor.json)")
     args = p.parse_args()
-    started = time.perf_counter()
+    started = clock()
     torch.set_num_threads(1)
     cfg = Config()
     model = procedural_model(cfg.seed)

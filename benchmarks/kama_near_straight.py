@@ -9,12 +9,11 @@ elbows bent 3 deg; a hip or shoulder counts as flipped when its global rotation 
 from __future__ import annotations
 
 import importlib
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import OneLineParser, write_result
+from benchmarks.common import OneLineParser, clock, write_result
 from tenfold.core.geometry import matrix_to_axis_angle
 from tenfold.kama.articulate import fit, hinge_axes
 from tenfold.kama.keypoints import regress_keypoints
@@ -29,7 +28,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="result file (default benchmarks/results/kama_near_straight.json)")
     args = p.parse_args()
-    started = time.perf_counter()
+    started = clock()
     torch.set_num_threads(1)
     articulate = importlib.import_module("tenfold.kama.articulate")  # the module (the package exports a function)
     model = procedural_model()

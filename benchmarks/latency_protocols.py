@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from benchmarks.nvit import dense_teacher, uniform_model
 from tenfold.core.latency import measure_ratio
 from tenfold.nvit.api import time_model
@@ -42,7 +41,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=4, help="how many times each protocol is run")
     a = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     dense, _ = dense_teacher(argparse.Namespace(dense_steps=2000, batch=64, train_limit=None,
                                                 train_data="cifar10-train"))
     small = uniform_model(dense, 0.513).eval()

@@ -6,7 +6,7 @@ digits, seeded 7,500 + 500 val / 2,000 split) and OMNIGLOT background-small-1 (d
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm --jobs 2              # the two datasets side by side, ~1 h 20 min
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm --data mnist-test     # one dataset
     OMP_NUM_THREADS=8 python -m benchmarks.lsgm --scale large          # bigger nets, 12x the steps (hours on CPU)
-    OMP_NUM_THREADS=1 python -m benchmarks.lsgm --scale check --out /tmp/x.json   # one-minute plumbing run
+    OMP_NUM_THREADS=1 python -m benchmarks.lsgm --scale check --out /tmp/x.json   # plumbing run, ~5 min
 
 Every contender gets the same number of optimizer steps at the same batch. The VAE-based ones share stage 1
 (half the steps: the N(0, I) VAE); then, for the other half, the baseline keeps the N(0, I) prior (same
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from tenfold.core.engine import EMA, fit, unwrap
 from tenfold.core.metrics import frechet_distance, gaussian_stats
 from tenfold.lsgm import PRESETS
@@ -369,7 +369,8 @@ def run_dataset(data: str, a: Any, work: Path, lr_sweeps: dict[str, dict[float, 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "mnist-test,omniglot-small1")
     p.add_argument("--scale", choices=["cpu", "large", "check"], default="cpu",
-                   help="large: bigger nets, 12x the steps (GPU / many cores); check: a one-minute plumbing run")
+                   help="large: bigger nets, 12x the steps (GPU / many cores); check: a plumbing run of tiny budgets, "
+                        "about 5 minutes for the two datasets on one core (its figures mean nothing)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per contender")
     p.add_argument("--tol", type=float, default=1e-3, help="ODE rtol = atol for sampling")
     p.add_argument("--nll-tol", type=float, default=1e-4)
@@ -400,12 +401,14 @@ def main() -> None:
         a.fd_samples, a.nll_images, a.data_nll_images = 40, 40, 4
     a.speed_samples, a.nfe_samples, a.repeats, a.var_draws = (250, 250, 3, 20) if big else (25, 100, 2, 20)
     a.nfe_batches = 1 if a.scale == "check" else 3
+    if a.scale == "check":  # untrained nets' tol-1e-5 solves of 100 samples took minutes
+        a.speed_samples, a.nfe_samples, a.repeats, a.var_draws = 5, 10, 1, 4
     a.ema = 0.9995 if big else 0.995  # EMA horizon 1/(1-decay) well inside stage 2 (0.999 over 800 steps keeps
     #                                     45 % of the initial weights)
     a.lr_score = 3e-4 if big else 1e-3
     a.lr_mix = 1e-2  # from init -6, the paper's 3e-4 lets alpha move only over ~5e4 steps (README)
     a.sweep, a.max_sweep, a.sweep_steps = [1e-3, 3e-3, 1e-2], 5, a.steps // 8
-    started = time.perf_counter()
+    started = clock()
     figures: dict[str, Any] = {"settings": {k: v for k, v in vars(a).items() if k not in ("out",)},
                                "what_we_tried": "src/tenfold/lsgm/README.md, section 'What we tried'"}
     goals: list[dict[str, Any]] = []
@@ -414,7 +417,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if a.jobs > 1:  # one process per dataset; each sweeps its own data-space lr
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(a.jobs, len(datasets)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(min(a.jobs, len(datasets)), mp_context=ctx,
+                                     initializer=torch.set_num_threads, initargs=(1,)) as pool:  # as the parent
                 runs = [pool.submit(run_dataset, d, a, Path(tmp), {}) for d in datasets]
                 results = [r.result() for r in runs]
         else:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import OneLineParser, goal, write_result
+from benchmarks.common import OneLineParser, clock, goal, write_result
 from tenfold.lsgm.config import PRESETS
 
 
@@ -43,7 +42,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    started = time.perf_counter()
+    started = clock()
     figures: dict[str, Any] = {"presets": {}}
     for spec in args.run:
         preset, run = spec.split("=", 1)

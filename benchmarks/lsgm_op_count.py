@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import importlib
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchmarks.common import OneLineParser, write_result
+from benchmarks.common import OneLineParser, clock, write_result
 from tenfold.core import engine
 from tenfold.lsgm import nets
 from tenfold.lsgm.config import PRESETS
@@ -36,7 +35,7 @@ def main() -> None:
     p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/lsgm_op_count.json)")
     args = p.parse_args()
-    started = time.perf_counter()
+    started = clock()
     torch.set_num_threads(1)
     train = importlib.import_module("tenfold.lsgm.train")
     section, counts, steps = ["other"], collections.Counter(), [0]

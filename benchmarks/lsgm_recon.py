@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, goal, parser, write_result
+from benchmarks.common import RESULTS, clock, goal, parser, write_result
 from tenfold.lsgm.config import PRESETS
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.train import load_model, train_stages
@@ -32,7 +31,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=16)
     args = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     cfg = dataclasses.replace(PRESETS["cifar10"], data=args.data, device=args.device, amp="none", batch_size=32,
                               stage1_steps=args.steps, stage2_steps=0, warmup=50, log_every=50, ckpt_every=args.steps)
     split = load_split(args.data, cfg.split_seed, image_size=32, binarize=False, num_levels=256)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from benchmarks.lsgm import preset_for
 from benchmarks.lsgm_time_scale import ode_profile, study_setup
 from tenfold.lsgm import PRESETS
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--nll-images", type=int, default=200)
     a = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     variants = [v.split(":") for v in a.variants.split(",")]
     knobs = {f.name for f in dataclasses.fields(PRESETS["mnist"])}
     if any(len(v) < 2 or any(o != "nomix" and o.split("=")[0] not in knobs for o in v[2:]) for v in variants):

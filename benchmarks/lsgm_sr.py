@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from benchmarks.lsgm import data_channels, n_params, preset_for, train_data_sgm
 from benchmarks.lsgm_time_scale import data_space_profile, ode_profile, study_setup
 from tenfold.lsgm.fd import fd
@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--nll-images", type=int, default=200)
     a = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     weights = [float(w) for w in a.sr.split(",")]
     split, fdnet, real, size = study_setup(a.data, a.steps)
     base = preset_for(a.data)

@@ -22,13 +22,12 @@ import dataclasses
 import math
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from benchmarks.lsgm import data_channels, n_params, preset_for, train_data_sgm
 from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import fd, feature_cnn
@@ -109,7 +108,7 @@ def main() -> None:
     p.add_argument("--tols", default="1e-3,1e-5", help="ODE tolerances of the NFE profile (1e-3 and 1e-5 needed)")
     a = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     scales = [float(s) for s in a.time_scales.split(",")]
     tols = tuple(float(t) for t in a.tols.split(","))
     if not {1e-3, 1e-5} <= set(tols):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import goal, parser, write_result
+from benchmarks.common import clock, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.engine import fit, warmup_cosine
 from tenfold.core.evaluate import evaluate_classifier
@@ -61,6 +62,8 @@ def cache_dir() -> Path:
 def dense_teacher(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train tenfold's tiny CIFAR ViT once (AdamW, cosine, crop+flip, CE with smoothing 0.1) and cache it."""
     tag = f"vit-tiny-cifar-s{args.dense_steps}-b{args.batch}-n{args.train_limit or 50000}-seed0"
+    if args.train_data != "cifar10-train":  # another --train-data reused the CIFAR-10 teacher without a word
+        tag += "-" + hashlib.sha1(args.train_data.encode()).hexdigest()[:10]
     base = cache_dir() / tag
     if base.with_suffix(".json").is_file():
         state, header = load_checkpoint(base, method="nvit-dense")
@@ -296,7 +299,7 @@ def main() -> None:
                    help="NViT only, scored on 5,000 held-out training images (choose --eta-rho); no test split")
     args = p.parse_args()
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started = clock()
     dev = args.device
 
     dense, dense_info = dense_teacher(args)

@@ -8,6 +8,11 @@
    right swapped, and mirrored: the mean keypoint error (the fit's own residual) and the MPJPE against the truth
    (the mirrored truth for the mirrored input: no rotation reaches it).
 
+3. KAMA's analytic CPU time per body against the bodies per call: the benchmark times the analytic fit on chunks
+   of 10 bodies (one batched call) and the optimiser one body at a time, so its CPU ratio depends on the chunk.
+   The benchmark's 30 clean bodies (seed 100), at chunks of 1, 3 and 10, each timed three times back to back;
+   the median CPU ms per body.
+
 Run from the repository root::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python tools/session22_review_figures.py \
@@ -82,13 +87,39 @@ def bad_keypoint_fits(n: int = 50, seed: int = 3, noise_mm: float = 10.0) -> dic
     return out
 
 
+def analytic_ms_by_chunk(n: int = 30, seed: int = 100, chunks: tuple[int, ...] = (1, 3, 10)) -> dict[str, Any]:
+    """Median CPU ms per body of the analytic fit (refine_iters 0) at each chunk size, three passes each."""
+    import statistics
+
+    from tenfold.kama.articulate import fit
+    from tenfold.kama.config import Config
+    from tenfold.kama.procedural import procedural_model
+    from tenfold.kama.verbs import _synthetic_bodies
+
+    cfg = Config()  # the benchmark's
+    model = procedural_model(cfg.seed)
+    X = _synthetic_bodies(model, n, seed, 0.0)["keypoints"]
+    fit(model, X[:2], refine_iters=0, with_vertices=False)  # warm-up
+    out: dict[str, Any] = {"bodies": n, "seed": seed}
+    for chunk in chunks:
+        passes = []
+        for _ in range(3):
+            c0 = time.process_time()
+            for i in range(0, n, chunk):
+                fit(model, X[i:i + chunk], refine_iters=0, with_vertices=False, shape_rounds=cfg.shape_rounds)
+            passes.append(1e3 * (time.process_time() - c0) / n)
+        out[f"chunk {chunk}"] = round(statistics.median(passes), 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/session22_review_figures.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
-    figures = {"kama_facing_backwards": facing_rates(), "kama_fits_of_bad_keypoints": bad_keypoint_fits()}
+    figures = {"kama_facing_backwards": facing_rates(), "kama_fits_of_bad_keypoints": bad_keypoint_fits(),
+               "kama_analytic_cpu_ms_per_body_by_chunk": analytic_ms_by_chunk()}
     write_json(args.out, {"command": "OMP_NUM_THREADS=1 PYTHONPATH=. python tools/session22_review_figures.py "
                                      f"--out {args.out}", "commit": git_commit(), "figures": figures,
                           "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -441,3 +441,21 @@ def test_common_write_result_payload_records_command_commit_and_timing(monkeypat
                                        started=time.perf_counter() - 2.0).read_text())
     assert p["environment"]["commit"] == "abc" and p["environment"]["commit_at_write"] == "def"
     assert 2.0 <= p["wall_seconds"] < 30 and p["process_cpu_seconds"] >= 0
+
+
+def test_write_result_times_cpu_and_wall_over_the_same_span(tmp_path: Path) -> None:
+    """Session 22 review: the wall seconds ran from ``started`` while the CPU seconds ran from the process's start
+    (imports and, in this pytest process, every earlier test), so a one-thread run could read more CPU than wall.
+    With ``clock()`` both start at the same moment."""
+    time.sleep(0.05)
+    started = common.clock()
+    t = time.process_time()
+    while time.process_time() - t < 0.2:  # 0.2 s of CPU
+        pass
+    path = common.write_result("unit", {}, [], out=tmp_path / "r.json", started=started)
+    r = json.loads(path.read_text())
+    assert 0.15 <= r["process_cpu_seconds"] <= r["wall_seconds"] + 0.1 < 5.0
+    assert "process_cpu_span" not in r
+    old = json.loads(common.write_result("unit", {}, [], out=tmp_path / "o.json",
+                                         started=time.perf_counter()).read_text())
+    assert old["process_cpu_span"] == "since the process started (imports included)"
