@@ -456,7 +456,8 @@ MUTANTS: list[M] = [
       "w = self.current_decay()",
       CORE_ENGINE, k=NOT_TORCHRUN),
     M("r1-E2", "src/tenfold/core/engine.py",  # two hunks: the EMA update moved before the optimizer step
-      ("                if ema_obj is not None:\n                    ema_obj.update(raw)\n                step += 1",
+      ("                if ema_obj is not None and not skipped:\n                    ema_obj.update(raw)\n"
+       "                step += 1",
        "                gnorm = clip_gradients(params, grad_clip)"),
       ("                step += 1",
        "                gnorm = clip_gradients(params, grad_clip)\n                if ema_obj is not None:\n"
