@@ -63,9 +63,15 @@ def clock() -> float:
     """``time.perf_counter()`` for ``write_result(started=...)``, noting the process CPU time at the same moment, so
     the wall and CPU seconds it writes span the same work (the CPU span began at the process's start, imports
     included, and could read above the wall span on one thread)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    _CPU_AT[wall] = cpu
+    wall = time.perf_counter()
+    _CPU_AT[wall] = _cpu_with_children()
     return wall
+
+
+def _cpu_with_children() -> float:
+    """This process's CPU seconds and its joined children's (benchmarks run workers with --jobs)."""
+    kids = os.times()
+    return time.process_time() + kids.children_user + kids.children_system
 
 
 def write_result(name: str, figures: dict[str, Any], goals: list[dict[str, Any]], *, device: str = "cpu",
@@ -79,10 +85,9 @@ def write_result(name: str, figures: dict[str, Any], goals: list[dict[str, Any]]
                "environment": env, "figures": figures, "goals": goals}
     if started is not None:
         payload["wall_seconds"] = round(time.perf_counter() - started, 1)
-        kids = os.times()  # worker processes (benchmarks run with --jobs) count once they are joined
+        # worker processes (benchmarks run with --jobs) count once they are joined
         cpu0 = _CPU_AT.get(started)  # None: a caller that took started itself; then CPU since the process began
-        payload["process_cpu_seconds"] = round(time.process_time() - (cpu0 or 0.0) + kids.children_user
-                                               + kids.children_system, 1)
+        payload["process_cpu_seconds"] = round(_cpu_with_children() - (cpu0 or 0.0), 1)
         if cpu0 is None:
             payload["process_cpu_span"] = "since the process started (imports included)"
     path = out or RESULTS / f"{name}.json"

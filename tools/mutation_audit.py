@@ -1463,8 +1463,8 @@ MUTANTS: list[M] = [
       "    if False:",
       ("tests/lsgm/test_lsgm_model.py",), k="in_memory"),
     M("r12-B2", "benchmarks/common.py",
-      "        payload[\"process_cpu_seconds\"] = round(time.process_time() - (cpu0 or 0.0) + kids.children_user",
-      "        payload[\"process_cpu_seconds\"] = round(time.process_time() + kids.children_user",
+      "        payload[\"process_cpu_seconds\"] = round(_cpu_with_children() - (cpu0 or 0.0), 1)",
+      "        payload[\"process_cpu_seconds\"] = round(_cpu_with_children(), 1)",
       ("tests/benchmarks/test_helpers.py",), k="same_span"),
 ]
 

@@ -447,7 +447,9 @@ def test_write_result_times_cpu_and_wall_over_the_same_span(tmp_path: Path) -> N
     """Session 22 review: the wall seconds ran from ``started`` while the CPU seconds ran from the process's start
     (imports and, in this pytest process, every earlier test), so a one-thread run could read more CPU than wall.
     With ``clock()`` both start at the same moment."""
-    time.sleep(0.05)
+    # a child process's CPU before the start (CI's pytest had spawned torchrun workers: 88.7 s) must not count
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:"
+                    "\n    pass"], check=True)
     started = common.clock()
     t = time.process_time()
     while time.process_time() - t < 0.2:  # 0.2 s of CPU
