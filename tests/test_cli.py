@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Annotated
@@ -99,7 +101,8 @@ def test_a_user_error_leaves_no_empty_run_dir(fake_method, capsys, tmp_path):
     code, _, _ = _run(capsys, "nvit", "fail", "--inputs", "True", "--out", str(tmp_path / "a2"))
     assert code == 2 and not (tmp_path / "a2").exists()  # session 22: the record of its inputs goes with it
     code, _, _ = _run(capsys, "nvit", "fail", "--partial", "True", "--out", str(tmp_path / "b"))
-    assert code == 2 and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "rows.jsonl"]
+    assert code == 2 and sorted(p.name for p in (tmp_path / "b").iterdir()) == [".tenfold-run", "config.json",
+                                                                               "rows.jsonl"]
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "mine.txt").write_text("a user's file")
     code, _, _ = _run(capsys, "nvit", "fail", "--out", str(tmp_path / "c"))
@@ -329,3 +332,41 @@ def test_a_boolean_option_takes_the_spellings_set_takes(fake_method, capsys, tmp
     assert code == 2 and not (tmp_path / "f").exists()
     code, _, err = _run(capsys, "nvit", "fail", "--partial", "maybe", "--out", str(tmp_path / "m"))
     assert code == 2 and "invalid choice 'maybe'" in err
+
+
+def _slow(cfg: FakeConfig, run_dir: Path, *, resume: bool = False) -> dict:
+    """A long run that writes a checkpoint, then is stopped by SIGTERM (a scheduler's kill)."""
+    import signal
+
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "step-00000010.json").write_text("{}")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    raise AssertionError("SIGTERM did not stop the run")
+
+
+def _nested(cfg: FakeConfig, run_dir: Path) -> dict:
+    """Reads a crafted, deeply nested JSON (RecursionError) as a user's file might make it."""
+    json.loads("[" * 100000 + "]" * 100000)
+    return {}
+
+
+def test_sigterm_a_huge_or_nested_input_and_a_failed_run_s_empty_files_are_handled(fake_method, capsys, tmp_path):
+    """Session 22 review: SIGTERM killed a run with no word (exit 143, no resume hint); a nested JSON or a header
+    claiming terabytes was a RecursionError / MemoryError traceback; a failed run's empty metrics.jsonl kept its
+    folder, so the next run went to DIR-1."""
+    fake_method.VERBS["slow"] = _slow
+    code, _, err = _run(capsys, "nvit", "slow", "--out", str(tmp_path / "a"))
+    assert code == 143 and err.strip().endswith(f"continue it with: tenfold nvit slow --resume --out {tmp_path / 'a'}")
+    fake_method.VERBS["nested"] = _nested
+    code, _, err = _run(capsys, "nvit", "nested", "--out", str(tmp_path / "n"))
+    assert code == 2 and err.startswith("error: the input is too large or too deeply nested to read (RecursionError")
+    assert len(err.strip().splitlines()) == 1
+
+    def empty_then_fail(cfg: FakeConfig, run_dir: Path) -> dict:
+        (run_dir / "metrics.jsonl").touch()
+        raise InputError("the input is bad")
+
+    fake_method.VERBS["emptyfail"] = empty_then_fail
+    code, _, _ = _run(capsys, "nvit", "emptyfail", "--out", str(tmp_path / "e"))
+    assert code == 2 and not (tmp_path / "e").exists()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 from tenfold import __version__
-from tenfold.core.io import ConfigError, TenfoldError, to_jsonable
+from tenfold.core.io import RUN_MARKER, ConfigError, TenfoldError, to_jsonable
 from tenfold.registry import METHODS, load_method
 
 EXIT_USER_ERROR = 2
@@ -249,8 +249,10 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             if group.rank == 0 and not ns.resume:
                 _remove_if_only_config(Path(run_dir), made)
             raise
-        except KeyboardInterrupt:  # say whether, and how, this run can go on (it printed a RUN_DIR placeholder
-            if group.rank == 0:  # and said so even where no checkpoint had been written)
+        except KeyboardInterrupt as stop:  # say whether, and how, this run can go on (it printed a RUN_DIR
+            # placeholder and said so even where no checkpoint had been written); SIGTERM comes here too
+            code = 143 if isinstance(stop, _Terminated) else 130
+            if group.rank == 0:
                 # a checkpoint, or a progress file the verb names (audit: its finished rows, audit_rows.jsonl)
                 can = "resume" in options and (any(Path(run_dir).glob("**/checkpoints/*.json")) or any(
                     (f := Path(run_dir) / name).is_file() and f.stat().st_size > 0
@@ -258,7 +260,9 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
                 print(f"error: interrupted; continue it with: tenfold {method} {ns.verb} --resume --out {run_dir}"
                       if can else f"error: interrupted before {run_dir} held a checkpoint to resume from",
                       file=sys.stderr)
-            return 130
+                if not can and not ns.resume:
+                    _remove_if_only_config(Path(run_dir), made)
+            return code
         metrics.setdefault("run_dir", str(run_dir))
         metrics.setdefault("seconds", round(time.perf_counter() - t0, 3))
         if group.rank == 0:  # one result, not one per process
@@ -275,14 +279,18 @@ def _stdout_to_stderr(as_json: bool) -> contextlib.AbstractContextManager:
 
 def _remove_if_only_config(run_dir: Path, made: Sequence[Path] = ()) -> None:
     """A run directory this command made and a user error ended before anything but ``config.json`` (and the
-    record of its inputs, ``inputs.json``) was written: removed, so a mistyped option leaves no empty run behind
+    record of its inputs, ``inputs.json``, the claim marker ``.tenfold-run``, or empty files such as a
+    ``metrics.jsonl`` opened before the error) was written: removed, so a mistyped option leaves no empty run behind
     (anything else in it is kept). So are the parents it had to create (``made``, deepest first, e.g. ``runs/``)
     while they stay empty."""
     with contextlib.suppress(OSError):
-        names = sorted(p.name for p in run_dir.iterdir())
-        if names in (["config.json"], ["config.json", "inputs.json"]):
-            for name in names:
-                (run_dir / name).unlink()
+        entries = list(run_dir.iterdir())
+        names = {p.name for p in entries}
+        if "config.json" in names and all(
+                p.name in ("config.json", "inputs.json", RUN_MARKER)
+                or (p.is_file() and not p.is_symlink() and p.stat().st_size == 0) for p in entries):
+            for p in entries:
+                p.unlink()
             run_dir.rmdir()
             for parent in made:
                 parent.rmdir()  # OSError when not empty: stop there
@@ -485,8 +493,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where the run is so that it ends as a Ctrl-C does: with the
+    resume hint. It died with no word and exit 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _main(argv: list[str]) -> int:
     """:func:`main` inside its warning handling."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    else:
+        previous = None
+    try:
+        return _run_command(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(argv: list[str]) -> int:
+    """:func:`_main` after its signal set-up: a command, its errors as one line each."""
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(_top_help())
@@ -505,9 +538,16 @@ def _main(argv: list[str]) -> int:
         msg = " ".join(str(e).split("\n")).strip()
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
+    except (MemoryError, RecursionError) as e:  # a crafted or huge input (a nested JSON, a header claiming TBs)
+        print(f"error: the input is too large or too deeply nested to read ({type(e).__name__}"
+              + (f": {' '.join(str(e).split())}" if str(e) else "") + ")", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except BrokenPipeError:
         os._exit(0)
 

@@ -624,3 +624,13 @@ def test_loader_details_found_by_the_session21_review(tmp_path: Path) -> None:
             zf.writestr(f"test/{c}/._0000.jpg", b"\x00\x05\x16\x07 AppleDouble")
         zf.writestr("__MACOSX/test/cat/._0000.jpg", b"junk")
     assert len(D.load_dataset(f"cifar10-test:{tmp_path / 'c.zip'}")) == 10
+
+
+def test_an_image_over_pillows_pixel_limit_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Session 22 review: a 15000 x 15000 PNG in a folder was PIL's DecompressionBombError as a traceback."""
+    from PIL import Image
+
+    _write(tmp_path / "big" / "a.png", np.zeros((40, 40), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 pixels: twice the limit, a "bomb" to Pillow
+    with pytest.raises(DataError, match=r"corrupt or unreadable image .*a\.png: DecompressionBombError"):
+        D.load_dataset(f"folder:{tmp_path / 'big'}")

@@ -106,7 +106,11 @@ def test_new_run_dir_never_overwrites(tmp_path):
     (a / "result.txt").write_text("keep")
     b = new_run_dir(tmp_path / "run")
     assert a != b and (a / "result.txt").read_text() == "keep"
-    assert new_run_dir(tmp_path / "empty") == new_run_dir(tmp_path / "empty")  # empty dir is reused
+    (tmp_path / "empty").mkdir()
+    assert new_run_dir(tmp_path / "empty") == tmp_path / "empty"  # an empty folder a user made is used
+    # session 22 review: two runs started in the same second (the default --out changes once a second) both got
+    # one folder and mixed their files; the first one's claim marker sends the second to -1 before it writes
+    assert new_run_dir(tmp_path / "race") == tmp_path / "race" and new_run_dir(tmp_path / "race") == tmp_path / "race-1"
     (tmp_path / "afile").write_text("x")
     assert new_run_dir(tmp_path / "afile") == tmp_path / "afile-1"  # a file at --out is left alone
     with pytest.raises(ConfigError, match="cannot create the run directory .*afile/run"):

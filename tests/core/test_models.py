@@ -146,8 +146,14 @@ def test_missing_or_bad_weights_file(tmp_path):
     import pickle
 
     (tmp_path / "code.th").write_bytes(pickle.dumps({"x": os.system}))  # a pickle that would run code
-    with pytest.raises(CheckpointError, match=r"code.th cannot be loaded safely \(torch.load weights_only refused"):
+    with pytest.raises(CheckpointError, match=r"code.th was refused: loading it would build Python objects, not only "
+                                              r"tensors \(Unsupported operand") as err:
         cifar_resnet(20, weights=tmp_path / "code.th")
+    assert "weights_only=False" not in str(err.value)  # session 22: torch's advice to load it unsafely was quoted
+    torch.save({"x": os.system}, tmp_path / "code2.th")  # a torch.save archive naming a function: named back
+    with pytest.raises(CheckpointError, match=r"code2.th was refused: .*\(it names the Python object "
+                                              r"(posix|nt)\.system\)"):
+        cifar_resnet(20, weights=tmp_path / "code2.th")
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         cifar_resnet(20, weights=tmp_path / "bad.safetensors")

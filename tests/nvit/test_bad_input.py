@@ -244,3 +244,11 @@ def test_prune_and_finetune_resumes_refuse_inputs_changed_since_the_run_started(
     save_dense(other, tmp_path / "p2" / "teacher")
     with pytest.raises(InputError, match=r"^teacher \(tensors\) .*teacher\.safetensors has changed since the run"):
         api.finetune(_cfg(), tmp_path / "ft", model=str(tmp_path / "p2" / "pruned.json"), resume=True)
+
+
+def test_a_prune_batch_larger_than_the_data_is_refused(tmp_path):
+    """Session 22 review: batch_size=100000 on 256 images pruned with the whole set per step while the learning rate
+    scaled with the asked batch (prune_lr x 100000 / 512), and exited 0 with the loss climbing; finetune and lsgm
+    train refuse it."""
+    with pytest.raises(ConfigError, match=r"the dataset has \d+ samples, fewer than batch_size=100000"):
+        api.prune(_cfg(batch_size=100000), tmp_path / "p", model="vit")

@@ -328,7 +328,8 @@ def _load_image_zip(path: Path, *, name: str, root: str, depth: int, ext: str, m
             try:
                 with Image.open(io.BytesIO(zf.read(member))) as im:
                     a = np.asarray(im.convert(mode))
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, SyntaxError) as e:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, SyntaxError,
+                    Image.DecompressionBombError) as e:  # a bomb: Pillow's pixel limit, one line
                 raise DataError(f"corrupt member {member} in {path}: {e}") from None
             return a[:, :, None] if a.ndim == 2 else a
 
@@ -530,7 +531,7 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
                 if grey and im.mode not in _GREY_MODES:
                     rgb = np.asarray(im.convert("RGB"))
                     grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         if size is None:
             size, first = here, f
@@ -549,7 +550,7 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
                     alpha = np.asarray(im.convert("RGBA"))[..., 3]
                     if int(alpha.min()) < 255:
                         transparent.append(f)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         arr[k] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     if transparent:  # the alpha channel was dropped without a word, a fully transparent image read as its colours
@@ -646,7 +647,7 @@ def load_pfwillow(root: str | os.PathLike | None = None, *, categories: Iterable
             try:
                 with Image.open(png) as im:
                     img = np.asarray(im.convert("RGB"))
-            except (OSError, ValueError, SyntaxError) as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise DataError(f"corrupt image {png}: {e}") from None
             out.append({"category": cat, "name": png.stem, "path": str(png), "image": img,
                         "keypoints": np.ascontiguousarray(pts.T)})

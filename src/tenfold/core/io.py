@@ -283,19 +283,29 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+RUN_MARKER = ".tenfold-run"  # created atomically in every new run directory: the claim on it
+
+
 def new_run_dir(out: str | os.PathLike) -> Path:
     """Create and return a fresh run directory at ``out``; if it already holds files, use
-    ``out-1``, ``out-2``, ... so that a run never overwrites earlier results."""
+    ``out-1``, ``out-2``, ... so that a run never overwrites earlier results. The directory is claimed by an empty
+    ``.tenfold-run`` marker made atomically, so runs started together never share one."""
     base = Path(out).expanduser()
     cand, i = base, 0
     try:
-        while cand.exists() and (not cand.is_dir() or any(cand.iterdir())):  # a file there counts as taken
+        while True:
+            if not (cand.exists() and (not cand.is_dir() or any(cand.iterdir()))):  # a file there counts as taken
+                cand.mkdir(parents=True, exist_ok=True)
+                try:  # claimed by the one process that creates the marker: two runs started in the same second
+                    # both took one folder (exists, then mkdir(exist_ok=True)) and mixed their files
+                    os.close(os.open(cand / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    return cand
+                except FileExistsError:
+                    pass
             i += 1
             cand = base.with_name(f"{base.name}-{i}")
-        cand.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a read-only place or a parent that is a file: one line, not a traceback
         raise ConfigError(f"cannot create the run directory {cand}: {e.strerror or e}") from None
-    return cand
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,11 +484,18 @@ def load_torch_file(path: str | os.PathLike, what: str = "weights file") -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        import re
+
         text = " ".join(str(e).split())
-        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip() \
-            if "WeightsUnpickler error:" in text else (text[:200] or "unpickling refused")
-        raise CheckpointError(f"{p} cannot be loaded safely (torch.load weights_only refused it: {detail}); it is "
-                              "corrupt or holds Python objects: re-save its state_dict") from None
+        glob = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+        # torch's own text ends in advice to load with weights_only=False, which runs the file's code; it was cut
+        # at 200 characters there, leaving the advice and dropping the warning
+        detail = (f"it names the Python object {glob.group(1)}" if glob else
+                  text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].strip()
+                  if "WeightsUnpickler error:" in text else "unpickling refused")
+        raise CheckpointError(f"{p} was refused: loading it would build Python objects, not only tensors ({detail}). "
+                              "tenfold never loads such files unsafely (that can run any code they hold); if the "
+                              "file is yours and trusted, re-save its state_dict, or it is corrupt") from None
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"corrupt {what} {p}: {type(e).__name__}: {first}") from None

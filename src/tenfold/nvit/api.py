@@ -298,6 +298,9 @@ class _Batches:
 
     def __init__(self, ds: ImageDataset, batch: int, seed: int, device: torch.device) -> None:
         self.x, self.y = ds.tensors()
+        if not 1 <= batch <= len(self.y):  # a larger batch took the whole set while the lr scaled with the batch
+            raise ConfigError(f"the dataset has {len(self.y)} samples, fewer than batch_size={batch}"
+                              if batch > len(self.y) else f"batch_size must be >= 1, got {batch}")
         self.batch, self.device = batch, device
         self.g = torch.Generator().manual_seed(seed)
         self._new_epoch()
