@@ -355,8 +355,18 @@ def test_sigterm_a_huge_or_nested_input_and_a_failed_run_s_empty_files_are_handl
     """Session 22 review: SIGTERM killed a run with no word (exit 143, no resume hint); a nested JSON or a header
     claiming terabytes was a RecursionError / MemoryError traceback; a failed run's empty metrics.jsonl kept its
     folder, so the next run went to DIR-1."""
+    import signal
+
+    def not_ours(signum, frame):  # reached only when tenfold installed no handler (the process would die)
+        raise RuntimeError("SIGTERM reached the test's own handler")
+
     fake_method.VERBS["slow"] = _slow
-    code, _, err = _run(capsys, "nvit", "slow", "--out", str(tmp_path / "a"))
+    before = signal.signal(signal.SIGTERM, not_ours)
+    try:
+        code, _, err = _run(capsys, "nvit", "slow", "--out", str(tmp_path / "a"))
+        assert signal.getsignal(signal.SIGTERM) is not_ours  # the CLI put the caller's handler back
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert code == 143 and err.strip().endswith(f"continue it with: tenfold nvit slow --resume --out {tmp_path / 'a'}")
     fake_method.VERBS["nested"] = _nested
     code, _, err = _run(capsys, "nvit", "nested", "--out", str(tmp_path / "n"))
