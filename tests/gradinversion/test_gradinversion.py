@@ -1304,3 +1304,9 @@ def test_attack_warns_when_its_label_rule_cannot_repeat_the_batchs_labels():
         _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="count_mass"), rep)
         _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="yin_mass"), uniq)
         _warn_repeats(dataclasses.replace(PRESETS["cpu"], label_rule="yin_mass", labels="oracle"), rep)
+
+
+def test_a_group_warmup_past_the_whole_run_is_refused():
+    """Session 22 review: group_warmup=2 meant the group term never started, without a word."""
+    with pytest.raises(ConfigError, match=r"group_warmup is the fraction .* in \[0, 1\]; got 2"):
+        GradInversion(group_warmup=2)

@@ -660,3 +660,13 @@ def test_in_memory_images_train_score_and_refuse_what_the_model_cannot_read(tmp_
         nelbo(model, sp.heldout_grey, ode=False)
     with pytest.raises(DataError, match="has 3-channel images but the model takes 1"):
         nelbo(model, torch.ones(2, 3, 8, 8), ode=False)
+
+
+def test_config_refuses_negative_stage2_steps_a_falling_kl_anneal_and_a_negative_variance_floor():
+    """Session 22 review: stage2_steps=-1 read as 0, kl_min above kl_max and sigma2_min=-1 went through silently."""
+    for kw, msg in ((dict(stage2_steps=-1), "stage2_steps and warmup must be >= 0"),
+                    (dict(warmup=-3), "stage2_steps and warmup must be >= 0"),
+                    (dict(kl_min=1.0, kl_max=0.7), r"kl_min \(1.0\) must not exceed kl_max \(0.7\)"),
+                    (dict(sigma2_min=-1.0), "sigma2_min must be > 0")):
+        with pytest.raises(ConfigError, match=msg):
+            dataclasses.replace(SMOKE, **kw)

@@ -521,6 +521,9 @@ class GradInversion:
         for name, v in weights.items():  # NaN used to reach Adam as "Invalid learning rate: nan", or the loss
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if group_warmup > 1:  # a fraction of the run: above 1 the group term never started, without a word
+            raise ConfigError(f"group_warmup is the fraction of the iterations before the group term starts, in "
+                              f"[0, 1]; got {group_warmup}")
         if not (isinstance(pyramid, int) and pyramid >= 0):
             raise ConfigError(f"pyramid must be a whole number of levels >= 0, got {pyramid}")
         if not (lr > 0 and warmup >= 0):

@@ -132,6 +132,15 @@ class Config:
             raise ConfigError(f"pad must be >= 0, got {self.pad}")
         if self.inactive_kl < 0:
             raise ConfigError(f"inactive_kl must be >= 0, got {self.inactive_kl}")
+        # session 22 review: these went through without a word (-1 stage-2 steps read as 0; a KL anneal that falls;
+        # a negative variance floor)
+        if self.stage2_steps < 0 or self.warmup < 0:
+            raise ConfigError(f"stage2_steps and warmup must be >= 0, got {self.stage2_steps} and {self.warmup}")
+        if self.kl_min > self.kl_max:
+            raise ConfigError(f"kl_min ({self.kl_min}) must not exceed kl_max ({self.kl_max}): the KL weight anneals "
+                              "up from kl_min to kl_max")
+        if not self.sigma2_min > 0:
+            raise ConfigError(f"sigma2_min must be > 0 (the geometric SDE's variance floor), got {self.sigma2_min}")
 
 
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500
