@@ -781,7 +781,9 @@ def main() -> None:
     if args.tune is not None:
         names = list(CANDIDATES) if args.tune == ["all"] else args.tune
         tb = [tuple(int(v) for v in b.split(":")) for b in args.tune_batches.split(",")] if args.tune_batches else None
-        tune(names, args.iterations or SCALES[args.scale]["iterations"], args.tune_out, args.tune_client, tb)
+        # --out, when given, is where the tuning log goes (it went under benchmarks/results whatever --out said)
+        tune(names, args.iterations or SCALES[args.scale]["iterations"], str(args.out or args.tune_out),
+             args.tune_client, tb)
         return
     started = clock()
     if args.labels_on_tuning_pool:

@@ -234,7 +234,8 @@ def tune(args: argparse.Namespace, cfg: Any, b: dict[str, Any], dense: VisionTra
            "macs_ratio": macs_params(spec_of(model))[0] / macs_params(spec_of(dense))[0],
            "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - w0}
     print(row, flush=True)
-    path = Path(__file__).resolve().parent / "results" / "nvit_tuning.json"
+    # --out names the log to append to (the committed results/nvit_tuning.json was written even with --out)
+    path = args.out or Path(__file__).resolve().parent / "results" / "nvit_tuning.json"
     log = json.loads(path.read_text()) if path.is_file() else {
         "command": "OMP_NUM_THREADS=1 python -m benchmarks.nvit --tune [--eta-rho RHO] [--scale-emb S --scale-head S]",
         "note": "rows without saliency_scale used the preset's divisors (emb 12, head 12, qk 2, v 2, mlp 1)",

@@ -1491,6 +1491,10 @@ MUTANTS: list[M] = [
       "        glob = re.search(r\"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\\w.]+)\", text)",
       "        glob = None",
       ("tests/core/test_models.py",), k="missing_or_bad"),
+    M("r12-E4", "src/tenfold/core/engine.py",
+      "        if not last_logged and step == steps and log_file.is_file():",
+      "        if False:",
+      CORE_ENGINE, k="finished_run_returns"),
 ]
 
 

@@ -638,3 +638,11 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tmp_path
     assert moved > 1e-2  # the steps moved the weights, so agreement is not trivial
     for other in trained[1:]:
         torch.testing.assert_close(other, trained[0], atol=1e-6, rtol=0)
+
+
+def test_resuming_a_finished_run_returns_its_last_logged_figures(tmp_path: Path) -> None:
+    """Session 22 review: fit(resume=True) on a run that had finished returned no 'loss' or 'lr', which the
+    docstring lists among its keys; it returns the run's last log line, as the finished run did."""
+    done = run(tmp_path, TOTAL)[1]
+    again = run(tmp_path, TOTAL, resume=True)[1]
+    assert again["steps"] == TOTAL and again["loss"] == done["loss"] and again["lr"] == done["lr"]

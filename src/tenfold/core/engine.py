@@ -1008,6 +1008,12 @@ def fit(
         barrier()  # leave together: rank 0's logs and checkpoints are complete when any rank reads them
 
         elapsed = time.perf_counter() - t_start
+        log_file = run_dir / "metrics.jsonl"
+        if not last_logged and step == steps and log_file.is_file():  # resumed at its end: the run's last log line
+            # (a finished run resumed returned no loss or lr, which the docstring lists)
+            rows = [ln for ln in log_file.read_text().splitlines() if ln.strip()]
+            if rows:
+                last_logged = {k: v for k, v in json.loads(rows[-1]).items() if k != "step"}
         if amp_skipped:
             warnings.warn(f"{amp_skipped} of {step - start_step} fp16 steps overflowed and were skipped by the "
                           "gradient scaler (weights, schedule and EMA not advanced on them); bf16 has no overflow",
