@@ -370,7 +370,8 @@ def test_sigterm_a_huge_or_nested_input_and_a_failed_run_s_empty_files_are_handl
     assert code == 143 and err.strip().endswith(f"continue it with: tenfold nvit slow --resume --out {tmp_path / 'a'}")
     fake_method.VERBS["nested"] = _nested
     code, _, err = _run(capsys, "nvit", "nested", "--out", str(tmp_path / "n"))
-    assert code == 2 and err.startswith("error: the input is too large or too deeply nested to read (RecursionError")
+    assert code == 2 and err.startswith("error: the input is too large or too deeply nested to read (RecursionError "
+                                        "in ")  # where it happened, so a bug of ours is not hidden
     assert len(err.strip().splitlines()) == 1
 
     def empty_then_fail(cfg: FakeConfig, run_dir: Path) -> dict:

@@ -542,7 +542,11 @@ def _run_command(argv: list[str]) -> int:
         print("error: interrupted", file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
     except (MemoryError, RecursionError) as e:  # a crafted or huge input (a nested JSON, a header claiming TBs)
-        print(f"error: the input is too large or too deeply nested to read ({type(e).__name__}"
+        import traceback
+
+        last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        where = f" in {Path(last.filename).name}:{last.lineno}" if last else ""  # so a bug of ours still shows
+        print(f"error: the input is too large or too deeply nested to read ({type(e).__name__}{where}"
               + (f": {' '.join(str(e).split())}" if str(e) else "") + ")", file=sys.stderr)
         return EXIT_USER_ERROR
     except PermissionError as e:

@@ -256,9 +256,11 @@ def test_damaged_tensor_bytes_under_an_intact_header_are_a_corrupt_checkpoint(tm
         load_checkpoint(base)
 
 
-def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path):
+def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path, monkeypatch):
     """Session 22 review: a resume reloaded --weights, teacher.json or a data folder from their paths, so a file
-    replaced in between was mixed into the run without a word. The fresh run records digests; a resume checks them."""
+    replaced in between was mixed into the run without a word. The fresh run records digests; a resume checks them.
+    What counts is what the verbs read: a folder's images (not a notes file beside them), a run directory's model
+    files (not its checkpoints and logs, which a run inside it changes), NAME:PATH data, never a bare built-in name."""
     from tenfold.core.io import INPUTS_FILE, check_inputs, input_files
 
     run = tmp_path / "run"
@@ -269,12 +271,28 @@ def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path):
     (folder / "a" / "1.png").write_bytes(b"png")
     (tmp_path / "m.json").write_text("{}")
     (tmp_path / "m.safetensors").write_bytes(b"t")
+    prune = tmp_path / "prune"
+    (prune / "checkpoints").mkdir(parents=True)
+    (prune / "pruned.json").write_text("{}")
+    (prune / "pruned.safetensors").write_bytes(b"p")
+    (tmp_path / "mn").mkdir()
+    (tmp_path / "mn" / "t10k-images-idx3-ubyte").write_bytes(b"idx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vit").mkdir()  # a folder named like a built-in model: never read, never recorded
     files = input_files({"--weights": str(weights), "data": f"folder:{folder}", "--model": str(tmp_path / "m.json"),
-                         "builtin": "mnist-test", "none": "", "timm": "timm:vit_tiny_patch16_224"})
-    assert files == {"--weights": weights, "data": folder, "--model": tmp_path / "m.json",
-                     "--model (tensors)": tmp_path / "m.safetensors"}
+                         "--prune": str(prune), "eval data": f"mnist-test:{tmp_path / 'mn'}", "builtin": "vit",
+                         "named": "mnist-test", "none": "", "timm": "timm:vit_tiny_patch16_224"},
+                        data=("data", "eval data"))
+    assert files == {"--weights": f"file:{weights}", "data": f"images:{folder}",
+                     "--model": f"file:{tmp_path / 'm.json'}",
+                     "--model (tensors)": f"file:{tmp_path / 'm.safetensors'}",
+                     "--prune (pruned.json)": f"file:{prune / 'pruned.json'}",
+                     "--prune (pruned.safetensors)": f"file:{prune / 'pruned.safetensors'}",
+                     "eval data": f"tree:{tmp_path / 'mn'}"}
     check_inputs(run, files, resume=False)
     assert set(json.loads((run / INPUTS_FILE).read_text())) == set(files)
+    (folder / "NOTES.txt").write_text("a note")  # not an image: the data did not change
+    (prune / "checkpoints" / "step-1.json").write_text("{}")  # a run's own progress: not what the verb reads
     check_inputs(run, files, resume=True)  # unchanged: silent
     weights.write_bytes(b"\x01" + b"\x00" * 9)  # same size, other bytes
     with pytest.raises(InputError, match=r"^--weights .*w\.bin has changed since the run started .*inputs\.json.*"
@@ -291,8 +309,12 @@ def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path):
         check_inputs(run, files, resume=True)
     (folder / "b" / "1.png").rename(folder / "a" / "1.png")
     (folder / "b").rmdir()
+    (tmp_path / "mn" / "t10k-images-idx3-ubyte").write_bytes(b"IDX")
+    with pytest.raises(InputError, match="^eval data .*mn has changed"):
+        check_inputs(run, files, resume=True)
+    (tmp_path / "mn" / "t10k-images-idx3-ubyte").write_bytes(b"idx")
     (tmp_path / "m.safetensors").unlink()
     with pytest.raises(InputError, match=r"^--model \(tensors\) .* is gone"):
         check_inputs(run, files, resume=True)
-    check_inputs(run, {"data": folder}, resume=True, record=run / INPUTS_FILE, what="evaluate",
+    check_inputs(run, {"data": f"images:{folder}"}, resume=True, record=run / INPUTS_FILE, what="evaluate",
                  since="the model was trained")  # another run's record, read only

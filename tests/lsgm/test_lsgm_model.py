@@ -373,8 +373,12 @@ def test_a_relative_folder_is_recorded_absolute_and_its_training_images_are_neve
     # session 22 review: images added to the training folder after training re-split it, and evaluate scored
     # training images as held out without a word; the train run recorded the folder's digest
     shutil.copy(tmp_path / "w" / "myd" / "0" / "0.png", tmp_path / "w" / "myd" / "0" / "extra.png")
-    with pytest.raises(InputError, match="^data .*myd has changed since the model was trained"):
+    with pytest.raises(InputError, match="^data .*myd has changed since the model was trained.*evaluate needs it"):
         evaluate(cfg, tmp_path / "e7", **kw)
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.warns(TenfoldWarning, match="training images left out of --data .* are read from it as it is now"):
+        evaluate(cfg, tmp_path / "e8", data=f"folder:{tmp_path / 'copy'}", **kw)  # another dataset: a warning
     with pytest.raises(InputError, match="has changed since the run started"):
         train(dataclasses.replace(cfg, data=want), tmp_path / "w" / "run", resume=True)  # the saved config
 
@@ -415,8 +419,20 @@ def test_own_image_folder_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="10 images are too few"):
         load_split(f"folder:{tmp_path / 'few'}", 0, image_size=8)
     _digit_folder(tmp_path / "rgb", 30, classes=False, rgb=True)
-    with pytest.raises(DataError, match=r"3-channel images \(e\.g\. 0\.png\) but binarize=True"):  # names one
+    with pytest.raises(DataError, match=r"colour images \(e\.g\. 0\.png\) but binarize=True"):  # names one
         load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8)
+    # session 22 review: a grey palette PNG among grey ones (or grey photos saved as RGB) made the folder colour,
+    # and the advice was a 3-channel model for grey digits; grey content now reads as grey for binarize=True
+    from PIL import Image
+
+    _digit_folder(tmp_path / "pal", 30, classes=False)
+    Image.open(tmp_path / "pal" / "3.png").convert("P").save(tmp_path / "pal" / "3.png")
+    pal = load_split(f"folder:{tmp_path / 'pal'}", 0, image_size=8)
+    assert pal.train.shape[1:] == (1, 8, 8) and "colour files with grey content read as grey" in pal.description
+    with pytest.raises(DataError, match="2-channel images; lsgm takes grey \\(1\\) or colour \\(3\\)"):
+        from tenfold.lsgm import split_tensors
+
+        split_tensors(torch.rand(40, 2, 8, 8), image_size=8)
     assert load_split(f"folder:{tmp_path / 'rgb'}", 0, image_size=8, binarize=False).train.shape[1:] == (3, 8, 8)
     import numpy as np
     from PIL import Image

@@ -522,15 +522,11 @@ def _folder(name: str, path: Path | None, limit: int | None) -> ImageDataset:
     size: tuple[int, int] | None = None
     grey = True
     for f in files:  # headers only, of every file (the chosen ones alone made `limit` change the channel count):
-        # one size and the colour mode before decoding anything; an image in a colour mode (palette, RGB, RGBA) is
-        # decoded while the folder still reads grey, and counts as grey when R = G = B (a grey palette PNG or a grey
-        # JPEG saved as RGB made the whole folder colour)
+        # one size and the colour mode before decoding anything (a method that needs grey reads grey content in
+        # colour files itself: lsgm's binarised presets do)
         try:
             with Image.open(f) as im:
-                here = im.size
-                if grey and im.mode not in _GREY_MODES:
-                    rgb = np.asarray(im.convert("RGB"))
-                    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+                here, grey = im.size, grey and im.mode in _GREY_MODES
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
             raise bad(f, e) from None
         if size is None:

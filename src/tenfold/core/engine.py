@@ -903,6 +903,14 @@ def fit(
                    disable=None if (progress and info.is_main) else True)
         batches: Iterator[Any] | None = None
         amp_skipped = 0  # fp16 steps the gradient scaler skipped (this process's share of the run)
+        grad_bad = torch.zeros((), dtype=torch.bool, device=dev)  # a non-finite gradient norm since the start
+
+        def no_bad_gradient(at: int) -> None:
+            if bool(grad_bad):  # a host read: at log lines and checkpoints only
+                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
+                raise NonFiniteLossError(f"a gradient norm was not finite at or before step {at} from a finite loss; "
+                                         f"the weights since are not saved, {where}; a term of the loss has no "
+                                         "finite gradient there (e.g. sqrt or log at 0)")
         try:
             while step < steps:
                 epoch, position = divmod(step, steps_per_epoch)
@@ -937,6 +945,7 @@ def fit(
                             lval = lval / world
                         lf = float(lval)
                         if not math.isfinite(lf):
+                            no_bad_gradient(step)  # an earlier step's gradient, not this loss, made it
                             where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
                             raise NonFiniteLossError(
                                 f"loss is {lf} at step {step + 1} (epoch {epoch}); weights not updated, {where}; "
@@ -951,14 +960,19 @@ def fit(
                     scaler.unscale_(opt)
                 gnorm = clip_gradients(params, grad_clip)
                 lr = opt.param_groups[0]["lr"]
-                if scaler is None and not bool(torch.isfinite(gnorm)):
+                if scaler is None:
                     # a finite loss with a non-finite gradient (sqrt(0), 0 * inf) stepped NaN into the weights, saved
-                    # them, and the next step's error called that checkpoint "the last good" one
-                    where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
-                    raise NonFiniteLossError(
-                        f"the gradient norm is {float(gnorm)} at step {step + 1} (epoch {epoch}) from a finite loss "
-                        f"{loss_sum / accum:.6g}; weights not updated, {where}; a term of the loss has no finite "
-                        "gradient here (e.g. sqrt or log at 0)")
+                    # them, and the next step's error called that checkpoint "the last good" one. The flag stays on
+                    # the device (a host read every step stalls a GPU); the CPU, which has no such cost, checks at
+                    # once, before the update; an accelerator at each log line and checkpoint, which it never writes
+                    # after a bad step
+                    grad_bad |= ~torch.isfinite(gnorm.to(grad_bad.device))
+                    if dev.type == "cpu" and bool(grad_bad):
+                        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint yet"
+                        raise NonFiniteLossError(
+                            f"the gradient norm is {float(gnorm)} at step {step + 1} (epoch {epoch}) from a finite "
+                            f"loss {loss_sum / accum:.6g}; weights not updated, {where}; a term of the loss has no "
+                            "finite gradient here (e.g. sqrt or log at 0)")
                 skipped = False
                 if scaler is not None:
                     scale = scaler.get_scale()
@@ -983,6 +997,7 @@ def fit(
                 n_sum += 1
 
                 if step % log_every == 0 or step == steps:
+                    no_bad_gradient(step)
                     keys = sorted(k for k in sums if k not in ("loss", "grad_norm"))
                     vals = [sums[k] for k in keys]
                     if world > 1 and keys:  # the step function's scalars: mean over ranks
@@ -1000,6 +1015,7 @@ def fit(
                     sums, n_sum = {}, 0
 
                 if (ckpt_every and step % ckpt_every == 0) or step == steps:
+                    no_bad_gradient(step)
                     last_ckpt = ckpt.save(snapshot(step, seconds_before + time.perf_counter() - t_start), step)
         finally:
             bar.close()

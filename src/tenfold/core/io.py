@@ -184,12 +184,15 @@ def walk_files(path: str | os.PathLike, keep: Any = None) -> list[Path]:
     return sorted(out)
 
 
-def input_digest(path: str | os.PathLike) -> str:
-    """``sha256:HEX`` of a file's bytes, or of a folder's files (each one's path relative to it and its digest): what
-    a resumed run checks its inputs against."""
+def input_digest(spec: str | os.PathLike) -> str:
+    """``sha256:HEX`` of an input: a file's bytes, or a folder's files (each one's path relative to it and its
+    digest). ``images:PATH`` counts the image files only (what the folder loader reads: a notes file beside them
+    is no change to the data); ``tree:PATH`` every file."""
     import hashlib
 
-    p = Path(path)
+    text = str(spec)
+    kind, _, rest = text.partition(":") if text.startswith(("images:", "tree:", "file:")) else ("", "", text)
+    p = Path(rest)
 
     def one(f: Path) -> str:
         h = hashlib.sha256()
@@ -199,40 +202,72 @@ def input_digest(path: str | os.PathLike) -> str:
         return h.hexdigest()
 
     if p.is_dir():
+        keep = (lambda n: Path(n).suffix.lower() in IMAGE_SUFFIXES) if kind == "images" else None
         h = hashlib.sha256()
-        for f in walk_files(p):
+        for f in walk_files(p, keep):
             h.update(f"{f.relative_to(p).as_posix()}\0{one(f)}\n".encode())
         return "sha256:" + h.hexdigest()
     return "sha256:" + one(p)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+# what the verbs read from a run directory given as an input (--model, --target, --lut): its own checkpoints and
+# logs change as it runs (a finetune run inside a prune run's folder changed that folder)
+RUN_DIR_INPUTS = ("pruned.json", "pruned.safetensors", "model.json", "model.safetensors", "teacher.json",
+                  "teacher.safetensors", "lut.json", "leak.json", "leak.safetensors")
 INPUTS_FILE = "inputs.json"
 
 
-def input_files(specs: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
-    """The local files behind a run's inputs, by name: a path that exists (a file or folder), a ``folder:PATH`` data
-    spec's folder, and a ``.json`` / ``.safetensors`` model with its pair. Names of built-in models and datasets
-    (``vit``, ``timm:NAME``, ``mnist-test``) and empty values are left out: they cannot change under a run."""
-    out: dict[str, Path] = {}
+def input_files(specs: Mapping[str, str | os.PathLike | None], data: Sequence[str] = ("data",)
+                ) -> dict[str, str]:
+    """The local files behind a run's inputs, by name, as ``input_digest`` specs.
+    - Data specs (the names in ``data``): ``folder:PATH`` the folder's images, ``NAME:PATH`` the file or folder;
+      a bare dataset name is built in and left out.
+    - Others: a file (a ``.json`` / ``.safetensors`` model with its pair); a run directory's model, leak or LUT
+      files (``RUN_DIR_INPUTS``), not its checkpoints and logs; a bare word (``vit``, ``cifar10-resnet20``,
+      ``timm:NAME``) names a built-in and is left out, even where a folder of that name happens to exist."""
+    out: dict[str, str] = {}
     for name, spec in specs.items():
         if spec is None or str(spec) in ("", "default", "none"):
             continue
         text = str(spec)
-        path = Path(text[len("folder:"):] if text.startswith("folder:") else text).expanduser()
-        if not path.exists():
+        if name in data:
+            head, sep, rest = text.partition(":")
+            if not sep or not rest.strip():
+                continue
+            path = Path(rest.strip()).expanduser()
+            if path.exists():
+                out[name] = f"{'images' if head.strip().lower() == 'folder' else 'tree'}:{path.resolve()}"
             continue
-        if path.is_file() and path.suffix in (".json", ".safetensors"):
+        if text.startswith("timm:") or ("/" not in text and os.sep not in text and not Path(text).suffix):
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            for f in RUN_DIR_INPUTS:
+                if (path / f).is_file():
+                    out[f"{name} ({f})"] = f"file:{(path / f).resolve()}"
+            continue
+        if not path.is_file():
+            continue
+        if path.suffix in (".json", ".safetensors"):
             _, j, st = paired_paths(path)
             if j.is_file() and st.is_file():
-                out[name], out[f"{name} (tensors)"] = j, st
+                out[name], out[f"{name} (tensors)"] = f"file:{j.resolve()}", f"file:{st.resolve()}"
                 continue
-        out[name] = path
+        out[name] = f"file:{path.resolve()}"
     return out
 
 
+def _spec_path(spec: str | os.PathLike) -> Path:
+    """The path of an ``input_digest`` spec (``images:``, ``tree:`` or ``file:`` prefixed, or a bare path)."""
+    text = str(spec)
+    return Path(text.partition(":")[2] if text.startswith(("images:", "tree:", "file:")) else text)
+
+
 def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLike | None], *, resume: bool,
-                 record: str | os.PathLike | None = None, what: str = "resume", since: str = "the run started"
-                 ) -> None:
+                 record: str | os.PathLike | None = None,
+                 what: str = "resume with the input it started from, or start a new run",
+                 since: str = "the run started") -> None:
     """Record or check the files a run reads (weights, a LUT, a data folder): a fresh run writes their digests to
     ``run_dir/inputs.json``; a resumed one checks them, so a file changed in between is one InputError line instead
     of a run that silently mixes two inputs. ``record``: check against another run's ``inputs.json`` (evaluate
@@ -241,8 +276,8 @@ def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLi
     src = Path(record) if record is not None else Path(run_dir) / INPUTS_FILE
     if record is None and not resume:
         src.parent.mkdir(parents=True, exist_ok=True)
-        write_json(src, {name: {"path": str(Path(f).resolve()), "digest": input_digest(f)}
-                         for name, f in files.items() if f is not None and Path(f).exists()})
+        write_json(src, {name: {"path": str(f), "digest": input_digest(f)} for name, f in files.items()
+                         if f is not None and _spec_path(f).exists()})
         return
     try:
         saved = json.loads(src.read_text()) if src.is_file() else {}
@@ -251,11 +286,11 @@ def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLi
     for name, f in files.items():
         if f is None or name not in saved:
             continue
-        if not Path(f).exists():
-            raise InputError(f"{name} {f} is gone; {since} from it ({saved[name].get('path')})")
+        path = _spec_path(f)
+        if not path.exists():
+            raise InputError(f"{name} {path} is gone; {since} from it")
         if input_digest(f) != saved[name].get("digest"):
-            raise InputError(f"{name} {f} has changed since {since} ({src} records its digest); {what} "
-                             "with the input it started from, or start a new run")
+            raise InputError(f"{name} {path} has changed since {since} ({src} records its digest); {what}")
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -407,7 +407,8 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     # a resume reloads the model, the leak and the data from their paths: a file changed in between was attacked
     # with the first run's images and state without a word (checked first; a fresh run records them once its
     # inputs have passed their checks, so a refused one leaves nothing behind)
-    inputs = input_files({"--weights": weights, "--target": target, "--data": data, "lpips weights": lpips_weights})
+    inputs = input_files({"--weights": weights, "--target": target, "--data": data, "lpips weights": lpips_weights},
+                         data=("--data",))
     if resume:
         check_inputs(run_dir, inputs, resume=True)
     if target:
@@ -579,7 +580,7 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
         alike = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
                           "first 6 significant digits")
-    inputs = input_files({"--weights": weights, "--data": data})
+    inputs = input_files({"--weights": weights, "--data": data}, data=("--data",))
     if resume:  # before loading; a fresh run records them once they have passed their checks
         check_inputs(run_dir, inputs, resume=True)
     net, mean, std = _model(cfg, model, weights, calibrate_bn_images)

@@ -167,11 +167,18 @@ def _finish_split(x: torch.Tensor, y: torch.Tensor, tr: torch.Tensor, va: torch.
                   ids: list[str] | None = None, all_heldout: bool = False, exclude: set[bytes] | None = None
                   ) -> Split:
     """The checks every split passes, and its held-out set binarised once or put on the K-level grid."""
-    if binarize and x.shape[1] != 1:
-        colour = int(((x[:, 0] != x[:, 1]) | (x[:, 1] != x[:, 2])).flatten(1).any(1).float().argmax())
-        first = f" (e.g. {ids[colour]})" if ids and colour < len(ids) else ""
-        raise DataError(f"{data} has {x.shape[1]}-channel images{first} but binarize=True is for grey images; "
-                        "use --set binarize=false (the 8-bit logistic-mixture decoder)")
+    if binarize and x.shape[1] == 3:
+        tinted = ((x[:, 0] != x[:, 1]) | (x[:, 1] != x[:, 2])).flatten(1).any(1)
+        if not bool(tinted.any()):  # grey content in colour files (a grey palette PNG among grey ones, grey JPEGs
+            x = x[:, :1]            # saved as RGB): read as grey, as the binarised decoder needs
+            desc += ", colour files with grey content read as grey"
+        else:
+            k = int(tinted.float().argmax())
+            first = f" (e.g. {ids[k]})" if ids and k < len(ids) else ""
+            raise DataError(f"{data} has colour images{first} but binarize=True is for grey images; use "
+                            "binarize=false (the 8-bit logistic-mixture decoder; CLI: --set binarize=false)")
+    if x.shape[1] not in (1, 3):  # 2-channel tensors read x[:, 2] above
+        raise DataError(f"{data} has {x.shape[1]}-channel images; lsgm takes grey (1) or colour (3) images")
     if x.shape[-1] != image_size:
         raise DataError(f"{data} images are {x.shape[-1]} px but the config says image_size={image_size}")
     if all_heldout:

@@ -24,6 +24,7 @@ from tenfold.core.io import (
     CheckpointError,
     ConfigError,
     DataError,
+    InputError,
     TenfoldWarning,
     check_device,
     check_inputs,
@@ -531,10 +532,18 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
-    # the training folder re-split: files added or changed since training moved training images into "held out"
-    check_inputs(run_dir, input_files({"data": c.data}), resume=True,  # the name train recorded it under
-                 record=Path(checkpoint) / INPUTS_FILE, what="evaluate", since="the model was trained")
     other = bool(data) and not same_data(data, c.data)
+    # the training folder re-split: files added or changed since training moved training images into "held out"
+    try:
+        check_inputs(run_dir, input_files({"data": c.data}), resume=True,  # the name train recorded it under
+                     record=Path(checkpoint) / INPUTS_FILE, since="the model was trained",
+                     what="its held-out split is drawn from that data again, so evaluate needs it as it was")
+    except InputError as e:
+        if not other:
+            raise
+        # --data OTHER: the training data only names the images to leave out of OTHER
+        warnings.warn(f"{e}; the training images left out of --data {data} are read from it as it is now",
+                      TenfoldWarning, stacklevel=2)
     exclude = None
     if other:  # the model's training images, wherever they are found under another spec, are not held out
         try:

@@ -736,7 +736,7 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     tpath = Path(teacher) if teacher else (src if src.is_dir() else src.parent) / "teacher.json"
     # a resume reloads the teacher: a teacher.json replaced in between mixed two teachers without a word
     check_inputs(run_dir, input_files({"--model": model, "teacher": tpath, "data": cfg.data,
-                                       "eval data": cfg.eval_data}), resume=resume)
+                                       "eval data": cfg.eval_data}, data=("data", "eval data")), resume=resume)
     t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
     if t_model is not None:
         check_teacher_fits(t_model, student, str(tpath))
