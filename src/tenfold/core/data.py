@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tenfold.core.io import DataError, InputError, require_file, walk_files
+from tenfold.core.io import IMAGE_SUFFIXES, DataError, InputError, require_file, walk_files
 
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "ImageDataset", "Motion", "asset_path", "data_root", "list_data",
@@ -453,7 +453,7 @@ def _digits(name: str, path: Path | None, limit: int | None) -> ImageDataset:
                         [f"{i:04d}" for i in sel.tolist()])
 
 
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+_IMAGE_EXTS = IMAGE_SUFFIXES  # what the folder loader reads (core.io digests the same files for a resume)
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 

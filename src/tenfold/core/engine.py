@@ -417,12 +417,6 @@ def _step_of(path: str | os.PathLike) -> int:
         return -1
 
 
-def _load_newest_readable(ckpt: Checkpointer) -> tuple[dict[str, Any], Path]:
-    """:meth:`Checkpointer.load_newest`'s state and path."""
-    state, _, base = ckpt.load_newest()
-    return state, base
-
-
 class Checkpointer:
     """Periodic, atomic checkpoints in ``run_dir/checkpoints``.
 
@@ -812,7 +806,7 @@ def fit(
         if src is not None:
             if resume is True:  # the newest readable checkpoint: a corrupt newest one (a disk filled or a kill
                 # beyond the atomic write) used to stop the resume, with the previous good one left unused
-                state, src = _load_newest_readable(ckpt)
+                state, _, src = ckpt.load_newest()
             else:
                 state, _ = ckpt.load(src)
             data = state["data"]

@@ -190,9 +190,7 @@ def input_digest(spec: str | os.PathLike) -> str:
     is no change to the data); ``tree:PATH`` every file."""
     import hashlib
 
-    text = str(spec)
-    kind, _, rest = text.partition(":") if text.startswith(("images:", "tree:", "file:")) else ("", "", text)
-    p = Path(rest)
+    kind, p = _spec_parts(spec)
 
     def one(f: Path) -> str:
         h = hashlib.sha256()
@@ -258,10 +256,13 @@ def input_files(specs: Mapping[str, str | os.PathLike | None], data: Sequence[st
     return out
 
 
-def _spec_path(spec: str | os.PathLike) -> Path:
-    """The path of an ``input_digest`` spec (``images:``, ``tree:`` or ``file:`` prefixed, or a bare path)."""
+def _spec_parts(spec: str | os.PathLike) -> tuple[str, Path]:
+    """The kind (``images``, ``tree``, ``file``; "" for a bare path) and path of an ``input_digest`` spec."""
     text = str(spec)
-    return Path(text.partition(":")[2] if text.startswith(("images:", "tree:", "file:")) else text)
+    if text.startswith(("images:", "tree:", "file:")):
+        kind, _, rest = text.partition(":")
+        return kind, Path(rest)
+    return "", Path(text)
 
 
 def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLike | None], *, resume: bool,
@@ -277,7 +278,7 @@ def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLi
     if record is None and not resume:
         src.parent.mkdir(parents=True, exist_ok=True)
         write_json(src, {name: {"path": str(f), "digest": input_digest(f)} for name, f in files.items()
-                         if f is not None and _spec_path(f).exists()})
+                         if f is not None and _spec_parts(f)[1].exists()})
         return
     try:
         saved = json.loads(src.read_text()) if src.is_file() else {}
@@ -286,7 +287,7 @@ def check_inputs(run_dir: str | os.PathLike, files: Mapping[str, str | os.PathLi
     for name, f in files.items():
         if f is None or name not in saved:
             continue
-        path = _spec_path(f)
+        path = _spec_parts(f)[1]
         if not path.exists():
             raise InputError(f"{name} {path} is gone; {since} from it")
         if input_digest(f) != saved[name].get("digest"):
