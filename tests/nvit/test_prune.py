@@ -242,6 +242,19 @@ def test_a_lut_that_starts_above_the_minimums_is_refused():
     assert int(p.lut_embed.split(",")[0]) <= p.min_emb and p.max_prune_iters == 50 * 2502
 
 
+def test_the_paper_presets_lut_grid_is_the_references() -> None:
+    """Spec: H in {1, 3, 6, 9, 12}, q, v in {1, 16, ..., 64}, M in {1, 128, ..., 3072} (25 points, the reference's
+    9,375 entries with E's 3); E adds 64, the pruning minimum (documented). The MLP axis read 1,768,...,3072 until
+    session 23, which interpolated the GPU's tile-size latency steps away."""
+    from tenfold.nvit.api import build
+    from tenfold.nvit.config import PRESETS
+
+    g = build(PRESETS["paper"])["grid"]
+    assert list(g["mlp"]) == [1] + [128 * k for k in range(1, 25)]
+    assert list(g["heads"]) == [1, 3, 6, 9, 12] and list(g["qk"]) == list(g["v"]) == [1, 16, 32, 48, 64]
+    assert list(g["embed"]) == [64, 256, 512, 768]
+
+
 def test_a_pruning_checkpoint_of_the_older_loop_is_refused(tmp_path):
     """Session 14 changed the loop's semantics (threshold index, eval switch, EMA restart); a checkpoint written
     before would resume under the new ones, mixed and silently. It is refused by its loop version."""

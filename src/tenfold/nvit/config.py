@@ -81,7 +81,9 @@ class Config:
     lut_heads: str = "1,3,6,9,12"
     lut_qk: str = "1,16,32,48,64"
     lut_v: str = "1,16,32,48,64"
-    lut_mlp: str = "1,768,1536,2304,3072"
+    # the reference grid (spec: M in {1, 128, ..., 3072}, 25 points): MLP latency on a GPU steps with the hidden
+    # width's tile size, and a 768-wide grid interpolated those steps away (session 23: it read 1,768,...,3072)
+    lut_mlp: str = ",".join(["1"] + [str(128 * k) for k in range(1, 25)])
     lut_warmup: int = 3
     lut_repeats: int = 10
 
