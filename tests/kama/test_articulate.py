@@ -563,3 +563,22 @@ def test_the_default_refinement_keeps_an_exact_fit_exact(rigid64, method):
     assert float(refined["residual"].mean()) <= float(analytic["residual"].mean()) + 1e-6
     prior = fit(rigid64, X, betas=b, refine_iters=5, refine_method=method, with_vertices=False, noise_mm=25.0)
     assert float(rot_err_deg(prior)[:, limbs].median()) > 0.3  # the MAP prior of 25 mm noise does pull
+
+
+def test_the_python_fit_warns_of_mirrored_and_shuffled_keypoints(model32):
+    """Session 23 review: only the CLI's fit warned; the library's fit turned a mirrored body around in silence.
+    A true body fits without a warning, a mirrored frame warns that the body is turned around, and shuffled
+    keypoints warn of the error (their seen-point mean, in mm, above 50)."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    _, _, _, X = bodies(model32, 4, 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        fit(model32, X)
+    with pytest.warns(TenfoldWarning, match=r"4 of 4 bodies have the nose behind the neck .* turns the body around"):
+        fit(model32, X * torch.tensor([-1.0, 1.0, 1.0]))
+    order = torch.randperm(26, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(TenfoldWarning, match=r"4 of 4 bodies fit with a mean keypoint error above 50 mm"):
+        fit(model32, X[:, order])

@@ -13,22 +13,24 @@ joints they determine. Rotations are global G_j (world) while solving; locals R_
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from tenfold.core.geometry import axis_angle_to_matrix, kabsch, matrix_to_axis_angle, swing_rotation, two_vector_align
-from tenfold.core.io import ConfigError, InputError, check_tensor
+from tenfold.core.io import ConfigError, InputError, TenfoldWarning, check_tensor
 from tenfold.kama.keypoints import (
     NUM_KEYPOINTS,
     KeypointRegressor,
     assemble,
     check_keypoints,
+    facing_backwards,
     regress_keypoints,
     rest_keypoints,
 )
 
 __all__ = ["BONE_PAIRS", "articulate", "fit", "hinge_axes", "landmark_pose_offsets", "minimise_keypoints",
-           "noise_prior_weights", "refine", "shape_given_pose"]
+           "noise_prior_weights", "refine", "shape_given_pose", "warn_doubtful"]
 
 # keypoint pairs whose distance fixes beta (spec 2.3 step 1): rigid in the model when unobservable joints rest
 BONE_PAIRS: list[tuple[int, int]] = [
@@ -592,4 +594,28 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     out["keypoints"] = kp
     out["residual"] = (kp - X.to(kp.dtype)).norm(dim=-1) * (c > 0).to(kp.dtype)
     assert out["residual"].shape[-1] == NUM_KEYPOINTS
+    warn_doubtful(X, c, out["residual"])
     return out
+
+
+DOUBTFUL_MM = 50.0  # a mean keypoint error above this (twice the 25 mm noise studied) is no fit of these points
+
+
+def warn_doubtful(X: torch.Tensor, c: torch.Tensor, residual: torch.Tensor) -> None:
+    """Warn (:class:`TenfoldWarning`) of fits that are no answer: a mean error over the seen keypoints above
+    ``DOUBTFUL_MM`` (keypoints in another order, or not a body), and keypoints facing backwards (left and right
+    swapped, or a mirrored frame), which fit with a small error while the body is turned around. Both used to
+    pass without a word; until session 23 only the CLI's ``fit`` warned, and :func:`fit` itself did not."""
+    seen = (c > 0).cpu()
+    per_body = (residual.detach().cpu() * seen).sum(-1) / seen.sum(-1).clamp(min=1) * 1e3  # mm
+    bad = per_body > DOUBTFUL_MM
+    if bool(bad.any()):
+        warnings.warn(f"{int(bad.sum())} of {len(bad)} bodies fit with a mean keypoint error above {DOUBTFUL_MM:g} mm "
+                      f"(worst: body {int(per_body.argmax())}, {float(per_body.max()):.0f} mm): check that "
+                      "the keypoints follow KEYPOINT_NAMES' order and are in metres", TenfoldWarning, stacklevel=3)
+    back = facing_backwards(X.detach().cpu(), c.cpu())
+    if bool(back.any()):
+        warnings.warn(f"{int(back.sum())} of {len(back)} bodies have the nose behind the neck in the frame of their "
+                      f"hips and spine (first: body {int(back.float().argmax())}): left and right are swapped, or "
+                      "the frame is mirrored (left-handed); the fit turns the body around", TenfoldWarning,
+                      stacklevel=3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,7 @@ import torch
 import tyro
 
 from tenfold.core.data import data_root
-from tenfold.core.io import DataError, InputError, TenfoldWarning, check_device, require_file
+from tenfold.core.io import DataError, InputError, check_device, require_file
 from tenfold.core.report import Section
 from tenfold.kama.articulate import fit as kama_fit
 from tenfold.kama.articulate import hinge_axes
@@ -23,7 +22,6 @@ from tenfold.kama.config import Config
 from tenfold.kama.keypoints import (
     KEYPOINT_NAMES,
     NUM_KEYPOINTS,
-    facing_backwards,
     load_landmark_override,
     regress_keypoints,
 )
@@ -199,9 +197,7 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
         write_obj(run_dir / f"mesh_{i:03d}.obj", out["vertices"][i].cpu(), model.faces.cpu())
     plot_fit(run_dir / "fit.png", out["vertices"][0], X[0], out["keypoints"][0], c[0], "KAMA fit, body 0")
     seen = c > 0
-    res = out["residual"].cpu()
-    per_body = (res * seen).sum(-1) / seen.sum(-1).clamp(min=1) * 1e3  # mm, over the seen keypoints
-    _warn_doubtful(X, c, per_body)
+    res = out["residual"].cpu()  # (kama_fit warned of doubtful fits: a large error, keypoints facing backwards)
     return {"bodies": int(X.shape[0]), "keypoint_error_mm": float(res[seen].mean() * 1e3),
             "max_keypoint_error_mm": float(res.max() * 1e3), "cpu_ms_per_body": 1e3 * cpu / X.shape[0],
             "straight_limbs": int(out["degenerate"].sum()), "refine_iters": cfg.refine_iters,
@@ -210,24 +206,6 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
 
 
 MAX_MESHES = 8  # OBJ files written by fit: a 1,000-body batch would write 0.5 GB of meshes
-DOUBTFUL_MM = 50.0  # a mean keypoint error above this (twice the 25 mm noise studied) is no fit of these points
-
-
-def _warn_doubtful(X: torch.Tensor, c: torch.Tensor, per_body_mm: torch.Tensor) -> None:
-    """Warn of fits that are no answer: a large keypoint error (keypoints in another order, or not a body), and
-    keypoints facing backwards (left and right swapped, or a mirrored frame), which fit with a small error while
-    the body is turned around. Both used to exit 0 without a word."""
-    bad = per_body_mm > DOUBTFUL_MM
-    if bool(bad.any()):
-        warnings.warn(f"{int(bad.sum())} of {len(bad)} bodies fit with a mean keypoint error above {DOUBTFUL_MM:g} mm "
-                      f"(worst: body {int(per_body_mm.argmax())}, {float(per_body_mm.max()):.0f} mm): check that "
-                      "the keypoints follow KEYPOINT_NAMES' order and are in metres", TenfoldWarning, stacklevel=3)
-    back = facing_backwards(X.cpu(), c.cpu())
-    if bool(back.any()):
-        warnings.warn(f"{int(back.sum())} of {len(back)} bodies have the nose behind the neck in the frame of their "
-                      f"hips and spine (first: body {int(back.float().argmax())}): left and right are swapped, or "
-                      "the frame is mirrored (left-handed); the fit turns the body around", TenfoldWarning,
-                      stacklevel=3)
 
 
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,
