@@ -68,6 +68,19 @@ def test_agrees_with_the_loops_first_logged_loss() -> None:
     assert o["bn"] == pytest.approx(first["bn"], rel=1e-9) and o["bn"] > 0
 
 
+def test_the_logged_lr_is_the_one_each_step_took() -> None:
+    """Session 23 review: the history read the lr after the scheduler stepped, so each row named the next step's lr
+    (0.05 logged where warm-up step 1 of 4 took 0.025). Warm-up of 4 steps at lr 0.1, then cosine to 0."""
+    net, g, _, y = _problem()
+    cfg = dataclasses.replace(PRESETS["cpu"], labels="oracle", iterations=6, warmup=4, lr=0.1, group_size=1,
+                              pyramid=0)
+    res = build(cfg).run(net, g, num_images=2, mean=MEAN, std=STD, labels=y, snapshot_at=(), log_every=1)
+    lrs = [h["lr"] for h in res.history]
+    assert [h["iteration"] for h in res.history] == [1, 2, 3, 4, 5, 6]
+    assert lrs[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lrs[4] == pytest.approx(0.1) and 0 < lrs[5] < 0.1  # the cosine starts at the peak
+
+
 def test_bad_inputs_are_one_line() -> None:
     net, g, x, y = _problem()
     inv = build(dataclasses.replace(PRESETS["cpu"], labels="oracle"))

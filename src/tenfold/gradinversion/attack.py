@@ -750,6 +750,7 @@ class GradInversion:
                 else:
                     X.grad += self.alpha_group * scale * d_group
                 terms["group"] += float(r_group.sum())
+            lr_used = opt.param_groups[0]["lr"]  # the step's own lr (read after sched.step() it was the next one's)
             opt.step()
             sched.step()
             with torch.no_grad():
@@ -760,7 +761,7 @@ class GradInversion:
                 else:
                     X.copy_(torch.max(torch.min(X, hi), lo))  # project onto the pixel box
             row = {k: v / G for k, v in terms.items()}
-            row["lr"] = opt.param_groups[0]["lr"]
+            row["lr"] = lr_used
             if it % log_every == 0 or it == self.iterations or it == 1:
                 history.append({"iteration": it, **row})
                 if log is not None:
