@@ -175,6 +175,30 @@ def test_ode_nll_of_a_gaussian_matches_closed_form(sde):
     assert abs(float(err.mean())) < 4 * float(err.std()) / math.sqrt(len(err)) + 0.02
 
 
+def test_hutchinson_nll_of_a_correlated_gaussian_is_unbiased_and_really_estimates():
+    """Session 23 review: with N(0, s2 I) data the drift's Jacobian is c I, so v^T J v is the trace for ANY +-1
+    probe and the test above cannot see a wrong probe. With a full covariance S (drift Jacobian not diagonal) one
+    fixed Rademacher probe per example errs per example (std well above 0) and is unbiased over many."""
+    sde, D = VPSDE(), 6
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(D, D, generator=g, dtype=F64)
+    S = A @ A.T / D + 0.2 * torch.eye(D, dtype=F64)
+
+    def eps_fn(z, t):  # eps_hat = sigma_t S_t^{-1} z with S_t = m_t^2 S + sigma_t^2 I, per example's t
+        m2, v = sde.mean_coef(t) ** 2, sde.var(t)
+        St = m2[:, None, None] * S + v[:, None, None] * torch.eye(D, dtype=F64)
+        return v.sqrt()[:, None] * torch.linalg.solve(St, z)
+
+    z0 = (torch.linalg.cholesky(S) @ torch.randn(D, 256, generator=g, dtype=F64)).T
+    ref = 0.5 * (z0 @ torch.linalg.inv(S) * z0).sum(1) + 0.5 * torch.logdet(2 * math.pi * S)
+    exact, _ = ode_nll(eps_fn, sde, z0[:8], tol=1e-7, exact_trace=True)
+    assert (exact - ref[:8]).abs().max() < 0.02
+    nll, _ = ode_nll(eps_fn, sde, z0, tol=1e-6, exact_trace=False, generator=g)
+    err = nll - ref
+    assert float(err.std()) > 0.1  # a probe that gave the trace exactly here would be no estimator of this Jacobian
+    assert abs(float(err.mean())) < 4 * float(err.std()) / math.sqrt(len(err)) + 0.02
+
+
 def test_ode_sampling_of_a_gaussian_has_the_right_variance():
     sde, s2 = VPSDE(), 0.25
     z1 = torch.randn(4000, 3, dtype=F64, generator=torch.Generator().manual_seed(0))

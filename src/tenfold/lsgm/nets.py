@@ -156,7 +156,12 @@ class SpectralReg(nn.Module):
 
     Convolutions only, as the spec and the official ``sr_utils`` (Linear layers, e.g. the score net's time MLP,
     were penalised too before session 14); ``convs=False`` keeps the norm layers alone (the official CIFAR-10
-    FID / balanced recipes exempt the score net's convs)."""
+    FID / balanced recipes exempt the score net's convs).
+
+    A transposed conv's weight is stored (in, out, k, k), so its matrix here is in x out*k*k: the map from one
+    input pixel's channels to the output patch it writes, the transposed conv's own per-pixel operator. The spec's
+    "out x in*k*k" is the layout of an ordinary conv (session 23 review; the official code has no transposed convs,
+    and the VAE decoder's upsampling blocks are the only ones here)."""
 
     def __init__(self, model: nn.Module, convs: bool = True) -> None:
         super().__init__()
