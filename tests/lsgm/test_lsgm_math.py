@@ -122,11 +122,15 @@ def _gaussian_ce_terms(sde, scheme, n, mu, s, time_eps, seed):
     return cross_entropy_dsm(noise, eps_hat, wq, ce_constant(sde, time_eps, D))
 
 
-@pytest.mark.parametrize("scheme", ["ll_iw", "ll_uniform"])
-def test_cross_entropy_estimate_matches_closed_form(scheme):
+@pytest.mark.parametrize("sde,scheme,time_eps", [
+    (VPSDE(), "ll_iw", 1e-5), (VPSDE(), "ll_uniform", 1e-5),
+    # session 23 review: the VAE side's q-weights under the score net's t draws, and the geometric SDE
+    (VPSDE(), "drop_all_iw", 0.01), (VPSDE(), "drop_sigma2t_iw", 0.01), (GeometricVPSDE(), "ll_uniform", 1e-5)],
+    ids=["vp-ll_iw", "vp-ll_uniform", "vp-drop_all_iw", "vp-drop_sigma2t_iw", "geo-ll_uniform"])
+def test_cross_entropy_estimate_matches_closed_form(sde, scheme, time_eps):
     """E[CE estimate] = 1/2 sum [ln(s1/se) - (s1 - se) + c (s1 - se)] + D/2 ln(2 pi e se) with c = mu^2 + s^2,
-    s1 = sigma2_1, se = sigma2_eps (derived in closed form), which -> the analytic CE(q || N(0, I)) as eps -> 0."""
-    sde, time_eps = VPSDE(), 1e-5
+    s1 = sigma2_1, se = sigma2_eps (derived in closed form), which -> the analytic CE(q || N(0, I)) as eps -> 0.
+    Every scheme's q-weights (the VAE side's) make the estimate the same CE, whichever density drew t."""
     mu, s = torch.tensor([0.5, -1.0, 0.2, 1.3], dtype=F64), 0.7
     ce = _gaussian_ce_terms(sde, scheme, 200000, mu, s, time_eps, seed=3)
     s1 = float(sde.var(torch.tensor(1.0, dtype=F64)))
@@ -136,7 +140,8 @@ def test_cross_entropy_estimate_matches_closed_form(scheme):
     analytic = float(0.5 * np.sum(c) + 2 * math.log(2 * math.pi))
     se_mc = float(ce.std()) / math.sqrt(len(ce))
     assert abs(float(ce.mean()) - exact) < 3.5 * se_mc
-    assert exact == pytest.approx(analytic, abs=1e-3)
+    if time_eps < 1e-3 and isinstance(sde, VPSDE):  # the geometric SDE's sigma2_1 is 0.999, not 1: no such limit
+        assert exact == pytest.approx(analytic, abs=1e-3)
 
 
 def test_importance_sampling_same_mean_lower_variance():
