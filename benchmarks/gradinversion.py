@@ -52,7 +52,7 @@ from tenfold.core.data import load_dataset
 from tenfold.core.latency import measure_ratio
 from tenfold.gradinversion import PRESETS, apply_defences, build, recover_labels, simulate_client
 from tenfold.gradinversion.attack import bn_batch_stats
-from tenfold.gradinversion.evaluation import binomial_ci, image_metrics, reference_psnr, save_grid
+from tenfold.gradinversion.evaluation import binomial_ci, iip, image_metrics, reference_psnr, save_grid
 from tenfold.gradinversion.labels import label_accuracy
 from tenfold.gradinversion.verbs import load_model, pick_batch
 
@@ -717,6 +717,60 @@ def label_goals(figures: dict[str, Any], models: dict[str, Any]) -> list[dict[st
     ]
 
 
+# the spec's ablations (its CPU benchmark, part 2): each term added to the one before, then the group variants; the
+# `cpu` preset's objective otherwise (cosine distance, signed Adam, pyramid, no Langevin noise), its alpha values
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "grad only": dict(alpha_tv=0.0, alpha_l2=0.0, alpha_bn=0.0, group_size=1),
+    "+ TV / l2 (the cpu preset)": dict(alpha_bn=0.0, group_size=1),
+    # 1e-3: the BN weight of tuning stage 1 (the paper's 0.1 decides nearly every sign of a signed step)
+    "+ BN prior (alpha_bn 1e-3)": dict(alpha_bn=1e-3, group_size=1),
+    "G = 3 independent, plain mean (the group variants' control)": dict(group_size=3, alpha_group=0.0,
+                                                                        registration="none"),
+    "+ group, registration none (consensus: the plain mean)": dict(group_size=3, registration="none"),
+    "+ group, registration translation": dict(group_size=3, registration="translation"),
+}
+
+
+def ablation_study(models: dict[str, tuple[nn.Module, list[float], list[float]]], xs: torch.Tensor, ys: torch.Tensor,
+                   regimes: list[str], batch_sizes: list[int], N: int, seeds: int, device: str,
+                   on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """The spec's ablations on the image comparison's own cells (its batches, gradients and start seeds):
+    PSNR, SSIM, IIP-pixel (against the whole ``xs``), labels and CPU seconds of each variant in ``ABLATIONS``,
+    the mean over ``seeds`` starts. Labels are restored (``yin_mass``), as in the comparison. ``on_row`` gets the
+    rows so far after every cell (a run cut off keeps them)."""
+    rows: list[dict[str, Any]] = []
+    base = dataclasses.replace(PRESETS["cpu"], iterations=N, device=device)
+    for regime in regimes:
+        model, mean, std = models[regime]
+        for B in batch_sizes:
+            idx = pick_batch(ys, B, 2024 + B, unique=B <= 10)  # the image comparison's batch
+            x, y = xs[idx], ys[idx]
+            g = simulate_client(model, x, y, "eval")
+            x_cpu, y_cpu = x.cpu(), y.cpu()
+            for name, over in ABLATIONS.items():
+                runs = []
+                for k in range(seeds):
+                    cfg = dataclasses.replace(base, seed=_attack_seed(regime, B, k), **over)
+                    c0 = time.process_time()
+                    res = build(cfg).run(model, g, num_images=B, mean=mean, std=std, snapshot_at=())
+                    cpu = time.process_time() - c0
+                    rec = res.images.cpu()
+                    m = image_metrics(rec, x_cpu)
+                    runs.append({"psnr": m["psnr"], "ssim": m["ssim"], "cpu_s": cpu,
+                                 "label_accuracy": _overlap(res.labels.cpu(), y_cpu),
+                                 "iip_pixel": iip(rec[torch.tensor(m["order"])], idx.cpu(), y_cpu, xs.cpu(), ys.cpu())})
+                row = {"regime": regime, "B": B, "variant": name, "overrides": over,
+                       **{k: statistics.mean(r[k] for r in runs)
+                          for k in ("psnr", "ssim", "iip_pixel", "label_accuracy", "cpu_s")},
+                       "psnr_per_seed": [round(r["psnr"], 3) for r in runs]}
+                rows.append(row)
+                print(f"ablation {regime} B={B} {name:<62} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f} IIP "
+                      f"{row['iip_pixel']:.2f} labels {row['label_accuracy']:.2f} cpu {row['cpu_s']:.1f} s", flush=True)
+            if on_row is not None:
+                on_row(rows)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "cifar10-test")
@@ -747,6 +801,9 @@ def main() -> None:
                    help="only the group-consistency study (no label study, no image comparison)")
     p.add_argument("--alpha-group", type=float, default=None,
                    help="the consistency variant's alpha_group (default: the cpu preset's, chosen on the tuning pool)")
+    p.add_argument("--ablations", action="store_true",
+                   help="only the spec's ablations (grad only, + TV / l2, + BN, + group without and with registration) "
+                        "on the image comparison's cells; writes gradinversion_ablations.json unless --out")
     p.add_argument("--labels-only", action="store_true",
                    help="only the label-rule study (about 3 min); writes gradinversion_labels.json unless --out")
     p.add_argument("--labels-on-tuning-pool", action="store_true",
@@ -823,6 +880,22 @@ def main() -> None:
                                "breaching_attacks": list(args.attacks), "device": args.device,
                                "threat_model": PRESETS["cpu"].threat_model(),
                                "ours_config": dataclasses.asdict(dataclasses.replace(PRESETS["cpu"], iterations=N))}
+    if args.ablations:
+        bs = args.batch_sizes or [1, 4]  # the spec's ablation cells (B in {1, 4}); the comparison's batches
+        out = args.out or RESULTS / "gradinversion_ablations.json"
+        ab = {k: figures[k] for k in ("data", "scale", "iterations", "device", "threat_model")}
+        ab.update(seeds=sc["seeds"], batch_sizes=bs, regimes=image_regimes,
+                  note="each variant on the image comparison's batches, gradients and start seeds; labels restored "
+                       "(yin_mass); IIP-pixel against the whole --data set; cpu_s is one attack's process CPU "
+                       "seconds (a G = 3 variant runs 3 seeds)")
+
+        def partial(rows: list[dict[str, Any]]) -> None:
+            write_result("gradinversion", {**ab, "ablations": rows, "partial": True}, [], device=args.device,
+                         out=out, started=started)
+
+        rows = ablation_study(models, xs, ys, image_regimes, bs, N, sc["seeds"], args.device, on_row=partial)
+        write_result("gradinversion", {**ab, "ablations": rows}, [], device=args.device, out=out, started=started)
+        return
     if not (args.skip_labels or args.group_only):
         figures["labels"] = label_study(models, ys, xs, sc["label_batches"])
     if args.labels_only:
