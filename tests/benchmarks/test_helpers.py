@@ -461,3 +461,38 @@ def test_write_result_times_cpu_and_wall_over_the_same_span(tmp_path: Path) -> N
     old = json.loads(common.write_result("unit", {}, [], out=tmp_path / "o.json",
                                          started=time.perf_counter()).read_text())
     assert old["process_cpu_span"] == "since the process started (imports included)"
+
+
+def test_gradinversion_ablations_run_each_declared_variant_on_the_comparisons_cells(monkeypatch) -> None:
+    """--ablations: every variant of ABLATIONS, in order, per cell, with its overrides over the cpu preset (grad only
+    has no prior at all), from the image comparison's start seeds; IIP and labels are fractions."""
+    from tests.gradinversion.nets import two_bn_net
+
+    net = two_bn_net(0, (0.5, 1.5))
+    net.input_size = (3, 16, 16)  # as the CIFAR ResNets carry it
+    g = torch.Generator().manual_seed(1)
+    xs, ys = torch.rand(20, 3, 16, 16, generator=g), torch.arange(20) % 5
+    seen: list[Any] = []
+    real = gi.build
+
+    def spy(cfg: Any) -> Any:
+        seen.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(gi, "build", spy)
+    rows = gi.ablation_study({"trained": (net, [0.5] * 3, [0.25] * 3)}, xs, ys, ["trained"], [1, 2], 2, 1, "cpu")
+    names = list(gi.ABLATIONS)
+    assert [(r["B"], r["variant"]) for r in rows] == [(B, n) for B in (1, 2) for n in names]
+    cfg = dict(zip(names, seen[:len(names)]))
+    preset = gi.PRESETS["cpu"]
+    assert (cfg["grad only"].alpha_tv, cfg["grad only"].alpha_l2, cfg["grad only"].alpha_bn) == (0.0, 0.0, 0.0)
+    tv = cfg["+ TV / l2 (the cpu preset)"]
+    assert tv.alpha_tv == preset.alpha_tv > 0 and tv.alpha_l2 == preset.alpha_l2 > 0 and tv.alpha_bn == 0
+    assert cfg["+ BN prior (alpha_bn 1e-3)"].alpha_bn == 1e-3
+    control = cfg["G = 3 independent, plain mean (the group variants' control)"]
+    assert control.group_size == 3 and control.alpha_group == 0 and control.registration == "none"
+    pulled = cfg["+ group, registration none (consensus: the plain mean)"]
+    assert pulled.alpha_group == preset.alpha_group > 0 and pulled.registration == "none"
+    assert cfg["+ group, registration translation"].registration == "translation"
+    assert all(c.seed == gi._attack_seed("trained", 1, 0) and c.iterations == 2 for c in seen[:len(names)])
+    assert all(0 <= r["iip_pixel"] <= 1 and 0 <= r["label_accuracy"] <= 1 and r["cpu_s"] > 0 for r in rows)
