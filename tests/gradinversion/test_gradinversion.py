@@ -277,6 +277,31 @@ def test_matching_loss_is_zero_at_the_true_batch_and_positive_elsewhere(resnet_a
     assert all(torch.allclose(u, -0.5 * a, atol=1e-6) for u, a in zip(u1, g1))
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_fedavg_update_is_what_an_sgd_client_sends(mode):
+    """Session 23 review: k local steps of plain SGD on a copy of the model (torch.optim.SGD, the client's batch every
+    step, in the client's mode) end at theta_k; the shared update is theta_k - theta_0 for every trainable parameter.
+    Two BN layers, so train mode's batch statistics (and the buffers it would update) are part of it."""
+    import copy
+
+    from tests.gradinversion.nets import two_bn_net
+
+    net = two_bn_net(4, (0.5, 1.5)).double()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64), torch.tensor([0, 3, 1, 4])
+    k, lr = 3, 0.05
+    client = copy.deepcopy(net).train(mode == "train")
+    opt = torch.optim.SGD(client.parameters(), lr=lr)
+    for _ in range(k):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(client(x), y).backward()
+        opt.step()
+    want = [a.detach() - b.detach() for a, b in zip(client.parameters(), net.parameters())]
+    got = simulate_client(net, x, y, mode=mode, update="fedavg", local_steps=k, local_lr=lr)
+    assert len(got) == len(want) and all(torch.allclose(u, w, rtol=1e-9, atol=1e-12) for u, w in zip(got, want))
+    assert all(float(w.abs().max()) > 1e-4 for w in want[-2:])  # the steps moved the classifier
+
+
 def test_grad_distances_known_values():
     a = [torch.tensor([3.0, 0.0]), torch.tensor([0.0])]
     b = [torch.tensor([0.0, 4.0]), torch.tensor([1.0])]
