@@ -117,11 +117,17 @@ def _flexion(u0: torch.Tensor, s0: torch.Tensor, h: torch.Tensor, u: torch.Tenso
     a cos(theta) - b sin(theta), a = u0^.s0^, b = s0^.(h x u0^)), the bend towards the flex side; ``back`` (B,) the
     other root (a bend backwards). An angle the rest segments cannot make (a kinked limb stretched straight) is
     clamped to the nearest one."""
+    d = (u * s).sum(-1) / (u.norm(dim=-1) * s.norm(dim=-1)).clamp_min(1e-12)
+    return _flexion_of_cosine(u0, s0, h, d, back)
+
+
+def _flexion_of_cosine(u0: torch.Tensor, s0: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                       back: torch.Tensor) -> torch.Tensor:
+    """:func:`_flexion` given the cosine ``d`` (B,) of the angle between the two segments instead of them."""
     un, sn = u0 / u0.norm(dim=-1, keepdim=True), s0 / s0.norm(dim=-1, keepdim=True)
     a = (un * sn).sum(-1)
     b = (sn * torch.linalg.cross(h, un, dim=-1)).sum(-1)
     r = torch.sqrt(a * a + b * b).clamp_min(1e-12)
-    d = (u * s).sum(-1) / (u.norm(dim=-1) * s.norm(dim=-1)).clamp_min(1e-12)
     delta = torch.acos((d / r).clamp(-1.0, 1.0))
     psi = torch.atan2(b, a)  # the rest bend in the flexion plane
     return torch.where(back, -delta, delta) - psi
@@ -360,9 +366,21 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
             ref_ok = torch.linalg.cross(ref, u, dim=-1).norm(dim=-1) > 0.1 * ref.norm(dim=-1) * u.norm(dim=-1)
             straight_rot = _sel(ref_ok, two_vector_align(a1, a2, u, ref), swing)
         Rm = _sel(straight, straight_rot, hinge)
-        # only the distal point seen: swing the whole limb towards it
-        whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], X[:, kd] - p[prox])
+        # only the distal point seen (session 23; the limb used to swing towards it straight, leaving the distal
+        # point up to 17 cm off): two-bone IK. The bone lengths and the distance to the distal point fix the angle
+        # between the segments (law of cosines), hence the flexion about the rest hinge axis (forward, clamped to
+        # what the rest segments can make); the bent rest limb then swings onto the distal point, so the swivel
+        # about the proximal-distal line is the least rotation from the parent's frame (the hidden middle joint
+        # is a guess on that circle; the distal point is exact where it is within reach)
+        t_d = X[:, kd] - p[prox]
+        L1, L2 = u0.norm(dim=-1), s0.norm(dim=-1)
+        cos_us = (t_d.pow(2).sum(-1) - L1 * L1 - L2 * L2) / (2 * L1 * L2).clamp_min(1e-12)
+        theta_ik = _flexion_of_cosine(u0, s0, h[:, li], cos_us, torch.zeros_like(cos_us, dtype=torch.bool))
+        Rflex_ik = axis_angle_to_matrix(h[:, li] * theta_ik[:, None])
+        chain = (Gp @ (u0 + (Rflex_ik @ s0[..., None])[..., 0])[..., None])[..., 0]
+        whole = swing_rotation(chain, t_d)
         both = seen[:, km] & seen[:, kd]
+        only_distal = ~seen[:, km] & seen[:, kd]
         Rm = _sel(both, Rm, _sel(seen[:, km], swing, _sel(seen[:, kd], whole, eye)))
         degenerate[:, li] = straight & both
         G[prox] = Rm @ Gp
@@ -371,7 +389,7 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
         # consistent keypoints, and takes up noise); a straight or partly seen limb keeps the swing alone
         Gm = G[prox] @ _sel(both & ~straight, Rflex, eye)
         a = (Gm @ s0[..., None])[..., 0]
-        G[mid] = _sel(both, swing_rotation(a, X[:, kd] - p[mid]) @ Gm, G[prox])
+        G[mid] = _sel(both, swing_rotation(a, X[:, kd] - p[mid]) @ Gm, _sel(only_distal, G[prox] @ Rflex_ik, G[prox]))
         place(dist)
 
     # --- step 5: ankles by Kabsch of {ankle, heel, big toe, small toe}; head of {nose, eyes, ears} -------
