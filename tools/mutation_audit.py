@@ -1520,6 +1520,10 @@ MUTANTS: list[M] = [
       "            cur = [t - local_lr * gi for t, gi in zip(cur, g)]",
       "            cur = [t - local_lr * gi for t, gi in zip(theta, g)]",
       GI_ATTACK, k="sgd_client"),
+    M("r13-K2", "src/tenfold/kama/articulate.py",
+      "        whole = swing_rotation(chain, t_d)",
+      "        whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], t_d)",
+      KAMA_ARTICULATE, k="hidden_elbow"),
 ]
 
 
