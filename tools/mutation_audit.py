@@ -1524,6 +1524,10 @@ MUTANTS: list[M] = [
       "        whole = swing_rotation(chain, t_d)",
       "        whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], t_d)",
       KAMA_ARTICULATE, k="hidden_elbow"),
+    M("r13-K3", "src/tenfold/kama/articulate.py",
+      "    root_ok = (seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)) | seen[:, :3].all(-1)",
+      "    root_ok = seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)",
+      KAMA_ARTICULATE, k="pelvis_and_both_hips"),
 ]
 
 
