@@ -483,6 +483,8 @@ def test_gradinversion_ablations_run_each_declared_variant_on_the_comparisons_ce
     rows = gi.ablation_study({"trained": (net, [0.5] * 3, [0.25] * 3)}, xs, ys, ["trained"], [1, 2], 2, 1, "cpu")
     names = list(gi.ABLATIONS)
     assert [(r["B"], r["variant"]) for r in rows] == [(B, n) for B in (1, 2) for n in names]
+    warm, seen = seen[0], seen[1:]  # one short run off the clock first
+    assert warm.iterations == 2 and warm.seed == 10 ** 6
     cfg = dict(zip(names, seen[:len(names)]))
     preset = gi.PRESETS["cpu"]
     assert (cfg["grad only"].alpha_tv, cfg["grad only"].alpha_l2, cfg["grad only"].alpha_bn) == (0.0, 0.0, 0.0)
@@ -496,3 +498,6 @@ def test_gradinversion_ablations_run_each_declared_variant_on_the_comparisons_ce
     assert cfg["+ group, registration translation"].registration == "translation"
     assert all(c.seed == gi._attack_seed("trained", 1, 0) and c.iterations == 2 for c in seen[:len(names)])
     assert all(0 <= r["iip_pixel"] <= 1 and 0 <= r["label_accuracy"] <= 1 and r["cpu_s"] > 0 for r in rows)
+    seen.clear()  # --seed-start: the comparison's draws from there on
+    gi.ablation_study({"trained": (net, [0.5] * 3, [0.25] * 3)}, xs, ys, ["trained"], [1], 2, 1, "cpu", seed_start=2)
+    assert all(c.seed == gi._attack_seed("trained", 1, 2) for c in seen[1:])

@@ -568,7 +568,8 @@ def test_the_default_refinement_keeps_an_exact_fit_exact(rigid64, method):
 def test_the_python_fit_warns_of_mirrored_and_shuffled_keypoints(model32):
     """Session 23 review: only the CLI's fit warned; the library's fit turned a mirrored body around in silence.
     A true body fits without a warning, a mirrored frame warns that the body is turned around, and shuffled
-    keypoints warn of the error (their seen-point mean, in mm, above 50)."""
+    keypoints warn of the error (their seen-point mean, in mm, above 100). Good bodies under the benchmark's 25 mm
+    and 35 mm per-coordinate noise do not warn (at 50 mm, session 23's first threshold, 37 % did at 35 mm)."""
     import warnings
 
     from tenfold.core.io import TenfoldWarning
@@ -580,15 +581,23 @@ def test_the_python_fit_warns_of_mirrored_and_shuffled_keypoints(model32):
     with pytest.warns(TenfoldWarning, match=r"4 of 4 bodies have the nose behind the neck .* turns the body around"):
         fit(model32, X * torch.tensor([-1.0, 1.0, 1.0]))
     order = torch.randperm(26, generator=torch.Generator().manual_seed(0))
-    with pytest.warns(TenfoldWarning, match=r"4 of 4 bodies fit with a mean keypoint error above 50 mm"):
+    with pytest.warns(TenfoldWarning, match=r"4 of 4 bodies fit with a mean keypoint error above 100 mm"):
         fit(model32, X[:, order])
+    _, _, _, many = bodies(model32, 64, 12)
+    g = torch.Generator().manual_seed(1)
+    for noise_mm in (25.0, 35.0):  # (the facing-backwards test is noise-sensitive itself: 0.1 % of bodies at 25 mm)
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            fit(model32, many + noise_mm * 1e-3 * torch.randn(many.shape, generator=g))
+        assert not [w for w in got if "mean keypoint error" in str(w.message)], noise_mm
 
 
 @pytest.mark.parametrize("hidden,distal", [("left_elbow", "left_wrist"), ("right_knee", "right_ankle")])
 def test_a_hidden_elbow_or_knee_still_puts_the_seen_wrist_or_ankle_on_its_keypoint(model32, hidden, distal):
     """Session 23 review: with the middle joint unseen the limb swung towards the distal point straight, leaving a
-    bent arm's wrist 12-17 cm off. Two-bone IK (bone lengths + distance -> flexion, then a swing) puts it on its
-    keypoint within reach (noise-free bodies), and the hidden joint's guess on its circle lands near the truth
+    bent arm's wrist 5-12 cm off on average and up to 28 cm. Two-bone IK (bone lengths + distance -> flexion, then
+    a swing) puts it on its keypoint within reach (noise-free bodies), and the hidden joint's guess on its circle
+    lands near the truth
     (measured ~5 cm mean; the straight swing's was 12-22 cm)."""
     _, _, _, X = bodies(model32, 32, 21)
     c = torch.ones(32, 26)

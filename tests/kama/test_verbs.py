@@ -94,7 +94,7 @@ def test_fit_warns_of_keypoints_out_of_order_swapped_or_mirrored_and_names_its_m
     assert m["meshes"] == "mesh_000 to mesh_007.obj: the first 8 of 10 bodies (params.npz holds every body)"
     assert len(list((tmp_path / "clean").glob("mesh_*.obj"))) == 8
     order = np.random.default_rng(0).permutation(26)
-    with pytest.warns(TenfoldWarning, match=r"10 of 10 bodies fit with a mean keypoint error above 50 mm"):
+    with pytest.warns(TenfoldWarning, match=r"10 of 10 bodies fit with a mean keypoint error above 100 mm"):
         run("shuffled", kp[:, order])
     swap = list(range(26))
     for part in ("hip", "knee", "ankle", "big_toe", "small_toe", "heel", "eye", "ear", "shoulder", "elbow", "wrist"):
@@ -114,6 +114,23 @@ def test_a_text_file_named_npy_is_not_blamed_on_pickles(tmp_path: Path) -> None:
     (tmp_path / "k.npy").write_text("hello\n")
     with pytest.raises(DataError, match=r"k\.npy is not a \.npy file \(no NumPy header\)"):
         read_keypoints(str(tmp_path / "k.npy"))
+
+
+def test_bvh_warns_of_its_reported_fit_only(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Session 23 review: since fit itself warns, bvh's first, analytic pass (kept only for its median shape) warned
+    too, with other figures than the fit it reports. That pass runs with warn=False, the reported fit with warn=True."""
+    import tenfold.kama.verbs as verbs
+
+    calls: list[bool] = []
+    real = verbs.kama_fit
+
+    def spy(*a, **kw):
+        calls.append(kw["warn"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(verbs, "kama_fit", spy)
+    verbs.bvh(dataclasses.replace(PRESETS["smoke"], refine_iters=0), tmp_path, max_frames=3, shared_shape=True)
+    assert calls == [False, True]
 
 
 def test_bvh_books_median_shape_seen_error_and_vertex_acceleration(shared_data: Path, tmp_path: Path) -> None:

@@ -46,13 +46,13 @@ def build(cfg: Config, body_model: str = "", landmarks: str = "") -> BodyModel:
 
 
 def _fit(cfg: Config, model: BodyModel, X: torch.Tensor, c: torch.Tensor | None, refine: bool = True,
-         betas: torch.Tensor | None = None, sequential: bool = False) -> dict[str, torch.Tensor]:
+         betas: torch.Tensor | None = None, sequential: bool = False, warn: bool = True) -> dict[str, torch.Tensor]:
     return kama_fit(model, X.to(cfg.device), None if c is None else c.to(cfg.device),
                     refine_iters=cfg.refine_iters if refine else 0, betas=betas, shape_rounds=cfg.shape_rounds,
                     refine_method=cfg.refine_method, noise_mm=cfg.noise_mm, w_betas=cfg.w_betas, w_pose=cfg.w_pose,
                     w_anchor=cfg.w_anchor,
                     pose_std=cfg.pose_std, betas_std=cfg.betas_std, shape_iters=cfg.shape_iters,
-                    shape_damping=cfg.shape_damping, sequential=sequential)
+                    shape_damping=cfg.shape_damping, sequential=sequential, warn=warn)
 
 
 def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +227,7 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
     w0 = time.perf_counter()
     betas = None
     if shared_shape:
-        first = _fit(cfg, model, X, c, refine=False, betas=None)
+        first = _fit(cfg, model, X, c, refine=False, betas=None, warn=False)  # only its shapes are used
         betas = first["betas"].median(0).values.expand_as(first["betas"]).contiguous()
     out = _fit(cfg, model, X, c, betas=betas, sequential=True)  # a straight limb keeps the previous frame's twist
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0

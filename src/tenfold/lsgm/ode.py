@@ -7,10 +7,10 @@ is pinned as a step (``step_t``), otherwise dopri5 evaluates past it (t < 0: NaN
 every drift call of the solve, rejected steps included.
 
 torchdiffeq picks its first step by probing the drift at t0 + h0, and h0 can be large where the drift is small:
-a likelihood solve from ode_eps may probe t far above 1 (session 23 review: t = 19.6 to 100 on the geometric SDE,
-where sigma_t^2 overflows to inf in float32 and the probe is NaN, which torchdiffeq's max() drops). Only the first
-step's size depends on such a probe; the solve itself stays inside [ode_eps, 1] and its NLL was checked against
-the closed form to 1e-4 nats. Left as is, so that NFE figures keep reproducing.
+a likelihood solve from ode_eps may probe t far above 1 (a session 23 review saw it on the geometric SDE, where
+sigma_t^2 overflows to inf in float32 and the probe is NaN, which torchdiffeq's max() drops). Only the first step's
+size depends on such a probe; the solve itself stays inside [ode_eps, 1], and the closed-form NLL tests pass on
+both SDEs. Left as is, so that NFE figures keep reproducing.
 """
 
 from __future__ import annotations
