@@ -1501,8 +1501,8 @@ MUTANTS: list[M] = [
       '    lut_mlp: str = "1,768,1536,2304,3072"',
       NVIT_PRUNE, k="lut_grid_is_the_references"),
     M("r13-K1", "src/tenfold/kama/articulate.py",
-      '    warn_doubtful(X, c, out["residual"])\n    return out',
-      "    return out",
+      '        warn_doubtful(X, c, out["residual"])',
+      "        pass",
       KAMA_ARTICULATE, k="mirrored_and_shuffled"),
     M("r13-G1", "src/tenfold/gradinversion/attack.py",
       '            row["lr"] = lr_used',
@@ -1528,6 +1528,14 @@ MUTANTS: list[M] = [
       "    root_ok = (seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)) | seen[:, :3].all(-1)",
       "    root_ok = seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)",
       KAMA_ARTICULATE, k="pelvis_and_both_hips"),
+    M("r13-K4", "src/tenfold/kama/articulate.py",
+      "DOUBTFUL_MM = 100.0",
+      "DOUBTFUL_MM = 50.0",
+      KAMA_ARTICULATE, k="mirrored_and_shuffled"),
+    M("r13-K5", "src/tenfold/kama/verbs.py",
+      "        first = _fit(cfg, model, X, c, refine=False, betas=None, warn=False)",
+      "        first = _fit(cfg, model, X, c, refine=False, betas=None)",
+      ("tests/kama/test_verbs.py",), k="warns_of_its_reported"),
 ]
 
 
