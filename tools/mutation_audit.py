@@ -1536,6 +1536,10 @@ MUTANTS: list[M] = [
       "        first = _fit(cfg, model, X, c, refine=False, betas=None, warn=False)",
       "        first = _fit(cfg, model, X, c, refine=False, betas=None)",
       ("tests/kama/test_verbs.py",), k="warns_of_its_reported"),
+    M("r13-N2", "src/tenfold/nvit/api.py",
+      "    if frozen and not resume:",
+      "    if False:",
+      NVIT_PRUNE, k="never_pruned"),
 ]
 
 

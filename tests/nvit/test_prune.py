@@ -255,6 +255,21 @@ def test_the_paper_presets_lut_grid_is_the_references() -> None:
     assert list(g["embed"]) == [64, 256, 512, 768]
 
 
+def test_a_minimum_at_or_above_a_width_warns_that_the_structure_is_never_pruned(tmp_path, monkeypatch):
+    """Session 23: min_heads 4 on a 4-head ViT (or min_emb above E) left those structures unpruned without a word;
+    prune_model names them, with their width and minimum. The default minimums of the planted run do not warn."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        _prune_run(tmp_path / "ok", stop_after=1)
+    monkeypatch.setitem(globals(), "MINIMUM", dict(MINIMUM, head=4, emb=64))
+    with pytest.warns(TenfoldWarning, match=r"never pruned.*emb \(width 32, minimum 64\), head \(width 4, minimum 4\)"):
+        _prune_run(tmp_path / "frozen", stop_after=1)
+
+
 def test_a_pruning_checkpoint_of_the_older_loop_is_refused(tmp_path):
     """Session 14 changed the loop's semantics (threshold index, eval switch, EMA restart); a checkpoint written
     before would resume under the new ones, mixed and silently. It is refused by its loop version."""

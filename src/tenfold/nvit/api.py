@@ -382,6 +382,13 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
     gated.to(dev).train()
     teacher.to(dev).eval()
     masks = masks_of(gated)
+    # a minimum at or above a structure's width leaves it unpruned: say so (it ran as a silent no-op until session 23)
+    frozen = [f"{key} (width {max(int(m.numel()) for m in gated.masks(key))}, minimum {minimum[key]})"
+              for key in STRUCT_KEYS if all(int(m.numel()) <= minimum[key] for m in gated.masks(key))]
+    if frozen and not resume:
+        warnings.warn("these structures are never pruned, their minimum is at or above their width: "
+                      + ", ".join(frozen) + "; lower min_* (--set min_emb=..., min_heads, min_qk, min_v, min_mlp) "
+                      "to prune them", TenfoldWarning, stacklevel=2)
     E0, blocks0 = gated.dims()
     full = latency(E0, blocks0)
     target = target_fraction * full
