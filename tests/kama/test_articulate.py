@@ -569,7 +569,7 @@ def test_the_python_fit_warns_of_mirrored_and_shuffled_keypoints(model32):
     """Session 23 review: only the CLI's fit warned; the library's fit turned a mirrored body around in silence.
     A true body fits without a warning, a mirrored frame warns that the body is turned around, and shuffled
     keypoints warn of the error (their seen-point mean, in mm, above 100). Good bodies under the benchmark's 25 mm
-    and 35 mm per-coordinate noise do not warn (at 50 mm, session 23's first threshold, 37 % did at 35 mm)."""
+    and 35 mm per-coordinate noise do not warn (at 50 mm, session 23's first threshold, the 35 mm ones did)."""
     import warnings
 
     from tenfold.core.io import TenfoldWarning

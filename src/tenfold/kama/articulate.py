@@ -624,7 +624,8 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
 
 
 # a mean keypoint error above this is no fit of these points: 4x the 25 mm per-coordinate noise the benchmark
-# studies (whose 3-D error is about 43 mm); 50 until session 23 warned on 37 % of good bodies at 35 mm noise
+# studies (whose 3-D error is about 25 sqrt(3) = 43 mm); at 50, session 23's first value, good bodies at 35 mm noise
+# warned (tests/kama/test_articulate.py, mutation r13-K4)
 DOUBTFUL_MM = 100.0
 
 
