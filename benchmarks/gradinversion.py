@@ -745,13 +745,12 @@ def ablation_study(models: dict[str, tuple[nn.Module, list[float], list[float]]]
     (session 23's committed run predates it: its first row, trained B = 1 grad only, includes them)."""
     rows: list[dict[str, Any]] = []
     base = dataclasses.replace(PRESETS["cpu"], iterations=N, device=device)
-    with warnings.catch_warnings():  # the warm-up: a 2-iteration run is shorter than the lr warm-up
+    with warnings.catch_warnings():  # the warm-up, as the comparison's: a 2-iteration run is shorter than the lr's
         warnings.simplefilter("ignore")
         model0, mean0, std0 = models[regimes[0]]
         idx0 = pick_batch(ys, 1, 2025)
-        build(dataclasses.replace(base, iterations=2, seed=10 ** 6)).run(
-            model0, simulate_client(model0, xs[idx0], ys[idx0], "eval"), num_images=1, mean=mean0, std=std0,
-            snapshot_at=())
+        _run_attack("ours", base, model0, mean0, std0, simulate_client(model0, xs[idx0], ys[idx0], "eval"), 1, 2, [2],
+                    device, seed=10 ** 6)
     for regime in regimes:
         model, mean, std = models[regime]
         for B in batch_sizes:
@@ -762,14 +761,12 @@ def ablation_study(models: dict[str, tuple[nn.Module, list[float], list[float]]]
             for name, over in ABLATIONS.items():
                 runs = []
                 for k in range(seed_start, seed_start + seeds):
-                    cfg = dataclasses.replace(base, seed=_attack_seed(regime, B, k), **over)
-                    c0 = time.process_time()
-                    res = build(cfg).run(model, g, num_images=B, mean=mean, std=std, snapshot_at=())
-                    cpu = time.process_time() - c0
-                    rec = res.images.cpu()
+                    res = _run_attack("ours", dataclasses.replace(base, **over), model, mean, std, g, B, N, [N],
+                                      device, seed=_attack_seed(regime, B, k))
+                    rec = res["images"]
                     m = image_metrics(rec, x_cpu)
-                    runs.append({"psnr": m["psnr"], "ssim": m["ssim"], "cpu_s": cpu,
-                                 "label_accuracy": _overlap(res.labels.cpu(), y_cpu),
+                    runs.append({"psnr": m["psnr"], "ssim": m["ssim"], "cpu_s": res["cpu_seconds"],
+                                 "label_accuracy": _overlap(res["labels"], y_cpu),
                                  "iip_pixel": iip(rec[torch.tensor(m["order"])], idx.cpu(), y_cpu, xs.cpu(), ys.cpu())})
                 row = {"regime": regime, "B": B, "variant": name, "overrides": over,
                        **{k: statistics.mean(r[k] for r in runs)
