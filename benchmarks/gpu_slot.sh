@@ -15,7 +15,9 @@
 # What it writes under $OUT ends up in $OUT/slot.tgz (its listing in slot_files.txt): the device tool returns
 # at most 8 files.
 #   PARTS="gi c10" runs those parts in that order (default: c10 paper gi; gi_cells: the six GradInversion cells as
-#   parallel processes, ours vs invertinggradients at GI_CELL_IT iterations, merged into one JSON)
+#   parallel processes, ours vs invertinggradients at GI_CELL_IT iterations, merged into one JSON; lsgm_budget: the
+#   LSGM NFE study of benchmarks/lsgm_time_scale.py on MNIST and OMNIGLOT at the CPU benchmark's 3,200 steps and at
+#   LSGM_BUDGET_LONG steps, each model its own process, joined per dataset and budget by --merge)
 set -u
 OUT=${OUT:-/tmp/gpu_slot_out}
 RUNS=${RUNS:-/tmp/gpu_slot_runs}
@@ -25,16 +27,19 @@ if [ -d .gpuwheels ] && ls .gpuwheels/*.whl >/dev/null 2>&1 && [ "${DRY:-0}" != 
     .gpuwheels/*.whl && export PYTHONPATH=/tmp/site
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} TENFOLD_DATA=${TENFOLD_DATA:-.gpudata}
+[ -d .gpudata/cache ] && export TENFOLD_CACHE=${TENFOLD_CACHE:-.gpudata/cache}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} TQDM_DISABLE=1
 if [ "${DRY:-0}" = 1 ]; then
   DEV=cpu S_C10=4 S_PAPER=2 LOG=2 N_SAMPLE=8 EV_LIMIT=8 FD=8 GI_IT=4 GI_ATK_IT=4 GI_B="1"
   EXTRA_C10=(--set device=cpu --set amp=none --set batch_size=8 --set eval_batch=8 --set vae_ch=16 --set score_ch=32)
   EXTRA_PAPER=(--set device=cpu --set amp=none --set batch_size=2 --set vae_ch=16 --set score_ch=32 --set score_blocks=1)
   GI_EXTRA=(--timing-iterations 2 --timing-pairs 1) GI_CELL_IT=4 GI_CELL_B="1 4" GI_CELL_LIMIT=120
+  BUDGETS="40 80" BUDGET_LIMIT=300
 else
   DEV=cuda S_C10=500 S_PAPER=30 LOG=50 N_SAMPLE=256 EV_LIMIT=512 FD=256 GI_IT=${GI_IT:-1500} GI_ATK_IT=300 GI_B="8"
   EXTRA_C10=() EXTRA_PAPER=() GI_EXTRA=(--timing-pairs 1)
   GI_CELL_IT=${GI_CELL_IT:-2500} GI_CELL_B=${GI_CELL_B:-"1 4 8"} GI_CELL_LIMIT=${GI_CELL_LIMIT:-360}
+  BUDGETS="3200 ${LSGM_BUDGET_LONG:-12800}" BUDGET_LIMIT=${LSGM_BUDGET_LIMIT:-480}
 fi
 say() { echo "== $(date +%T) $*"; }
 TORCHRUN=(python3 -m torch.distributed.run --standalone --nproc-per-node 1 -m tenfold)
@@ -127,6 +132,36 @@ part_gi_cells() {
   done
   cp "$RUNS"/gi_cells/s0/*.png "$OUT/" 2>/dev/null
   cp "$RUNS"/gi_cell_*.log "$OUT/" 2>/dev/null
+}
+
+part_lsgm_budget() {
+  # does a longer training budget move the NFE ratio (benchmarks/lsgm.py's 3x goal)? On the CPU, 1,600 -> 3,200 steps
+  # made LSGM's ODE stiffer at tol 1e-5. Each (dataset, budget, model) is one process on the one GPU; every process
+  # writes its JSON as soon as its model is profiled, so a cut process loses only itself.
+  say "lsgm NFE against training budget: steps {$BUDGETS}, MNIST and OMNIGLOT, LSGM and data-space in parallel"
+  local d steps m
+  mkdir -p "$RUNS/budget"
+  for d in mnist-test omniglot-small1; do
+    for steps in $BUDGETS; do
+      for m in lsgm data_space; do
+        OMP_NUM_THREADS=1 timeout "$BUDGET_LIMIT" python3 -m benchmarks.lsgm_time_scale --data $d --device $DEV \
+          --time-scales 1000 --tols 1e-3,1e-5 --steps "$steps" --data-steps "$steps" --models $m \
+          --out "$RUNS/budget/$d-$steps-$m.json" > "$RUNS/budget/$d-$steps-$m.log" 2>&1 &
+      done
+    done
+  done
+  wait
+  mkdir -p "$OUT/lsgm_budget"
+  for d in mnist-test omniglot-small1; do
+    for steps in $BUDGETS; do
+      local have=()
+      for m in lsgm data_space; do [ -f "$RUNS/budget/$d-$steps-$m.json" ] && have+=("$RUNS/budget/$d-$steps-$m.json"); done
+      [ ${#have[@]} -gt 0 ] && python3 -m benchmarks.lsgm_time_scale --merge "${have[@]}" --device $DEV \
+        --out "$OUT/lsgm_budget/$d-$steps.json" > /dev/null || say "lsgm budget merge $d $steps: exit $?"
+    done
+  done
+  cp "$RUNS"/budget/*.json "$RUNS"/budget/*.log "$OUT/lsgm_budget/" 2>/dev/null
+  tail -n 3 "$RUNS"/budget/*.log
 }
 
 for part in ${PARTS:-c10 paper gi}; do

@@ -3,7 +3,9 @@
 # carries (64 MiB with the working tree), here, from the repo root:
 #   .gpudata/   TENFOLD_DATA for the slot: cifar10/ (the test zip, and the train zip cut to the first 1,000 images
 #               of each class: 10 MB instead of 50; a class-balanced prefix of up to 10,000, as the benchmarks'
-#               calibration sets, is the same images) and weights/ (ResNet-20 and -56 with their licence)
+#               calibration sets, is the same images), weights/ (ResNet-20 and -56 with their licence), mnist/ and
+#               omniglot/ (3 MB), and cache/: TENFOLD_CACHE for the slot, the LSGM FD-CNNs this machine has cached
+#               (~/.cache/tenfold/lsgm; the studies train them on first use, a minute each on a CPU)
 #   .gpuwheels/ wheels the GPU image lacks (tyro, kornia, breaching and what they need; Python 3.12, x86-64)
 # Both are listed in .git/info/exclude. Then: device run with carry [".gpudata", ".gpuwheels"] and the command
 #   set -o pipefail; bash benchmarks/gpu_slot.sh 2>&1 | tee $OUT/slot.log
@@ -15,6 +17,8 @@ grep -qx "/.gpuwheels/" .git/info/exclude 2>/dev/null || echo "/.gpuwheels/" >> 
 rm -rf .gpudata .gpuwheels
 mkdir -p .gpudata/cifar10 .gpudata/weights .gpuwheels
 cp "$SRC/cifar10/cifar10-test-even-jpg.zip" .gpudata/cifar10/
+cp -r "$SRC/mnist" "$SRC/omniglot" .gpudata/
+if [ -d "$HOME/.cache/tenfold/lsgm" ]; then mkdir -p .gpudata/cache && cp -r "$HOME/.cache/tenfold/lsgm" .gpudata/cache/; fi
 cp "$SRC"/weights/cifar10-resnet20-*.th "$SRC"/weights/cifar10-resnet56-*.th "$SRC/weights/LICENSE-cifar10-resnets.txt" \
   .gpudata/weights/
 python3 - "$SRC/cifar10/cifar10-train-jpg.zip" .gpudata/cifar10/cifar10-train-jpg.zip <<'EOF'

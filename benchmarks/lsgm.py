@@ -102,10 +102,11 @@ def dequantise(x: torch.Tensor) -> torch.Tensor:
 
 def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: int, run_dir: Path, sde: VPSDE,
                    time_eps: float, seed: int = 0, scheme: str = "ll_iw", time_scale: float = 1000.0,
-                   sr: float = 0.0, ema: float = 0.995) -> tuple[DataSGM, float, dict[str, Any]]:
+                   sr: float = 0.0, ema: float = 0.995, device: str = "cpu") -> tuple[DataSGM, float, dict[str, Any]]:
     """The data-space model trained for ``steps``, returned with its EMA weights (``ema`` decay, warmed up), as
     LSGM's score net is evaluated with its own. ``sr``: spectral regularisation of its U-Net, weighted as in
-    LSGM's per-image loss (this loss is per dimension, so the regulariser enters as sr / D).
+    LSGM's per-image loss (this loss is per dimension, so the regulariser enters as sr / D). ``device``: where it
+    trains (and stays).
 
     Before session 12 it passed ``ema=0.999`` to ``fit`` as a number, whose average ``fit`` keeps only in its
     checkpoints: every data-space figure until then came from the raw, constant-lr weights."""
@@ -123,7 +124,8 @@ def train_data_sgm(ch: int, lr: float, train: torch.Tensor, steps: int, batch: i
     avg = EMA(model, ema, warmup=True)  # warm-up: a short lr-sweep run is not dominated by the initial weights
     res = fit(model, step, TensorDataset(train), run_dir=run_dir, steps=steps, batch_size=batch,
               optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=lr), ema=avg, progress=False,
-              tensorboard=False, log_every=max(1, steps // 10), ckpt_every=None, method="lsgm-data", seed=seed)
+              tensorboard=False, log_every=max(1, steps // 10), ckpt_every=None, method="lsgm-data", seed=seed,
+              device=device)
     avg.copy_to(model)
     return model, time.process_time() - t0, res
 

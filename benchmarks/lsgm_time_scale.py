@@ -19,6 +19,7 @@ roughness of the drift (residual of a cubic fit over a window of 5 % of t), and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import tempfile
@@ -33,13 +34,14 @@ from tenfold.lsgm.data import load_split
 from tenfold.lsgm.fd import fd, feature_cnn
 from tenfold.lsgm.ode import _drift, ode_sample
 from tenfold.lsgm.sde import SDE, VPSDE
-from tenfold.lsgm.train import generate, load_model, train_stages
+from tenfold.lsgm.train import build, generate, load_model, train_stages
 
 
 def ode_profile(fn: Any, sde: SDE, shape: tuple[int, ...], batches: int = 3, n: int = 100,
-                tols: tuple[float, ...] = (1e-3, 1e-5)) -> dict[str, Any]:
+                tols: tuple[float, ...] = (1e-3, 1e-5), device: str | torch.device = "cpu") -> dict[str, Any]:
     """NFE at each of ``tols`` (median over ``batches`` noise batches, seeds shared by every model), drift calls
-    per decade of t (first batch), and the drift's roughness at t ~ 0.9 / 0.5 / 0.1 / 0.01."""
+    per decade of t (first batch), and the drift's roughness at t ~ 0.9 / 0.5 / 0.1 / 0.01. The noise is drawn on
+    the CPU and moved to ``device``, so every device starts from the same batches."""
     out: dict[str, Any] = {}
     for tol in tols:
         g = torch.Generator().manual_seed(5)
@@ -51,20 +53,20 @@ def ode_profile(fn: Any, sde: SDE, shape: tuple[int, ...], batches: int = 3, n: 
             return fn(z, t)
 
         for b in range(batches):
-            counts.append(ode_sample(rec if b == 0 else fn, sde, torch.randn(n, *shape, generator=g), ode_eps=1e-5,
-                                     tol=tol)[1])
+            counts.append(ode_sample(rec if b == 0 else fn, sde, torch.randn(n, *shape, generator=g).to(device),
+                                     ode_eps=1e-5, tol=tol)[1])
         decades: dict[str, int] = {}
         for t in seen:
             k = str(math.floor(math.log10(max(t, 1e-12))))
             decades[k] = decades.get(k, 0) + 1
         out[f"tol_{tol:g}"] = {"nfe_median": statistics.median(counts), "nfe_batches": counts,
                                "calls_per_decade_of_t": dict(sorted(decades.items(), key=lambda kv: int(kv[0])))}
-    z = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0)).to(device)
     rough = {}
     for lo in (0.9, 0.5, 0.1, 0.01):
         ts = torch.linspace(lo, lo * 1.05, 201)
         with torch.no_grad():
-            f = torch.stack([_drift(sde, fn, z, float(t)) for t in ts]).flatten(1)
+            f = torch.stack([_drift(sde, fn, z, float(t)) for t in ts]).flatten(1).cpu()
         T = (ts - ts.mean()) / (ts.max() - ts.min())
         A = torch.stack([torch.ones_like(T), T, T ** 2, T ** 3], 1)
         res = f - A @ torch.linalg.lstsq(A, f).solution
@@ -73,19 +75,19 @@ def ode_profile(fn: Any, sde: SDE, shape: tuple[int, ...], batches: int = 3, n: 
     return out
 
 
-def data_space_profile(dm: Any, sde: VPSDE, fdnet: Any, real: torch.Tensor, tols: tuple[float, ...] = (1e-3, 1e-5)
-                       ) -> dict[str, Any]:
-    """:func:`ode_profile` of a trained data-space model, plus FD-CNN of 500 of its samples at tol 1e-3
-    (binarised: the dequantisation bin each falls in)."""
+def data_space_profile(dm: Any, sde: VPSDE, fdnet: Any, real: torch.Tensor, tols: tuple[float, ...] = (1e-3, 1e-5),
+                       device: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`ode_profile` of a trained data-space model (on ``device``), plus FD-CNN of 500 of its samples at
+    tol 1e-3 (binarised: the dequantisation bin each falls in)."""
     dm.eval()
 
     def d_eps(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return dm.score(z, t, sde.var(t).sqrt())
 
-    out = ode_profile(d_eps, sde, (1, 28, 28), tols=tols)
-    y1 = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = ode_profile(d_eps, sde, (1, 28, 28), tols=tols, device=device)
+    y1 = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
     yd, _ = ode_sample(d_eps, sde, y1, ode_eps=1e-5, tol=1e-3)
-    out["fd_draw_tol_1e-3"] = fd(fdnet, (yd > 0).float(), real)
+    out["fd_draw_tol_1e-3"] = fd(fdnet, (yd > 0).float().cpu(), real)
     return out
 
 
@@ -106,47 +108,90 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3200, help="LSGM: half VAE stage 1, half stage 2 (as the benchmark)")
     p.add_argument("--data-steps", type=int, default=1600)
     p.add_argument("--tols", default="1e-3,1e-5", help="ODE tolerances of the NFE profile (1e-3 and 1e-5 needed)")
+    p.add_argument("--models", default="lsgm,data_space",
+                   help="which to train: both, or one of them (two processes, joined afterwards by --merge)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="join result files of the same study run per model (--models lsgm / data_space) into --out")
     a = p.parse_args()
     torch.set_num_threads(1)
     started = clock()
+    if a.merge:
+        fig, scales = merge(a.merge)
+        write_result("lsgm_time_scale", fig, goals_of(fig, scales), device=a.device, out=a.out, started=started)
+        return
     scales = [float(s) for s in a.time_scales.split(",")]
     tols = tuple(float(t) for t in a.tols.split(","))
+    models = a.models.split(",")
     if not {1e-3, 1e-5} <= set(tols):
         raise SystemExit(f"--tols must include 1e-3 and 1e-5, got '{a.tols}'")
+    if not models or not set(models) <= {"lsgm", "data_space"}:
+        raise SystemExit(f"--models must name lsgm and/or data_space, got '{a.models}'")
     split, fdnet, real, size = study_setup(a.data, a.steps)
     sde = VPSDE()
     fig: dict[str, Any] = {"data": a.data, "lsgm_steps": a.steps, "data_space_steps": a.data_steps,
+                           "time_scales": scales, "models": models,
                            "data_space": {"weighting": "reweight_uniform", "lr": 3e-3}}
     with tempfile.TemporaryDirectory() as tmp:
         for s in scales:
             cfg = dataclasses.replace(preset_for(a.data), **size, stage1_steps=a.steps // 2,
-                                      stage2_steps=a.steps - a.steps // 2, time_scale=s)
-            train_stages(cfg, Path(tmp) / f"lsgm-{s:g}", split)
-            m = load_model(Path(tmp) / f"lsgm-{s:g}")
-            lparams = n_params(m.vae) + n_params(m.score)  # the data-space net gets LSGM's parameter count
-            ch = data_channels(lparams)
+                                      stage2_steps=a.steps - a.steps // 2, time_scale=s, device=a.device)
+            vae, score, _ = build(cfg, split.train.shape[1])
+            ch = data_channels(n_params(vae) + n_params(score))  # the data-space net gets LSGM's parameter count
             fig["data_space"]["channels"] = ch
-            row = {"lsgm": ode_profile(m.eps_fn, m.sde, m.vae.latent_shape, tols=tols)}
-            g = generate(m, 500, tol=1e-3, batch=500)
-            row["lsgm"]["fd_draw_tol_1e-3"] = fd(fdnet, g["draw"], real)
-            dm, _, _ = train_data_sgm(ch, 3e-3, split.train, a.data_steps, 32, Path(tmp) / f"data-{s:g}", sde, 1e-5,
-                                      scheme="reweight_uniform", time_scale=s)
-            row["data_space"] = data_space_profile(dm, sde, fdnet, real, tols)
-            for tol in tols:
-                key = f"tol_{tol:g}"
-                row[f"nfe_ratio_data_over_lsgm_{key}"] = (row["data_space"][key]["nfe_median"]
-                                                          / row["lsgm"][key]["nfe_median"])
+            row: dict[str, Any] = {}
             fig[f"time_scale_{s:g}"] = row
-            print(s, {k: v for k, v in row.items() if k.startswith("nfe_ratio")},
-                  "LSGM NFE 1e-5", row["lsgm"]["tol_1e-05"]["nfe_median"],
-                  "data NFE 1e-5", row["data_space"]["tol_1e-05"]["nfe_median"], flush=True)
+            if "lsgm" in models:
+                train_stages(cfg, Path(tmp) / f"lsgm-{s:g}", split)
+                m = load_model(Path(tmp) / f"lsgm-{s:g}").to(a.device)
+                row["lsgm"] = ode_profile(m.eps_fn, m.sde, m.vae.latent_shape, tols=tols, device=a.device)
+                g = generate(m, 500, tol=1e-3, batch=500)
+                row["lsgm"]["fd_draw_tol_1e-3"] = fd(fdnet, g["draw"].cpu(), real)
+                print(s, "LSGM NFE", {k: v["nfe_median"] for k, v in row["lsgm"].items() if k.startswith("tol_")},
+                      "FD", round(row["lsgm"]["fd_draw_tol_1e-3"], 1), flush=True)
+                write_result("lsgm_time_scale", fig, goals_of(fig, scales), device=a.device, out=a.out,
+                             started=started)  # a run cut off in the data-space model keeps LSGM's row
+            if "data_space" in models:
+                dm, _, _ = train_data_sgm(ch, 3e-3, split.train, a.data_steps, 32, Path(tmp) / f"data-{s:g}", sde,
+                                          1e-5, scheme="reweight_uniform", time_scale=s, device=a.device)
+                row["data_space"] = data_space_profile(dm, sde, fdnet, real, tols, device=a.device)
+            add_ratios(row, tols)
+            print(s, {k: v for k, v in row.items() if k.startswith("nfe_ratio")}, flush=True)
             write_result("lsgm_time_scale", fig, goals_of(fig, scales), device=a.device, out=a.out,
                          started=started)  # after every scale: a cut run keeps what it measured
 
 
+def add_ratios(row: dict[str, Any], tols: Any) -> None:
+    """The data-space NFE over LSGM's at each tolerance, where the row has both models."""
+    if "lsgm" in row and "data_space" in row:
+        for tol in tols:
+            key = f"tol_{float(tol):g}"
+            row[f"nfe_ratio_data_over_lsgm_{key}"] = (row["data_space"][key]["nfe_median"]
+                                                      / row["lsgm"][key]["nfe_median"])
+
+
+def merge(paths: list[Path]) -> tuple[dict[str, Any], list[float]]:
+    """One study's figures from result files of runs that each trained one model (same data, steps and scales)."""
+    figs = [json.loads(p.read_text())["figures"] for p in paths]
+    same = ("data", "lsgm_steps", "data_space_steps", "time_scales")
+    for f, path in zip(figs[1:], paths[1:]):
+        if any(f.get(k) != figs[0].get(k) for k in same):
+            raise SystemExit(f"{path}: not the same study as {paths[0]} (fields {', '.join(same)} differ)")
+    fig = {k: v for k, v in figs[0].items() if not k.startswith("time_scale_")}
+    fig["models"] = sorted({m for f in figs for m in f.get("models", [])})
+    fig["merged_from"] = [str(p) for p in paths]
+    scales = [float(s) for s in figs[0]["time_scales"]]
+    for s in scales:
+        row: dict[str, Any] = {}
+        for f in figs:
+            row.update({k: v for k, v in f.get(f"time_scale_{s:g}", {}).items() if k in ("lsgm", "data_space")})
+        add_ratios(row, [k[4:] for k in row.get("lsgm", {}) if k.startswith("tol_")])
+        fig[f"time_scale_{s:g}"] = row
+    return fig, scales
+
+
 def goals_of(fig: dict[str, Any], scales: list[float]) -> list[dict[str, Any]]:
     """NFE at tol 1e-5 of the first (official) time scale over each smaller one, per model."""
-    base = fig[f"time_scale_{scales[0]:g}"]
+    base = fig.get(f"time_scale_{scales[0]:g}", {})
     goals = []
     for key in sorted((k for k in base if k.startswith("nfe_ratio_data_over_lsgm_")),
                       key=lambda k: -float(k.rsplit("_", 1)[1])):
@@ -158,6 +203,8 @@ def goals_of(fig: dict[str, Any], scales: list[float]) -> list[dict[str, Any]]:
         if r is None:
             continue
         for who in ("lsgm", "data_space"):
+            if who not in r or who not in base:
+                continue
             cut = base[who]["tol_1e-05"]["nfe_median"] / r[who]["tol_1e-05"]["nfe_median"]
             goals.append(goal(f"{who}: NFE at tol 1e-5, time_scale {scales[0]:g} / time_scale {s:g} "
                               "(report: smoother time features need fewer drift calls)", "> 1", round(cut, 2),
