@@ -6,6 +6,9 @@ smaller scales.
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm_time_scale --time-scales 1000,100,10   # one more scale
     OMP_NUM_THREADS=1 python -m benchmarks.lsgm_time_scale --time-scales 1000 --tols 1e-2,1e-3,1e-4,1e-5 \
         --data-steps 3200 --out benchmarks/results/lsgm_tolerance.json   # NFE ratio against tolerance
+    python -m benchmarks.lsgm_time_scale --time-scales 1000 --device cuda --steps 9600 --data-steps 9600 \
+        --models lsgm --out L.json      # one model per process (and --models data_space --out D.json beside it),
+    python -m benchmarks.lsgm_time_scale --merge L.json D.json --out LD.json   # then joined (gpu_slot.sh lsgm_budget)
 
 Why: in the LSGM benchmark most drift calls at tol 1e-5 land at t in [0.1, 1], where the latent distribution is
 nearly Normal and the ODE should be easy. The drift there is not smooth in t: with features sin(1000 t f), the
