@@ -1540,6 +1540,15 @@ MUTANTS: list[M] = [
       "    if frozen and not resume:",
       "    if False:",
       NVIT_PRUNE, k="never_pruned"),
+    # round 14 (session 24): the LSGM training-length study on a GPU, one model per process joined by --merge
+    M("r14-L1", "benchmarks/lsgm_time_scale.py",
+      '            row[f"nfe_ratio_data_over_lsgm_{key}"] = (row["data_space"][key]["nfe_median"]',
+      '            row[f"nfe_ratio_data_over_lsgm_{key}"] = (row["data_space"][key]["nfe_batches"][0]',
+      ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
+    M("r14-L2", "benchmarks/lsgm_time_scale.py",
+      "        if any(f.get(k) != figs[0].get(k) for k in same):",
+      "        if False:",
+      ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
 ]
 
 

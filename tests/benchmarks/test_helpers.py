@@ -176,6 +176,33 @@ def test_lsgm_merge_earlier_keeps_the_earlier_run_its_figures_goals_and_seconds(
     assert again["dataset_sources"]["mnist-test"]["wall_seconds"] == 4065.8
 
 
+def test_lsgm_time_scale_merge_joins_one_model_per_file_and_rescores_the_committed_gpu_study(tmp_path: Path) -> None:
+    """``--merge``: the per-model files of results/lsgm_budget_h200/ join to the committed merged figures (each
+    model's profile kept, the ratio = data-space NFE / LSGM NFE at each tolerance, goals re-scored); files of
+    another study (other steps) are refused, and one model alone gets no ratio."""
+    import benchmarks.lsgm_time_scale as ts
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "lsgm_budget_h200"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    for merged in sorted(p for p in root.glob("*.json") if p.stem.count("-") == 2):
+        parts = [root / f"{merged.stem}-{m}.json" for m in ("lsgm", "data_space")]
+        fig, scales = ts.merge(parts)
+        committed = json.loads(merged.read_text())
+        row, want = fig["time_scale_1000"], committed["figures"]["time_scale_1000"]
+        assert row == want, merged.name
+        for tol in ("0.001", "1e-05"):
+            assert row[f"nfe_ratio_data_over_lsgm_tol_{tol}"] == pytest.approx(
+                row["data_space"][f"tol_{tol}"]["nfe_median"] / row["lsgm"][f"tol_{tol}"]["nfe_median"])
+        assert ts.goals_of(fig, scales) == committed["goals"]
+    other = json.loads((root / "mnist-test-3200-lsgm.json").read_text())
+    other["figures"]["lsgm_steps"] = 9600
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="not the same study"):
+        ts.merge([root / "mnist-test-3200-data_space.json", tmp_path / "other.json"])
+    alone, _ = ts.merge([root / "mnist-test-3200-lsgm.json"])
+    assert set(alone["time_scale_1000"]) == {"lsgm"}
+
+
 
 # ---------------------------------------------------------------------------------------------------------
 # benchmarks/gradinversion.py (needs breaching, which the benchmark itself needs)
