@@ -34,7 +34,7 @@ if [ "${DRY:-0}" = 1 ]; then
   EXTRA_C10=(--set device=cpu --set amp=none --set batch_size=8 --set eval_batch=8 --set vae_ch=16 --set score_ch=32)
   EXTRA_PAPER=(--set device=cpu --set amp=none --set batch_size=2 --set vae_ch=16 --set score_ch=32 --set score_blocks=1)
   GI_EXTRA=(--timing-iterations 2 --timing-pairs 1) GI_CELL_IT=4 GI_CELL_B="1 4" GI_CELL_LIMIT=120
-  BUDGETS="40 80" BUDGET_LIMIT=300
+  BUDGETS="40 80" BUDGET_LIMIT=${LSGM_BUDGET_LIMIT:-300}
 else
   DEV=cuda S_C10=500 S_PAPER=30 LOG=50 N_SAMPLE=256 EV_LIMIT=512 FD=256 GI_IT=${GI_IT:-1500} GI_ATK_IT=300 GI_B="8"
   EXTRA_C10=() EXTRA_PAPER=() GI_EXTRA=(--timing-pairs 1)
@@ -139,7 +139,9 @@ part_lsgm_budget() {
   # made LSGM's ODE stiffer at tol 1e-5. Each (dataset, budget, model) is one process on the one GPU; every process
   # writes its JSON as soon as its model is profiled, so a cut process loses only itself.
   say "lsgm NFE against training budget: steps {$BUDGETS}, MNIST and OMNIGLOT, LSGM and data-space in parallel"
-  local d steps m
+  local d steps m pid
+  local -A job=()
+  rm -rf "$RUNS/budget"  # a warm machine's earlier run must not be merged with this one's
   mkdir -p "$RUNS/budget"
   for d in mnist-test omniglot-small1; do
     for steps in $BUDGETS; do
@@ -147,17 +149,21 @@ part_lsgm_budget() {
         OMP_NUM_THREADS=1 timeout "$BUDGET_LIMIT" python3 -m benchmarks.lsgm_time_scale --data $d --device $DEV \
           --time-scales 1000 --tols 1e-3,1e-5 --steps "$steps" --data-steps "$steps" --models $m \
           --out "$RUNS/budget/$d-$steps-$m.json" > "$RUNS/budget/$d-$steps-$m.log" 2>&1 &
+        job[$!]="$d $steps $m"
       done
     done
   done
-  wait
+  for pid in "${!job[@]}"; do
+    wait "$pid" || say "lsgm budget ${job[$pid]}: exit $? (124 = cut by the ${BUDGET_LIMIT} s limit)"
+  done
   mkdir -p "$OUT/lsgm_budget"
   for d in mnist-test omniglot-small1; do
     for steps in $BUDGETS; do
       local have=()
       for m in lsgm data_space; do [ -f "$RUNS/budget/$d-$steps-$m.json" ] && have+=("$RUNS/budget/$d-$steps-$m.json"); done
-      [ ${#have[@]} -gt 0 ] && python3 -m benchmarks.lsgm_time_scale --merge "${have[@]}" --device $DEV \
-        --out "$OUT/lsgm_budget/$d-$steps.json" > /dev/null || say "lsgm budget merge $d $steps: exit $?"
+      [ ${#have[@]} -lt 2 ] && say "lsgm budget $d $steps: ${#have[@]} of 2 models finished; no NFE ratio"
+      [ ${#have[@]} -gt 0 ] && { python3 -m benchmarks.lsgm_time_scale --merge "${have[@]}" --device $DEV \
+        --out "$OUT/lsgm_budget/$d-$steps.json" > /dev/null || say "lsgm budget merge $d $steps: exit $?"; }
     done
   done
   cp "$RUNS"/budget/*.json "$RUNS"/budget/*.log "$OUT/lsgm_budget/" 2>/dev/null

@@ -173,20 +173,37 @@ def add_ratios(row: dict[str, Any], tols: Any) -> None:
 
 
 def merge(paths: list[Path]) -> tuple[dict[str, Any], list[float]]:
-    """One study's figures from result files of runs that each trained one model (same data, steps and scales)."""
-    figs = [json.loads(p.read_text())["figures"] for p in paths]
-    same = ("data", "lsgm_steps", "data_space_steps", "time_scales")
+    """One study's figures from result files of runs that each trained one model (same data, steps, scales,
+    tolerances and data-space settings; each model from one file). ``sources`` keeps each file's wall and CPU
+    seconds, the training time, which the merged file's own seconds (the merge's) are not."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    figs = [r["figures"] for r in runs]
+    same = ("data", "lsgm_steps", "data_space_steps", "time_scales", "data_space")
+    for f, path in zip(figs, paths):
+        if "time_scales" not in f or "models" not in f:
+            raise SystemExit(f"{path}: not a per-model result of this study (no time_scales / models: written before "
+                             "--models existed?)")
     for f, path in zip(figs[1:], paths[1:]):
         if any(f.get(k) != figs[0].get(k) for k in same):
             raise SystemExit(f"{path}: not the same study as {paths[0]} (fields {', '.join(same)} differ)")
+    models = [m for f in figs for m in f["models"]]
+    if len(models) != len(set(models)):
+        raise SystemExit(f"--merge: a model appears in more than one file ({', '.join(models)})")
     fig = {k: v for k, v in figs[0].items() if not k.startswith("time_scale_")}
-    fig["models"] = sorted({m for f in figs for m in f.get("models", [])})
+    fig["models"] = sorted(models)
     fig["merged_from"] = [str(p) for p in paths]
+    fig["sources"] = {str(p): {"models": f["models"], "wall_seconds": r.get("wall_seconds"),
+                               "process_cpu_seconds": r.get("process_cpu_seconds"),
+                               "commit": r.get("environment", {}).get("commit")}
+                      for p, f, r in zip(paths, figs, runs)}
     scales = [float(s) for s in figs[0]["time_scales"]]
     for s in scales:
         row: dict[str, Any] = {}
         for f in figs:
             row.update({k: v for k, v in f.get(f"time_scale_{s:g}", {}).items() if k in ("lsgm", "data_space")})
+        tols = {m: sorted(k for k in row[m] if k.startswith("tol_")) for m in row}
+        if len({tuple(v) for v in tols.values()}) > 1:
+            raise SystemExit(f"--merge: the files profile different tolerances ({tols})")
         add_ratios(row, [k[4:] for k in row.get("lsgm", {}) if k.startswith("tol_")])
         fig[f"time_scale_{s:g}"] = row
     return fig, scales

@@ -1549,6 +1549,14 @@ MUTANTS: list[M] = [
       "        if any(f.get(k) != figs[0].get(k) for k in same):",
       "        if False:",
       ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
+    M("r14-L3", "benchmarks/lsgm_time_scale.py",
+      "    if len(models) != len(set(models)):",
+      "    if False:",
+      ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
+    M("r14-L4", "benchmarks/lsgm_time_scale.py",
+      "        if len({tuple(v) for v in tols.values()}) > 1:",
+      "        if False:",
+      ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
 ]
 
 

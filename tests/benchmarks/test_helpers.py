@@ -179,11 +179,12 @@ def test_lsgm_merge_earlier_keeps_the_earlier_run_its_figures_goals_and_seconds(
 def test_lsgm_time_scale_merge_joins_one_model_per_file_and_rescores_the_committed_gpu_study(tmp_path: Path) -> None:
     """``--merge``: the per-model files of results/lsgm_budget_h200/ join to the committed merged figures (each
     model's profile kept, the ratio = data-space NFE / LSGM NFE at each tolerance, goals re-scored); files of
-    another study (other steps) are refused, and one model alone gets no ratio."""
+    another study (other steps), a model given twice and files of different tolerances are refused, and one model
+    alone gets no ratio and no goal."""
     import benchmarks.lsgm_time_scale as ts
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "lsgm_budget_h200"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent")
+    if not (root / "mnist-test-3200-lsgm.json").is_file():
+        pytest.skip(f"{root} or its files are absent")
     for merged in sorted(p for p in root.glob("*.json") if p.stem.count("-") == 2):
         parts = [root / f"{merged.stem}-{m}.json" for m in ("lsgm", "data_space")]
         fig, scales = ts.merge(parts)
@@ -199,8 +200,16 @@ def test_lsgm_time_scale_merge_joins_one_model_per_file_and_rescores_the_committ
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="not the same study"):
         ts.merge([root / "mnist-test-3200-data_space.json", tmp_path / "other.json"])
-    alone, _ = ts.merge([root / "mnist-test-3200-lsgm.json"])
-    assert set(alone["time_scale_1000"]) == {"lsgm"}
+    with pytest.raises(SystemExit, match="more than one file"):
+        ts.merge([root / "mnist-test-3200-lsgm.json", root / "mnist-test-3200-lsgm.json"])
+    fewer = json.loads((root / "mnist-test-3200-data_space.json").read_text())
+    del fewer["figures"]["time_scale_1000"]["data_space"]["tol_1e-05"]
+    (tmp_path / "fewer.json").write_text(json.dumps(fewer))
+    with pytest.raises(SystemExit, match="different tolerances"):
+        ts.merge([root / "mnist-test-3200-lsgm.json", tmp_path / "fewer.json"])
+    alone, scales = ts.merge([root / "mnist-test-3200-lsgm.json"])
+    assert set(alone["time_scale_1000"]) == {"lsgm"} and ts.goals_of(alone, scales) == []
+    assert alone["sources"][str(root / "mnist-test-3200-lsgm.json")]["wall_seconds"] == 168.9  # the training's
 
 
 
