@@ -176,7 +176,16 @@ def merge(paths: list[Path]) -> tuple[dict[str, Any], list[float]]:
     """One study's figures from result files of runs that each trained one model (same data, steps, scales,
     tolerances and data-space settings; each model from one file). ``sources`` keeps each file's wall and CPU
     seconds, the training time, which the merged file's own seconds (the merge's) are not."""
-    runs = [json.loads(p.read_text()) for p in paths]
+    runs = []
+    for path in paths:
+        try:
+            run = json.loads(Path(path).read_text())
+            if "data" not in run["figures"]:
+                raise KeyError("figures.data")
+            runs.append(run)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--merge: {path} is not a readable result of this study ({type(e).__name__}: {e})"
+                             ) from None
     figs = [r["figures"] for r in runs]
     same = ("data", "lsgm_steps", "data_space_steps", "time_scales", "data_space")
     for f, path in zip(figs, paths):

@@ -179,8 +179,8 @@ def test_lsgm_merge_earlier_keeps_the_earlier_run_its_figures_goals_and_seconds(
 def test_lsgm_time_scale_merge_joins_one_model_per_file_and_rescores_the_committed_gpu_study(tmp_path: Path) -> None:
     """``--merge``: the per-model files of results/lsgm_budget_h200/ join to the committed merged figures (each
     model's profile kept, the ratio = data-space NFE / LSGM NFE at each tolerance, goals re-scored); files of
-    another study (other steps), a model given twice and files of different tolerances are refused, and one model
-    alone gets no ratio and no goal."""
+    another study (other steps), a model given twice, files of different tolerances and unreadable files are
+    refused with one line, and one model alone gets no ratio and no goal."""
     import benchmarks.lsgm_time_scale as ts
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "lsgm_budget_h200"
     if not (root / "mnist-test-3200-lsgm.json").is_file():
@@ -207,6 +207,10 @@ def test_lsgm_time_scale_merge_joins_one_model_per_file_and_rescores_the_committ
     (tmp_path / "fewer.json").write_text(json.dumps(fewer))
     with pytest.raises(SystemExit, match="different tolerances"):
         ts.merge([root / "mnist-test-3200-lsgm.json", tmp_path / "fewer.json"])
+    (tmp_path / "cut.json").write_text("{")  # a file cut short while written
+    for bad in (tmp_path / "cut.json", tmp_path / "absent.json"):
+        with pytest.raises(SystemExit, match="not a readable result"):
+            ts.merge([root / "mnist-test-3200-lsgm.json", bad])
     alone, scales = ts.merge([root / "mnist-test-3200-lsgm.json"])
     assert set(alone["time_scale_1000"]) == {"lsgm"} and ts.goals_of(alone, scales) == []
     assert alone["sources"][str(root / "mnist-test-3200-lsgm.json")]["wall_seconds"] == 168.9  # the training's
