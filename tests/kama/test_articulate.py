@@ -324,6 +324,39 @@ def test_a_slightly_hyperextended_knee_does_not_twist_the_hip(rigid64):
             assert float(err.norm(dim=-1).max()) < 1e-6, (flex, j)
 
 
+def test_a_nearly_straight_arm_keeps_its_measured_hinge_side(rigid64):
+    """The near-straight rule (hinge axis on the swing-only side) is for legs: a shoulder turns past 90 deg about the
+    upper arm, and then the swing-only side is the wrong one. An arm twisted 2.6 rad at the shoulder with the elbow
+    bent 0.3 rad is exact; applied to arms too, the rule flipped the elbow backwards and the shoulder with it."""
+    from tenfold.core.geometry import axis_angle_to_matrix
+
+    pose, b, t, _ = bodies(rigid64, 6, 0, matched=True)
+    Jr = rigid64.rest_joints(b)
+    h = hinge_axes(Jr)
+    for shoulder, elbow, li in ((16, 18, 2), (17, 19, 3)):
+        up = Jr[:, elbow] - Jr[:, shoulder]
+        pose[:, shoulder] = 2.6 * up / up.norm(dim=-1, keepdim=True)  # twist about the upper arm
+        pose[:, elbow] = 0.3 * h[:, li]
+    out = fit(rigid64, regress_keypoints(rigid64, pose, b, t), betas=b)
+    assert not out["degenerate"].any()
+    for j in (16, 17, 18, 19):
+        err = matrix_to_axis_angle(out["rot"][:, j].transpose(-1, -2) @ axis_angle_to_matrix(pose[:, j]))
+        assert float(err.norm(dim=-1).max()) < 1e-6, j
+
+
+def test_an_ankle_without_foot_points_rests_on_its_own_knee(model32):
+    """No heel or toe seen: each ankle keeps its own knee's rotation (local identity), whatever the other leg does."""
+    _, _, _, X = bodies(model32, 6, 8)
+    c = torch.ones(6, 26)
+    feet = [K[f"{side}_{part}"] for side in ("left", "right") for part in ("heel", "big_toe", "small_toe")]
+    c[:, feet] = 0
+    out = articulate(model32, X.masked_fill(c[..., None] == 0, float("nan")), c)
+    G = out["rot"]
+    torch.testing.assert_close(G[:, 7], torch.eye(3).expand(6, 3, 3), atol=1e-5, rtol=0)  # float32 G^T G
+    torch.testing.assert_close(G[:, 8], torch.eye(3).expand(6, 3, 3), atol=1e-5, rtol=0)  # float32 G^T G
+    assert float(matrix_to_axis_angle(G[:, 4]).sub(matrix_to_axis_angle(G[:, 5])).norm(dim=-1).min()) > 0.05
+
+
 @pytest.mark.parametrize("knee", [0.3, 2.7])
 def test_a_flexed_abducted_thigh_keeps_its_twist_with_a_slight_or_a_deep_knee_bend(rigid64, knee):
     """Clean keypoints, thigh flexed 80-125 deg and abducted 40-70 deg: the near-straight rule turned such hips by

@@ -317,98 +317,123 @@ def _articulate_once(model, keypoints: torch.Tensor, confidence: torch.Tensor | 
     place(12)
 
     # --- step 4: limbs by hinge two-vector alignment (swing only when straight) -------------------------
+    # The four limbs are independent once the root and the collars are placed, so they run as one batch of
+    # NL * B rows, limb-major (row li * B + b); a loop over the limbs made a single body's call mostly op overhead.
     place(1)
     place(2)
-    degenerate = torch.zeros(B, 4, dtype=torch.bool, device=X.device)
-    for li, (prox, mid, dist, km, kd, _f) in enumerate(LIMBS):
-        Gp = G[par[prox]]
-        u0 = Jr[:, mid] - Jr[:, prox]
-        s0 = Jr[:, dist] - Jr[:, mid]
-        a1 = (Gp @ u0[..., None])[..., 0]
-        a2 = (Gp @ h[:, li, :, None])[..., 0]
-        u = X[:, km] - p[prox]
-        s = X[:, kd] - X[:, km]
-        n = torch.linalg.cross(u, s, dim=-1)
-        us = u.norm(dim=-1) * s.norm(dim=-1)
-        # <=: a distal point on the middle one (s = 0) is a straight limb too (0 < 0 failed, and the rank-1
-        # "hinge" frame returned matrices that were not rotations)
-        # a limb folded back on itself (u . s < 0, a 170 deg elbow) is not straight: the hinge plane is still
-        # defined, and swing only lost the whole upper-arm twist there; exactly antiparallel stays degenerate
-        straight = (n.norm(dim=-1) <= STRAIGHT * us) & (((u * s).sum(-1) >= 0) | (n.norm(dim=-1) <= 1e-6 * us))
-        swing = swing_rotation(a1, u)
-        # a nearly straight leg bent slightly backwards (noise, or hyperextension) flips u x s, and the hinge
-        # solution then twisted the whole leg by 180 deg at the hip: below NEAR_STRAIGHT keep the hinge axis on
-        # the side of the swing-only solution's (the smaller twist: a hip turns well under 90 deg about the
-        # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, where the rule is wrong (at 10 mm
-        # noise it flipped 2 % of right shoulders that were right; benchmarks/kama_near_straight.py)
-        a2s = (swing @ a2[..., None])[..., 0]
-        near = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0)
-        if prox in LEG_ROOTS and li in FEET and bool(near.any()):
-            # the foot, where seen, is the better reference: s x (heel -> toes) is about the hinge axis whatever
-            # the hip does (the swing-only twist can sit > 90 deg off a flexed, abducted thigh's)
+    NL = len(LIMBS)
+    prox_j, mid_j, dist_j, km_k, kd_k = (list(v) for v in zip(*[limb[:5] for limb in LIMBS]))
+
+    def rows(t: torch.Tensor, idx: list[int]) -> torch.Tensor:  # (B, N, ...) at idx -> (NL * B, ...) limb-major
+        return t[:, idx].transpose(0, 1).reshape(NL * B, *t.shape[2:])
+
+    eye_l = torch.eye(3, dtype=dt, device=X.device).expand(NL * B, 3, 3)
+    Gp = torch.stack([G[par[j]] for j in prox_j]).reshape(NL * B, 3, 3)   # the parents' world rotations
+    p_prox = torch.stack([p[j] for j in prox_j]).reshape(NL * B, 3)
+    u0 = rows(Jr, mid_j) - rows(Jr, prox_j)
+    s0 = rows(Jr, dist_j) - rows(Jr, mid_j)
+    hl = rows(h, list(range(NL)))
+    a1 = (Gp @ u0[..., None])[..., 0]
+    a2 = (Gp @ hl[..., None])[..., 0]
+    Xm, Xd = rows(X, km_k), rows(X, kd_k)
+    seen_m, seen_d = rows(seen, km_k), rows(seen, kd_k)
+    u = Xm - p_prox
+    s = Xd - Xm
+    n = torch.linalg.cross(u, s, dim=-1)
+    us = u.norm(dim=-1) * s.norm(dim=-1)
+    # <=: a distal point on the middle one (s = 0) is a straight limb too (0 < 0 failed, and the rank-1
+    # "hinge" frame returned matrices that were not rotations)
+    # a limb folded back on itself (u . s < 0, a 170 deg elbow) is not straight: the hinge plane is still
+    # defined, and swing only lost the whole upper-arm twist there; exactly antiparallel stays degenerate
+    straight = (n.norm(dim=-1) <= STRAIGHT * us) & (((u * s).sum(-1) >= 0) | (n.norm(dim=-1) <= 1e-6 * us))
+    swing = swing_rotation(a1, u)
+    # a nearly straight leg bent slightly backwards (noise, or hyperextension) flips u x s, and the hinge
+    # solution then twisted the whole leg by 180 deg at the hip: below NEAR_STRAIGHT keep the hinge axis on
+    # the side of the swing-only solution's (the smaller twist: a hip turns well under 90 deg about the
+    # thigh). Arms keep the measured sign: a shoulder can turn past 90 deg, where the rule is wrong (at 10 mm
+    # noise it flipped 2 % of right shoulders that were right; benchmarks/kama_near_straight.py)
+    a2s = (swing @ a2[..., None])[..., 0]
+    near = (n.norm(dim=-1) < NEAR_STRAIGHT * us) & ((u * s).sum(-1) > 0)
+    leg = torch.tensor([j in LEG_ROOTS for j in prox_j], device=X.device).repeat_interleave(B)  # (NL * B,)
+    feet = [li for li, j in enumerate(prox_j) if j in LEG_ROOTS and li in FEET]
+    if feet and bool(near.view(NL, B)[feet].any()):
+        # the foot, where seen, is the better reference: s x (heel -> toes) is about the hinge axis whatever
+        # the hip does (the swing-only twist can sit > 90 deg off a flexed, abducted thigh's). Only a2s's near
+        # rows are read (by `back`), so a leg without one may take the foot's reference too
+        parts = list(a2s.view(NL, B, 3).unbind(0))
+        for li in feet:
+            r = slice(li * B, (li + 1) * B)
             toes, heel = FEET[li]
-            f_ok, f = _foot(X, seen, kd, toes, heel)
-            _, f0 = _foot(K0, seen, kd, toes, heel)
-            sign = torch.sign((torch.linalg.cross(s0, f0, dim=-1) * h[:, li]).sum(-1, keepdim=True))
-            foot_ref = sign * torch.linalg.cross(s, f, dim=-1)
-            a2s = torch.where((f_ok & (sign[:, 0] != 0))[..., None], foot_ref, a2s)
-        # near straight means a small bend, u . s > 0: sin(angle) < NEAR_STRAIGHT also holds for a knee folded past
-        # 150 deg (a deep squat), where the hinge solution is exact and the rule flipped clean hips by 180 deg
-        back = near & ((n * a2s).sum(-1) < 0) & (prox in LEG_ROOTS)
-        # flexion theta about the rest hinge axis h from the angle between the segments: u^.s^ = u0^.R_h(theta)s0^.
-        # A rest distal segment out of the flexion plane (a real SMPL forearm or shin is kinked a few degrees) made
-        # the old map h -> u x s twist the shoulder at zero keypoint residual (test_a_kinked_rest_forearm_...); with
-        # R_h(theta) s0 the plane of (u0, R_h s0) goes onto that of (u, s), exact for any rest kink (equal to the old
-        # map without one)
-        theta = _flexion(u0, s0, h[:, li], u, s, back)
-        Rflex = axis_angle_to_matrix(h[:, li] * theta[:, None])
-        hinge = two_vector_align(a1, (Gp @ Rflex @ s0[..., None])[..., 0], u, s)
-        straight_rot = swing
-        if twist_ref is not None:  # keep the reference hinge axis (the previous frame's), where it is not along u
-            ref = twist_ref[:, li].to(dt)
-            ref_ok = torch.linalg.cross(ref, u, dim=-1).norm(dim=-1) > 0.1 * ref.norm(dim=-1) * u.norm(dim=-1)
-            straight_rot = _sel(ref_ok, two_vector_align(a1, a2, u, ref), swing)
-        Rm = _sel(straight, straight_rot, hinge)
-        # only the distal point seen (session 23; the limb used to swing towards it straight, leaving the distal
-        # point 5-12 cm off on average and up to 28 cm): two-bone IK. The bone lengths and the distance to the
-        # distal point fix the angle between the segments (law of cosines), hence the flexion about the rest
-        # hinge axis (forward, clamped to
-        # what the rest segments can make); the bent rest limb then swings onto the distal point, so the swivel
-        # about the proximal-distal line is the least rotation from the parent's frame (the hidden middle joint
-        # is a guess on that circle; the distal point is exact where it is within reach)
-        t_d = X[:, kd] - p[prox]
-        L1, L2 = u0.norm(dim=-1), s0.norm(dim=-1)
-        cos_us = (t_d.pow(2).sum(-1) - L1 * L1 - L2 * L2) / (2 * L1 * L2).clamp_min(1e-12)
-        theta_ik = _flexion_of_cosine(u0, s0, h[:, li], cos_us, torch.zeros_like(cos_us, dtype=torch.bool))
-        Rflex_ik = axis_angle_to_matrix(h[:, li] * theta_ik[:, None])
-        chain = (Gp @ (u0 + (Rflex_ik @ s0[..., None])[..., 0])[..., None])[..., 0]
-        whole = swing_rotation(chain, t_d)
-        both = seen[:, km] & seen[:, kd]
-        only_distal = ~seen[:, km] & seen[:, kd]
-        Rm = _sel(both, Rm, _sel(seen[:, km], swing, _sel(seen[:, kd], whole, eye)))
-        degenerate[:, li] = straight & both
-        G[prox] = Rm @ Gp
-        place(mid)
-        # the middle joint flexes by R_h(theta) where the hinge solution was taken (then the swing is a no-op on
-        # consistent keypoints, and takes up noise); a straight or partly seen limb keeps the swing alone
-        Gm = G[prox] @ _sel(both & ~straight, Rflex, eye)
-        a = (Gm @ s0[..., None])[..., 0]
-        G[mid] = _sel(both, swing_rotation(a, X[:, kd] - p[mid]) @ Gm, _sel(only_distal, G[prox] @ Rflex_ik, G[prox]))
-        place(dist)
+            f_ok, f = _foot(X, seen, kd_k[li], toes, heel)
+            _, f0 = _foot(K0, seen, kd_k[li], toes, heel)
+            sign = torch.sign((torch.linalg.cross(s0[r], f0, dim=-1) * hl[r]).sum(-1, keepdim=True))
+            foot_ref = sign * torch.linalg.cross(s[r], f, dim=-1)
+            parts[li] = torch.where((f_ok & (sign[:, 0] != 0))[..., None], foot_ref, parts[li])
+        a2s = torch.cat(parts, 0)
+    # near straight means a small bend, u . s > 0: sin(angle) < NEAR_STRAIGHT also holds for a knee folded past
+    # 150 deg (a deep squat), where the hinge solution is exact and the rule flipped clean hips by 180 deg
+    back = near & ((n * a2s).sum(-1) < 0) & leg
+    # flexion theta about the rest hinge axis h from the angle between the segments: u^.s^ = u0^.R_h(theta)s0^.
+    # A rest distal segment out of the flexion plane (a real SMPL forearm or shin is kinked a few degrees) made
+    # the old map h -> u x s twist the shoulder at zero keypoint residual (test_a_kinked_rest_forearm_...); with
+    # R_h(theta) s0 the plane of (u0, R_h s0) goes onto that of (u, s), exact for any rest kink (equal to the old
+    # map without one)
+    theta = _flexion(u0, s0, hl, u, s, back)
+    Rflex = axis_angle_to_matrix(hl * theta[:, None])
+    hinge = two_vector_align(a1, (Gp @ Rflex @ s0[..., None])[..., 0], u, s)
+    straight_rot = swing
+    if twist_ref is not None:  # keep the reference hinge axis (the previous frame's), where it is not along u
+        ref = rows(twist_ref.to(dt), list(range(NL)))
+        ref_ok = torch.linalg.cross(ref, u, dim=-1).norm(dim=-1) > 0.1 * ref.norm(dim=-1) * u.norm(dim=-1)
+        straight_rot = _sel(ref_ok, two_vector_align(a1, a2, u, ref), swing)
+    Rm = _sel(straight, straight_rot, hinge)
+    # only the distal point seen (session 23; the limb used to swing towards it straight, leaving the distal
+    # point 5-12 cm off on average and up to 28 cm): two-bone IK. The bone lengths and the distance to the
+    # distal point fix the angle between the segments (law of cosines), hence the flexion about the rest
+    # hinge axis (forward, clamped to
+    # what the rest segments can make); the bent rest limb then swings onto the distal point, so the swivel
+    # about the proximal-distal line is the least rotation from the parent's frame (the hidden middle joint
+    # is a guess on that circle; the distal point is exact where it is within reach)
+    t_d = Xd - p_prox
+    L1, L2 = u0.norm(dim=-1), s0.norm(dim=-1)
+    cos_us = (t_d.pow(2).sum(-1) - L1 * L1 - L2 * L2) / (2 * L1 * L2).clamp_min(1e-12)
+    theta_ik = _flexion_of_cosine(u0, s0, hl, cos_us, torch.zeros_like(cos_us, dtype=torch.bool))
+    Rflex_ik = axis_angle_to_matrix(hl * theta_ik[:, None])
+    chain = (Gp @ (u0 + (Rflex_ik @ s0[..., None])[..., 0])[..., None])[..., 0]
+    whole = swing_rotation(chain, t_d)
+    both = seen_m & seen_d
+    only_distal = ~seen_m & seen_d
+    Rm = _sel(both, Rm, _sel(seen_m, swing, _sel(seen_d, whole, eye_l)))
+    degenerate = (straight & both).view(NL, B).T.contiguous()              # (B, 4)
+    G_prox = Rm @ Gp
+    p_mid = p_prox + (G_prox @ u0[..., None])[..., 0]                      # place(mid): its parent is prox
+    # the middle joint flexes by R_h(theta) where the hinge solution was taken (then the swing is a no-op on
+    # consistent keypoints, and takes up noise); a straight or partly seen limb keeps the swing alone
+    Gm = G_prox @ _sel(both & ~straight, Rflex, eye_l)
+    a = (Gm @ s0[..., None])[..., 0]
+    G_mid = _sel(both, swing_rotation(a, Xd - p_mid) @ Gm, _sel(only_distal, G_prox @ Rflex_ik, G_prox))
+    p_dist = p_mid + (G_mid @ s0[..., None])[..., 0]                       # place(dist): its parent is mid
+    for li in range(NL):
+        r = slice(li * B, (li + 1) * B)
+        G[prox_j[li]], G[mid_j[li]], p[mid_j[li]], p[dist_j[li]] = G_prox[r], G_mid[r], p_mid[r], p_dist[r]
 
     # --- step 5: ankles by Kabsch of {ankle, heel, big toe, small toe}; head of {nose, eyes, ears} -------
-    for ank, knee, pts in ((7, 4, [13, 9, 11]), (8, 5, [14, 10, 12])):
-        A = torch.cat([torch.zeros_like(Jr[:, :1]), K0[:, pts] - Jr[:, ank:ank + 1]], 1)
-        T = torch.cat([torch.zeros_like(X[:, :1]), X[:, pts] - p[ank][:, None]], 1)
-        wa = torch.cat([torch.ones_like(c[:, :1]), c[:, pts]], 1)
-        n_a = seen[:, pts].sum(-1)
-        Rk = _safe_kabsch(A, T, wa)
-        # one landmark seen: swing towards it (the big toe in mocap); none: the ankle rests
-        first = seen[:, pts].float().argmax(-1)
-        a_one = torch.gather(A[:, 1:], 1, first[:, None, None].expand(-1, 1, 3))[:, 0]
-        t_one = torch.gather(T[:, 1:], 1, first[:, None, None].expand(-1, 1, 3))[:, 0]
-        Rone = swing_rotation((G[knee] @ a_one[..., None])[..., 0], t_one) @ G[knee]
-        G[ank] = _sel(n_a >= 2, Rk, _sel(n_a == 1, Rone, G[knee]))
+    # both ankles as one batch of 2 B rows (ankle-major), as the limbs above
+    ankles, knees, pts = (7, 8), (4, 5), ([13, 9, 11], [14, 10, 12])
+    A = torch.cat([torch.cat([torch.zeros_like(Jr[:, :1]), K0[:, q] - Jr[:, a:a + 1]], 1) for a, q in zip(ankles, pts)])
+    T = torch.cat([torch.cat([torch.zeros_like(X[:, :1]), X[:, q] - p[a][:, None]], 1) for a, q in zip(ankles, pts)])
+    wa = torch.cat([torch.cat([torch.ones_like(c[:, :1]), c[:, q]], 1) for q in pts])
+    seen_a = torch.cat([seen[:, q] for q in pts])                           # (2 B, 3)
+    n_a = seen_a.sum(-1)
+    Rk = _safe_kabsch(A, T, wa)
+    # one landmark seen: swing towards it (the big toe in mocap); none: the ankle rests
+    first = seen_a.float().argmax(-1)
+    a_one = torch.gather(A[:, 1:], 1, first[:, None, None].expand(-1, 1, 3))[:, 0]
+    t_one = torch.gather(T[:, 1:], 1, first[:, None, None].expand(-1, 1, 3))[:, 0]
+    Gk = torch.cat([G[k] for k in knees])
+    Rone = swing_rotation((Gk @ a_one[..., None])[..., 0], t_one) @ Gk
+    G_ank = _sel(n_a >= 2, Rk, _sel(n_a == 1, Rone, Gk))
+    G[ankles[0]], G[ankles[1]] = G_ank[:B], G_ank[B:]
     face = [15, 16, 17, 18, 19]
     # face points move rigidly with G_15: X_f ~ p_15 + G_15 (K0_f - J_15), so Kabsch gives G_15 and p_15
     Rh, th, _ = kabsch(K0[:, face] - Jr[:, 15:16], X[:, face],

@@ -1,0 +1,117 @@
+"""KAMA's analytic fit, CPU time per body by bodies per call: this tree's code against a git revision's, same run.
+
+Session 25 batched the four limbs (and the two ankles) of the analytic articulation into one pass of rows instead
+of a Python loop per limb. A call on one body was mostly op overhead (66.7 ms per body alone, 6.7 ms in calls of 10,
+session 22), so the change is measured where it matters: at 1, 3 and 10 bodies per call, the benchmark's 30 clean
+bodies (seed 100), the `fit` of the benchmark's config with refine_iters 0. The two versions run in interleaved
+passes (old, new, old, new, ...; each pass fits all 30 bodies at one chunk size), and the figure is the median over
+passes of the per-pass ratio old / new, which a shared machine's load changes less than either time alone.
+Both versions' outputs are compared too: they must agree to rounding (the batched products round differently).
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/kama_call_overhead.py --against a0e2ba7 \\
+        --out benchmarks/results/kama_call_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from benchmarks.common import git_commit
+from tenfold.core.io import write_json
+
+PATH = "src/tenfold/kama/articulate.py"
+
+
+def module_at(rev: str) -> ModuleType:
+    """``tenfold.kama.articulate`` as it was at git revision ``rev`` (imported under another name)."""
+    src = subprocess.run(["git", "show", f"{rev}:{PATH}"], capture_output=True, text=True)
+    if src.returncode != 0:
+        raise SystemExit(f"error: cannot read {PATH} at {rev}: {src.stderr.strip()}")
+    f = Path(tempfile.mkdtemp()) / "articulate_at_rev.py"
+    f.write_text(src.stdout)
+    spec = importlib.util.spec_from_file_location("tenfold.kama.articulate_at_rev", f)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def agreement(old: ModuleType, new: ModuleType, model: Any, X: torch.Tensor) -> dict[str, float]:
+    """Largest difference of the two versions' rotations, shapes and fitted keypoints, in float32 and float64."""
+    out: dict[str, float] = {}
+    for name, dt in (("float32", torch.float32), ("float64", torch.float64)):
+        m = model.to(dt)  # (in place: nn.Module.to)
+        x = X.to(dt)
+        a = old.articulate(m, x)
+        b = new.articulate(m, x)
+        out[f"{name} max |rot diff|"] = float((a["rot"] - b["rot"]).abs().max())
+        out[f"{name} max |betas diff|"] = float((a["betas"] - b["betas"]).abs().max())
+        out[f"{name} degenerate flags equal"] = bool(torch.equal(a["degenerate"], b["degenerate"]))
+        ka, kb = (mod.fit(m, x, refine_iters=0, with_vertices=False)["keypoints"] for mod in (old, new))
+        out[f"{name} max fitted keypoint diff (mm)"] = float((ka - kb).norm(dim=-1).max()) * 1e3
+    model.float()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--against", required=True, help="git revision whose articulate.py is the 'old' version")
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/kama_call_overhead.json"))
+    args = p.parse_args()
+    if args.passes < 1:
+        p.error("--passes must be >= 1")
+    torch.set_num_threads(1)
+    from tenfold.kama.config import Config
+    from tenfold.kama.procedural import procedural_model
+    from tenfold.kama.verbs import _synthetic_bodies
+
+    old, new = module_at(args.against), importlib.import_module("tenfold.kama.articulate")
+    cfg = Config()  # the benchmark's
+    model = procedural_model(cfg.seed)
+    n = 30
+    X = _synthetic_bodies(model, n, 100, 0.0)["keypoints"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for mod in (old, new):  # warm-up
+        mod.fit(model, X[:2], refine_iters=0, with_vertices=False)
+    figures: dict[str, Any] = {}
+    for chunk in (1, 3, 10):
+        ms: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(args.passes):
+            for name, mod in (("old", old), ("new", new)):
+                c = time.process_time()
+                for i in range(0, n, chunk):
+                    mod.fit(model, X[i:i + chunk], refine_iters=0, with_vertices=False,
+                            shape_rounds=cfg.shape_rounds)
+                ms[name].append(1e3 * (time.process_time() - c) / n)
+        figures[f"chunk {chunk}"] = {
+            "old ms per body (median)": round(statistics.median(ms["old"]), 2),
+            "new ms per body (median)": round(statistics.median(ms["new"]), 2),
+            "old / new (median of per-pass ratios)": round(statistics.median(a / b for a, b in zip(ms["old"],
+                                                                                                  ms["new"])), 3),
+            "passes old": [round(v, 2) for v in ms["old"]], "passes new": [round(v, 2) for v in ms["new"]]}
+    figures["agreement"] = agreement(old, new, model, X)
+    write_json(args.out, {"command": f"OMP_NUM_THREADS=1 PYTHONPATH=. python tools/kama_call_overhead.py --against "
+                                     f"{args.against} --out {args.out}", "commit": git_commit(),
+                          "against": args.against, "bodies": n, "figures": figures,
+                          "wall_seconds": round(time.perf_counter() - t0, 1),
+                          "process_cpu_seconds": round(time.process_time() - c0, 1)})
+    print(figures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
