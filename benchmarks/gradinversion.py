@@ -583,6 +583,13 @@ for _a in (0.02, 0.05, 0.1, 0.2):
 for _lr in (0.3, 0.2, 0.1, 0.03, 0.01):
     CANDIDATES[f"pyramid 4, decay 0.25, unsigned, lr {_lr}"] = dict(PYRAMID, signed=False, lr=_lr)
 CANDIDATES["pyramid 4, decay 0.25, init zeros"] = dict(PYRAMID, init="zeros")  # the search from the mean colour
+# session 25: the BN prior (the paper's main image prior) added *after* the sign, as the group pull: through the sign it
+# decided the pixels the gradient term leaves close and cost 1.6-3.1 dB (stage 1, session 23's ablations); here alpha_bn
+# is its per-pixel RMS as a fraction of a signed step, so it can only nudge
+for _a in (0.02, 0.05, 0.1, 0.2):
+    CANDIDATES[f"pyramid 4, decay 0.25, BN after sign {_a}"] = dict(PYRAMID, alpha_bn=_a, bn_after_sign=True)
+    CANDIDATES[f"pyramid 4, decay 0.25, BN after sign {_a}, seed 1"] = dict(PYRAMID, alpha_bn=_a, bn_after_sign=True,
+                                                                            seed=1)
 CANDIDATES["breaching-train invertinggradients"] = {}  # breaching in train mode, no buffers (train-user only)
 TUNE_CLIENTS = ("eval", "train-user")  # eval: the benchmark's threat model; train-user: the paper's (see tune)
 

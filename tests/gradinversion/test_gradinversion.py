@@ -843,6 +843,43 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
     assert max(off[3:]) > 1e-3 and max(off[3:]) < 1.0  # after: sign + a pull smaller than one step
 
 
+def _first_step_grad(monkeypatch, **over) -> torch.Tensor:
+    """X.grad as Adam sees it at the first step of a G = 1 attack on the tiny BN net (its BN buffers the prior's
+    reference), the smoke preset with ``over``."""
+    seen: list[torch.Tensor] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["params"][0].grad.detach().clone())
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    net = _tiny_net(torch.float64)
+    x, y = torch.rand(2, 3, 6, 6, dtype=torch.float64), torch.tensor([2, 4])
+    g = simulate_client(net, x, y)
+    cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, group_size=1, langevin_sigma=0.0, labels="oracle",
+                              **over)
+    build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3, labels=y)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return seen[0]
+
+
+def test_bn_prior_after_the_sign_is_its_gradient_direction_at_alpha_bn_rms(monkeypatch):
+    """bn_after_sign: Adam sees sign(∇ of the other terms) + α_BN · ∇R_BN scaled to per-pixel RMS 1 (the group
+    pull's convention), not the sign of their sum; the direction is read from an unsigned BN-prior-only run."""
+    signed_rest = _first_step_grad(monkeypatch, alpha_bn=0.0)
+    assert set(signed_rest.abs().unique().tolist()) <= {0.0, 1.0}
+    bn_only = _first_step_grad(monkeypatch, alpha_bn=1.0, alpha_grad=0.0, alpha_tv=0.0, alpha_l2=0.0, signed=False)
+    assert float(bn_only.abs().max()) > 0
+    unit = bn_only * (math.sqrt(bn_only.numel()) / bn_only.norm())
+    after = _first_step_grad(monkeypatch, alpha_bn=0.3, bn_after_sign=True)
+    torch.testing.assert_close(after, signed_rest + 0.3 * unit, rtol=1e-9, atol=1e-9)
+    inside = _first_step_grad(monkeypatch, alpha_bn=0.3)  # the paper's way: the prior inside the sign
+    assert set(inside.abs().unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ConfigError, match="needs signed=true"):
+        build(dataclasses.replace(PRESETS["smoke"], signed=False, bn_after_sign=True))
+
+
 def test_verbs_run_on_the_configs_device(tmp_path, monkeypatch):
     """The config's ``device`` used to be ignored by every verb (a GPU run silently ran on the CPU). Here the device
     check answers ``meta`` (no GPU in CI): model, shared update, images and labels must all reach the attack there."""

@@ -510,7 +510,8 @@ class GradInversion:
                  label_rule: str = "yin", force_label_rule: bool = False, client_mode: str = "eval",
                  update: str = "gradient", local_steps: int = 1, local_lr: float = 0.01, seed: int = 0,
                  signed: bool = False, lr_schedule: str = "cosine", init: str = "randn", labels: str = "recover",
-                 bn_stats: str = "running", pyramid: int = 0, pyramid_decay: float = 0.25) -> None:
+                 bn_stats: str = "running", pyramid: int = 0, pyramid_decay: float = 0.25,
+                 bn_after_sign: bool = False) -> None:
         if iterations < 1 or group_size < 1 or group_every < 1:
             raise ConfigError(f"need iterations, group_size, group_every >= 1, got {iterations}, {group_size}, "
                               f"{group_every}")
@@ -540,6 +541,9 @@ class GradInversion:
             raise ConfigError(f"unknown labels '{labels}'; choose one of: recover, oracle")
         if bn_stats not in ("running", "user", "none"):
             raise ConfigError(f"unknown bn_stats '{bn_stats}'; choose one of: running, user, none")
+        if bn_after_sign and not signed:  # only a signed step has a sign to add the prior after
+            raise ConfigError("bn_after_sign=true needs signed=true (it adds the BN prior after the sign of the "
+                              "other terms' gradient); without signed steps the prior is simply part of the loss")
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     # ----------------------------------------------------------------------------------------
@@ -711,11 +715,20 @@ class GradInversion:
                 Eb = E.unsqueeze(0).expand(G, *E.shape).flatten(0, 1)
                 E_frames = warp(Eb, invert(A.flatten(0, 1))).view(X.shape)  # E in every seed's frame
             terms = {"grad": 0.0, "tv": 0.0, "l2": 0.0, "bn": 0.0, "group": 0.0}
+            bn_post = self.bn_after_sign and self.signed and recorder is not None
+            d_bn = torch.zeros_like(X) if bn_post else None
             for g in range(G):
                 xg = X[g].detach().requires_grad_(True)  # (B, C, H, W), normalised; seed g as its own leaf
                 with torch.enable_grad():
-                    loss, parts = self._seed_loss(f, match, recorder, refs, xg, y, mu, sd, create_graph=True)
-                    (gx,) = torch.autograd.grad(loss, xg)
+                    loss, parts = self._seed_loss(f, match, recorder, refs, xg, y, mu, sd, create_graph=True,
+                                                  split_bn=bn_post)
+                    if bn_post:
+                        (gx,) = torch.autograd.grad(loss, xg, retain_graph=True)
+                        (gbn,) = torch.autograd.grad(parts.pop("bn_graph"), xg)
+                        # per-pixel RMS 1 over the seed's batch, as the group pull's
+                        d_bn[g] = gbn * (math.sqrt(gbn.numel()) / gbn.norm().clamp_min(1e-30))
+                    else:
+                        (gx,) = torch.autograd.grad(loss, xg)
                 X.grad[g] += gx
                 seed_losses[g] = float(parts["grad"])
                 for k, v in parts.items():
@@ -736,6 +749,8 @@ class GradInversion:
                         q.grad.sign_()
             elif self.signed:  # signed ("hard") gradient before Adam, as Inverting Gradients (Geiping et al. 2020)
                 X.grad.sign_()
+            if d_bn is not None:  # the BN prior after the sign: alpha_bn is its per-pixel RMS as a fraction of a step
+                (P[0].grad if P else X.grad).add_(d_bn, alpha=self.alpha_bn)
             if group_on and E_frames is not None:
                 # group consistency (Sec. 3.3): α_group ||x̂_g - E_g||_2, gradient in closed form.
                 # With the signed gradient the pull is added *after* the sign (tenfold's choice, measured on
@@ -834,7 +849,8 @@ class GradInversion:
 
     def _seed_loss(self, f: _Functional, match: GradMatch, recorder: _BNRecorder | None,
                    refs: Sequence[tuple[torch.Tensor, torch.Tensor]], xg: torch.Tensor, y: torch.Tensor,
-                   mu: torch.Tensor, sd: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+                   mu: torch.Tensor, sd: torch.Tensor, create_graph: bool, split_bn: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One seed's objective without the group term, α_G D + α_TV R_TV + α_l2 R_l2 (+ α_BN R_BN), for images
         ``xg`` (B, C, H, W) in normalised space; returns it and its unweighted terms."""
         if recorder is not None:
@@ -847,7 +863,10 @@ class GradInversion:
         if recorder is not None:
             # in train mode the first forward of the FedAvg unroll is the one on x̂ alone
             rbn = bn_prior(*recorder.paired(refs), self.first_bn_multiplier)
-            loss = loss + self.alpha_bn * rbn
+            if split_bn:
+                parts["bn_graph"] = rbn
+            else:
+                loss = loss + self.alpha_bn * rbn
             parts["bn"] = rbn.detach()
         return loss, parts
 

@@ -39,6 +39,7 @@ class Config:
     alpha_l2: float = 1e-6  # α_l2, second-hand (breaching)
     alpha_bn: float = 0.1  # α_BN, second-hand (breaching)
     first_bn_multiplier: float = 10.0  # DeepInversion's weight on the first BN layer
+    bn_after_sign: bool = False  # signed: the BN prior's gradient added after the sign (alpha_bn: fraction of a step)
     alpha_group: float = 1e-2  # α_group, second-hand (LeakPro); never disclosed. signed=True: fraction of a step
     group_size: int = 4  # G seeds
     group_every: int = 100  # T_reg: recompute the registered consensus every T_reg steps (tenfold's choice)
