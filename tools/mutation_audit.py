@@ -1521,8 +1521,8 @@ MUTANTS: list[M] = [
       "            cur = [t - local_lr * gi for t, gi in zip(theta, g)]",
       GI_ATTACK, k="sgd_client"),
     M("r13-K2", "src/tenfold/kama/articulate.py",
-      "        whole = swing_rotation(chain, t_d)",
-      "        whole = swing_rotation((Gp @ (Jr[:, dist] - Jr[:, prox])[..., None])[..., 0], t_d)",
+      "    whole = swing_rotation(chain, t_d)",  # (the limbs one batch since session 25: u0 + s0 = J_dist - J_prox)
+      "    whole = swing_rotation((Gp @ (u0 + s0)[..., None])[..., 0], t_d)",
       KAMA_ARTICULATE, k="hidden_elbow"),
     M("r13-K3", "src/tenfold/kama/articulate.py",
       "    root_ok = (seen[:, 3] & (seen[:, 1] | seen[:, 2]) & ((seen[:, ids]).sum(-1) >= 3)) | seen[:, :3].all(-1)",
@@ -1557,6 +1557,40 @@ MUTANTS: list[M] = [
       "        if len({tuple(v) for v in tols.values()}) > 1:",
       "        if False:",
       ("tests/benchmarks/test_helpers.py",), k="time_scale_merge"),
+    # ---- round 15 (session 25): kama's limbs and ankles as one batch of rows (limb-major) instead of a loop
+    M("r15-K1", "src/tenfold/kama/articulate.py",
+      "        return t[:, idx].transpose(0, 1).reshape(NL * B, *t.shape[2:])",
+      "        return t[:, idx].reshape(NL * B, *t.shape[2:])",  # body-major rows: limbs mixed up at B > 1
+      KAMA_ARTICULATE),
+    M("r15-K2", "src/tenfold/kama/articulate.py",
+      "        a2s = torch.cat(parts, 0)",
+      "        pass",  # the foot's reference for a nearly straight leg dropped
+      KAMA_ARTICULATE),
+    M("r15-K3", "src/tenfold/kama/articulate.py",
+      "    G[ankles[0]], G[ankles[1]] = G_ank[:B], G_ank[B:]",
+      "    G[ankles[0]], G[ankles[1]] = G_ank[B:], G_ank[:B]",
+      KAMA_ARTICULATE),
+    M("r15-K4", "src/tenfold/kama/articulate.py",
+      "    back = near & ((n * a2s).sum(-1) < 0) & leg",
+      "    back = near & ((n * a2s).sum(-1) < 0)",  # the near-straight rule on the arms too
+      KAMA_ARTICULATE),
+    M("r15-K5", "src/tenfold/kama/articulate.py",
+      "    Gk = torch.cat([G[k] for k in knees])",
+      "    Gk = torch.cat([G[k] for k in knees[::-1]])",
+      KAMA_ARTICULATE),
+    # ---- round 15 (session 25): GradInversion's BN prior added after the sign (bn_after_sign)
+    M("r15-G1", "src/tenfold/gradinversion/attack.py",
+      "                (P[0].grad if P else X.grad).add_(d_bn, alpha=self.alpha_bn)",
+      "                pass",
+      GI_ATTACK, k="bn_prior_after_the_sign"),
+    M("r15-G2", "src/tenfold/gradinversion/attack.py",
+      "                        d_bn[g] = gbn * (math.sqrt(gbn.numel()) / gbn.norm().clamp_min(1e-30))",
+      "                        d_bn[g] = gbn / gbn.norm().clamp_min(1e-30)",
+      GI_ATTACK, k="bn_prior_after_the_sign"),
+    M("r15-G3", "src/tenfold/gradinversion/attack.py",
+      "            bn_post = self.bn_after_sign and self.signed and recorder is not None",
+      "            bn_post = False",
+      GI_ATTACK, k="bn_prior_after_the_sign"),
 ]
 
 
