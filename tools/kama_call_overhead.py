@@ -1,9 +1,11 @@
 """KAMA's analytic fit, CPU time per body by bodies per call: this tree's code against a git revision's, same run.
 
 Session 25 batched the four limbs (and the two ankles) of the analytic articulation into one pass of rows instead
-of a Python loop per limb. A call on one body was mostly op overhead (66.7 ms per body alone, 6.7 ms in calls of 10,
-session 22), so the change is measured where it matters: at 1, 3 and 10 bodies per call, the benchmark's 30 clean
-bodies (seed 100), the `fit` of the benchmark's config with refine_iters 0. The two versions run in interleaved
+of a Python loop per limb, and gave the Levenberg-Marquardt refinement of a few bodies dual-number Jacobians instead
+of torch.func's vmapped jacfwd. A call on one body was mostly op overhead (66.7 ms per body alone, 6.7 ms in calls
+of 10, session 22), so the changes are measured where they matter: at 1, 3 and 10 bodies per call, the benchmark's
+30 clean bodies (seed 100), the `fit` of the benchmark's config with refine_iters 0 (the analytic fit) and 5 (the
+CLI presets' refinement). The two versions run in interleaved
 passes (old, new, old, new, ...; each pass fits all 30 bodies at one chunk size), and the figure is the median over
 passes of the per-pass ratio old / new, which a shared machine's load changes less than either time alone.
 Both versions' outputs are compared too: they must agree to rounding (the batched products round differently).
@@ -61,8 +63,8 @@ def agreement(old: ModuleType, new: ModuleType, model: Any, X: torch.Tensor) -> 
         out[f"{name} max |rot diff|"] = float((a["rot"] - b["rot"]).abs().max())
         out[f"{name} max |betas diff|"] = float((a["betas"] - b["betas"]).abs().max())
         out[f"{name} degenerate flags equal"] = bool(torch.equal(a["degenerate"], b["degenerate"]))
-        ka, kb = (mod.fit(m, x, refine_iters=0, with_vertices=False)["keypoints"] for mod in (old, new))
-        out[f"{name} max fitted keypoint diff (mm)"] = float((ka - kb).norm(dim=-1).max()) * 1e3
+        ka, kb = (mod.fit(m, x, refine_iters=5, with_vertices=False)["keypoints"] for mod in (old, new))
+        out[f"{name} max refined keypoint diff (mm)"] = float((ka - kb).norm(dim=-1).max()) * 1e3
     model.float()
     return out
 
@@ -87,18 +89,18 @@ def main() -> None:
     X = _synthetic_bodies(model, n, 100, 0.0)["keypoints"]
     t0, c0 = time.perf_counter(), time.process_time()
     for mod in (old, new):  # warm-up
-        mod.fit(model, X[:2], refine_iters=0, with_vertices=False)
+        mod.fit(model, X[:2], refine_iters=5, with_vertices=False)
     figures: dict[str, Any] = {}
-    for chunk in (1, 3, 10):
+    for refine, chunk in ((0, 1), (0, 3), (0, 10), (5, 1), (5, 3), (5, 10)):
         ms: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(args.passes):
             for name, mod in (("old", old), ("new", new)):
                 c = time.process_time()
                 for i in range(0, n, chunk):
-                    mod.fit(model, X[i:i + chunk], refine_iters=0, with_vertices=False,
+                    mod.fit(model, X[i:i + chunk], refine_iters=refine, with_vertices=False,
                             shape_rounds=cfg.shape_rounds)
                 ms[name].append(1e3 * (time.process_time() - c) / n)
-        figures[f"chunk {chunk}"] = {
+        figures[f"refine_iters {refine}, chunk {chunk}"] = {
             "old ms per body (median)": round(statistics.median(ms["old"]), 2),
             "new ms per body (median)": round(statistics.median(ms["new"]), 2),
             "old / new (median of per-pass ratios)": round(statistics.median(a / b for a, b in zip(ms["old"],

@@ -1591,6 +1591,14 @@ MUTANTS: list[M] = [
       "            bn_post = self.bn_after_sign and self.signed and recorder is not None",
       "            bn_post = False",
       GI_ATTACK, k="bn_prior_after_the_sign"),
+    M("r15-K6", "src/tenfold/kama/articulate.py",
+      "        xd = fwAD.make_dual(x.repeat_interleave(P, 0), eye.repeat(B, 1))",
+      "        xd = fwAD.make_dual(x.repeat_interleave(P, 0), eye.repeat_interleave(B, 0))",
+      KAMA_ARTICULATE, k="dual_number"),
+    M("r15-K7", "src/tenfold/kama/articulate.py",
+      "    return J.reshape(B, P, -1).transpose(1, 2)",
+      "    return J.reshape(B, -1, P)",
+      KAMA_ARTICULATE, k="dual_number"),
 ]
 
 

@@ -653,3 +653,32 @@ def test_pelvis_and_both_hips_fix_the_root_without_the_torso(model32):
     without = (fit(model32, X, c)["joints"] - J).norm(dim=-1).mean()
     full = (fit(model32, X)["joints"] - J).norm(dim=-1).mean()
     assert float(without) < 0.010 and float(without) < 1.5 * float(full)
+
+
+def test_the_dual_number_jacobian_is_torch_funcs_jacfwd(rigid64):
+    """refine_lm's Jacobian for a few bodies (dual-number rows) equals torch.func's vmapped jacfwd, which it uses for
+    many: on a row-wise function with per-body inputs, and through a whole refinement either way."""
+    import importlib
+
+    from torch.func import jacfwd, vmap
+
+    A = importlib.import_module("tenfold.kama.articulate")  # the module (the package's `articulate` is the function)
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+
+    def fn(x, w):  # row-wise: (N, 5), (N, 4) -> (N, 6)
+        return torch.cat([torch.sin(x[:, :4]) * w, (x[:, 4:] * x[:, :1]).exp(), 2.0 * x[:, 1:2] - w[:, :1]], 1)
+
+    want = vmap(jacfwd(lambda a, b: fn(a[None], b[None])[0]))(x, w)
+    torch.testing.assert_close(A._jacobian(fn, x, w), want, rtol=1e-12, atol=1e-12)
+    pose, b, t, X = bodies(rigid64, 2, 11)
+    noisy = X + 0.01 * torch.randn(X.shape, generator=g, dtype=torch.float64)
+    dual = fit(rigid64, noisy, refine_iters=3)
+    A.DUAL_JACOBIAN_ROWS, keep = 0, A.DUAL_JACOBIAN_ROWS
+    try:
+        vmapped = fit(rigid64, noisy, refine_iters=3)
+    finally:
+        A.DUAL_JACOBIAN_ROWS = keep
+    torch.testing.assert_close(dual["rot"], vmapped["rot"], rtol=0, atol=1e-9)
+    assert float((dual["residual"] - fit(rigid64, noisy)["residual"]).mean()) < 0  # the refinement did something

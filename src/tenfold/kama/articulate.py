@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -44,6 +45,7 @@ LIMBS = [(1, 4, 7, 4, 7, (0.0, 0.0, -1.0)), (2, 5, 8, 5, 8, (0.0, 0.0, -1.0)),
 STRAIGHT = 0.15          # |u x s| < 0.15 |u||s|: a straight limb, swing only (spec 2.3 step 4)
 NEAR_STRAIGHT = 0.5      # |u x s| < 0.5 |u||s| (a leg bent under 30 deg): hinge axis on the swing's side (ours)
 LEG_ROOTS = (1, 2)       # the hips
+DUAL_JACOBIAN_ROWS = 512  # refine_lm: Jacobians by dual-number rows up to this many (bodies x parameters)
 FEET = {0: ((9, 11), 13), 1: ((10, 12), 14)}  # leg -> (big toe, small toe), heel keypoints
 
 
@@ -492,23 +494,33 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
               w_anchor: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[O] Levenberg-Marquardt on the same energy as :func:`refine`, every sample with its own damping and
     its own accept/reject (no shared step). Residuals r = [sqrt(c)(kp - x), sqrt(w_b) beta, sqrt(w_p)
-    theta_body, sqrt(w_anchor)(theta_body - theta0_body)]; Jacobians by forward-mode autodiff, vmapped over the
-    batch; step
+    theta_body, sqrt(w_anchor)(theta_body - theta0_body)]; Jacobians by forward-mode autodiff (a few bodies: dual
+    numbers, each body's P tangent directions as P rows of one batch, :func:`_jacobian`; more: torch.func's jacfwd
+    vmapped over the bodies, which computes each body's primal once); step
     dx = -(J^T J + mu diag(J^T J))^-1 J^T r. Keypoint fitting is least squares, so a few steps suffice."""
-    from torch.func import jacfwd, vmap
-
     B, nb = betas0.shape
     sc, sb, sp, sa = c.clamp_min(0).sqrt(), w_betas ** 0.5, w_pose ** 0.5, w_anchor ** 0.5
 
-    def residual(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
-        aa, b, t = x[:72].reshape(1, 24, 3), x[72:72 + nb][None], x[72 + nb:][None]
-        kp = kpfn(aa, b, t)[0]
-        return torch.cat([(sci[:, None] * (kp - Xi)).reshape(-1), sb * b[0], sp * x[3:72], sa * (x[3:72] - a0)])
+    def res(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+        """Residuals of N bodies: x (N, P), Xi (N, 26, 3), sci (N, 26), a0 (N, 69) -> (N, R)."""
+        aa, b, t = x[:, :72].reshape(-1, 24, 3), x[:, 72:72 + nb], x[:, 72 + nb:]
+        kp = kpfn(aa, b, t)
+        return torch.cat([(sci[..., None] * (kp - Xi)).flatten(1), sb * b, sp * x[:, 3:72], sa * (x[:, 3:72] - a0)], 1)
 
-    res = vmap(residual)
-    jac = vmap(jacfwd(residual, argnums=0))
+    def res_one(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+        return res(x[None], Xi[None], sci[None], a0[None])[0]
+
     x = torch.cat([aa0.reshape(B, -1), betas0, transl0], 1)
     a0 = aa0.reshape(B, -1)[:, 3:72].clone()  # the analytic body pose, the anchor
+    # which Jacobian: per-op overhead rules a few bodies (torch.func's wrappers cost about 1 ms per op here), the
+    # P-fold primal of the dual-number rows rules many (one body: 222 -> 131 ms for the whole fit; 200 bodies: 18 ms
+    # per body with jacfwd, 33 with dual rows; tools/kama_call_overhead.py measures the fit)
+    if B * x.shape[1] <= DUAL_JACOBIAN_ROWS:
+        def jac(*a: torch.Tensor) -> torch.Tensor:
+            return _jacobian(res, *a)
+    else:
+        from torch.func import jacfwd, vmap
+        jac = vmap(jacfwd(res_one, argnums=0))
     mu = torch.full((B,), 1e-3, dtype=x.dtype, device=x.device)
     r = res(x, X, sc, a0)
     cost = (r * r).sum(-1)
@@ -529,6 +541,21 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
         cost = torch.where(ok, cost_new, cost)
         mu = torch.where(ok, mu / 3, mu * 4)
     return x[:, :72].reshape(B, 24, 3), x[:, 72:72 + nb], x[:, 72 + nb:]
+
+
+def _jacobian(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    """J (B, R, P) of a row-wise function fn(x (B, P), *args (B, ...)) -> (B, R), by forward-mode autodiff: each
+    sample's P tangent directions run as P rows of one batch of dual numbers. (torch.func's vmap(jacfwd(...)) gave
+    the same J at about 1 ms of wrapper overhead per op, most of a one-body fit's refinement.)"""
+    import torch.autograd.forward_ad as fwAD
+
+    B, P = x.shape
+    eye = torch.eye(P, dtype=x.dtype, device=x.device)
+    with fwAD.dual_level():
+        xd = fwAD.make_dual(x.repeat_interleave(P, 0), eye.repeat(B, 1))
+        r = fn(xd, *(a.repeat_interleave(P, 0) for a in args))
+        J = fwAD.unpack_dual(r).tangent                              # (B P, R): row b P + p = dr_b / dx_p
+    return J.reshape(B, P, -1).transpose(1, 2)
 
 
 def _closure(opt: torch.optim.Optimizer, kpfn: KeypointRegressor, aa: torch.Tensor, b: torch.Tensor,
