@@ -812,8 +812,8 @@ def test_fast_gradient_path_equals_the_functional_path_and_keeps_buffers():
         assert all(torch.equal(b, dict(f.net.named_buffers())[n]) for n, b in bufs.items())
 
 
-def _signed_steps(alpha_group: float, monkeypatch) -> list[torch.Tensor]:
-    """X.grad as Adam sees it at every step of a signed, G = 2 run (the group term on from step 3)."""
+def _spy_adam_grads(monkeypatch) -> list[torch.Tensor]:
+    """Record the first parameter's gradient as Adam sees it at every step from now on; returns the list."""
     seen: list[torch.Tensor] = []
     step = torch.optim.Adam.step
 
@@ -822,6 +822,12 @@ def _signed_steps(alpha_group: float, monkeypatch) -> list[torch.Tensor]:
         return step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    return seen
+
+
+def _signed_steps(alpha_group: float, monkeypatch) -> list[torch.Tensor]:
+    """X.grad as Adam sees it at every step of a signed, G = 2 run (the group term on from step 3)."""
+    seen = _spy_adam_grads(monkeypatch)
     net = _tiny_net()
     x, y = torch.rand(1, 3, 6, 6), torch.tensor([2])
     g = simulate_client(net, x, y)
@@ -846,21 +852,13 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
 def _first_step_grad(monkeypatch, **over) -> torch.Tensor:
     """X.grad as Adam sees it at the first step of a G = 1 attack on the tiny BN net (its BN buffers the prior's
     reference), the smoke preset with ``over``."""
-    seen: list[torch.Tensor] = []
-    step = torch.optim.Adam.step
-
-    def spy(self, *a, **k):
-        seen.append(self.param_groups[0]["params"][0].grad.detach().clone())
-        return step(self, *a, **k)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    seen = _spy_adam_grads(monkeypatch)
     net = _tiny_net(torch.float64)
     x, y = torch.rand(2, 3, 6, 6, dtype=torch.float64), torch.tensor([2, 4])
     g = simulate_client(net, x, y)
     cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, group_size=1, langevin_sigma=0.0, labels="oracle",
                               **over)
     build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3, labels=y)
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
     return seen[0]
 
 
