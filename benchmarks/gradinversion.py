@@ -659,6 +659,7 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                     im = r.images
                     # session 18: PSNR along the run, and the objective at the truth and at the output (is the
                     # search or the objective the limit?)
+                    a_bn = 0.0 if cfg.bn_after_sign else cfg.alpha_bn
                     diag[f"{regime} B={B} s={seed}"] = {
                         "psnr_curve": {k: round(image_metrics(v, xs[idx])["psnr"], 2)
                                        for k, v in sorted(r.snapshots.items())},
@@ -666,8 +667,9 @@ def tune(names: list[str], iterations: int, out_name: str, client: str = "eval",
                                                          bn_ref=bref),
                         "objective_output": inv.objective(model, g, im, r.labels, mean=mean, std=std, bn_ref=bref),
                         # the loop's own objective as logged (every 50 iterations, before that iteration's step)
+                        # (bn_after_sign: the BN prior is a nudge after the sign, not a weighted term; as objective())
                         "objective_curve": {h["iteration"]: round(cfg.alpha_grad * h["grad"] + cfg.alpha_tv * h["tv"]
-                                                                  + cfg.alpha_l2 * h["l2"] + cfg.alpha_bn * h["bn"], 5)
+                                                                  + cfg.alpha_l2 * h["l2"] + a_bn * h["bn"], 5)
                                             for h in r.history}}
                 per[f"{regime} B={B} s={seed}"] = round(image_metrics(im, xs[idx])["psnr"], 3)
                 aff[f"{regime} B={B} s={seed}"] = round(oracle_affine_psnr(im, xs[idx]), 3)

@@ -850,32 +850,54 @@ def test_signed_group_pull_is_added_after_the_sign(monkeypatch):
 
 
 def _first_step_grad(monkeypatch, **over) -> torch.Tensor:
-    """X.grad as Adam sees it at the first step of a G = 1 attack on the tiny BN net (its BN buffers the prior's
-    reference), the smoke preset with ``over``."""
+    """The pixels' (or the pyramid's level-0) gradient as Adam sees it at the first step of an attack on the tiny BN
+    net (its BN buffers the prior's reference), the smoke preset (G = 1 unless ``over`` says) with ``over``."""
     seen = _spy_adam_grads(monkeypatch)
     net = _tiny_net(torch.float64)
     x, y = torch.rand(2, 3, 6, 6, dtype=torch.float64), torch.tensor([2, 4])
     g = simulate_client(net, x, y)
-    cfg = dataclasses.replace(PRESETS["smoke"], iterations=2, group_size=1, langevin_sigma=0.0, labels="oracle",
-                              **over)
+    cfg = dataclasses.replace(PRESETS["smoke"], **{"iterations": 2, "warmup": 1, "group_size": 1,
+                                                   "langevin_sigma": 0.0, "labels": "oracle", **over})
     build(cfg).run(net, g, num_images=2, mean=[0.5] * 3, std=[0.5] * 3, labels=y)
     return seen[0]
 
 
-def test_bn_prior_after_the_sign_is_its_gradient_direction_at_alpha_bn_rms(monkeypatch):
-    """bn_after_sign: Adam sees sign(∇ of the other terms) + α_BN · ∇R_BN scaled to per-pixel RMS 1 (the group
-    pull's convention), not the sign of their sum; the direction is read from an unsigned BN-prior-only run."""
-    signed_rest = _first_step_grad(monkeypatch, alpha_bn=0.0)
+@pytest.mark.parametrize("setting", [{}, {"pyramid": 1}, {"group_size": 2}])
+def test_bn_prior_after_the_sign_is_its_gradient_direction_at_alpha_bn_rms(monkeypatch, setting):
+    """bn_after_sign: Adam sees sign(∇ of the other terms) + α_BN · ∇R_BN scaled to per-pixel RMS 1 over each seed's
+    batch (the group pull's convention), not the sign of their sum; the direction is read from an unsigned
+    BN-prior-only run. With a pyramid it goes to the pixel level, and with G seeds to every seed."""
+    signed_rest = _first_step_grad(monkeypatch, alpha_bn=0.0, **setting)
     assert set(signed_rest.abs().unique().tolist()) <= {0.0, 1.0}
-    bn_only = _first_step_grad(monkeypatch, alpha_bn=1.0, alpha_grad=0.0, alpha_tv=0.0, alpha_l2=0.0, signed=False)
-    assert float(bn_only.abs().max()) > 0
-    unit = bn_only * (math.sqrt(bn_only.numel()) / bn_only.norm())
-    after = _first_step_grad(monkeypatch, alpha_bn=0.3, bn_after_sign=True)
+    bn_only = _first_step_grad(monkeypatch, alpha_bn=1.0, alpha_grad=0.0, alpha_tv=0.0, alpha_l2=0.0, signed=False,
+                               **setting)
+    assert all(float(s.abs().max()) > 0 for s in bn_only)
+    unit = torch.stack([s * (math.sqrt(s.numel()) / s.norm()) for s in bn_only])  # per seed
+    after = _first_step_grad(monkeypatch, alpha_bn=0.3, bn_after_sign=True, **setting)
     torch.testing.assert_close(after, signed_rest + 0.3 * unit, rtol=1e-9, atol=1e-9)
-    inside = _first_step_grad(monkeypatch, alpha_bn=0.3)  # the paper's way: the prior inside the sign
+    inside = _first_step_grad(monkeypatch, alpha_bn=0.3, **setting)  # the paper's way: the prior inside the sign
     assert set(inside.abs().unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ConfigError, match="needs signed=true"):
         build(dataclasses.replace(PRESETS["smoke"], signed=False, bn_after_sign=True))
+
+
+def test_bn_after_sign_objective_and_a_prior_that_is_off():
+    """objective() weighs the terms as the loop does: with bn_after_sign the BN prior is a nudge after the sign, so
+    `total` leaves it out (and still reports `bn`); the option with no BN prior in effect warns instead of
+    running as if it did something."""
+    net = _tiny_net(torch.float64)
+    x, y = torch.rand(2, 3, 6, 6, dtype=torch.float64), torch.tensor([2, 4])
+    g = simulate_client(net, x, y)
+    kw = dict(mean=[0.5] * 3, std=[0.5] * 3)
+    base = dataclasses.replace(PRESETS["smoke"], iterations=2, warmup=1, group_size=1, labels="oracle")
+    off = build(dataclasses.replace(base, alpha_bn=0.0)).objective(net, g, x, y, **kw)
+    inside = build(dataclasses.replace(base, alpha_bn=0.3)).objective(net, g, x, y, **kw)
+    after = build(dataclasses.replace(base, alpha_bn=0.3, bn_after_sign=True)).objective(net, g, x, y, **kw)
+    assert inside["bn"] > 0 and after["bn"] == pytest.approx(inside["bn"])
+    assert inside["total"] == pytest.approx(off["total"] + 0.3 * inside["bn"])
+    assert after["total"] == pytest.approx(off["total"])
+    with pytest.warns(TenfoldWarning, match="no BN prior to add"):
+        build(dataclasses.replace(base, alpha_bn=0.0, bn_after_sign=True)).run(net, g, num_images=2, labels=y, **kw)
 
 
 def test_verbs_run_on_the_configs_device(tmp_path, monkeypatch):

@@ -469,6 +469,63 @@ def test_a_video_keeps_the_twist_of_a_limb_that_straightens(rigid64):
     assert float(hip_err(fit(rigid64, X, betas=shared, sequential=True)).max()) < 1e-6
 
 
+def test_twist_references_and_straight_flags_stay_with_their_body_and_limb(rigid64):
+    """Three bodies, each limb turned about its own axis by a different angle, some limbs straight: given every
+    limb's world hinge axis (from the same bodies with all limbs bent), the straight limbs keep their twist exactly,
+    and the straight flags (B, 4) name the right body and limb (the limbs run as one batch of rows)."""
+    from tenfold.core.geometry import axis_angle_to_matrix
+
+    dt, n = torch.float64, 3
+    b = torch.zeros(n, 10, dtype=dt)
+    Jr = rigid64.rest_joints(b)
+    h = hinge_axes(Jr)
+    limbs = [(1, 4), (2, 5), (16, 18), (17, 19)]
+    twist = torch.tensor([[0.3, -0.5, 0.9, -1.2], [-0.7, 0.4, -0.2, 1.1], [0.6, 0.2, 1.4, -0.6]], dtype=dt)
+    straight = torch.tensor([[True, True, True, True], [True, True, False, False], [False, True, True, False]])
+    bent = torch.zeros(n, 24, 3, dtype=dt)
+    for li, (prox, mid) in enumerate(limbs):
+        up = Jr[:, mid] - Jr[:, prox]
+        bent[:, prox] = twist[:, li, None] * up / up.norm(dim=-1, keepdim=True)
+        bent[:, mid] = 0.8 * h[:, li]
+    pose = bent.clone()
+    for li, (_prox, mid) in enumerate(limbs):
+        pose[:, mid] = torch.where(straight[:, li, None], torch.zeros_like(pose[:, mid]), pose[:, mid])
+    t = torch.zeros(n, 3, dtype=dt)
+    ref = articulate(rigid64, regress_keypoints(rigid64, bent, b, t), betas=b)["hinge_world"]
+    out = articulate(rigid64, regress_keypoints(rigid64, pose, b, t), betas=b, twist_ref=ref)
+    assert torch.equal(out["degenerate"], straight)
+    for prox, _mid in limbs:
+        err = matrix_to_axis_angle(out["rot"][:, prox].transpose(-1, -2) @ axis_angle_to_matrix(pose[:, prox]))
+        assert float(err.norm(dim=-1).max()) < 1e-6, prox
+    with pytest.raises(InputError, match="twist_ref"):
+        articulate(rigid64, regress_keypoints(rigid64, pose, b, t), betas=b, twist_ref=ref[:1])
+
+
+def test_one_foot_seen_and_the_other_hidden(model32):
+    """The ankles run as one batch too: with the left foot's points hidden and the right foot's seen, the left ankle
+    rests on its knee and the right one turns as in the fit of all points."""
+    _, _, _, X = bodies(model32, 4, 9)
+    c = torch.ones(4, 26)
+    left = [K[f"left_{part}"] for part in ("heel", "big_toe", "small_toe")]
+    c[:, left] = 0
+    out = fit(model32, X.masked_fill(c[..., None] == 0, float("nan")), c)
+    torch.testing.assert_close(out["rot"][:, 7], torch.eye(3).expand(4, 3, 3), atol=1e-5, rtol=0)  # float32 G^T G
+    clean = fit(model32, X)["rot"][:, 8]
+    assert float(matrix_to_axis_angle(clean).norm(dim=-1).min()) > 0.1  # the right ankles are turned
+    off = matrix_to_axis_angle(out["rot"][:, 8].transpose(-1, -2) @ clean).norm(dim=-1)
+    assert float(off.max()) < 0.02  # as in the clean fit (the shape differs a little without the left foot)
+
+
+def test_the_refinement_runs_under_inference_mode(model32):
+    """Forward-mode AD is off under torch.inference_mode (a dual number's tangent comes back None); the refinement
+    of a few bodies, whose Jacobian is dual numbers, leaves it for that step and gives the same fit."""
+    _, _, _, X = bodies(model32, 2, 12)
+    want = fit(model32, X, refine_iters=3)
+    with torch.inference_mode():
+        got = fit(model32, X, refine_iters=3)
+    torch.testing.assert_close(got["rot"], want["rot"], rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Defects found by the session-15 review
 # ---------------------------------------------------------------------------------------------

@@ -632,6 +632,9 @@ class GradInversion:
 
         refs, use_bn = self._bn_refs(f, bn_ref, dt, dev)
         recorder = _BNRecorder(f.bn) if use_bn else None
+        if self.bn_after_sign and not use_bn:
+            warnings.warn("bn_after_sign=true has no BN prior to add (alpha_bn = 0, bn_stats=none or a model without "
+                          "BatchNorm layers): the attack runs without it", TenfoldWarning, stacklevel=2)
         match = GradMatch(target, self.grad_distance, self.normalize_grad)
         threat = self._threat_model(f, labels is not None, use_bn)
         if self.client_mode == "train" and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
@@ -722,9 +725,9 @@ class GradInversion:
                 with torch.enable_grad():
                     loss, parts = self._seed_loss(f, match, recorder, refs, xg, y, mu, sd, create_graph=True,
                                                   split_bn=bn_post)
-                    if bn_post:
-                        (gx,) = torch.autograd.grad(loss, xg, retain_graph=True)
-                        (gbn,) = torch.autograd.grad(parts.pop("bn_graph"), xg)
+                    if bn_post:  # the prior first, keeping the graph: the loss's pass then frees all of it
+                        (gbn,) = torch.autograd.grad(parts.pop("bn_graph"), xg, retain_graph=True)
+                        (gx,) = torch.autograd.grad(loss, xg)
                         # per-pixel RMS 1 over the seed's batch, as the group pull's
                         d_bn[g] = gbn * (math.sqrt(gbn.numel()) / gbn.norm().clamp_min(1e-30))
                     else:
@@ -874,7 +877,8 @@ class GradInversion:
                   labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
                   bn_ref: str | Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
         """The attack's single-seed objective (no group term) at ``images`` (B, C, H, W) in [0, 1] with ``labels``:
-        its terms unweighted and ``total`` as the loop weighs them.
+        its terms unweighted and ``total`` as the loop weighs them (with ``bn_after_sign`` the BN prior is a nudge
+        added after the sign, not a weighted term: ``total`` leaves it out, ``bn`` still reports it).
 
         A diagnostic when the truth is known: if the true batch scores *below* the attack's output, the search
         (iterations, starts), not the objective, is what limits the reconstruction."""
@@ -898,7 +902,9 @@ class GradInversion:
             xg = (images.to(dev, dt) - mu) / sd
             with torch.enable_grad():
                 loss, parts = self._seed_loss(f, GradMatch(target, self.grad_distance, self.normalize_grad),
-                                              recorder, refs, xg, labels.to(dev).long(), mu, sd, create_graph=False)
+                                              recorder, refs, xg, labels.to(dev).long(), mu, sd, create_graph=False,
+                                              split_bn=self.bn_after_sign and self.signed)
+                parts.pop("bn_graph", None)
         finally:
             if recorder is not None:
                 recorder.close()

@@ -198,6 +198,8 @@ def articulate(model, keypoints: torch.Tensor, confidence: torch.Tensor | None =
     previous twist": the previous frame's ``hinge_world``); without it a straight limb takes the swing only."""
     X, c = check_keypoints(keypoints, confidence)
     _check_betas(model, betas, X.shape[0])
+    if twist_ref is not None:  # a (1, 4, 3) broadcast over the batch before session 25; now one line, not a reshape
+        check_tensor(twist_ref, "twist_ref", (X.shape[0], 4, 3))
     out = _articulate_once(model, keypoints, confidence, betas, shape_iters, shape_damping, twist_ref=twist_ref)
     if shape_rounds <= 0:
         return out
@@ -549,6 +551,9 @@ def _jacobian(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Ten
     the same J at about 1 ms of wrapper overhead per op, most of a one-body fit's refinement.)"""
     import torch.autograd.forward_ad as fwAD
 
+    if torch.is_inference_mode_enabled():  # forward AD is off there (the tangent came back None): leave it, on copies
+        with torch.inference_mode(False):
+            return _jacobian(fn, x.clone(), *(a.clone() for a in args))
     B, P = x.shape
     eye = torch.eye(P, dtype=x.dtype, device=x.device)
     with fwAD.dual_level():
