@@ -5,9 +5,11 @@ of a Python loop per limb, and gave the Levenberg-Marquardt refinement of a few 
 of torch.func's vmapped jacfwd. A call on one body was mostly op overhead (66.7 ms per body alone, 6.7 ms in calls
 of 10, session 22), so the changes are measured where they matter: at 1, 3 and 10 bodies per call, the benchmark's
 30 clean bodies (seed 100), the `fit` of the benchmark's config with refine_iters 0 (the analytic fit) and 5 (the
-CLI presets' refinement). The two versions run in interleaved
-passes (old, new, old, new, ...; each pass fits all 30 bodies at one chunk size), and the figure is the median over
-passes of the per-pass ratio old / new, which a shared machine's load changes less than either time alone.
+CLI presets' refinement). The two versions run in interleaved passes (old, new, old, new, ...; each pass fits all
+30 bodies at one chunk size), and the figure is the median over passes of the per-pass ratio old / new, which a
+shared machine's load changes less than either time alone. Also: the refinement's two Jacobian paths against each
+other at 1 and 200 bodies per call (why a threshold picks between them), and the benchmark's real CMU walk fitted
+as a sequence, old against new.
 Both versions' outputs are compared too: they must agree to rounding (the batched products round differently).
 
 Run from the repository root::
@@ -69,6 +71,58 @@ def agreement(old: ModuleType, new: ModuleType, model: Any, X: torch.Tensor) -> 
     return out
 
 
+def jacobian_paths(new: ModuleType, model: Any, cfg: Any, passes: int = 3) -> dict[str, Any]:
+    """The refinement's two Jacobians on the same bodies: dual-number rows (forced for every batch size) against
+    torch.func's vmapped jacfwd (forced), CPU ms per body of a 5-LM-step fit at 1 and at 200 bodies per call."""
+    from tenfold.kama.verbs import _synthetic_bodies
+
+    X = _synthetic_bodies(model, 200, 101, 10.0)["keypoints"]
+    keep, out = new.DUAL_JACOBIAN_ROWS, {}
+    try:
+        for bodies, calls in ((1, 10), (200, 1)):
+            ms: dict[str, list[float]] = {"dual rows": [], "jacfwd": []}
+            for _ in range(passes):
+                for name, rows in (("dual rows", 10 ** 9), ("jacfwd", 0)):
+                    new.DUAL_JACOBIAN_ROWS = rows
+                    c = time.process_time()
+                    for i in range(calls):
+                        new.fit(model, X[i * bodies:(i + 1) * bodies], refine_iters=5, with_vertices=False,
+                                shape_rounds=cfg.shape_rounds, warn=False)
+                    ms[name].append(1e3 * (time.process_time() - c) / (bodies * calls))
+            out[f"{bodies} bodies per call"] = {k: round(statistics.median(v), 2) for k, v in ms.items()}
+    finally:
+        new.DUAL_JACOBIAN_ROWS = keep
+    out["threshold (rows = bodies x 85)"] = keep
+    return out
+
+
+def cmu_sequence(old: ModuleType, new: ModuleType, model: Any, cfg: Any, passes: int = 2) -> dict[str, Any]:
+    """The benchmark's real CMU walk fitted as a sequence (249 frames, one call), old against new code, CPU ms per
+    frame of the analytic fit and of the analytic fit + 5 LM steps; skipped when the BVH is not there."""
+    from tenfold.core.data import data_root
+    from tenfold.kama.mocap import bvh_keypoints
+
+    path = data_root() / "mocap/cmu_131_01_scaled.bvh"
+    if not path.exists():
+        return {"skipped": f"{path} not found"}
+    X, c, _fps = bvh_keypoints(str(path), 30.0)
+    out: dict[str, Any] = {"frames": len(X)}
+    for refine in (0, 5):
+        ms: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(passes):
+            for name, mod in (("old", old), ("new", new)):
+                t = time.process_time()
+                mod.fit(model, X, c, refine_iters=refine, with_vertices=False, sequential=True,
+                        shape_rounds=cfg.shape_rounds, warn=False)
+                ms[name].append(1e3 * (time.process_time() - t) / len(X))
+        out[f"refine_iters {refine}"] = {
+            "old ms per frame (median)": round(statistics.median(ms["old"]), 2),
+            "new ms per frame (median)": round(statistics.median(ms["new"]), 2),
+            "old / new (median of per-pass ratios)": round(statistics.median(a / b for a, b in zip(ms["old"],
+                                                                                                  ms["new"])), 3)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--against", required=True, help="git revision whose articulate.py is the 'old' version")
@@ -106,6 +160,8 @@ def main() -> None:
             "old / new (median of per-pass ratios)": round(statistics.median(a / b for a, b in zip(ms["old"],
                                                                                                   ms["new"])), 3),
             "passes old": [round(v, 2) for v in ms["old"]], "passes new": [round(v, 2) for v in ms["new"]]}
+    figures["jacobian paths, new code"] = jacobian_paths(new, model, cfg)
+    figures["cmu sequence"] = cmu_sequence(old, new, model, cfg)
     figures["agreement"] = agreement(old, new, model, X)
     write_json(args.out, {"command": f"OMP_NUM_THREADS=1 PYTHONPATH=. python tools/kama_call_overhead.py --against "
                                      f"{args.against} --out {args.out}", "commit": git_commit(),
