@@ -8,8 +8,8 @@ of 10, session 22), so the changes are measured where they matter: at 1, 3 and 1
 CLI presets' refinement). The two versions run in interleaved passes (old, new, old, new, ...; each pass fits all
 30 bodies at one chunk size), and the figure is the median over passes of the per-pass ratio old / new, which a
 shared machine's load changes less than either time alone. Also: the refinement's two Jacobian paths against each
-other at 1 and 200 bodies per call (why a threshold picks between them), and the benchmark's real CMU walk fitted
-as a sequence, old against new.
+other at 1 to 8 and 200 bodies per call (where the threshold between them sits), and the benchmark's real CMU walk
+fitted as a sequence, old against new.
 Both versions' outputs are compared too: they must agree to rounding (the batched products round differently).
 
 Run from the repository root::
@@ -73,13 +73,13 @@ def agreement(old: ModuleType, new: ModuleType, model: Any, X: torch.Tensor) -> 
 
 def jacobian_paths(new: ModuleType, model: Any, cfg: Any, passes: int = 3) -> dict[str, Any]:
     """The refinement's two Jacobians on the same bodies: dual-number rows (forced for every batch size) against
-    torch.func's vmapped jacfwd (forced), CPU ms per body of a 5-LM-step fit at 1 and at 200 bodies per call."""
+    torch.func's vmapped jacfwd (forced), CPU ms per body of a 5-LM-step fit at 1 to 8 and at 200 bodies per call."""
     from tenfold.kama.verbs import _synthetic_bodies
 
     X = _synthetic_bodies(model, 200, 101, 10.0)["keypoints"]
     keep, out = new.DUAL_JACOBIAN_ROWS, {}
     try:
-        for bodies, calls in ((1, 10), (200, 1)):
+        for bodies, calls in ((1, 12), (2, 12), (4, 12), (6, 8), (8, 6), (200, 1)):
             ms: dict[str, list[float]] = {"dual rows": [], "jacfwd": []}
             for _ in range(passes):
                 for name, rows in (("dual rows", 10 ** 9), ("jacfwd", 0)):

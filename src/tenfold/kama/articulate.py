@@ -45,7 +45,7 @@ LIMBS = [(1, 4, 7, 4, 7, (0.0, 0.0, -1.0)), (2, 5, 8, 5, 8, (0.0, 0.0, -1.0)),
 STRAIGHT = 0.15          # |u x s| < 0.15 |u||s|: a straight limb, swing only (spec 2.3 step 4)
 NEAR_STRAIGHT = 0.5      # |u x s| < 0.5 |u||s| (a leg bent under 30 deg): hinge axis on the swing's side (ours)
 LEG_ROOTS = (1, 2)       # the hips
-DUAL_JACOBIAN_ROWS = 512  # refine_lm: Jacobians by dual-number rows up to this many (bodies x parameters)
+DUAL_JACOBIAN_ROWS = 340  # refine_lm: Jacobians by dual-number rows up to this many (bodies x parameters: 4 bodies)
 FEET = {0: ((9, 11), 13), 1: ((10, 12), 14)}  # leg -> (big toe, small toe), heel keypoints
 
 
@@ -515,8 +515,8 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
     x = torch.cat([aa0.reshape(B, -1), betas0, transl0], 1)
     a0 = aa0.reshape(B, -1)[:, 3:72].clone()  # the analytic body pose, the anchor
     # which Jacobian: per-op overhead rules a few bodies (torch.func's wrappers cost about 1 ms per op here), the
-    # P-fold primal of the dual-number rows rules many (one body: 222 -> 131 ms for the whole fit; 200 bodies: 18 ms
-    # per body with jacfwd, 33 with dual rows; tools/kama_call_overhead.py measures the fit)
+    # P-fold primal of the dual-number rows rules many; they cross near 4 bodies (tools/kama_call_overhead.py times
+    # both paths at 1-8 and 200 bodies per call; the kama README quotes it)
     if B * x.shape[1] <= DUAL_JACOBIAN_ROWS:
         def jac(*a: torch.Tensor) -> torch.Tensor:
             return _jacobian(res, *a)
