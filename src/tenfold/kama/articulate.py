@@ -12,6 +12,7 @@ joints they determine. Rotations are global G_j (world) while solving; locals R_
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -514,12 +515,11 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
 
     x = torch.cat([aa0.reshape(B, -1), betas0, transl0], 1)
     a0 = aa0.reshape(B, -1)[:, 3:72].clone()  # the analytic body pose, the anchor
-    # which Jacobian: per-op overhead rules a few bodies (torch.func's wrappers cost about 1 ms per op here), the
-    # P-fold primal of the dual-number rows rules many; they cross near 4 bodies (tools/kama_call_overhead.py times
-    # both paths at 1-8 and 200 bodies per call; the kama README quotes it)
+    # which Jacobian: torch.func's per-op wrapper overhead rules a few bodies, the P-fold primal of the dual-number
+    # rows rules many; they cross near 4 bodies (tools/kama_call_overhead.py times both paths at 1-8 and 200 bodies
+    # per call; the kama README quotes it)
     if B * x.shape[1] <= DUAL_JACOBIAN_ROWS:
-        def jac(*a: torch.Tensor) -> torch.Tensor:
-            return _jacobian(res, *a)
+        jac = functools.partial(_jacobian, res)
     else:
         from torch.func import jacfwd, vmap
         jac = vmap(jacfwd(res_one, argnums=0))
@@ -547,8 +547,8 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
 
 def _jacobian(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
     """J (B, R, P) of a row-wise function fn(x (B, P), *args (B, ...)) -> (B, R), by forward-mode autodiff: each
-    sample's P tangent directions run as P rows of one batch of dual numbers. (torch.func's vmap(jacfwd(...)) gave
-    the same J at about 1 ms of wrapper overhead per op, most of a one-body fit's refinement.)"""
+    sample's P tangent directions run as P rows of one batch of dual numbers. (torch.func's vmap(jacfwd(...)) gives
+    the same J; for one body its per-op wrapper overhead made it the slower of the two, tools/kama_call_overhead.py.)"""
     import torch.autograd.forward_ad as fwAD
 
     if torch.is_inference_mode_enabled():  # forward AD is off there (the tangent came back None): leave it, on copies
