@@ -10,6 +10,10 @@ CLI presets' refinement). The two versions run in interleaved passes (old, new, 
 shared machine's load changes less than either time alone. Also: the refinement's two Jacobian paths against each
 other at 1 to 8 and 200 bodies per call (where the threshold between them sits), and the benchmark's real CMU walk
 fitted as a sequence, old against new.
+Session 26 took the refinement's Jacobian from the keypoints alone (the priors' rows are a constant block) and wrote
+the keypoint regressor without constant operands, on which forward-mode AD takes a slow Python path in this torch
+(its first call imports torch._dynamo); the "old" version now includes that revision's keypoints.py, and the first
+refined fit in a fresh process is timed too.
 Both versions' outputs are compared too: they must agree to rounding (the batched products round differently).
 
 Run from the repository root::
@@ -38,20 +42,75 @@ from benchmarks.common import git_commit
 from tenfold.core.io import write_json
 
 PATH = "src/tenfold/kama/articulate.py"
+KEYPOINTS_PATH = "src/tenfold/kama/keypoints.py"
 
 
-def module_at(rev: str) -> ModuleType:
-    """``tenfold.kama.articulate`` as it was at git revision ``rev`` (imported under another name)."""
-    src = subprocess.run(["git", "show", f"{rev}:{PATH}"], capture_output=True, text=True)
+def _load_at(rev: str, path: str, name: str) -> ModuleType:
+    """The file ``path`` as it was at git revision ``rev``, imported as module ``name``."""
+    src = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     if src.returncode != 0:
-        raise SystemExit(f"error: cannot read {PATH} at {rev}: {src.stderr.strip()}")
-    f = Path(tempfile.mkdtemp()) / "articulate_at_rev.py"
+        raise SystemExit(f"error: cannot read {path} at {rev}: {src.stderr.strip()}")
+    f = Path(tempfile.mkdtemp()) / f"{name.rsplit('.', 1)[-1]}.py"
     f.write_text(src.stdout)
-    spec = importlib.util.spec_from_file_location("tenfold.kama.articulate_at_rev", f)
+    spec = importlib.util.spec_from_file_location(name, f)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def module_at(rev: str) -> ModuleType:
+    """``tenfold.kama.articulate`` as it was at git revision ``rev`` (imported under another name), with the
+    keypoint regressor of that revision too (session 26 changed keypoints.py): every name it imported from
+    ``tenfold.kama.keypoints`` is rebound to that revision's."""
+    mod = _load_at(rev, PATH, "tenfold.kama.articulate_at_rev")
+    kp = _load_at(rev, KEYPOINTS_PATH, "tenfold.kama.keypoints_at_rev")
+    for name, obj in list(vars(mod).items()):
+        if getattr(obj, "__module__", None) == "tenfold.kama.keypoints" and hasattr(kp, name):
+            setattr(mod, name, getattr(kp, name))
+    return mod
+
+
+FIRST_CALL = """
+import sys, time, importlib, warnings
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, "tools")
+from kama_call_overhead import module_at
+from tenfold.kama.procedural import procedural_model
+from tenfold.kama.verbs import _synthetic_bodies
+mod = module_at(sys.argv[1]) if sys.argv[1] != "HEAD-tree" else importlib.import_module("tenfold.kama.articulate")
+model = procedural_model(0)
+X = _synthetic_bodies(model, 1, 100, 0.0)["keypoints"]
+mod.fit(model, X, refine_iters=0, with_vertices=False)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    w, c = time.perf_counter(), time.process_time()
+    mod.fit(model, X, refine_iters=5, with_vertices=False)
+    w, c = time.perf_counter() - w, time.process_time() - c
+print(round(1e3 * w, 1), round(1e3 * c, 1), "torch._dynamo" in sys.modules, len(caught))
+"""
+
+
+def first_call(rev: str, runs: int = 3) -> dict[str, Any]:
+    """The first refined fit (5 LM steps, one body) in a fresh process, after one analytic fit: old (``rev``) against
+    this tree, ``runs`` processes each, alternating. Its extra cost is torch's one-time work on the first Jacobian:
+    torch._dynamo imported by forward-mode AD's slow path (session 26) and warnings printed."""
+    out: dict[str, Any] = {}
+    rows: dict[str, list[list[str]]] = {"old": [], "new": []}
+    for _ in range(runs):
+        for name, arg in (("old", rev), ("new", "HEAD-tree")):
+            run = subprocess.run([sys.executable, "-c", FIRST_CALL, arg], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise SystemExit(f"error: the first-call probe failed: {run.stderr.strip()[-500:]}")
+            rows[name].append(run.stdout.split())
+    for name, r in rows.items():
+        out[name] = {"wall ms (median)": statistics.median(float(v[0]) for v in r),
+                     "cpu ms (median)": statistics.median(float(v[1]) for v in r),
+                     "imports torch._dynamo": r[0][2] == "True", "warnings raised (filter always)": int(r[0][3])}
+    out["old / new cpu (median of per-run ratios)"] = round(statistics.median(
+        float(a[1]) / float(b[1]) for a, b in zip(rows["old"], rows["new"])), 2)
+    return out
 
 
 def agreement(old: ModuleType, new: ModuleType, model: Any, X: torch.Tensor) -> dict[str, float]:
@@ -125,7 +184,8 @@ def cmu_sequence(old: ModuleType, new: ModuleType, model: Any, cfg: Any, passes:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--against", required=True, help="git revision whose articulate.py is the 'old' version")
+    p.add_argument("--against", required=True,
+                   help="git revision whose articulate.py and keypoints.py are the 'old' version")
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/kama_call_overhead.json"))
     args = p.parse_args()
@@ -160,6 +220,7 @@ def main() -> None:
             "old / new (median of per-pass ratios)": round(statistics.median(a / b for a, b in zip(ms["old"],
                                                                                                   ms["new"])), 3),
             "passes old": [round(v, 2) for v in ms["old"]], "passes new": [round(v, 2) for v in ms["new"]]}
+    figures["first refined fit in a fresh process"] = first_call(args.against)
     figures["jacobian paths, new code"] = jacobian_paths(new, model, cfg)
     figures["cmu sequence"] = cmu_sequence(old, new, model, cfg)
     figures["agreement"] = agreement(old, new, model, X)

@@ -335,8 +335,8 @@ MUTANTS: list[M] = [
       "L - n - (Jb @ beta0[..., None])[..., 0]",
       KAMA_ARTICULATE),
     M("r1-K9", "src/tenfold/kama/articulate.py",
-      "sp * x[:, 3:72]",  # (session 25: the residual of N bodies at once)
-      "sp * x[:, 0:72]",
+      "body = x[:, 3:72]",  # (session 26: the residual's body pose, shared by its two prior terms)
+      "body = x[:, 0:69]",
       KAMA_ARTICULATE),
     M("r1-K10", "src/tenfold/kama/articulate.py",
       "w_p * (aa[:, 1:] ** 2).sum()",
@@ -1281,8 +1281,8 @@ MUTANTS: list[M] = [
       ("tests/kama/test_bad_input.py",), k="landmark_override"),
     # ---- round 11 (session 21, later): the fixes of the engine, benchmark, metrics and data reviews
     M("r11-K1", "src/tenfold/kama/articulate.py",
-      "sp * x[:, 3:72], sa * (x[:, 3:72] - a0)], 1)",
-      "sp * x[:, 3:72], sa * x[:, 3:72]], 1)",
+      "sp * body, sa * (body - a0)], 1)",
+      "sp * body, sa * body], 1)",
       ("tests/kama/test_articulate.py",), k="exact_fit_exact and lm"),
     M("r11-K2", "src/tenfold/kama/articulate.py",
       "            loss = loss + w_anchor * ((aa[:, 1:] - anchor) ** 2).sum()",
@@ -1632,6 +1632,32 @@ MUTANTS: list[M] = [
       "        if self.bn_after_sign and not use_bn:",
       "        if False:",
       GI_ATTACK, k="bn_after_sign_objective"),
+    # session 26: refine_lm's Jacobian from the keypoints' alone (a constant block for the priors), and keypoints
+    # computed without constant operands (forward-mode AD's slow Python path)
+    M("r16-K1", "src/tenfold/kama/articulate.py",
+      "    lin[nb:nb + 69, 3:72] = sp * eye(69)",
+      "    lin[nb:nb + 69, 0:69] = sp * eye(69)",  # the default w_pose is 0: only a weighted prior sees it
+      KAMA_ARTICULATE, k="lm_jacobian"),
+    M("r16-K2", "src/tenfold/kama/articulate.py",
+      "        return torch.cat([sc_rows * Jk, lin.expand(B, -1, -1)], 1)",
+      "        return torch.cat([Jk, lin.expand(B, -1, -1)], 1)",
+      KAMA_ARTICULATE),
+    M("r16-K3", "src/tenfold/kama/articulate.py",
+      '            warnings.filterwarnings("ignore", r".*torch\\.jit\\.script.* is deprecated", FutureWarning)',
+      "            pass",
+      KAMA_ARTICULATE, k="fast_forward_ad"),
+    M("r16-K4", "src/tenfold/kama/keypoints.py",
+      "    t = F.pad(aa, (0, 1), value=1e-8).pow(2).sum(-1, keepdim=True).sqrt()",
+      "    t = (aa * aa).sum(-1, keepdim=True).add(1e-16).sqrt()",  # the same t, by an add of a constant
+      KAMA_ARTICULATE, k="fast_forward_ad"),
+    M("r16-K5", "src/tenfold/kama/keypoints.py",
+      "(self.T - (rest @ self.Pd).reshape(-1, 3))[..., None]",
+      "self.T[..., None]",
+      KAMA_BODY),
+    M("r16-K6", "src/tenfold/kama/keypoints.py",
+      "    return torch.diag_embed(c.expand(k.shape)) + torch.sin(t)[..., None] * K + (1 - c)[..., None] * kkT",
+      "    return torch.diag_embed(c.expand(k.shape)) + torch.sin(t)[..., None] * K + (1 - c)[..., None] * K @ K",
+      KAMA_BODY),
 ]
 
 

@@ -496,38 +496,17 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
               w_pose: float = 0.0, fix_betas: bool = False,
               w_anchor: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[O] Levenberg-Marquardt on the same energy as :func:`refine`, every sample with its own damping and
-    its own accept/reject (no shared step). Residuals r = [sqrt(c)(kp - x), sqrt(w_b) beta, sqrt(w_p)
-    theta_body, sqrt(w_anchor)(theta_body - theta0_body)]; Jacobians by forward-mode autodiff (a few bodies: dual
-    numbers, each body's P tangent directions as P rows of one batch, :func:`_jacobian`; more: torch.func's jacfwd
-    vmapped over the bodies, which computes each body's primal once); step
+    its own accept/reject (no shared step); residuals and Jacobian of :func:`lm_terms`; step
     dx = -(J^T J + mu diag(J^T J))^-1 J^T r. Keypoint fitting is least squares, so a few steps suffice."""
     B, nb = betas0.shape
-    sc, sb, sp, sa = c.clamp_min(0).sqrt(), w_betas ** 0.5, w_pose ** 0.5, w_anchor ** 0.5
-
-    def res(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
-        """Residuals of N bodies: x (N, P), Xi (N, 26, 3), sci (N, 26), a0 (N, 69) -> (N, R)."""
-        aa, b, t = x[:, :72].reshape(-1, 24, 3), x[:, 72:72 + nb], x[:, 72 + nb:]
-        kp = kpfn(aa, b, t)
-        return torch.cat([(sci[..., None] * (kp - Xi)).flatten(1), sb * b, sp * x[:, 3:72], sa * (x[:, 3:72] - a0)], 1)
-
-    def res_one(x: torch.Tensor, Xi: torch.Tensor, sci: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
-        return res(x[None], Xi[None], sci[None], a0[None])[0]
-
     x = torch.cat([aa0.reshape(B, -1), betas0, transl0], 1)
     a0 = aa0.reshape(B, -1)[:, 3:72].clone()  # the analytic body pose, the anchor
-    # which Jacobian: torch.func's per-op wrapper overhead rules a few bodies, the P-fold primal of the dual-number
-    # rows rules many; they cross near 4 bodies (tools/kama_call_overhead.py times both paths at 1-8 and 200 bodies
-    # per call; the kama README quotes it)
-    if B * x.shape[1] <= DUAL_JACOBIAN_ROWS:
-        jac = functools.partial(_jacobian, res)
-    else:
-        from torch.func import jacfwd, vmap
-        jac = vmap(jacfwd(res_one, argnums=0))
+    res, jac = lm_terms(kpfn, X, c, a0, w_betas, w_pose, w_anchor)
     mu = torch.full((B,), 1e-3, dtype=x.dtype, device=x.device)
-    r = res(x, X, sc, a0)
+    r = res(x)
     cost = (r * r).sum(-1)
     for _ in range(iters):
-        Jm = jac(x, X, sc, a0)                                       # (B, R, P)
+        Jm = jac(x)                                                  # (B, R, P)
         if fix_betas:  # no column for beta: its step solves to exactly 0
             Jm[:, :, 72:72 + nb] = 0
         JtJ = Jm.transpose(1, 2) @ Jm
@@ -535,7 +514,7 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
         D = torch.diagonal(JtJ, dim1=1, dim2=2).clamp_min(1e-9)
         dx = -torch.linalg.solve(JtJ + (mu[:, None] * D).diag_embed(), g)
         x_new = x + dx
-        r_new = res(x_new, X, sc, a0)
+        r_new = res(x_new)
         cost_new = (r_new * r_new).sum(-1)
         ok = cost_new < cost
         x = torch.where(ok[:, None], x_new, x)
@@ -543,6 +522,53 @@ def refine_lm(kpfn: KeypointRegressor, aa0: torch.Tensor, betas0: torch.Tensor, 
         cost = torch.where(ok, cost_new, cost)
         mu = torch.where(ok, mu / 3, mu * 4)
     return x[:, :72].reshape(B, 24, 3), x[:, 72:72 + nb], x[:, 72 + nb:]
+
+
+def lm_terms(kpfn: KeypointRegressor, X: torch.Tensor, c: torch.Tensor, a0: torch.Tensor, w_betas: float,
+             w_pose: float, w_anchor: float) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                      Callable[[torch.Tensor], torch.Tensor]]:
+    """:func:`refine_lm`'s residuals r(x) (B, R) of B bodies x = [pose (72), beta (NB), transl (3)] (B, P),
+    r = [sqrt(c)(kp(x) - X), sqrt(w_b) beta, sqrt(w_p) theta_body, sqrt(w_anchor)(theta_body - a0)], and their
+    Jacobian J(x) (B, R, P): sqrt(c) times the keypoints' Jacobian by forward-mode autodiff over a constant block
+    for the priors, which are linear in x. Forward mode: for a few bodies dual numbers, each body's P tangent
+    directions as P rows of one batch (:func:`_jacobian`); for more, torch.func's jacfwd vmapped over the bodies,
+    which computes each body's primal once."""
+    B = X.shape[0]
+    nb = kpfn.S.shape[-1]
+    P = 72 + nb + 3
+    sc, sb, sp, sa = c.clamp_min(0).sqrt(), w_betas ** 0.5, w_pose ** 0.5, w_anchor ** 0.5
+
+    def keypoints(x: torch.Tensor) -> torch.Tensor:
+        """The 26 fitted keypoints, flattened: x (N, P) -> (N, 78), the one non-linear part of the residuals."""
+        return kpfn(x[:, :72].reshape(-1, 24, 3), x[:, 72:72 + nb], x[:, 72 + nb:]).flatten(1)
+
+    def res(x: torch.Tensor) -> torch.Tensor:
+        kp = keypoints(x).reshape(x.shape[0], -1, 3)
+        body = x[:, 3:72]
+        return torch.cat([(sc[..., None] * (kp - X)).flatten(1), sb * x[:, 72:72 + nb], sp * body, sa * (body - a0)], 1)
+
+    eye = functools.partial(torch.eye, dtype=X.dtype, device=X.device)
+    lin = X.new_zeros(nb + 2 * 69, P)                                # d(prior rows) / dx
+    lin[:nb, 72:72 + nb] = sb * eye(nb)
+    lin[nb:nb + 69, 3:72] = sp * eye(69)
+    lin[nb + 69:, 3:72] = sa * eye(69)
+    sc_rows = sc.repeat_interleave(3, 1)[..., None]                  # (B, 78, 1)
+    # which autodiff: torch.func's per-op wrapper overhead rules a few bodies, the P-fold primal of the dual-number
+    # rows rules many; they cross near 4 bodies (tools/kama_call_overhead.py times both paths at 1-8 and 200 bodies
+    # per call; the kama README quotes it)
+    if B * P <= DUAL_JACOBIAN_ROWS:
+        jac_kp = functools.partial(_jacobian, keypoints)
+    else:
+        from torch.func import jacfwd, vmap
+        jac_kp = vmap(jacfwd(lambda xi: keypoints(xi[None])[0]))
+
+    def jac(x: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # torch's first forward-AD call loads decompositions by torch.jit.script,
+            warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)  # which warns
+            Jk = jac_kp(x)                                           # (B, 78, P)
+        return torch.cat([sc_rows * Jk, lin.expand(B, -1, -1)], 1)
+
+    return res, jac
 
 
 def _jacobian(fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from tenfold.core.io import DataError, InputError, check_tensor
 
@@ -199,14 +200,21 @@ def _levels(parents: list[int]) -> list[list[int]]:
 
 
 def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (..., 3, 3): R = I + sin(t) K + (1 - cos(t)) K^2; smooth at 0 (t clamped by eps)."""
-    t = (aa * aa).sum(-1, keepdim=True).add(1e-16).sqrt()
+    """(..., 3) -> (..., 3, 3): R = cos(t) I + sin(t) K + (1 - cos(t)) k k^T, k = aa / t, t = sqrt(|aa|^2 + 1e-16)
+    (smooth at 0; equal to I + sin(t) K + (1 - cos(t)) K^2 up to O(1e-16)).
+
+    Written so that no tensor constant is added to, or multiplied into, a tensor that carries the pose: the eps
+    enters by padding and I through diag_embed. Under forward-mode AD (refine_lm's dual-number Jacobian) each such
+    op takes a Python path in this torch (the constant's zero tangent is shaped by a Python meta kernel, and the
+    first one imports torch._dynamo: 2.5 s); tests/kama/test_articulate.py checks that a refined fit avoids it."""
+    t = F.pad(aa, (0, 1), value=1e-8).pow(2).sum(-1, keepdim=True).sqrt()
     k = aa / t
     z = torch.zeros_like(k[..., 0])
     K = torch.stack([z, -k[..., 2], k[..., 1], k[..., 2], z, -k[..., 0], -k[..., 1], k[..., 0], z], -1)
     K = K.reshape(*aa.shape[:-1], 3, 3)
-    s, c = torch.sin(t)[..., None], torch.cos(t)[..., None]
-    return torch.eye(3, dtype=aa.dtype, device=aa.device) + s * K + (1 - c) * (K @ K)
+    c = torch.cos(t)
+    kkT = k[..., :, None] * k[..., None, :]
+    return torch.diag_embed(c.expand(k.shape)) + torch.sin(t)[..., None] * K + (1 - c)[..., None] * kkT
 
 
 class KeypointRegressor:
@@ -219,17 +227,23 @@ class KeypointRegressor:
         self.levels = _levels(model.parents)
         self.order = torch.tensor([j for lev in self.levels for j in lev], device=model.v_template.device)
         self.inv = torch.argsort(self.order)
-        self.J_template, self.J_shapedirs = model.J_template, model.J_shapedirs
         self.T, self.S = model.v_template[ids], model.shapedirs[ids]                 # (11, 3), (11, 3, NB)
         cols = (ids[:, None] * 3 + torch.arange(3, device=ids.device)).reshape(-1)
         self.Pd = model.posedirs[:, cols]                                             # (207, 33)
         self.W = model.weights[ids]                                                   # (11, 24)
+        # affine in beta, as one product with [beta, 1]: the templates ride in a last column of the shape bases (and
+        # the rest pose's blend-shape offset, -vec(I)^T Pd, in the landmarks'), so no constant is added to a tensor
+        # that carries beta or the pose (see _rodrigues: forward-mode AD is slow on such adds)
+        rest = torch.eye(3, dtype=self.Pd.dtype, device=self.Pd.device).reshape(-1).repeat(self.Pd.shape[0] // 9)
+        self.J_aug = torch.cat([model.J_shapedirs, model.J_template[..., None]], -1)  # (24, 3, NB + 1)
+        self.S_aug = torch.cat([self.S, (self.T - (rest @ self.Pd).reshape(-1, 3))[..., None]], -1)  # (11, 3, NB+1)
 
     def __call__(self, aa: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
         """aa (B, 24, 3) axis-angle, betas (B, NB), transl (B, 3) -> keypoints (B, 26, 3)."""
         B = aa.shape[0]
         R = _rodrigues(aa)                                                            # (B, 24, 3, 3)
-        Jr = self.J_template + torch.einsum("jcn,bn->bjc", self.J_shapedirs, betas)   # (B, 24, 3)
+        b1 = F.pad(betas, (0, 1), value=1.0)                                          # (B, NB + 1): [beta, 1]
+        Jr = torch.einsum("jcn,bn->bjc", self.J_aug, b1)                              # (B, 24, 3)
         Gs, ps = [R[:, :1]], [Jr[:, :1]]
         Gfull: dict[int, torch.Tensor] = {0: R[:, 0]}
         pfull: dict[int, torch.Tensor] = {0: Jr[:, 0]}
@@ -245,9 +259,8 @@ class KeypointRegressor:
             ps.append(pos)
         G = torch.cat(Gs, 1)[:, self.inv]                                             # (B, 24, 3, 3)
         p = torch.cat(ps, 1)[:, self.inv]                                             # (B, 24, 3)
-        eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-        v = self.T + torch.einsum("vcn,bn->bvc", self.S, betas)
-        v = v + ((R[:, 1:] - eye).reshape(B, -1) @ self.Pd).reshape(B, -1, 3)           # pose blend shapes
+        # shaped landmarks + pose blend shapes (R - I) Pd, the -I part folded into S_aug's last column
+        v = torch.einsum("vcn,bn->bvc", self.S_aug, b1) + (R[:, 1:].reshape(B, -1) @ self.Pd).reshape(B, -1, 3)
         # v_i = sum_j w_ij (G_j (v_i - J_j) + p_j)
         Gv = torch.einsum("bjrc,bvc->bvjr", G, v) - (G @ Jr[..., None])[..., 0][:, None] + p[:, None]
         lm = torch.einsum("vj,bvjr->bvr", self.W, Gv)
