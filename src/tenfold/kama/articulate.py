@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -563,10 +564,13 @@ def lm_terms(kpfn: KeypointRegressor, X: torch.Tensor, c: torch.Tensor, a0: torc
         jac_kp = vmap(jacfwd(lambda xi: keypoints(xi[None])[0]))
 
     def jac(x: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():  # torch's first forward-AD call loads decompositions by torch.jit.script,
-            warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)  # which warns
+        if "torch._decomp.decompositions_for_jvp" in sys.modules:
             Jk = jac_kp(x)                                           # (B, 78, P)
-        return torch.cat([sc_rows * Jk, lin.expand(B, -1, -1)], 1)
+        else:  # a process's first forward-AD call loads torch's jvp decompositions by torch.jit.script, which warns
+            with warnings.catch_warnings():  # (deprecated; unsupported from Python 3.14) 18 times: not the user's
+                warnings.filterwarnings("ignore", r".*torch\.jit\.script", FutureWarning)
+                Jk = jac_kp(x)
+        return torch.cat([sc_rows * Jk, lin.expand(x.shape[0], -1, -1)], 1)
 
     return res, jac
 
