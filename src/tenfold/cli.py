@@ -220,8 +220,8 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
                 shown = config_dict(load_config(mod.Config, ck / "config.json"))
             except TenfoldError:
                 shown = f"the config saved in --checkpoint {ck} (not readable now)"
-        print(json.dumps({"method": method, "verb": ns.verb, "preset": preset,
-                          "config": shown, "options": to_jsonable(options)}, indent=2))
+        print(json.dumps({"method": method, "verb": ns.verb, "preset": preset,  # --json: one line, the last
+                          "config": shown, "options": to_jsonable(options)}, indent=None if ns.json else 2))
         return 0
     group = _Torchrun(getattr(cfg, "device", "cpu"))
     try:

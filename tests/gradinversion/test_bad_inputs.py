@@ -136,6 +136,46 @@ def test_negative_checkpoint_interval_is_refused():
     assert apply_overrides(PRESETS["smoke"], ["ckpt_every=0"]).ckpt_every == 0
 
 
+@pytest.mark.parametrize("override,match", [("alpha_tv=-1", "alpha_tv must be a finite number >= 0"),
+                                            ("lr=nan", "lr must be a finite number >= 0"),
+                                            ("group_size=0", "need iterations, group_size, group_every >= 1"),
+                                            ("noise_sigma=-1", "finite noise_sigma >= 0"),
+                                            ("prune_ratio=1", "0 <= prune_ratio < 1")])
+def test_a_bad_value_is_refused_when_the_config_is_made(override, match, capsys):
+    """Session 26 walkthrough: `--set alpha_tv=-1` passed `--dry-run` and was refused only after the model was loaded
+    and the client simulated; the config now runs the attack's own checks (and the defences')."""
+    from tenfold import cli
+    from tenfold.core.config import apply_overrides
+
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(PRESETS["smoke"], [override])
+    assert cli.main(["gradinversion", "attack", "--dry-run", "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and match.split()[0] in err[0]
+    assert cli.main(["gradinversion", "attack", "--dry-run", "--json", "--set", "lr=0.2"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["config"]["lr"] == 0.2  # --json: the whole object on the last line
+
+
+def test_half_gradients_and_a_wrong_input_shape_are_one_line():
+    """float16 gradients died mid-attack as "non-finite loss; lower lr"; an input_shape the model cannot take was
+    torch's raw "mat1 and mat2 shapes cannot be multiplied" from the classifier probe."""
+    from tenfold.gradinversion.attack import classifier_name
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    x, y = torch.rand(1, 3, 6, 6), torch.tensor([2])
+    g = simulate_client(net, x, y)
+    kw = dict(num_images=1, mean=[0.0] * 3, std=[1.0] * 3, input_shape=(3, 6, 6))
+    with pytest.raises(InputError, match=r"is float16; pass float32 or float64"):
+        build(PRESETS["smoke"]).run(net, [t.half() for t in g], **kw)
+    with pytest.raises(InputError, match=r"does not run on an input of shape \(1, 3, 5, 5\)"):
+        classifier_name(net, (3, 5, 5))
+    assert classifier_name(net, (3, 6, 6)) == "3"
+    res = build(dataclasses.replace(PRESETS["smoke"], iterations=2)).run(net, [t.double() for t in g], **kw)
+    assert res.labels.tolist() == [2]  # float64 gradients of a float32 model are taken
+
+
 def test_a_leak_with_labels_past_the_models_classes_is_refused_on_loading(leak_dir, tmp_path, monkeypatch):
     """Labels [99, 3] in a leak of a 10-class model were an IndexError."""
     from tenfold.gradinversion import verbs

@@ -53,6 +53,9 @@ def check_gradients(model: nn.Module, grads: Sequence[torch.Tensor], what: str =
                          f"model.parameters() order, got {n}")
     for (name, p), g in zip(params, grads):
         check_tensor(g, f"{what} for '{name}'", tuple(p.shape))
+        if g.dtype not in (torch.float32, torch.float64):  # float16 overflowed in the attack's loss: "lower lr"
+            raise InputError(f"{what} for '{name}' is {str(g.dtype).replace('torch.', '')}; pass float32 or float64 "
+                             f"gradients (e.g. [g.float() for g in grads])")
     if not any(bool(g.ne(0).any()) for g in grads):  # used to be "inverted" into noise with label accuracy 0
         raise InputError(f"the shared gradient is all zeros (nothing to invert): every entry of the {what} is 0")
 
@@ -77,6 +80,9 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int] | None = None) 
     try:
         with torch.no_grad():
             out = f(f.theta0, probe.to(p.device if p is not None else "cpu"))
+    except RuntimeError as e:  # a shape the model cannot take: torch's "mat1 and mat2 shapes cannot be multiplied"
+        raise InputError(f"the model does not run on an input of shape (1, {', '.join(map(str, shape))}) (pass "
+                         f"input_shape as the model's (C, H, W)): {str(e).splitlines()[0]}") from None
     finally:
         for h in hooks:
             h.remove()

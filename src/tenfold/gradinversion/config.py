@@ -8,6 +8,7 @@ warm-up 50, cosine decay, 20k iterations) and LeakPro's preset (group 1e-2, 4 se
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,6 +64,19 @@ class Config:
         # a negative interval used to be taken without a word, and silently disabled the attack's checkpoints
         if self.ckpt_every < 0:
             raise ConfigError(f"ckpt_every must be >= 0 (0: no checkpoints), got {self.ckpt_every}")
+        if not (0.0 <= self.prune_ratio < 1.0 and 0.0 <= self.noise_sigma < math.inf):  # NaN fails both
+            raise ConfigError(f"need 0 <= prune_ratio < 1 and a finite noise_sigma >= 0, got {self.prune_ratio}, "
+                              f"{self.noise_sigma}")
+        # the attack's own checks, here too: a bad value (--set alpha_tv=-1, lr=nan) is one ConfigError when the
+        # config is made, so before any work and on --dry-run; it used to come after the model and the leak
+        from tenfold.gradinversion.attack import GradInversion
+
+        GradInversion(client_mode=self.resolved_client_mode(), **self._attack_kwargs())
+
+    def _attack_kwargs(self) -> dict[str, Any]:
+        """The fields :class:`~tenfold.gradinversion.attack.GradInversion` takes as they are."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
 
     def resolved_client_mode(self) -> str:
         """``client_mode`` with ``auto`` resolved: eval when the server distributes BN buffers, else train."""
@@ -121,6 +135,4 @@ def build(cfg: Config) -> Any:
         warnings.warn("bn_stats=user with client_mode=eval: an eval-mode client's BN buffers do not change, so it "
                       "sends no batch statistics; the attack gets more than this threat model gives it",
                       TenfoldWarning, stacklevel=2)
-    kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-          if f.name not in ("client_mode", "noise_sigma", "prune_ratio", "device", "ckpt_every")}
-    return GradInversion(client_mode=cfg.resolved_client_mode(), **kw)
+    return GradInversion(client_mode=cfg.resolved_client_mode(), **cfg._attack_kwargs())

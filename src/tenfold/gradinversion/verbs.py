@@ -123,7 +123,7 @@ def pick_batch(labels: torch.Tensor, B: int, seed: int, unique: bool = True) -> 
             out.append(i)
             if len(out) == B:
                 return torch.tensor(out)
-    raise ConfigError(f"cannot draw {B} images with unique labels from {len(seen)} classes; pass --unique_labels False")
+    raise ConfigError(f"cannot draw {B} images with unique labels from {len(seen)} classes; pass --unique-labels False")
 
 
 def _client(cfg: Config, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> list[torch.Tensor]:
