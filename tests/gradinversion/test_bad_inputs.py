@@ -237,6 +237,22 @@ def test_channel_mismatch_names_the_data_and_the_model(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_more_classes_than_the_model_names_the_data_and_the_model(tmp_path, monkeypatch):
+    """A folder of 11 classes for a 10-class model said "y must hold class labels in [0, 10) ..., got 10"."""
+    from tenfold.gradinversion import verbs
+
+    class Eleven:
+        def tensors(self):
+            return torch.rand(11, 3, 32, 32), torch.arange(11)
+
+    monkeypatch.setattr(verbs, "load_dataset", lambda name: Eleven())
+    monkeypatch.setattr(verbs, "run_attack", _no_attack)
+    for verb, kw in ((verbs.leak, dict(batch_size=2)), (verbs.audit, dict(batch_sizes=(1,)))):
+        with pytest.raises(DataError, match="eleven holds labels up to 10 but the model cifar10-resnet20 has 10 c"):
+            verb(PRESETS["smoke"], tmp_path, data="eleven", **kw)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_mode_bn_on_one_value_per_channel_is_one_line():
     """A torchvision ResNet at 32 px reduces one image to 1x1 before its last BN layers: a train-mode client of
     batch 1 was torch's raw ValueError (leak with bn_stats=user, audit with client_mode=train)."""

@@ -19,6 +19,7 @@ from tenfold.core.io import (
     ConfigError,
     DataError,
     InputError,
+    TenfoldError,
     TenfoldWarning,
     atomic_write_bytes,
     check_device,
@@ -48,6 +49,7 @@ from tenfold.gradinversion.attack import (
     check_gradients,
     check_labels,
     fc_gradients,
+    fc_layer,
     simulate_client,
 )
 from tenfold.gradinversion.attack import (
@@ -162,6 +164,14 @@ def _dataset_tensors(data: str, net: nn.Module | None = None,
     if want is not None and xs.shape[1] != want[0]:  # was "images must have shape (B, 3, *, *)", naming neither
         raise DataError(f"{data} images have {xs.shape[1]} channel(s) but the model {model or type(net).__name__} "
                         f"expects {want[0]}; pick a dataset the model was built for")
+    if net is not None and ys.numel():  # a folder of 11 classes for a 10-class model read "y must hold ... got 10"
+        try:
+            n = fc_layer(net, tuple(xs.shape[1:]))[1].out_features
+        except TenfoldError:  # no classifier to read: the attack says so in its own words
+            n = None
+        if n is not None and int(ys.max()) >= n:
+            raise DataError(f"{data} holds labels up to {int(ys.max())} but the model {model or type(net).__name__} "
+                            f"has {n} classes; pick a dataset of at most {n} classes (a folder: one sub-folder each)")
     return ds, xs, ys
 
 
