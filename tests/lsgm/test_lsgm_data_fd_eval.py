@@ -88,6 +88,28 @@ def test_feature_cnn_trains_on_a_set_smaller_than_one_batch(monkeypatch) -> None
     assert fdm.accuracy(net, train.clamp(0, 1), labels) == 1.0  # the untrained net reads 0.5 here
 
 
+def test_the_fd_classifier_cache_is_keyed_by_the_labels(monkeypatch, tmp_path) -> None:
+    """Session 26 walkthrough: the same images sorted into 3 classes instead of 2 hit the 2-class cache entry (a
+    state_dict size mismatch after the NELBO was computed); with 2 other classes the stale classifier was taken
+    silently. The labels are in the key now, and an entry that does not fit is trained again with a warning."""
+    monkeypatch.setenv("TENFOLD_CACHE", str(tmp_path))
+    train = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    two, other_two, three = torch.arange(64) % 2, (torch.arange(64) // 32) % 2, torch.arange(64) % 3
+    a = fdm.feature_cnn(train, two, key="same", epochs=1, min_steps=2)
+    b = fdm.feature_cnn(train, other_two, key="same", epochs=1, min_steps=2)
+    c = fdm.feature_cnn(train, three, key="same", epochs=1, min_steps=2)
+    assert len(list((tmp_path / "lsgm").glob("fdcnn-*.json"))) == 3
+    assert c.head.out_features == 3 and not torch.equal(a.head.weight, b.head.weight)
+    again = fdm.feature_cnn(train, two, key="same", epochs=1, min_steps=2)  # the cache, not a new training
+    assert torch.equal(again.head.weight, a.head.weight)
+    for f in (tmp_path / "lsgm").glob("fdcnn-*"):  # every entry now holds a 5-class head: none fits
+        if f.suffix != ".json":
+            continue
+        fdm.save_checkpoint(f.with_suffix(""), {"model": fdm.FeatureCNN(1, 5).state_dict()}, method="lsgm-fdcnn")
+    with pytest.warns(fdm.TenfoldWarning, match="does not fit"):
+        assert fdm.feature_cnn(train, three, key="same", epochs=1, min_steps=2).head.out_features == 3
+
+
 def _multiset(x: torch.Tensor) -> Counter:
     return Counter(r.tobytes() for r in (x.flatten(1) * 255).round().to(torch.uint8).numpy())
 

@@ -583,13 +583,26 @@ def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path,
     ({"ode_eps": 0.0}, "ode_eps must be a finite number > 0"),  # integrates to t = 0, where the variance is 0
     ({"ode_eps": -1e-5}, "ode_eps"),
     ({"grad_clip": -1.0}, "grad_clip must be a finite number >= 0"),  # the NaN-loss advice names it (session 21)
+    # session 26 walkthrough: these passed --dry-run and were refused only when training reached them
+    ({"stage1_steps": -3}, "stage1_steps and ckpt_every must be >= 0"),
+    ({"ckpt_every": -1}, "stage1_steps and ckpt_every must be >= 0"),
+    ({"batch_size": 0}, "batch_size and log_every must be >= 1"),
+    ({"log_every": 0}, "batch_size and log_every must be >= 1"),
+    ({"time_eps": 1.0}, r"time_eps must lie in \[0, 1\)"),
+    ({"time_eps": -0.5}, r"time_eps must lie in \[0, 1\)"),
+    ({"kl_anneal": -0.1}, "kl_anneal and kl_anneal2 are fractions"),
+    ({"kl_anneal2": 1.5}, "kl_anneal and kl_anneal2 are fractions"),
 ])
 def test_config_refuses_each_value_its_checks_name(kw: dict, msg: str) -> None:
     """Each boundary of Config.__post_init__ holds at its own edge (these edges had no test: moving one let the bad
     value through without a word); the value next to it is accepted."""
     with pytest.raises(ConfigError, match=msg):
         Config(**kw)
-    ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9, "grad_clip": 0.0}
+    ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9, "grad_clip": 0.0,
+          "stage1_steps": 0, "ckpt_every": 0, "batch_size": 1, "log_every": 1, "time_eps": 0.0, "kl_anneal": 0.0,
+          "kl_anneal2": 1.0}
+    if kw == {"time_eps": 1.0}:
+        ok["time_eps"] = 0.999
     key = next(iter(kw))
     assert getattr(Config(**{key: ok[key]}), key) == ok[key]
 
@@ -609,6 +622,27 @@ def test_grad_clip_reaches_the_engine_and_fd_samples_1_is_refused_before_the_nel
     monkeypatch.setattr(tr, "nelbo", lambda *a, **k: pytest.fail("the NELBO ran before the check"))
     with pytest.raises(ConfigError, match="fd_samples must be 0 .* or >= 2"):
         tr.evaluate(cfg, tmp_path / "e", checkpoint=str(tmp_path / "run"), fd_samples=1)
+
+
+def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp_path):
+    """A model with no score prior sampled with --tol -1 and echoed it (the ODE's check never ran); inactive_kl
+    above every channel's KL dropped them all without a word (the score prior then models nothing); channels-last
+    images read as "images are 1x8; lsgm needs square images"."""
+    from tenfold.core.io import DataError, TenfoldWarning
+    from tenfold.lsgm import split_tensors
+    from tenfold.lsgm.train import sample
+
+    split = load_split("digits", 0, image_size=8)
+    cfg = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=2, ckpt_every=2, inactive_kl=1e6)
+    with pytest.warns(TenfoldWarning, match="every latent channel's KL is below inactive_kl=1e"):
+        out = train_stages(cfg, tmp_path / "run", split)
+    assert out["active_channels"] == 0
+    for tol in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="tol must be a finite number >= 0"):
+            sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=tol)
+    assert sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=0.0)["num_samples"] == 2
+    with pytest.raises(DataError, match=r"1x8; lsgm needs square images; these look channels-last"):
+        split_tensors(torch.rand(4, 8, 8, 1), image_size=8)
 
 
 def test_session15_bad_inputs_are_one_line_errors(tmp_path):
@@ -676,6 +710,14 @@ def test_in_memory_images_train_score_and_refuse_what_the_model_cannot_read(tmp_
         nelbo(model, sp.heldout_grey, ode=False)
     with pytest.raises(DataError, match="has 3-channel images but the model takes 1"):
         nelbo(model, torch.ones(2, 3, 8, 8), ode=False)
+    # session 26 walkthrough: the record said the preset's data, so `evaluate` re-split that dataset and scored
+    # images the model had trained on as held out, without a word
+    from tenfold.core.io import ConfigError
+    from tenfold.lsgm.train import evaluate
+
+    assert model.cfg.data == "tensors:tensors" and SMOKE.data != model.cfg.data
+    with pytest.raises(ConfigError, match="trained on in-memory images .*pass --data"):
+        evaluate(SMOKE, tmp_path / "ev", checkpoint=str(tmp_path / "run"), fd_samples=0, ode=False)
 
 
 def test_config_refuses_negative_stage2_steps_a_falling_kl_anneal_and_a_negative_variance_floor():

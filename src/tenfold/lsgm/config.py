@@ -136,6 +136,17 @@ class Config:
         # a negative variance floor)
         if self.stage2_steps < 0 or self.warmup < 0:
             raise ConfigError(f"stage2_steps and warmup must be >= 0, got {self.stage2_steps} and {self.warmup}")
+        # session 26 walkthrough: these passed --dry-run and were refused only when training reached them
+        if self.stage1_steps < 0 or self.ckpt_every < 0:
+            raise ConfigError(f"stage1_steps and ckpt_every must be >= 0, got {self.stage1_steps} and "
+                              f"{self.ckpt_every}")
+        if self.batch_size < 1 or self.log_every < 1:
+            raise ConfigError(f"batch_size and log_every must be >= 1, got {self.batch_size} and {self.log_every}")
+        if not 0.0 <= self.time_eps < 1.0:
+            raise ConfigError(f"time_eps must lie in [0, 1), got {self.time_eps}")
+        if not (0.0 <= self.kl_anneal <= 1.0 and 0.0 <= self.kl_anneal2 <= 1.0):  # fractions of a stage
+            raise ConfigError(f"kl_anneal and kl_anneal2 are fractions of their stage, in [0, 1]; got "
+                              f"{self.kl_anneal} and {self.kl_anneal2}")
         if self.kl_min > self.kl_max:
             raise ConfigError(f"kl_min ({self.kl_min}) must not exceed kl_max ({self.kl_max}): the KL weight anneals "
                               "up from kl_min to kl_max")

@@ -36,6 +36,7 @@ class Split:
     train_labels: torch.Tensor
     heldout_labels: torch.Tensor
     description: str
+    source: str = ""  # "tensors:NAME" for split_tensors' in-memory images: train_stages records it as the data
 
 
 def check_images(x: Any, what: str, *, channels: int | None = None, size: int | None = None,
@@ -57,9 +58,11 @@ def check_images(x: Any, what: str, *, channels: int | None = None, size: int | 
                         + ("; divide 0-255 images by 255" if hi > 1.5 else ""))
     n, c, h, w = x.shape
     if h != w:
-        raise DataError(f"{what} images are {w}x{h}; lsgm needs square images")
+        last = w in (1, 3) and c not in (1, 3)  # (N, H, W, C) read as (N, C, H, W)
+        raise DataError(f"{what}: images are {w}x{h}; lsgm needs square images"
+                        + ("; these look channels-last (N, H, W, C): x.permute(0, 3, 1, 2)" if last else ""))
     if size is not None and h != size:
-        raise DataError(f"{what} images are {h} px but the model / config has image_size={size}")
+        raise DataError(f"{what}: images are {h} px but the model / config has image_size={size}")
     if channels is not None and c != channels:
         raise DataError(f"{what} has {c}-channel images but the model takes {channels}")
     if binary and not bool(((x == 0) | (x == 1)).all()):
@@ -82,8 +85,9 @@ def split_tensors(x: torch.Tensor, y: torch.Tensor | None = None, *, split_seed:
         y = torch.zeros(len(x), dtype=torch.long)
     if not isinstance(y, torch.Tensor) or y.shape != (len(x),):
         raise DataError(f"{name}: labels must be a tensor of shape ({len(x)},)")
-    return _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,
-                         num_levels=num_levels, image_size=image_size, data=name)
+    split = _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,
+                          num_levels=num_levels, image_size=image_size, data=name)
+    return dataclasses.replace(split, source=f"tensors:{name}")
 
 
 def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:

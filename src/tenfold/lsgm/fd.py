@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.core.io import load_checkpoint, save_checkpoint
+from tenfold.core.io import TenfoldWarning, load_checkpoint, save_checkpoint
 from tenfold.core.metrics import frechet_distance, gaussian_stats
 
 
@@ -51,15 +52,23 @@ def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: 
     # FD came from an untrained network (chance accuracy) without a word
     bs = min(64, len(train))
     epochs = max(epochs, -(-min_steps // max(1, len(train) // bs)))
-    h = hashlib.sha1(f"{key}|{tuple(train.shape)}|{float(train.sum()):.3f}|{epochs}|{seed}".encode()).hexdigest()[:12]
+    n_cls = int(labels.max()) + 1
+    # the labels are in the key: a folder's images sorted into other classes kept the key (same images, same pixel
+    # sum), and the cached classifier either failed to load (another class count) or was taken silently
+    lab = hashlib.sha1(labels.to(torch.int64).cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
+    h = hashlib.sha1(f"{key}|{tuple(train.shape)}|{float(train.sum()):.3f}|{lab}|{n_cls}|{epochs}|{seed}"
+                     .encode()).hexdigest()[:12]
     cache = _cache_dir()
     path = cache / "lsgm" / f"fdcnn-{h}" if cache else None
-    n_cls = int(labels.max()) + 1
     net = FeatureCNN(train.shape[1], n_cls)
     if path is not None and path.with_suffix(".json").is_file():
         state, _ = load_checkpoint(path, method="lsgm-fdcnn")
-        net.load_state_dict(state["model"])
-        return net.eval()
+        try:
+            net.load_state_dict(state["model"])
+            return net.eval()
+        except (RuntimeError, KeyError):  # a cache entry that does not fit this classifier: train it again
+            warnings.warn(f"the cached FD classifier {path} does not fit this data's classifier; training it "
+                          "again", TenfoldWarning, stacklevel=2)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -124,6 +124,8 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     ``run_dir/model`` (VAE + EMA score net). ``stage2_steps=0`` or ``prior="normal"`` gives the N(0, I) VAE alone
     (the latter with LSGM's stage-2 optimizer and KL schedule: the like-for-like baseline)."""
     run_dir = Path(run_dir)
+    if split.source.startswith("tensors:"):  # the model's record names what it trained on: `evaluate` re-split the
+        cfg = dataclasses.replace(cfg, data=split.source)  # config's own dataset, and scored training images
     check_images(split.train, "the split's training images", size=cfg.image_size,
                  channels=1 if cfg.binarize else None)  # binarize=True is the Bernoulli decoder's grey data
     channels = split.train.shape[1]
@@ -168,6 +170,11 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     kl_ch = channel_kl(vae, x_kl)
     if cfg.drop_inactive:
         score.active.copy_((kl_ch >= cfg.inactive_kl).float())
+        if cfg.prior == "sgm" and cfg.stage2_steps > 0 and not bool(score.active.any()):
+            warnings.warn(f"every latent channel's KL is below inactive_kl={cfg.inactive_kl:g} nats (largest "
+                          f"{float(kl_ch.max()):.3g}), so all are dropped and the score prior models nothing: the "
+                          "model is the N(0, I) VAE; lower inactive_kl or train stage 1 longer", TenfoldWarning,
+                          stacklevel=2)
     result: dict[str, Any] = {"stage1_cpu_seconds": round(cpu1, 2), "active_channels": int(score.active.sum()),
                               "latent_channels": int(score.active.numel())}
     if resume:  # a resumed stage's figure would otherwise read as the whole stage's cost
@@ -492,6 +499,8 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int
     n = num_samples
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
+    if not (math.isfinite(tol) and tol >= 0):  # a model without a score prior never reached the solver's check
+        raise ConfigError(f"tol must be a finite number >= 0 (0: the checkpoint config's ode_tol), got {tol}")
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
@@ -532,6 +541,10 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
+    if c.data.startswith("tensors:") and not data:
+        raise ConfigError(f"{checkpoint} was trained on in-memory images ({c.data[len('tensors:'):]}, split_tensors), "
+                          "which evaluate cannot read again; pass --data with a dataset to score it on, or call "
+                          "tenfold.lsgm.nelbo on your held-out tensors")
     other = bool(data) and not same_data(data, c.data)
     # the training folder re-split: files added or changed since training moved training images into "held out"
     try:
