@@ -643,6 +643,10 @@ def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp
     assert sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=0.0)["num_samples"] == 2
     with pytest.raises(DataError, match=r"1x8; lsgm needs square images; these look channels-last"):
         split_tensors(torch.rand(4, 8, 8, 1), image_size=8)
+    for f in (tmp_path / "run").glob("model.*"):  # as a run stopped mid-training leaves it: checkpoints, no model
+        f.unlink()
+    with pytest.raises(CheckpointError, match="has no trained model yet.*train --resume --out"):
+        load_model(tmp_path / "run")
 
 
 def test_session15_bad_inputs_are_one_line_errors(tmp_path):

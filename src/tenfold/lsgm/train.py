@@ -300,6 +300,11 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
     """Load ``run_dir/model`` (or a path to it) written by ``train``."""
     p = Path(checkpoint)
     if p.is_dir():
+        if not (p / "model.json").exists() and any((p / s / "checkpoints").is_dir() for s in ("stage1", "stage2")):
+            # was "checkpoint file not found: RUN/model.json", which did not say the run was only unfinished
+            raise CheckpointError(f"{checkpoint} has no trained model yet: its training stopped before the end (the "
+                                  f"model is written when training ends); finish it with `tenfold lsgm train "
+                                  f"--resume --out {checkpoint}`")
         p = p / "model"
     state, header = load_checkpoint(p, method=METHOD)
     if "channels" not in state or "vae" not in state:  # a training checkpoint (stage*/checkpoints/...) is no model
