@@ -643,6 +643,16 @@ def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp
     assert sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=0.0)["num_samples"] == 2
     with pytest.raises(DataError, match=r"1x8; lsgm needs square images; these look channels-last"):
         split_tensors(torch.rand(4, 8, 8, 1), image_size=8)
+    model = load_model(tmp_path / "run")  # the API's own edges: each one line, not a raw torch / Python error
+    x = split.heldout[:3]
+    torch.testing.assert_close(nelbo(model, x.double(), ode=False)["dsm"], nelbo(model, x, ode=False)["dsm"])
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ConfigError, match="batch must be a whole number >= 1"):
+            nelbo(model, x, ode=False, batch=bad)
+    with pytest.raises(ConfigError, match="whole numbers >= 1, got n=4.5"):
+        generate(model, 4.5, tol=1e-3)
+    with pytest.raises(DataError, match="labels must be whole class indices"):
+        split_tensors(torch.rand(8, 1, 8, 8), torch.rand(8), image_size=8)
     for f in (tmp_path / "run").glob("model.*"):  # as a run stopped mid-training leaves it: checkpoints, no model
         f.unlink()
     with pytest.raises(CheckpointError, match="has no trained model yet.*train --resume --out"):

@@ -85,6 +85,10 @@ def split_tensors(x: torch.Tensor, y: torch.Tensor | None = None, *, split_seed:
         y = torch.zeros(len(x), dtype=torch.long)
     if not isinstance(y, torch.Tensor) or y.shape != (len(x),):
         raise DataError(f"{name}: labels must be a tensor of shape ({len(x)},)")
+    if y.is_floating_point() and not (bool(torch.isfinite(y).all()) and torch.equal(y, y.round())):
+        raise DataError(f"{name}: labels must be whole class indices, got fractional values (they became class 0)")
+    if len(y) and int(y.min()) < 0:
+        raise DataError(f"{name}: labels must be class indices >= 0, got {int(y.min())}")
     split = _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,
                           num_levels=num_levels, image_size=image_size, data=name)
     return dataclasses.replace(split, source=f"tensors:{name}")

@@ -336,8 +336,8 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
              ) -> dict[str, Any]:
     """n images from the prior (N(0, I) for the VAE, the probability-flow ODE or ancestral SDE for LSGM) decoded
     to the decoder mean and a decoder draw. Returns images, NFE per batch, wall and CPU seconds."""
-    if n < 1 or batch < 1:
-        raise ConfigError(f"the number of samples and the batch must be >= 1, got n={n}, batch={batch}")
+    if not (isinstance(n, int) and isinstance(batch, int)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
+        raise ConfigError(f"the number of samples and the batch must be whole numbers >= 1, got n={n}, batch={batch}")
     if sampler not in ("ode", "sde"):  # anything else used to run the SDE sampler without a word
         raise ConfigError(f"sampler must be ode or sde, got '{sampler}'")
     g = torch.Generator().manual_seed(seed)
@@ -378,6 +378,11 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
     c = model.cfg
     check_images(x, "the images to score", channels=model.vae.image_channels, size=model.vae.image_size,
                  binary=c.binarize, levels=None if c.binarize else c.num_levels)
+    if not (isinstance(batch, int) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
+        raise ConfigError(f"batch must be a whole number >= 1, got {batch}")
+    if tol is not None and not (math.isfinite(tol) and tol >= 0):
+        raise ConfigError(f"tol must be a finite number >= 0 (0 or None: the model config's ode_tol), got {tol}")
+    x = x.float()  # float64 images met float32 weights as a raw dtype error (the checks above hold in either)
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
