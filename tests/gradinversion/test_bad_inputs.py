@@ -219,38 +219,39 @@ def test_non_finite_leak_images_are_refused_on_loading_naming_the_file(leak_dir,
         verbs.attack(PRESETS["smoke"], tmp_path / "b", target=target)
 
 
-def test_channel_mismatch_names_the_data_and_the_model(tmp_path, monkeypatch):
-    """1-channel data on a 3-channel CIFAR model said "images must have shape (B, 3, *, *), got (2, 1, 28, 28)"."""
+class _Tensors:
+    """A dataset stand-in: ``tensors()`` returns the images and labels it was made with."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+
+@pytest.mark.parametrize("data,x,y,match", [
+    # 1-channel data on a 3-channel CIFAR model said "images must have shape (B, 3, *, *), got (2, 1, 28, 28)"
+    ("grey", torch.rand(6, 1, 28, 28), torch.arange(6), "grey images have 1 channel.* the model cifar10-resnet20 "
+     "expects 3"),
+    # a folder of 11 classes for a 10-class model said "y must hold class labels in [0, 10) ..., got 10" (session 26)
+    ("eleven", torch.rand(11, 3, 32, 32), torch.arange(11), "eleven holds labels up to 10 but the model "
+     "cifar10-resnet20 has 10 classes"),
+])
+def test_data_the_model_cannot_take_names_the_data_and_the_model(tmp_path, monkeypatch, data, x, y, match):
+    """Refused by leak and audit before any work, in one line that names both."""
     from tenfold.gradinversion import verbs
 
-    class Grey:
-        def tensors(self):
-            return torch.rand(6, 1, 28, 28), torch.arange(6)
-
-    monkeypatch.setattr(verbs, "load_dataset", lambda name: Grey())
+    monkeypatch.setattr(verbs, "load_dataset", lambda name: _Tensors(x, y))
     monkeypatch.setattr(verbs, "run_attack", _no_attack)
     for verb, kw in ((verbs.leak, dict(batch_size=2)), (verbs.audit, dict(batch_sizes=(1,)))):
-        with pytest.raises(DataError, match="grey images have 1 channel.* the model cifar10-resnet20 expects 3"):
-            verb(PRESETS["smoke"], tmp_path, data="grey", **kw)
+        with pytest.raises(DataError, match=match):
+            verb(PRESETS["smoke"], tmp_path, data=data, **kw)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_names_a_channel_mismatch():
     with pytest.raises(InputError, match=r"x has 1 channel\(s\) but the model expects 3"):
         simulate_client(_tiny_net(), torch.rand(2, 1, 6, 6), torch.tensor([0, 1]))
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_more_classes_than_the_model_names_the_data_and_the_model(tmp_path, monkeypatch):
-    """A folder of 11 classes for a 10-class model said "y must hold class labels in [0, 10) ..., got 10"."""
-    from tenfold.gradinversion import verbs
-
-    class Eleven:
-        def tensors(self):
-            return torch.rand(11, 3, 32, 32), torch.arange(11)
-
-    monkeypatch.setattr(verbs, "load_dataset", lambda name: Eleven())
-    monkeypatch.setattr(verbs, "run_attack", _no_attack)
-    for verb, kw in ((verbs.leak, dict(batch_size=2)), (verbs.audit, dict(batch_sizes=(1,)))):
-        with pytest.raises(DataError, match="eleven holds labels up to 10 but the model cifar10-resnet20 has 10 c"):
-            verb(PRESETS["smoke"], tmp_path, data="eleven", **kw)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_mode_bn_on_one_value_per_channel_is_one_line():
