@@ -726,12 +726,16 @@ def test_in_memory_images_train_score_and_refuse_what_the_model_cannot_read(tmp_
         nelbo(model, torch.ones(2, 3, 8, 8), ode=False)
     # session 26 walkthrough: the record said the preset's data, so `evaluate` re-split that dataset and scored
     # images the model had trained on as held out, without a word
-    from tenfold.core.io import ConfigError
+    from tenfold.core.io import ConfigError, TenfoldWarning
     from tenfold.lsgm.train import evaluate
 
     assert model.cfg.data == "tensors:tensors" and SMOKE.data != model.cfg.data
     with pytest.raises(ConfigError, match="trained on in-memory images .*pass --data"):
         evaluate(SMOKE, tmp_path / "ev", checkpoint=str(tmp_path / "run"), fd_samples=0, ode=False)
+    with pytest.warns(TenfoldWarning, match=r"in-memory images \(tensors\).* --data digits is not checked for them"):
+        out = evaluate(SMOKE, tmp_path / "ev2", checkpoint=str(tmp_path / "run"), fd_samples=0, ode=False,
+                       data="digits")
+    assert out["split"].startswith("digits: all ")
 
 
 def test_config_refuses_negative_stage2_steps_a_falling_kl_anneal_and_a_negative_variance_floor():

@@ -568,7 +568,11 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         warnings.warn(f"{e}; the training images left out of --data {data} are read from it as it is now",
                       TenfoldWarning, stacklevel=2)
     exclude = None
-    if other:  # the model's training images, wherever they are found under another spec, are not held out
+    if other and c.data.startswith("tensors:"):
+        warnings.warn(f"the model trained on in-memory images ({c.data[len('tensors:'):]}), which evaluate cannot "
+                      f"read, so --data {data} is not checked for them: if it holds them, some of its held-out "
+                      "images are training images", TenfoldWarning, stacklevel=2)
+    elif other:  # the model's training images, wherever they are found under another spec, are not held out
         try:
             exclude = image_keys(load_split(c.data, c.split_seed, image_size=c.image_size, binarize=c.binarize,
                                             num_levels=c.num_levels).train)
