@@ -151,7 +151,7 @@ def test_a_bad_value_is_refused_when_the_config_is_made(override, match, capsys)
         apply_overrides(PRESETS["smoke"], [override])
     assert cli.main(["gradinversion", "attack", "--dry-run", "--set", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and match.split()[0] in err[0]
+    assert len(err) == 1 and err[0].startswith("error:") and override.split("=")[0] in err[0]
     assert cli.main(["gradinversion", "attack", "--dry-run", "--json", "--set", "lr=0.2"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["config"]["lr"] == 0.2  # --json: the whole object on the last line
@@ -169,7 +169,7 @@ def test_half_gradients_and_a_wrong_input_shape_are_one_line():
     kw = dict(num_images=1, mean=[0.0] * 3, std=[1.0] * 3, input_shape=(3, 6, 6))
     with pytest.raises(InputError, match=r"is float16; pass float32 or float64"):
         build(PRESETS["smoke"]).run(net, [t.half() for t in g], **kw)
-    with pytest.raises(InputError, match=r"does not run on an input of shape \(1, 3, 5, 5\)"):
+    with pytest.raises(InputError, match=r"forward on a probe of shape \(1, 3, 5, 5\) failed .*mat1 and mat2"):
         classifier_name(net, (3, 5, 5))
     assert classifier_name(net, (3, 6, 6)) == "3"
     res = build(dataclasses.replace(PRESETS["smoke"], iterations=2)).run(net, [t.double() for t in g], **kw)

@@ -590,8 +590,9 @@ def test_inactive_channels_are_chosen_on_inputs_like_the_training_ones(tmp_path,
     ({"log_every": 0}, "batch_size and log_every must be >= 1"),
     ({"time_eps": 1.0}, r"time_eps must lie in \[0, 1\)"),
     ({"time_eps": -0.5}, r"time_eps must lie in \[0, 1\)"),
-    ({"kl_anneal": -0.1}, "kl_anneal and kl_anneal2 are fractions"),
-    ({"kl_anneal2": 1.5}, "kl_anneal and kl_anneal2 are fractions"),
+    ({"time_eps": 0.0}, r"sigma2\(time_eps=0.0\) = 0 for this SDE"),  # the VPSDE's variance at 0, sigma2_0 = 0
+    ({"kl_anneal": -0.1}, "kl_anneal and kl_anneal2 must be >= 0"),
+    ({"kl_anneal2": -0.5}, "kl_anneal and kl_anneal2 must be >= 0"),
 ])
 def test_config_refuses_each_value_its_checks_name(kw: dict, msg: str) -> None:
     """Each boundary of Config.__post_init__ holds at its own edge (these edges had no test: moving one let the bad
@@ -599,8 +600,8 @@ def test_config_refuses_each_value_its_checks_name(kw: dict, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         Config(**kw)
     ok = {"inactive_kl": 0.0, "score_mult": (1, 1), "dropout": 0.99, "ema": 0.99, "ode_eps": 1e-9, "grad_clip": 0.0,
-          "stage1_steps": 0, "ckpt_every": 0, "batch_size": 1, "log_every": 1, "time_eps": 0.0, "kl_anneal": 0.0,
-          "kl_anneal2": 1.0}
+          "stage1_steps": 0, "ckpt_every": 0, "batch_size": 1, "log_every": 1, "time_eps": 1e-9, "kl_anneal": 0.0,
+          "kl_anneal2": 0.0}
     if kw == {"time_eps": 1.0}:
         ok["time_eps"] = 0.999
     key = next(iter(kw))
@@ -641,6 +642,20 @@ def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp
         with pytest.raises(ConfigError, match="tol must be a finite number >= 0"):
             sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=tol)
     assert sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=0.0)["num_samples"] == 2
+    vae_only = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=0, ckpt_every=2)  # no score prior: no solver
+    train_stages(vae_only, tmp_path / "vae", split)
+    assert load_model(tmp_path / "vae").score is None
+    with pytest.raises(ConfigError, match="tol must be a finite number >= 0"):
+        sample(vae_only, tmp_path / "s2", checkpoint=str(tmp_path / "vae"), num_samples=2, tol=-1.0)
+    # a saved config this version refuses names the checkpoint (was the bare ConfigError, naming no file)
+    from tenfold.core.io import load_checkpoint, save_checkpoint
+
+    state, header = load_checkpoint(tmp_path / "vae" / "model")
+    save_checkpoint(tmp_path / "old" / "model", state, method=header["method"],
+                    config={**header["config"], "kl_anneal": -1.0})
+    with pytest.raises(CheckpointError, match=r"old/model: its saved config is refused .*kl_anneal"):
+        load_model(tmp_path / "old")
+    assert generate(load_model(tmp_path / "vae"), __import__("numpy").int64(2), tol=1e-3)["mean"].shape[0] == 2
     with pytest.raises(DataError, match=r"1x8; lsgm needs square images; these look channels-last"):
         split_tensors(torch.rand(4, 8, 8, 1), image_size=8)
     model = load_model(tmp_path / "run")  # the API's own edges: each one line, not a raw torch / Python error

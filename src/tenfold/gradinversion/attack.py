@@ -80,9 +80,9 @@ def classifier_name(model: nn.Module, input_shape: Sequence[int] | None = None) 
     try:
         with torch.no_grad():
             out = f(f.theta0, probe.to(p.device if p is not None else "cpu"))
-    except RuntimeError as e:  # a shape the model cannot take: torch's "mat1 and mat2 shapes cannot be multiplied"
-        raise InputError(f"the model does not run on an input of shape (1, {', '.join(map(str, shape))}) (pass "
-                         f"input_shape as the model's (C, H, W)): {str(e).splitlines()[0]}") from None
+    except RuntimeError as e:  # mostly a shape the model cannot take: "mat1 and mat2 shapes cannot be multiplied"
+        raise InputError(f"the model's forward on a probe of shape (1, {', '.join(map(str, shape))}) failed (is "
+                         f"input_shape the model's (C, H, W)?): {str(e).splitlines()[0]}") from None
     finally:
         for h in hooks:
             h.remove()

@@ -7,7 +7,7 @@ import dataclasses
 import math
 
 from tenfold.core.io import ConfigError
-from tenfold.lsgm.sde import SCHEMES
+from tenfold.lsgm.sde import SCHEMES, build_sde, check_time_eps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,16 +142,17 @@ class Config:
                               f"{self.ckpt_every}")
         if self.batch_size < 1 or self.log_every < 1:
             raise ConfigError(f"batch_size and log_every must be >= 1, got {self.batch_size} and {self.log_every}")
-        if not 0.0 <= self.time_eps < 1.0:
-            raise ConfigError(f"time_eps must lie in [0, 1), got {self.time_eps}")
-        if not (0.0 <= self.kl_anneal <= 1.0 and 0.0 <= self.kl_anneal2 <= 1.0):  # fractions of a stage
-            raise ConfigError(f"kl_anneal and kl_anneal2 are fractions of their stage, in [0, 1]; got "
+        if self.kl_anneal < 0 or self.kl_anneal2 < 0:  # fractions of a stage (above 1: the anneal outlasts it)
+            raise ConfigError(f"kl_anneal and kl_anneal2 must be >= 0 (fractions of their stage), got "
                               f"{self.kl_anneal} and {self.kl_anneal2}")
         if self.kl_min > self.kl_max:
             raise ConfigError(f"kl_min ({self.kl_min}) must not exceed kl_max ({self.kl_max}): the KL weight anneals "
                               "up from kl_min to kl_max")
         if not self.sigma2_min > 0:
             raise ConfigError(f"sigma2_min must be > 0 (the geometric SDE's variance floor), got {self.sigma2_min}")
+        # the SDE's own checks of time_eps (in [0, 1), a non-zero variance there), here so that --dry-run sees them
+        check_time_eps(build_sde(self.sde, beta0=self.beta0, beta1=self.beta1, sigma2_0=self.sigma2_0,
+                                 sigma2_min=self.sigma2_min, sigma2_max=self.sigma2_max), self.time_eps)
 
 
 # CPU budgets (thousands of steps, not the paper's ~5e4): an EMA horizon well inside stage 2 (0.999 over 1,500

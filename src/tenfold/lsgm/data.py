@@ -86,7 +86,7 @@ def split_tensors(x: torch.Tensor, y: torch.Tensor | None = None, *, split_seed:
     if not isinstance(y, torch.Tensor) or y.shape != (len(x),):
         raise DataError(f"{name}: labels must be a tensor of shape ({len(x)},)")
     if y.is_floating_point() and not (bool(torch.isfinite(y).all()) and torch.equal(y, y.round())):
-        raise DataError(f"{name}: labels must be whole class indices, got fractional values (they became class 0)")
+        raise DataError(f"{name}: labels must be whole class indices, got fractional values (they were truncated)")
     if len(y) and int(y.min()) < 0:
         raise DataError(f"{name}: labels must be class indices >= 0, got {int(y.min())}")
     split = _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,

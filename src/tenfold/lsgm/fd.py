@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.core.io import TenfoldWarning, load_checkpoint, save_checkpoint
+from tenfold.core.io import TenfoldError, TenfoldWarning, load_checkpoint, save_checkpoint
 from tenfold.core.metrics import frechet_distance, gaussian_stats
 
 
@@ -62,13 +62,13 @@ def feature_cnn(train: torch.Tensor, labels: torch.Tensor, *, key: str, epochs: 
     path = cache / "lsgm" / f"fdcnn-{h}" if cache else None
     net = FeatureCNN(train.shape[1], n_cls)
     if path is not None and path.with_suffix(".json").is_file():
-        state, _ = load_checkpoint(path, method="lsgm-fdcnn")
         try:
+            state, _ = load_checkpoint(path, method="lsgm-fdcnn")
             net.load_state_dict(state["model"])
             return net.eval()
-        except (RuntimeError, KeyError):  # a cache entry that does not fit this classifier: train it again
-            warnings.warn(f"the cached FD classifier {path} does not fit this data's classifier; training it "
-                          "again", TenfoldWarning, stacklevel=2)
+        except (TenfoldError, RuntimeError, KeyError) as e:  # damaged, or not this classifier: train it again
+            warnings.warn(f"the cached FD classifier {path} cannot be used ({str(e).splitlines()[0][:120]}); "
+                          "training it again", TenfoldWarning, stacklevel=2)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import operator
 import time
 import warnings
 from pathlib import Path
@@ -296,6 +297,15 @@ class Trained:
         return self.score(z.float(), t.float(), self.sde.var(t.float()).sqrt()).to(z.dtype)
 
 
+def _whole(v: Any) -> bool:
+    """An integer of any kind (int, numpy or torch integer scalar), not a bool or a float."""
+    try:
+        operator.index(v)
+    except TypeError:
+        return False
+    return not isinstance(v, bool)
+
+
 def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
     """Load ``run_dir/model`` (or a path to it) written by ``train``."""
     p = Path(checkpoint)
@@ -304,7 +314,8 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
             # was "checkpoint file not found: RUN/model.json", which did not say the run was only unfinished
             raise CheckpointError(f"{checkpoint} has no trained model yet: its training stopped before the end (the "
                                   f"model is written when training ends); finish it with `tenfold lsgm train "
-                                  f"--resume --out {checkpoint}`")
+                                  f"--resume --out {checkpoint}` (a run of the Python API: train_stages(cfg, run, "
+                                  f"split, resume=True))")
         p = p / "model"
     state, header = load_checkpoint(p, method=METHOD)
     if "channels" not in state or "vae" not in state:  # a training checkpoint (stage*/checkpoints/...) is no model
@@ -321,6 +332,8 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
             cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
         except TypeError as e:
             raise CheckpointError(f"{p}: its config does not match this version of lsgm ({e})") from None
+        except ConfigError as e:  # a value an earlier version took and this one refuses: name the file
+            raise CheckpointError(f"{p}: its saved config is refused by this version of lsgm ({e})") from None
     vae, score, sde = build(cfg, int(state["channels"]))
     try:
         vae.load_state_dict(state["vae"])
@@ -336,7 +349,7 @@ def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch:
              ) -> dict[str, Any]:
     """n images from the prior (N(0, I) for the VAE, the probability-flow ODE or ancestral SDE for LSGM) decoded
     to the decoder mean and a decoder draw. Returns images, NFE per batch, wall and CPU seconds."""
-    if not (isinstance(n, int) and isinstance(batch, int)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
+    if not (_whole(n) and _whole(batch)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
         raise ConfigError(f"the number of samples and the batch must be whole numbers >= 1, got n={n}, batch={batch}")
     if sampler not in ("ode", "sde"):  # anything else used to run the SDE sampler without a word
         raise ConfigError(f"sampler must be ode or sde, got '{sampler}'")
@@ -378,7 +391,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
     c = model.cfg
     check_images(x, "the images to score", channels=model.vae.image_channels, size=model.vae.image_size,
                  binary=c.binarize, levels=None if c.binarize else c.num_levels)
-    if not (isinstance(batch, int) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
+    if not (_whole(batch) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
         raise ConfigError(f"batch must be a whole number >= 1, got {batch}")
     if tol is not None and not (math.isfinite(tol) and tol >= 0):
         raise ConfigError(f"tol must be a finite number >= 0 (0 or None: the model config's ode_tol), got {tol}")
