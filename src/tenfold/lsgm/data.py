@@ -25,6 +25,9 @@ from tenfold.core.io import DataError
 MIN_IMAGES = 20  # the generic split needs a few images in each of train / val / held out
 
 
+TENSORS = "tensors:"  # the data a model trained on split_tensors' in-memory images records: TENSORS + name
+
+
 @dataclasses.dataclass
 class Split:
     """Float images in [0, 1] (N, C, H, W): train and val (grey), heldout (binarised or K-level), and a description."""
@@ -36,7 +39,7 @@ class Split:
     train_labels: torch.Tensor
     heldout_labels: torch.Tensor
     description: str
-    source: str = ""  # "tensors:NAME" for split_tensors' in-memory images: train_stages records it as the data
+    source: str = ""  # TENSORS + name for split_tensors' in-memory images: train_stages records it as the data
 
 
 def check_images(x: Any, what: str, *, channels: int | None = None, size: int | None = None,
@@ -91,7 +94,7 @@ def split_tensors(x: torch.Tensor, y: torch.Tensor | None = None, *, split_seed:
         raise DataError(f"{name}: labels must be class indices >= 0, got {int(y.min())}")
     split = _finish_split(*_seeded_split(x.float(), y.long(), name, split_seed, image_size), binarize=binarize,
                           num_levels=num_levels, image_size=image_size, data=name)
-    return dataclasses.replace(split, source=f"tensors:{name}")
+    return dataclasses.replace(split, source=TENSORS + name)
 
 
 def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:

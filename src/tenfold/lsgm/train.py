@@ -36,11 +36,11 @@ from tenfold.core.io import (
 )
 
 from .config import Config
-from .data import Split, check_images, image_keys, load_split
+from .data import TENSORS, Split, check_images, image_keys, load_split
 from .nets import MixedScore, UNet
 from .objective import LSGMNet, VAEStage, vae_terms
 from .ode import ode_nll, ode_sample, sde_sample, timed
-from .sde import SDE, build_sde, check_time_eps, sample_t
+from .sde import SDE, build_sde, sample_t
 from .vae import VAE, kl_normal
 
 METHOD = "lsgm"
@@ -68,8 +68,7 @@ def build(cfg: Config, channels: int = 1) -> tuple[VAE, MixedScore, SDE]:
     """Config -> (VAE, score prior, SDE): the one place where the config becomes objects."""
     sde = build_sde(cfg.sde, beta0=cfg.beta0, beta1=cfg.beta1, sigma2_0=cfg.sigma2_0, sigma2_min=cfg.sigma2_min,
                     sigma2_max=cfg.sigma2_max)
-    check_time_eps(sde, cfg.time_eps)
-    vae = build_vae(cfg, channels)
+    vae = build_vae(cfg, channels)  # (time_eps: checked against this SDE by Config.__post_init__)
     return vae, build_score(cfg, vae.latent_shape[0]), sde
 
 
@@ -125,7 +124,7 @@ def train_stages(cfg: Config, run_dir: Path, split: Split, *, resume: bool = Fal
     ``run_dir/model`` (VAE + EMA score net). ``stage2_steps=0`` or ``prior="normal"`` gives the N(0, I) VAE alone
     (the latter with LSGM's stage-2 optimizer and KL schedule: the like-for-like baseline)."""
     run_dir = Path(run_dir)
-    if split.source.startswith("tensors:"):  # the model's record names what it trained on: `evaluate` re-split the
+    if split.source.startswith(TENSORS):  # the model's record names what it trained on: `evaluate` re-split the
         cfg = dataclasses.replace(cfg, data=split.source)  # config's own dataset, and scored training images
     check_images(split.train, "the split's training images", size=cfg.image_size,
                  channels=1 if cfg.binarize else None)  # binarize=True is the Bernoulli decoder's grey data
@@ -564,8 +563,9 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
-    if c.data.startswith("tensors:") and not data:
-        raise ConfigError(f"{checkpoint} was trained on in-memory images ({c.data[len('tensors:'):]}, split_tensors), "
+    in_memory = c.data[len(TENSORS):] if c.data.startswith(TENSORS) else None  # split_tensors' images: unreadable
+    if in_memory is not None and not data:
+        raise ConfigError(f"{checkpoint} was trained on in-memory images ({in_memory}, split_tensors), "
                           "which evaluate cannot read again; pass --data with a dataset to score it on, or call "
                           "tenfold.lsgm.nelbo on your held-out tensors")
     other = bool(data) and not same_data(data, c.data)
@@ -581,8 +581,8 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         warnings.warn(f"{e}; the training images left out of --data {data} are read from it as it is now",
                       TenfoldWarning, stacklevel=2)
     exclude = None
-    if other and c.data.startswith("tensors:"):
-        warnings.warn(f"the model trained on in-memory images ({c.data[len('tensors:'):]}), which evaluate cannot "
+    if other and in_memory is not None:
+        warnings.warn(f"the model trained on in-memory images ({in_memory}), which evaluate cannot "
                       f"read, so --data {data} is not checked for them: if it holds them, some of its held-out "
                       "images are training images", TenfoldWarning, stacklevel=2)
     elif other:  # the model's training images, wherever they are found under another spec, are not held out
