@@ -981,6 +981,31 @@ def test_audit_draws_unique_labels_as_far_as_the_data_has_classes(tmp_path):
     assert [(r["batch_size"], r["unique_labels"]) for r in rows] == [(3, True), (4, False)]
 
 
+def test_audit_warns_once_and_a_resume_with_nothing_to_resume_prints_no_threat_model(tmp_path, capsys):
+    """audit repeated the same warm-up warning before every row (one attack per row, same settings): now once. And
+    `attack --resume` on a run with no checkpoint printed the threat model, as if it were attacking, before
+    refusing."""
+    from tenfold import cli
+
+    argv = ["gradinversion", "audit", "--preset", "smoke", "--data", "cifar10-mini", "--batch-sizes", "1", "2",
+            "--noise-sigmas", "0.01", "--prune-ratios", "--iterations", "2", "--out", str(tmp_path / "audit")]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [ln for ln in err.splitlines() if "warm-up" in ln] == [
+        "warning: warm-up of 4 steps >= the run's 2 iterations: the learning rate rises through the whole run and "
+        "never decays; set warmup below iterations (CLI: --set warmup=N)"]
+    assert len(json.loads((tmp_path / "audit" / "audit.json").read_text())["rows"]) == 4
+    run = str(tmp_path / "run")
+    assert cli.main(["gradinversion", "attack", "--preset", "smoke", "--data", "cifar10-mini", "--batch-size", "1",
+                     "--iterations", "2", "--out", run]) == 0
+    assert "threat model: " in capsys.readouterr().out
+    assert cli.main(["gradinversion", "attack", "--resume", "--out", run]) != 0
+    out, err = capsys.readouterr()
+    assert "threat model" not in out + err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+        f"error: nothing to resume: no attack checkpoint in {run}/checkpoints"]
+
+
 def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
     """`attack --resume --out RUN` continues from the saved loop state with the run's own options (here a
     non-default --batch-seed) and reports the result of the uninterrupted run."""

@@ -44,6 +44,20 @@ def test_fd_of_shifted_features_is_the_squared_shift() -> None:
     assert f.shape == (600, 4) and torch.equal(f, a.flatten(1))
 
 
+def test_fd_from_fewer_images_than_feature_dims_warns() -> None:
+    """4-d features: 4 images give a rank-deficient covariance (warned, naming the counts), 5 do not."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    a = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with pytest.warns(TenfoldWarning, match="from 4 images in 4-d features: the covariance estimate is rank"):
+        fdm.fd(_Flat(), a[:4], a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fdm.fd(_Flat(), a, a + 0.1)
+
+
 def test_accuracy_counts_argmax_hits_across_batches() -> None:
     """Logits = one-hot of a label that is wrong for exactly 30 % of 1,200 rows (three accuracy batches): 0.7."""
     y = torch.arange(1200) % 10

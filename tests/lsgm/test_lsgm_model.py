@@ -200,6 +200,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Config(lr_score=-1e-3)
     with pytest.raises(ConfigError, match="ode_tol"):
         Config(ode_tol=0.0)
+    with pytest.raises(ConfigError, match="ode_tol must be < 1"):
+        Config(ode_tol=1.0)
     for kw, msg in (({"groups": 0}, "groups must be >= 1"), ({"latent_ch": 0}, "latent_ch"),  # were torch errors
                     ({"sde_steps": 0}, "sde_steps"), ({"num_levels": 1}, "num_levels must be >= 2"),
                     ({"score_mult": ()}, "score_mult")):
@@ -638,8 +640,8 @@ def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp
     with pytest.warns(TenfoldWarning, match="every latent channel's KL is below inactive_kl=1e"):
         out = train_stages(cfg, tmp_path / "run", split)
     assert out["active_channels"] == 0
-    for tol in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="tol must be a finite number >= 0"):
+    for tol in (-1.0, float("nan"), float("inf"), 1.0, 5.0):  # 5 took one solver step and called it a sample
+        with pytest.raises(ConfigError, match="tol must be a finite number >= 0 and < 1"):
             sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=tol)
     assert sample(cfg, tmp_path / "s", checkpoint=str(tmp_path / "run"), num_samples=2, tol=0.0)["num_samples"] == 2
     vae_only = dataclasses.replace(SMOKE, stage1_steps=2, stage2_steps=0, ckpt_every=2)  # no score prior: no solver
@@ -666,6 +668,16 @@ def test_session26_walkthrough_sample_tol_dropped_channels_and_channels_last(tmp
             nelbo(model, x, ode=False, batch=bad)
     with pytest.raises(ConfigError, match="whole numbers >= 1, got n=4.5"):
         generate(model, 4.5, tol=1e-3)
+    # tol 0 / None take the config's ode_tol, as nelbo does (0 reached the solver, which refused it)
+    own = generate(model, 2, tol=model.cfg.ode_tol)
+    for tol in (0.0, None):
+        same = generate(model, 2, tol=tol)
+        assert same["nfe"] == own["nfe"]
+        torch.testing.assert_close(same["mean"], own["mean"])
+    with pytest.raises(ConfigError, match="tol must be a finite number >= 0 and < 1"):
+        generate(model, 2, tol=2.0)
+    with pytest.raises(ConfigError, match="tol must be a finite number >= 0 and < 1"):
+        nelbo(model, x, tol=1.0)
     with pytest.raises(DataError, match="labels must be whole class indices"):
         split_tensors(torch.rand(8, 1, 8, 8), torch.rand(8), image_size=8)
     for f in (tmp_path / "run").glob("model.*"):  # as a run stopped mid-training leaves it: checkpoints, no model

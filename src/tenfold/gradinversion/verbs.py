@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -443,12 +444,12 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _warn_repeats(cfg, y)
     lp = lpips_model(lpips_weights) if lpips_weights else None  # a bad file fails here, not after the attack
     tm = cfg.threat_model()
-    print("threat model: " + json.dumps(tm))
     if not resume:
         check_inputs(run_dir, inputs, resume=False)
     ckpt = Checkpointer(run_dir, method="gradinversion-attack", config=cfg)
-    if resume and not ckpt.steps():
+    if resume and not ckpt.steps():  # before the threat model is printed, as if the attack were about to run
         raise CheckpointError(f"nothing to resume: no attack checkpoint in {ckpt.dir}")
+    print("threat model: " + json.dumps(tm))
     with MetricsLogger(run_dir, tensorboard=False, resume_step=ckpt.steps()[-1] if resume else None) as logger:
         res = run_attack(cfg, net, g, x, y, mean, std, user_bn, iterations, log=logger.log, checkpointer=ckpt,
                          ckpt_every=cfg.ckpt_every, resume=resume)
@@ -483,6 +484,19 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     _loss_plot(run_dir / "loss.png", res.history)
     write_json(run_dir / "metrics.json", out)
     return out
+
+
+@contextlib.contextmanager
+def _each_warning_once(said: set[str]) -> Iterator[None]:
+    """Warnings raised inside are given again only if their message is not in ``said`` (then added to it): audit
+    runs one attack per row with the same settings, and the CLI shows every warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if str(w.message) not in said:
+            said.add(str(w.message))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _objectives(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -602,7 +616,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     if done_path.is_file() and not resume:
         raise ConfigError(f"{run_dir} already holds audit rows; continue it with --resume or pick a new --out")
     done = {(r["batch_size"], r["defence"]): r for r in _read_audit_rows(done_path)}  # rows of a resumed run
-    rows = []
+    rows: list[dict[str, Any]] = []
+    said: set[str] = set()  # warnings the attacks gave so far
     classes = int(ys.unique().numel())  # the dataset's, not CIFAR-10's 10: a user folder may hold 3 or 100
     for B in batch_sizes:  # a size the data cannot fill failed after every smaller size's attacks
         pick_batch(ys, B, batch_seed, unique=classes >= B)
@@ -623,7 +638,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
             c = dataclasses.replace(cfg, noise_sigma=sigma, prune_ratio=ratio)
             g = apply_defences(clean, sigma, ratio, seed=batch_seed)
             ubn = bn_batch_stats(net, x, c.resolved_client_mode())
-            res = run_attack(c, net, g, x, y, mean, std, ubn, iterations)
+            with _each_warning_once(said):  # the same settings warn alike for every row (the warm-up one did)
+                res = run_attack(c, net, g, x, y, mean, std, ubn, iterations)
             m = image_metrics(res.images.cpu(), x.cpu())
             # how far the defended update sits from the true batch's, in the attack's own gradient distance (0
             # undefended), and from the output's: truth above output, the gradient term no longer points at the truth

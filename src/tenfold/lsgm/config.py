@@ -120,6 +120,8 @@ class Config:
             raise ConfigError(f"num_levels must be >= 2 (the discretised decoder's bins), got {self.num_levels}")
         if not self.score_mult or min(self.score_mult) < 1:
             raise ConfigError(f"score_mult must be one or more multipliers >= 1, got {self.score_mult}")
+        if not self.ode_tol < 1:  # rtol = atol of 1 or more accepts any step: one solver step, not a solve
+            raise ConfigError(f"ode_tol must be < 1 (it is the solver's rtol = atol), got {self.ode_tol}")
         if not (self.dropout < 1 and self.ema < 1):
             raise ConfigError(f"dropout and ema must be < 1, got {self.dropout} and {self.ema}")
         # any other float: a NaN one went through (inactive_kl=nan pinned every latent channel, the score prior then

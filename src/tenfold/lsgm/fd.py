@@ -104,8 +104,15 @@ def features(net: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
 
 
 def fd(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    """Frechet distance between two image sets in ``net``'s feature space."""
-    return frechet_distance(*gaussian_stats(features(net, a)), *gaussian_stats(features(net, b)))
+    """Frechet distance between two image sets in ``net``'s feature space. Fewer images in a set than feature
+    dimensions give a rank-deficient covariance and an FD biased high (a warning says so)."""
+    fa, fb = features(net, a), features(net, b)
+    n, dims = min(len(fa), len(fb)), fa.shape[1]
+    if n <= dims:  # e.g. evaluate --fd-samples 2 printed a number with nothing to say it is not comparable
+        warnings.warn(f"Frechet distance from {n} images in {dims}-d features: the covariance estimate is "
+                      "rank-deficient and the FD reads high; compare FDs only at equal sample counts, and use "
+                      f"several times {dims} samples for a figure to quote", TenfoldWarning, stacklevel=2)
+    return frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
 
 
 def cifar_feature_net() -> nn.Module:

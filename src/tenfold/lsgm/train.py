@@ -296,6 +296,13 @@ class Trained:
         return self.score(z.float(), t.float(), self.sde.var(t.float()).sqrt()).to(z.dtype)
 
 
+def _check_tol(tol: float | None, default: str) -> None:
+    """The ODE tolerance a caller passes: None or 0 take ``default``, else a finite number in (0, 1) (rtol = atol of
+    1 or more accepts any step, so ``sample --tol 5`` took one solver step and called it a sample)."""
+    if tol is not None and not (math.isfinite(tol) and 0 <= tol < 1):
+        raise ConfigError(f"tol must be a finite number >= 0 and < 1 (0: {default}), got {tol}")
+
+
 def _whole(v: Any) -> bool:
     """An integer of any kind (int, numpy or torch integer scalar), not a bool or a float."""
     try:
@@ -344,12 +351,15 @@ def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
 
 
 @torch.no_grad()
-def generate(model: Trained, n: int, *, tol: float, sampler: str = "ode", batch: int = 250, seed: int = 0
-             ) -> dict[str, Any]:
+def generate(model: Trained, n: int, *, tol: float | None = None, sampler: str = "ode", batch: int = 250,
+             seed: int = 0) -> dict[str, Any]:
     """n images from the prior (N(0, I) for the VAE, the probability-flow ODE or ancestral SDE for LSGM) decoded
-    to the decoder mean and a decoder draw. Returns images, NFE per batch, wall and CPU seconds."""
+    to the decoder mean and a decoder draw; ``tol`` None or 0: the model config's ``ode_tol`` (as ``nelbo``).
+    Returns images, NFE per batch, wall and CPU seconds."""
     if not (_whole(n) and _whole(batch)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
         raise ConfigError(f"the number of samples and the batch must be whole numbers >= 1, got n={n}, batch={batch}")
+    _check_tol(tol, "the model config's ode_tol")  # 0 reached the solver, which refused it where nelbo falls back
+    tol = tol or model.cfg.ode_tol
     if sampler not in ("ode", "sde"):  # anything else used to run the SDE sampler without a word
         raise ConfigError(f"sampler must be ode or sde, got '{sampler}'")
     g = torch.Generator().manual_seed(seed)
@@ -392,8 +402,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
                  binary=c.binarize, levels=None if c.binarize else c.num_levels)
     if not (_whole(batch) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
         raise ConfigError(f"batch must be a whole number >= 1, got {batch}")
-    if tol is not None and not (math.isfinite(tol) and tol >= 0):
-        raise ConfigError(f"tol must be a finite number >= 0 (0 or None: the model config's ode_tol), got {tol}")
+    _check_tol(tol, "the model config's ode_tol")
     x = x.float()  # float64 images met float32 weights as a raw dtype error (the checks above hold in either)
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -521,8 +530,7 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int
     n = num_samples
     if not checkpoint:
         raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    if not (math.isfinite(tol) and tol >= 0):  # a model without a score prior never reached the solver's check
-        raise ConfigError(f"tol must be a finite number >= 0 (0: the checkpoint config's ode_tol), got {tol}")
+    _check_tol(tol, "the checkpoint config's ode_tol")  # a model without a score prior never reaches the solver
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
