@@ -101,7 +101,7 @@ def test_check_device():
             check_device("cuda:0")
 
 
-def test_new_run_dir_never_overwrites(tmp_path):
+def test_new_run_dir_never_overwrites(tmp_path, monkeypatch):
     a = new_run_dir(tmp_path / "run")
     (a / "result.txt").write_text("keep")
     b = new_run_dir(tmp_path / "run")
@@ -115,6 +115,14 @@ def test_new_run_dir_never_overwrites(tmp_path):
     assert new_run_dir(tmp_path / "afile") == tmp_path / "afile-1"  # a file at --out is left alone
     with pytest.raises(ConfigError, match="cannot create the run directory .*afile/run"):
         new_run_dir(tmp_path / "afile" / "run")  # parent is a file: one line, not NotADirectoryError
+    # session 27 walkthrough: --out . (or "") in a folder holding files was a raw ValueError (a path with no name)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("x")
+    monkeypatch.chdir(work)
+    assert new_run_dir(".") == tmp_path / "work-1" and new_run_dir("") == tmp_path / "work-2"
+    with pytest.raises(ConfigError, match="give a folder name"):
+        new_run_dir("/")
 
 
 def test_restricted_unpickler_accepts_arrays_python2_style(tmp_path):

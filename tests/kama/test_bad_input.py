@@ -208,3 +208,111 @@ def test_the_refinement_anchor_weight_is_checked_by_the_api(model32, two_bodies,
     for method in ("lm", "lbfgs"):
         with pytest.raises(ConfigError, match="w_anchor must be finite and >= 0"):
             fit(model32, two_bodies, refine_iters=2, refine_method=method, w_anchor=w)
+
+
+# session 27: a new user's walkthrough --------------------------------------------------------------------------
+def test_walkthrough_files_run_dirs_and_seeds_are_one_line_errors_or_work(tmp_path, two_bodies):
+    """An .npz under a .npy name, a JSON with both a fourth column and a confidence entry, and a negative seed were
+    a traceback or a silently dropped entry; a verb called with a str run_dir that does not exist yet crashed."""
+    X = two_bodies.numpy()
+    np.savez(tmp_path / "z.npz", X)
+    (tmp_path / "z.npy").write_bytes((tmp_path / "z.npz").read_bytes())
+    with pytest.raises(DataError, match=r"z.npy is an .npz archive, not one .npy array"):
+        read_keypoints(str(tmp_path / "z.npy"))
+    four = np.concatenate([X, np.ones(X.shape[:2] + (1,))], -1)
+    both = {"keypoints": four.tolist(), "confidence": np.ones(X.shape[:2]).tolist()}
+    (tmp_path / "k.json").write_text(json.dumps(both))
+    with pytest.raises(InputError, match="a fourth \\(confidence\\) column and a 'confidence' entry too"):
+        read_keypoints(str(tmp_path / "k.json"))
+    for seed in (-1, 2**64):
+        with pytest.raises(ConfigError, match="seed must be a whole number"):
+            Config(seed=seed)
+    np.save(tmp_path / "k.npy", X)
+    from tenfold.kama.verbs import fit as fit_verb
+
+    out = fit_verb(Config(refine_iters=0), str(tmp_path / "new" / "run"), keypoints=str(tmp_path / "k.npy"))
+    assert out["bodies"] == 2 and (tmp_path / "new" / "run" / "params.npz").is_file()
+
+
+def test_synth_uses_the_configs_body_model_and_says_how_to_fit_it(tmp_path):
+    """synth drew procedural bodies whatever --set body_model named: its truth then belonged to another model."""
+    from tenfold.kama.body_model import load_body_model
+    from tenfold.kama.procedural import procedural_arrays, write_model_file
+
+    arrays, _ = procedural_arrays(seed=3)
+    path = write_model_file(tmp_path / "other.npz", arrays)
+    out = synth(Config(body_model=str(path)), tmp_path / "s", bodies=2)
+    truth = np.load(tmp_path / "s" / "truth.npz")
+    kp = regress_keypoints(load_body_model(path), *(torch.as_tensor(truth[k]) for k in ("pose", "betas", "transl")))
+    np.testing.assert_allclose(np.load(tmp_path / "s" / "keypoints.npy"), kp.numpy(), atol=1e-6)
+    assert str(truth["body_model"]) == str(path) and out["fit_with"].endswith(f"--set body_model={path}")
+    out = synth(Config(seed=5), tmp_path / "p", bodies=1)
+    assert out["fit_with"].endswith("--set seed=5") and int(np.load(tmp_path / "p" / "truth.npz")["seed"]) == 5
+
+
+def test_faces_out_of_range_or_fractional_are_refused():
+    """A face table with vertex ids past the mesh, negative or fractional was written into the OBJ files."""
+    from tenfold.kama.body_model import arrays_to_model
+    from tenfold.kama.procedural import procedural_arrays
+
+    arrays, _ = procedural_arrays()
+    V = arrays["v_template"].shape[0]
+    for bad in (V, -5, 0.5):
+        f = arrays["f"].astype(np.float64)
+        f[0, 0] = bad
+        with pytest.raises(DataError, match=f"faces must be whole vertex indices in \\[0, {V}\\)"):
+            arrays_to_model({**arrays, "f": f})
+    assert arrays_to_model(arrays).faces.shape == arrays["f"].shape
+
+
+def test_keypoint_checks_name_the_body_and_point_and_take_integer_masks(model32, two_bodies):
+    """The NaN and span errors named neither body nor keypoint; integer keypoints and bool masks were raw torch
+    errors; two seen keypoints at the very same point (a missing one written as zeros) passed without a word."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.kama.keypoints import KEYPOINT_NAMES, check_keypoints
+
+    X = two_bodies.clone()
+    X[1, 7] = float("nan")
+    with pytest.raises(InputError, match=f"first: body 1, {KEYPOINT_NAMES[7]}\\); set their confidence to 0"):
+        check_keypoints(X, None)
+    X = two_bodies.clone()
+    X[1, 4, 0] += 6.0  # one stray point 6 m off
+    with pytest.raises(InputError, match=f"keypoints of body 1 span .*\\({KEYPOINT_NAMES[4]} lies 6"):
+        check_keypoints(X, None)
+    with pytest.raises(InputError, match="span .* m .*millimetres by 1000"):
+        check_keypoints((two_bodies * 1000).long(), None)  # integer millimetres: the units, not a dtype error
+    grid = torch.randint(0, 3, (1, 26, 3), generator=torch.Generator().manual_seed(0))  # whole metres, 3.5 m span
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TenfoldWarning)  # some grid points coincide
+        k, _ = check_keypoints(grid, None)
+    assert k.dtype == torch.get_default_dtype() and torch.equal(k, grid.to(k.dtype))
+    _, c = check_keypoints(two_bodies, torch.ones(2, 26, dtype=torch.bool))
+    assert c.dtype == two_bodies.dtype and bool((c == 1).all())
+    X = two_bodies.clone()
+    X[1, 20] = X[1, 0]  # a missing point at the pelvis
+    names = f"{KEYPOINT_NAMES[0]} and {KEYPOINT_NAMES[20]}"
+    with pytest.warns(TenfoldWarning, match=f"first: body 1, {names}\\); a missing"):
+        check_keypoints(X, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        check_keypoints(two_bodies, None)
+        c = torch.ones(2, 26)
+        c[1, 20] = 0
+        check_keypoints(X, c)  # unseen: not compared
+
+
+def test_a_scaled_skeleton_fits_with_a_warning_of_its_shape(model32, two_bodies):
+    """Keypoints scaled about the pelvis by 0.5 fit with a 1 mm error and betas near 9, without a word until now;
+    the real-size bodies fit without the warning."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        fit(model32, two_bodies)
+    half = (two_bodies - two_bodies[:, :1]) * 0.5 + two_bodies[:, :1]
+    with pytest.warns(TenfoldWarning, match=r"2 of 2 bodies fit with shape coefficients beyond \+-8 prior"):
+        fit(model32, half)

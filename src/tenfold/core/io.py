@@ -322,11 +322,26 @@ def to_jsonable(obj: Any) -> Any:
 RUN_MARKER = ".tenfold-run"  # created atomically in every new run directory: the claim on it
 
 
+def output_dir(run_dir: str | os.PathLike) -> Path:
+    """A verb's ``run_dir`` as the Python API may pass it (a str, a folder not made yet): a Path to an existing
+    folder. The CLI's run directory is made by ``new_run_dir``; a verb called directly gets it made here."""
+    d = Path(run_dir).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the output folder {d}: {e.strerror or e}") from None
+    return d
+
+
 def new_run_dir(out: str | os.PathLike) -> Path:
     """Create and return a fresh run directory at ``out``; if it already holds files, use
     ``out-1``, ``out-2``, ... so that a run never overwrites earlier results. The directory is claimed by an empty
     ``.tenfold-run`` marker made atomically, so runs started together never share one."""
     base = Path(out).expanduser()
+    if not base.name:  # ".", "" or "/": with_name() below was a raw ValueError once the folder held files
+        base = base.resolve()
+        if not base.name:
+            raise ConfigError(f"cannot make a run directory at {out!r}: give a folder name (e.g. --out runs/x)")
     cand, i = base, 0
     try:
         while True:

@@ -33,7 +33,7 @@ from tenfold.kama.keypoints import (
 )
 
 __all__ = ["BONE_PAIRS", "articulate", "fit", "hinge_axes", "landmark_pose_offsets", "minimise_keypoints",
-           "noise_prior_weights", "refine", "shape_given_pose", "warn_doubtful"]
+           "noise_prior_weights", "refine", "shape_given_pose", "warn_doubtful", "warn_extreme_shape"]
 
 # keypoint pairs whose distance fixes beta (spec 2.3 step 1): rigid in the model when unobservable joints rest
 BONE_PAIRS: list[tuple[int, int]] = [
@@ -707,7 +707,26 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
     assert out["residual"].shape[-1] == NUM_KEYPOINTS
     if warn:
         warn_doubtful(X, c, out["residual"])
+        warn_extreme_shape(out["betas"])
     return out
+
+
+# a fitted shape coefficient beyond this is no human body (betas are in prior standard deviations): real-size
+# keypoints fit within +-2 clean and +-5.1 at 25 mm noise (30 bodies); scaled by 0.5 or 2 about the pelvis they
+# fit "well" (1-2 mm) with betas of 8.7 and 18, silently until session 27
+EXTREME_BETA = 8.0
+
+
+def warn_extreme_shape(betas: torch.Tensor) -> None:
+    """Warn (:class:`TenfoldWarning`) of bodies fitted with an absurd shape: keypoints of a scaled skeleton (a
+    normalised one, or wrong units by less than the span checks catch) or very noisy ones fit with a small error."""
+    worst = betas.detach().abs().amax(-1).cpu()
+    bad = worst > EXTREME_BETA
+    if bool(bad.any()):
+        warnings.warn(f"{int(bad.sum())} of {len(bad)} bodies fit with shape coefficients beyond +-{EXTREME_BETA:g} "
+                      f"prior standard deviations (worst: body {int(worst.argmax())}, {float(worst.max()):.1f}): "
+                      "the keypoints look scaled (KAMA takes a real-size body in metres) or very noisy (state the "
+                      "noise with noise_mm)", TenfoldWarning, stacklevel=3)
 
 
 # a mean keypoint error above this is no fit of these points: 4x the 25 mm per-coordinate noise the benchmark

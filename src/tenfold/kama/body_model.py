@@ -47,6 +47,10 @@ class BodyModel(torch.nn.Module):
         check_tensor(J_regressor, "J_regressor", (J, V))
         check_tensor(weights, "weights", (V, J))
         check_tensor(faces, "faces", (None, 3))
+        if faces.numel() and (faces.is_floating_point() and not bool((faces == faces.round()).all())
+                              or int(faces.min()) < 0 or int(faces.max()) >= V):  # were written into OBJ files
+            raise InputError(f"faces must be whole vertex indices in [0, {V}), got values from "
+                             f"{float(faces.min()):g} to {float(faces.max()):g}")
         if parents[0] != -1 or any(not 0 <= p < j for j, p in enumerate(parents) if j):
             raise DataError("kinematic tree must have root 0 and parents before children (kintree_table)")
         self.parents = list(parents)
@@ -180,7 +184,7 @@ def arrays_to_model(arrays: dict[str, np.ndarray], landmarks: dict[str, int] | N
     try:
         return BodyModel(*(torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64)) for x in (
             a["v_template"], shapedirs, a["posedirs"], a["J_regressor"], a["weights"])),
-            parents=parents, faces=torch.as_tensor(a["f"].astype(np.int64)), landmarks=landmarks, dtype=dtype)
+            parents=parents, faces=torch.as_tensor(a["f"].astype(np.float64)), landmarks=landmarks, dtype=dtype)
     except InputError as e:
         raise DataError(f"{source}: {e}") from None
 

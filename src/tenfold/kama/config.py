@@ -44,6 +44,8 @@ class Config:
         for name in ("pose_std", "betas_std"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**62:  # torch's generators take no negative seed: a traceback after the run dir
+            raise ConfigError(f"seed must be a whole number in [0, 2^62), got {self.seed}")
         if self.refine_method not in ("lm", "lbfgs"):
             raise ConfigError(f"refine_method must be 'lm' or 'lbfgs', got {self.refine_method!r}")
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tenfold.core.io import DataError, InputError, check_tensor
+from tenfold.core.io import DataError, InputError, TenfoldWarning, check_tensor
 
 __all__ = ["JOINT_OF_KEYPOINT", "KEYPOINT_NAMES", "LANDMARK_NAMES", "NUM_KEYPOINTS", "facing_backwards",
            "landmark_ids", "load_landmark_override", "regress_keypoints", "select_landmarks"]
@@ -159,13 +160,19 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
     check_tensor(keypoints, "keypoints", ("B", NUM_KEYPOINTS, 3), finite=False)
     if keypoints.shape[0] == 0:  # reached a max() over nothing (a RuntimeError)
         raise InputError("keypoints hold no bodies (shape (0, 26, 3)); pass at least one")
+    if not keypoints.is_floating_point():  # integer metres reached torch's norm as a raw dtype error
+        keypoints = keypoints.to(torch.get_default_dtype())
     if confidence is None:
         confidence = torch.ones(keypoints.shape[:2], dtype=keypoints.dtype, device=keypoints.device)
     check_tensor(confidence, "confidence", tuple(keypoints.shape[:2]))
+    if not confidence.is_floating_point():  # a bool or 0/1 mask
+        confidence = confidence.to(keypoints.dtype)
     bad = ~torch.isfinite(keypoints).all(-1) & (confidence > 0)
-    if bad.any():
-        raise InputError(f"keypoints hold NaN/Inf at {int(bad.sum())} point(s) with confidence > 0; "
-                         "set their confidence to 0")
+    if bad.any():  # named: in a 10,000-frame file a count alone does not say where to look
+        b, k = (int(i) for i in bad.nonzero()[0])
+        raise InputError(f"keypoints hold NaN/Inf at {int(bad.sum())} point(s) with confidence > 0 (first: body "
+                         f"{b}, {KEYPOINT_NAMES[k]}); set their confidence to 0 (a (B, 26, 4) .npy carries it "
+                         "as a fourth column)")
     if (confidence < 0).any() or (confidence > 1).any():
         raise InputError("confidence must lie in [0, 1]")
     empty = (confidence <= 0).all(-1)
@@ -177,8 +184,13 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
     big = torch.where(seen, keypoints, float("-inf")).amax(1) - torch.where(seen, keypoints, float("inf")).amin(1)
     span = float(big.clamp_min(0).norm(dim=-1).max())  # the largest body's bounding-box diagonal
     if span > MAX_SPAN_M:  # a person spans about 2 m; centimetres or millimetres fitted "fine" to absurd shapes
-        raise InputError(f"the keypoints of a body span {span:.4g} m; KAMA takes metres (divide centimetres by 100, "
-                         f"millimetres by 1000)")
+        b = int(big.clamp_min(0).norm(dim=-1).argmax())
+        # the point farthest from the body's median: one stray point, or every point in the wrong units
+        med = torch.where(seen[b], keypoints[b], float("nan")).nanmedian(0).values
+        far = torch.where(seen[b, :, 0], (keypoints[b] - med).norm(dim=-1), float("-inf"))
+        raise InputError(f"the keypoints of body {b} span {span:.4g} m ({KEYPOINT_NAMES[int(far.argmax())]} lies "
+                         f"{float(far.max()):.3g} m from its median point); KAMA takes metres (divide centimetres by "
+                         "100, millimetres by 1000), and a stray point needs confidence 0")
     # collapsed bodies (all keypoints at one point, or metres given as kilometres) were fitted silently to a
     # body millimetres tall; with fewer than 3 seen points there is too little to judge
     pair = seen[:, :, None, 0] & seen[:, None, :, 0]                              # (B, 26, 26)
@@ -188,6 +200,15 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
         i = int(small.nonzero()[0])
         raise InputError(f"the seen keypoints of body {i} lie within {float(dist[i]) * 100:.2g} cm of each other "
                          f"(a body spans about 1.7 m); they look collapsed or in the wrong units (KAMA takes metres)")
+    # two seen keypoints at the very same point: a missing one written as zeros next to a pelvis at the origin
+    # (pelvis-centred data) fitted an arm bent to the pelvis without a word
+    same = (keypoints[:, :, None] == keypoints[:, None]).all(-1) & pair
+    same = same & ~torch.eye(NUM_KEYPOINTS, dtype=torch.bool, device=same.device)
+    if same.any():
+        b, k1, k2 = (int(i) for i in same.nonzero()[0])
+        warnings.warn(f"{int(same.any(-1).any(-1).sum())} bodies have seen keypoints at the very same point "
+                      f"(first: body {b}, {KEYPOINT_NAMES[k1]} and {KEYPOINT_NAMES[k2]}); a missing point written "
+                      "as zeros? give it confidence 0", TenfoldWarning, stacklevel=3)
     return keypoints, confidence
 
 

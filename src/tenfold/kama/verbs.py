@@ -13,7 +13,7 @@ import torch
 import tyro
 
 from tenfold.core.data import data_root
-from tenfold.core.io import DataError, InputError, check_device, require_file
+from tenfold.core.io import DataError, InputError, check_device, output_dir, require_file
 from tenfold.core.report import Section
 from tenfold.kama.articulate import fit as kama_fit
 from tenfold.kama.articulate import hinge_axes
@@ -69,6 +69,10 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
                     raise DataError(f"keypoint file {p} is not a .npy file (no NumPy header); save the array "
                                     "with numpy.save") from None
                 raise DataError(f"corrupt keypoint file {p}: {str(e).splitlines()[0] if str(e) else 'empty'}") from None
+            if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name: np.load gives an NpzFile
+                arr.close()
+                raise DataError(f"keypoint file {p} is an .npz archive, not one .npy array; save the (B, 26, 3) "
+                                "array with numpy.save")
             if arr.dtype.kind not in "iuf":
                 raise DataError(f"keypoint file {p} holds {arr.dtype} values; expected numbers (metres)")
         elif p.suffix == ".json":
@@ -98,6 +102,9 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     if arr.shape[0] == 0:
         raise InputError(f"{p} holds no bodies (shape {arr.shape})")
     if arr.shape[2] == 4:
+        if conf is not None:  # the JSON's own "confidence" entry was dropped for the fourth column without a word
+            raise InputError(f"{p}: the keypoints carry a fourth (confidence) column and a 'confidence' entry too; "
+                             "give one of them")
         arr, conf = arr[..., :3], arr[..., 3]
     X = torch.as_tensor(arr, dtype=torch.float32)
     c = torch.as_tensor(conf, dtype=torch.float32) if conf is not None else torch.ones(X.shape[:2])
@@ -153,20 +160,27 @@ def _synthetic_bodies(model: BodyModel, n: int, seed: int, noise_mm: float = 0.0
 
 
 def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0) -> dict[str, Any]:
-    """SYNTHETIC keypoints of random procedural bodies: writes keypoints.npy (B, 26, 3) and truth.npz.
+    """SYNTHETIC keypoints of random bodies of the config's body model (the seeded procedural one by default):
+    writes keypoints.npy (B, 26, 3) and truth.npz (pose, betas, transl, and the body model and seed they belong to).
 
     Args:
         bodies: bodies to draw; 0: the config's ``demo_bodies``.
         noise_mm: standard deviation of the Gaussian noise added to each keypoint coordinate, in millimetres.
     """
-    model = procedural_model(cfg.seed)
     n = bodies or cfg.demo_bodies
     if n < 1 or not (math.isfinite(noise_mm) and noise_mm >= 0):  # NaN / Inf wrote all-NaN / Inf keypoints
         raise InputError(f"bodies must be >= 1 and noise_mm finite and >= 0, got {n}, {noise_mm}")
+    model = build(cfg).to("cpu")  # --set body_model=FILE was ignored: the bodies were always procedural ones
+    run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     s = _synthetic_bodies(model, n, cfg.seed + 1, noise_mm)
     np.save(run_dir / "keypoints.npy", s["keypoints"].numpy())
-    np.savez(run_dir / "truth.npz", pose=s["pose"].numpy(), betas=s["betas"].numpy(), transl=s["transl"].numpy())
-    return {"bodies": n, "noise_mm": noise_mm, "keypoints": str(run_dir / "keypoints.npy")}
+    np.savez(run_dir / "truth.npz", pose=s["pose"].numpy(), betas=s["betas"].numpy(), transl=s["transl"].numpy(),
+             body_model=np.array(cfg.body_model), seed=np.array(cfg.seed))
+    # betas are coefficients of this body model: the procedural one differs with the seed, so say how to fit it
+    same = (f"--set seed={cfg.seed}" if cfg.body_model == "procedural" else f"--set body_model={cfg.body_model}")
+    kp = run_dir / "keypoints.npy"
+    return {"bodies": n, "noise_mm": noise_mm, "keypoints": str(kp), "body_model": cfg.body_model,
+            "fit_with": f"tenfold kama fit --keypoints {kp} {same}"}
 
 
 def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = "",
@@ -186,6 +200,7 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
         raise InputError("pass --keypoints FILE (.npy or .json, (B, 26, 3) metres)")
     X, c = read_keypoints(keypoints)
     model = build(cfg, body_model, landmarks)
+    run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     t0 = time.process_time()
     out = _fit(cfg, model, X, c)
     cpu = time.process_time() - t0
@@ -223,6 +238,7 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
     path = file or str(data_root() / CMU_BVH)
     X, c, used_fps = bvh_keypoints(path, fps, max_frames)
     model = build(cfg, body_model)
+    run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     t0 = time.process_time()
     w0 = time.perf_counter()
     betas = None
