@@ -158,3 +158,34 @@ def test_bvh_books_median_shape_seen_error_and_vertex_acceleration(shared_data: 
         v = model(*(torch.as_tensor(p[k]) for k in ("pose", "betas", "transl")))["vertices"].double()
     acc = (v[2:] - 2 * v[1:-1] + v[:-2]).norm(dim=-1).mean() * fps ** 2
     assert m["vertex_acceleration_m_s2"] == pytest.approx(float(acc), rel=1e-3)
+
+
+def test_bvh_takes_a_scale_and_a_mapping(shared_data: Path, tmp_path: Path) -> None:
+    """A centimetre BVH could only be refused with advice the CLI could not follow ("divide centimetres by 100"),
+    and a skeleton with other joint names with "pass a mapping", which only the API took: --scale and --mapping."""
+    import json
+
+    from tenfold.core.io import ConfigError, DataError, InputError
+    from tenfold.kama.mocap import CMU_MAP, bvh_keypoints
+    from tenfold.kama.verbs import CMU_BVH, bvh
+
+    text = (shared_data / CMU_BVH).read_text()
+    X, c, _ = bvh_keypoints(shared_data / CMU_BVH, 30.0, 3)
+    X2, c2, _ = bvh_keypoints(shared_data / CMU_BVH, 30.0, 3, scale=0.5)
+    torch.testing.assert_close(X2, X * 0.5)
+    assert torch.equal(c2, c)
+    (tmp_path / "renamed.bvh").write_text(text.replace("LeftKnee", "L_Knee"))
+    with pytest.raises(DataError, match=r"lacks joints LeftKnee; .*--mapping FILE.json.*L_Knee"):
+        bvh_keypoints(tmp_path / "renamed.bvh", 30.0, 3)
+    (tmp_path / "map.json").write_text(json.dumps({**CMU_MAP, "left_knee": "L_Knee"}))
+    cfg = dataclasses.replace(PRESETS["smoke"], refine_iters=0)
+    a = bvh(cfg, tmp_path / "a", max_frames=3)
+    b = bvh(cfg, tmp_path / "b", file=str(tmp_path / "renamed.bvh"), max_frames=3, mapping=str(tmp_path / "map.json"))
+    assert b["keypoint_error_mm"] == pytest.approx(a["keypoint_error_mm"], rel=1e-6)
+    with pytest.raises(InputError, match=r"span .* pass --scale 0.01 or 0.0254"):
+        bvh(cfg, tmp_path / "c", max_frames=3, scale=100.0)  # metres read as centimetres
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="scale must be finite and > 0"):
+            bvh_keypoints(shared_data / CMU_BVH, 30.0, 3, scale=bad)
+    with pytest.raises(ConfigError, match="a BVH mapping takes keypoint names"):
+        bvh_keypoints(shared_data / CMU_BVH, 30.0, 3, mapping={"left_kne": "LeftKnee"})

@@ -30,18 +30,28 @@ CMU_MAP: dict[str, str] = {
 
 
 def bvh_keypoints(path: str | os.PathLike, fps: float = 30.0, max_frames: int = 0,
-                  mapping: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Keypoints (F, 26, 3) in the file's units (metres expected), confidence (F, 26) (1 where mapped),
-    and the frame rate actually used (the file's rate divided by a whole step). ``fps`` 0 keeps every frame,
-    ``max_frames`` 0 keeps them all."""
+                  mapping: dict[str, str] | None = None, scale: float = 1.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Keypoints (F, 26, 3) in metres (the file's units times ``scale``: 0.01 for centimetres, 0.0254 for inches),
+    confidence (F, 26) (1 where mapped), and the frame rate actually used (the file's rate divided by a whole step).
+    ``fps`` 0 keeps every frame, ``max_frames`` 0 keeps them all; ``mapping``: keypoint name -> BVH joint name
+    (default :data:`CMU_MAP`)."""
     if not (math.isfinite(fps) and fps >= 0) or max_frames < 0:
         raise ConfigError(f"fps must be finite and >= 0 (0: the file's rate) and max_frames >= 0 (0: all), "
                           f"got {fps}, {max_frames}")
-    mot = load_bvh(path, include_end_sites=True)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be finite and > 0 (metres per file unit), got {scale}")
     mp = mapping or CMU_MAP
+    unknown = [k for k in mp if k not in KEYPOINT_NAMES]
+    if unknown or not all(isinstance(v, str) for v in mp.values()):
+        raise ConfigError(f"a BVH mapping takes keypoint names ({', '.join(KEYPOINT_NAMES)}) to joint names; got "
+                          f"{', '.join(map(repr, unknown)) or 'a value that is not a joint name'}")
+    mot = load_bvh(path, include_end_sites=True)
     missing = [j for j in mp.values() if j not in mot.joint_names]
     if missing:
-        raise DataError(f"BVH {path} lacks joints {', '.join(missing)}; pass a mapping for this skeleton")
+        raise DataError(f"BVH {path} lacks joints {', '.join(missing)}; pass a mapping for this skeleton "
+                        f"(CLI: --mapping FILE.json, {{keypoint name: joint name}}; its joints: "
+                        f"{', '.join(mot.joint_names[:12])}{', ...' if len(mot.joint_names) > 12 else ''})")
     step = max(1, round(mot.fps / fps)) if fps > 0 else 1
     pos = mot.positions()[::step]                                # (F, J, 3)
     if max_frames > 0:
@@ -52,4 +62,5 @@ def bvh_keypoints(path: str | os.PathLike, fps: float = 30.0, max_frames: int = 
         k = KEYPOINT_NAMES.index(name)
         kp[:, k] = pos[:, mot.joint_names.index(joint)]
         conf[:, k] = 1.0
-    return torch.as_tensor(kp, dtype=torch.float32), torch.as_tensor(conf, dtype=torch.float32), mot.fps / step
+    return (torch.as_tensor(kp * scale, dtype=torch.float32), torch.as_tensor(conf, dtype=torch.float32),
+            mot.fps / step)

@@ -22,6 +22,7 @@ from tenfold.kama.config import Config
 from tenfold.kama.keypoints import (
     KEYPOINT_NAMES,
     NUM_KEYPOINTS,
+    check_keypoints,
     load_landmark_override,
     regress_keypoints,
 )
@@ -224,7 +225,8 @@ MAX_MESHES = 8  # OBJ files written by fit: a 1,000-body batch would write 0.5 G
 
 
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,
-        max_frames: int = 0, shared_shape: bool = True, body_model: str = "") -> dict[str, Any]:
+        max_frames: int = 0, shared_shape: bool = True, body_model: str = "", scale: float = 1.0,
+        mapping: str = "") -> dict[str, Any]:
     """Fit every frame of a BVH file (default: the CMU walk in the shared data) from the keypoints its
     skeleton has. ``shared_shape``: one beta for the sequence (median of the per-frame fits).
 
@@ -234,9 +236,26 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
         max_frames: fit at most this many frames; 0: all.
         shared_shape: one shape (betas) for the whole sequence, the median of a first per-frame fit.
         body_model: ``procedural`` or an SMPL-layout ``.npz`` / ``.pkl`` file; empty: the config's.
+        scale: metres per unit of the file: 1 for metres, 0.01 for centimetres, 0.0254 for inches.
+        mapping: a ``.json`` of ``{keypoint name: BVH joint name}`` for a skeleton without CMU's joint names; empty:
+            CMU's (``tenfold.kama.mocap.CMU_MAP``).
     """
     path = file or str(data_root() / CMU_BVH)
-    X, c, used_fps = bvh_keypoints(path, fps, max_frames)
+    mp = None
+    if mapping:
+        try:
+            mp = json.loads(require_file(mapping, "BVH mapping file").read_text())
+        except ValueError as e:
+            raise DataError(f"{mapping} is not valid JSON: {e}") from None
+        if not isinstance(mp, dict) or not mp:
+            raise DataError(f"{mapping}: expected a JSON object {{keypoint name: BVH joint name}}")
+    X, c, used_fps = bvh_keypoints(path, fps, max_frames, mapping=mp, scale=scale)
+    try:
+        check_keypoints(X, c)
+    except InputError as e:  # the fit's advice on units ("divide centimetres by 100") is --scale here
+        if "KAMA takes metres" not in str(e):
+            raise
+        raise InputError(f"{path}: {e}; for a BVH in centimetres or inches pass --scale 0.01 or 0.0254") from None
     model = build(cfg, body_model)
     run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     t0 = time.process_time()
