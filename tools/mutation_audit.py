@@ -505,8 +505,8 @@ MUTANTS: list[M] = [
       CORE_METRICS),
     # ---- round 2: lsgm fd/data/train, gradinversion defences/evaluation/verbs, core data/config/io, nvit
     M("r2-M01", "src/tenfold/lsgm/fd.py",
-      "*gaussian_stats(features(net, b)))",
-      "*gaussian_stats(features(net, a)))",
+      "    fa, fb = features(net, a), features(net, b)",
+      "    fa, fb = features(net, a), features(net, a)",
       LSGM_DATA, k=NOT_TORCHRUN),
     M("r2-M02", "src/tenfold/lsgm/fd.py",
       "fn(x[i:i + batch]).flatten(1)",

@@ -232,7 +232,8 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
             run_dir = ns.out if ns.resume else new_run_dir(target)
             if not ns.resume:
                 save_config(cfg, run_dir, method=method, verb=ns.verb, preset=ns.preset,
-                            overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__)
+                            overrides=list(ns.overrides), options=to_jsonable(options), tenfold=__version__,
+                            cwd=os.getcwd())  # what relative paths in the options are relative to (for --resume)
         run_dir = group.agree(run_dir)
         single = group.world > 1 and ns.verb not in getattr(mod, "DISTRIBUTED_VERBS", ())
         if single:  # a one-process verb: rank 0 runs it alone, the other ranks leave at once
@@ -307,10 +308,23 @@ def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], v
         raise ConfigError(f"verb options cannot be combined with --resume (the run keeps the options it started "
                           f"with): {' '.join(given)}")
     out = dict(defaults)
+    cwd = saved.get("cwd")
     for k, v in (saved.get("options") or {}).items():
         if k in out:
-            out[k] = tuple(v) if isinstance(v, list) else v
+            out[k] = tuple(v) if isinstance(v, list) else _from_cwd(v, cwd) if isinstance(v, str) else v
     return out
+
+
+def _from_cwd(value: str, cwd: str | None) -> str:
+    """An option saved as typed, for a --resume from another folder: a relative path (or the PATH of a NAME:PATH
+    spec) that names nothing here but something in the folder the run started from (``cwd``) is taken from
+    there (a run started with --weights w.safetensors could only be resumed from its own folder)."""
+    if not cwd or not value or Path(cwd) == Path.cwd():
+        return value
+    head, sep, tail = value.rpartition(":") if ":" in value else ("", "", value)
+    if not tail or Path(tail).expanduser().is_absolute() or Path(tail).exists() or not (Path(cwd) / tail).exists():
+        return value
+    return f"{head}{sep}{Path(cwd) / tail}"
 
 
 @contextlib.contextmanager

@@ -99,6 +99,12 @@ def test_check_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             check_device("cuda:0")
+    # session 27 walkthrough: meta failed at a run's first .item(), xpu at torch's own assert
+    with pytest.raises(ConfigError, match="'meta' holds no data"):
+        check_device("meta")
+    if not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        with pytest.raises(ConfigError, match="'xpu' asked for but this torch has no xpu device available"):
+            check_device("xpu")
 
 
 def test_new_run_dir_never_overwrites(tmp_path, monkeypatch):

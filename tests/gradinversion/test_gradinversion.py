@@ -1006,6 +1006,31 @@ def test_audit_warns_once_and_a_resume_with_nothing_to_resume_prints_no_threat_m
         f"error: nothing to resume: no attack checkpoint in {run}/checkpoints"]
 
 
+def test_cli_resume_from_another_folder_finds_relative_paths(tmp_path, capsys, monkeypatch):
+    """Options are saved as typed: a run started with --data folder:mine (relative) could only be resumed from the
+    folder it started in ("not found" elsewhere). The saved cwd now resolves them."""
+    import json
+
+    from PIL import Image
+
+    from tenfold import cli
+    from tenfold.core.data import load_dataset
+
+    ds = load_dataset("cifar10-mini", limit=12)
+    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
+        (tmp_path / "work" / "mine" / ds.classes[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / "work" / "mine" / ds.classes[y] / f"{i}.png")
+    monkeypatch.chdir(tmp_path / "work")
+    argv = ["gradinversion", "attack", "--preset", "smoke", "--data", "folder:mine", "--batch-size", "1",
+            "--iterations", "6", "--set", "ckpt_every=3", "--json", "--out", "run"]
+    assert cli.main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["gradinversion", "attack", "--resume", "--json", "--out", "work/run"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["psnr"] == first["psnr"] and again["true_labels"] == first["true_labels"]
+
+
 def test_cli_attack_resume_keeps_the_batch_and_result(tmp_path, capsys):
     """`attack --resume --out RUN` continues from the saved loop state with the run's own options (here a
     non-default --batch-seed) and reports the result of the uninterrupted run."""

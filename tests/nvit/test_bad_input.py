@@ -252,3 +252,57 @@ def test_a_prune_batch_larger_than_the_data_is_refused(tmp_path):
     train refuse it."""
     with pytest.raises(ConfigError, match=r"the dataset has \d+ samples, fewer than batch_size=100000"):
         api.prune(_cfg(batch_size=100000), tmp_path / "p", model="vit")
+
+
+def test_session27_walkthrough_weights_timm_variants_round_to_grad_clip_and_no_teacher(tmp_path, monkeypatch):
+    """--weights with an NViT model was ignored without a word; a parallel-block timm ViT was an AttributeError and
+    a hybrid one was blamed on its normalisation; round_to was taken and ignored; the divergence hint named a
+    grad_clip nvit did not have; fine-tuning a model copied away from its teacher dropped distillation silently."""
+    import timm
+
+    from tenfold.core.config import apply_overrides
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.nvit.model import from_timm
+
+    save_dense(_vit(), tmp_path / "prune" / "pruned")
+    with pytest.raises(ConfigError, match="--weights applies to --model vit or timm:NAME"):
+        api.load_model(_cfg(), str(tmp_path / "prune"), str(tmp_path / "w.safetensors"))
+    assert spec_of(api.load_model(_cfg(), str(tmp_path / "prune"))) == spec_of(_vit())
+    with pytest.raises(ConfigError, match="blocks of type ParallelThingsBlock"):
+        from_timm(timm.create_model("vit_small_patch16_18x2_224", pretrained=False))
+    with pytest.raises(ConfigError, match="is a hybrid ViT"):
+        from_timm(timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False))
+    with pytest.raises(ConfigError, match="round_to=8: rounding the pruned dims is not implemented yet"):
+        apply_overrides(PRESETS["smoke"], ["round_to=8"])
+    for bad in ("nan", "-1"):
+        with pytest.raises(ConfigError, match="grad_clip must be a finite number >= 0"):
+            apply_overrides(PRESETS["smoke"], [f"grad_clip={bad}"])
+    seen = {}
+
+    def fake_fit(*a, **k):
+        seen.update(grad_clip=k["grad_clip"])
+        raise _Stop
+
+    monkeypatch.setattr(api, "fit", fake_fit)
+    for clip, passed in ((0.0, None), (2.5, 2.5)):
+        with pytest.warns(TenfoldWarning, match="no teacher: .*teacher.json is not there, so fine-tuning runs "
+                                                "without distillation"), pytest.raises(_Stop):
+            api.finetune(_cfg(grad_clip=clip, train_limit=16, eval_limit=16), tmp_path / f"ft{clip}",
+                         model=str(tmp_path / "prune"))
+        assert seen["grad_clip"] == passed
+
+
+def test_data_that_does_not_fit_the_models_images_is_refused_before_training(monkeypatch):
+    """A 224-px timm model under a 16-px preset, or grey images for a colour model, failed once training had
+    started ("images must have shape (B, 3, 224, 224)", no hint of img_size)."""
+    import tenfold.core.data as cd
+
+    spec = spec_of(_vit(img=8))
+    with pytest.raises(ConfigError, match=r"the model takes 8x8 images but img_size is 16; --set img_size=8"):
+        api.load_data("synthetic", 8, PRESETS["smoke"], model=spec)
+    assert api.load_data("synthetic", 8, _cfg(), model=spec).images.shape[1:] == (3, 8, 8)
+    grey = cd.synthetic_classification(8, num_classes=10, size=8, seed=0)
+    grey.images = grey.images[:, :1]
+    monkeypatch.setattr(api, "load_dataset", lambda *a, **k: grey)
+    with pytest.raises(DataError, match="g has 1-channel images but the model takes 3"):
+        api.load_data("g", 0, _cfg(), model=spec)

@@ -144,7 +144,7 @@ def test_saliency_is_the_mean_of_squared_gate_gradients():
 
 
 def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scale: float = 0.0, per_iter: int = 16,
-               measured_power: float = 1.0, lr_schedule: str = "cosine", target: float = 0.4):
+               measured_power: float = 1.0, lr_schedule: str = "cosine", target: float = 0.4, max_iters: int = 40):
     """A tiny pruning loop on seeded synthetic data, checkpointed every 3 iterations."""
     from tenfold.core.data import synthetic_classification
     from tenfold.core.engine import Checkpointer
@@ -165,7 +165,7 @@ def _prune_run(run_dir, stop_after: int = 0, resume: bool = False, measured_scal
     res = prune_model(gated, teacher, ds, lat, target_fraction=target, interval=2, prune_per_iter=per_iter,
                       group_norm=16, group_size=GROUP, minimum=MINIMUM, scale={s: 1.0 for s in GROUP}, momentum=0.9,
                       eta=0.0, eta_mode="relative", eta_rho=1.0, batch_size=8, lr=1e-3, weight_decay=0.05, kd_coef=10.0,
-                      temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=40, seed=0,
+                      temperature=3.0, ce_coef=1.0, label_smoothing=0.1, max_iters=max_iters, seed=0,
                       checkpointer=Checkpointer(run_dir, method="nvit-prune"), ckpt_every=3, resume=resume,
                       stop_after=stop_after, measure=measure, lr_schedule=lr_schedule)
     return gated, res
@@ -200,6 +200,25 @@ def test_an_unreachable_target_stops_once_every_structure_is_at_its_minimum(tmp_
     assert res["history"][-2]["groups_removed"] > 0  # the step before still removed something
     _, again = _prune_run(tmp_path, target=0.01, resume=True)
     assert again["iterations"] == res["iterations"] and again["unreachable"]
+
+
+def test_a_run_capped_short_of_its_target_warns_and_the_loop_checks_its_target(tmp_path):
+    """max_prune_iters ending the loop short of the target was exit 0 with "reached": false and no word; the public
+    loop took NaN / 0 (pruned to the minimums) and 2.0 ("reached" after one step) as targets."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.warns(TenfoldWarning, match="latency target 0.4 was not reached within max_prune_iters=4 "
+                                            "iterations: the model stands at 0"):
+        _, res = _prune_run(tmp_path / "a", max_iters=4)
+    assert not res["reached"] and not res["unreachable"] and res["iterations"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        _, res = _prune_run(tmp_path / "b", stop_after=3)  # stopped as if killed: no verdict on the target
+    for bad in (float("nan"), 0.0, -1.0, 1.0, 2.0):
+        with pytest.raises(ConfigError, match=r"target_fraction must lie in \(0, 1\)"):
+            _prune_run(tmp_path / f"t{bad}", target=bad)
 
 
 def test_student_switches_to_eval_and_restarts_the_ema_after_the_first_prune_step(tmp_path, monkeypatch):

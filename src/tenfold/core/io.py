@@ -120,6 +120,13 @@ def check_device(device: str | torch.device) -> torch.device:
         raise ConfigError(f"device '{device}' asked for but CUDA is not available; use device cpu")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device '{device}' asked for but MPS is not available; use device cpu")
+    if dev.type == "meta":  # tensors without data: a run failed at its first .item()
+        raise ConfigError(f"device '{device}' holds no data (shapes only); use device cpu or an accelerator")
+    if dev.type not in ("cpu", "cuda", "mps"):  # xpu, ...: torch's own assert or a backend error mid-run
+        backend = getattr(torch, dev.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise ConfigError(f"device '{device}' asked for but this torch has no {dev.type} device available; use "
+                              "device cpu")
     return dev
 
 

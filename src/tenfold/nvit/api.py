@@ -52,6 +52,7 @@ from tenfold.nvit.config import Config
 from tenfold.nvit.losses import nvit_loss, random_crop_flip
 from tenfold.nvit.model import (
     GatedViT,
+    ViTSpec,
     build_dense,
     check_finite_weights,
     export_onnx,
@@ -118,18 +119,29 @@ def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTran
             load_weights(net, weights, name=f"timm {model[5:]}")
             check_finite_weights(net, str(weights))
         return from_timm(net)
+    if weights:  # an NViT model carries its own weights: a --weights file was ignored without a word
+        raise ConfigError(f"--weights applies to --model vit or timm:NAME; {model} is an NViT model with its own "
+                          "weights (drop --weights)")
     p = Path(model)
     if p.is_dir():
         p = p / "pruned.json" if (p / "pruned.json").is_file() else p / "model.json"
     return load_dense(p)
 
 
-def load_data(spec: str, limit: int, cfg: Config, seed: int = 0, num_classes: int = 0) -> ImageDataset:
+def load_data(spec: str, limit: int, cfg: Config, seed: int = 0, num_classes: int = 0,
+              model: ViTSpec | None = None) -> ImageDataset:
     """``synthetic`` (seeded, SYNTHETIC) or a core dataset spec; checks the image size and, given the model's
-    ``num_classes``, that every label has an output (a folder with more classes was an IndexError mid-training)."""
+    ``num_classes``, that every label has an output (a folder with more classes was an IndexError mid-training), and
+    given its ``model`` spec, that the images are the model's (a 224-px timm model under a 16-px preset, or grey
+    images for a colour model, failed only once training had started)."""
+    if model is not None and model.img_size != cfg.img_size:
+        raise ConfigError(f"the model takes {model.img_size}x{model.img_size} images but img_size is {cfg.img_size}; "
+                          f"--set img_size={model.img_size} (and data of that size)")
     if spec == "synthetic":
         return synthetic_classification(limit or 512, num_classes or cfg.num_classes, cfg.img_size, seed=seed)
     ds = load_dataset(spec, limit=limit or None)
+    if model is not None and ds.images.shape[1] != model.in_chans:
+        raise DataError(f"{spec} has {ds.images.shape[1]}-channel images but the model takes {model.in_chans}")
     if tuple(ds.images.shape[2:]) != (cfg.img_size, cfg.img_size):
         raise DataError(f"{spec} has {tuple(ds.images.shape[2:])} images but the model takes "
                         f"{cfg.img_size}x{cfg.img_size}; set img_size or use matching data")
@@ -379,6 +391,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         raise ConfigError(f"prune lr schedule must be 'cosine' or 'constant', got '{lr_schedule}'")
     if max_iters < 1:
         raise ConfigError(f"max_prune_iters must be >= 1, got {max_iters}")
+    if not 0 < target_fraction < 1:  # the verb checked it, this public loop did not: NaN / 0 pruned to the minimums,
+        # 2.0 "reached" after one step
+        raise ConfigError(f"target_fraction must lie in (0, 1), got {target_fraction}")
     gated.to(dev).train()
     teacher.to(dev).eval()
     masks = masks_of(gated)
@@ -525,6 +540,11 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         bar.close()
     E, blocks = gated.dims()
     n_it = it + 1
+    if not (reached or unreachable or (stop_after and n_it >= stop_after)):  # the cap ended it: said (was exit 0,
+        # a pruned.json short of the target, and nothing but "reached": false in the result)
+        warnings.warn(f"the latency target {target_fraction:g} was not reached within max_prune_iters={max_iters} "
+                      f"iterations: the model stands at {latency(E, blocks) / full:.3f} of the LUT latency after "
+                      f"{t} prune steps; raise max_prune_iters or prune_per_iter", TenfoldWarning, stacklevel=2)
     return {"reached": reached, "unreachable": unreachable, "prune_steps": t, "iterations": n_it, "lut_full": full,
             "lut_final": latency(E, blocks), "eta": eta_used, "history": history,
             "ce_first": sum(ce_trace[:interval]) / max(1, len(ce_trace[:interval])),
@@ -539,10 +559,12 @@ def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: Image
                    steps: int, batch_size: int, lr: float, weight_decay: float, warmup: int, kd_coef: float,
                    temperature: float, ce_coef: float, label_smoothing: float, device: str = "cpu",
                    amp: str = "none", seed: int = 0, resume: bool = False, progress: bool = False,
-                   augment: bool = True, log_every: int = 25, ckpt_every: int = 1000) -> dict[str, Any]:
+                   augment: bool = True, log_every: int = 25, ckpt_every: int = 1000,
+                   grad_clip: float = 5.0) -> dict[str, Any]:
     """KD fine-tuning (``kd_coef * KL(T) + ce_coef * CE``) with :func:`tenfold.core.engine.fit`
     (DDP under torchrun, exact resume, a checkpoint every ``ckpt_every`` steps and at the end; 0: at the end
-    only); returns fit's metrics plus ``loss_start``/``loss_end``."""
+    only; gradient norm clipped to ``grad_clip``, 0: not clipped); returns fit's metrics plus
+    ``loss_start``/``loss_end``."""
     dev = check_device(device)
     if teacher is not None:
         teacher.to(dev).eval()
@@ -563,7 +585,7 @@ def finetune_model(student: nn.Module, teacher: nn.Module | None, dataset: Image
 
     res = fit(student, step, dataset, run_dir=run_dir, steps=steps, batch_size=batch_size,
               optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=weight_decay),
-              scheduler=lambda o: warmup_cosine(o, min(warmup, steps), steps), amp=amp, grad_clip=5.0,
+              scheduler=lambda o: warmup_cosine(o, min(warmup, steps), steps), amp=amp, grad_clip=grad_clip or None,
               ckpt_every=min(ckpt_every, steps) if ckpt_every > 0 else steps,
               log_every=max(1, min(log_every, steps // 4 or 1)), seed=seed,
               device=device, resume=resume, progress=progress, tensorboard=False, method="nvit")
@@ -681,7 +703,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         axes = {"embed": sorted({1, spec.embed_dim}), "heads": sorted({1, top["num_heads"]}),
                 "qk": sorted({1, top["qk_dim"]}), "v": sorted({1, top["v_dim"]}), "mlp": sorted({1, top["mlp_hidden"]})}
         lat = LatencyModel(synthetic_lut(axes, spec.tokens))
-    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=spec.num_classes)
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=spec.num_classes, model=spec)
     if cfg.stop_on not in ("lut", "measured"):
         raise ConfigError(f"stop_on must be 'lut' or 'measured', got '{cfg.stop_on}'")
     measure = None
@@ -747,17 +769,22 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
     if t_model is not None:
         check_teacher_fits(t_model, student, str(tpath))
+    elif cfg.kd_coef > 0 and not resume:  # documented, but a model copied away from its run lost its teacher silently
+        warnings.warn(f"no teacher: {tpath} is not there, so fine-tuning runs without distillation (cross-entropy "
+                      "only); pass --teacher FILE (the prune run's teacher.json) to distil", TenfoldWarning,
+                      stacklevel=2)
     classes = spec_of(student).num_classes
-    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=classes)
+    ds = load_data(cfg.data, cfg.train_limit, cfg, seed=cfg.seed, num_classes=classes, model=spec_of(student))
     # the evaluation set is checked before training, not after it (a wrong one failed after the whole run)
-    ev = load_data(cfg.eval_data, cfg.eval_limit, cfg, seed=cfg.seed + 1, num_classes=classes)
+    ev = load_data(cfg.eval_data, cfg.eval_limit, cfg, seed=cfg.seed + 1, num_classes=classes,
+                   model=spec_of(student))
     n = steps or cfg.finetune_steps
     res = finetune_model(student, t_model, ds, run_dir, steps=n, batch_size=cfg.batch_size,
                          lr=cfg.finetune_lr * cfg.batch_size / 512, weight_decay=cfg.weight_decay,
                          warmup=cfg.finetune_warmup, kd_coef=cfg.kd_coef if t_model is not None else 0.0,
                          temperature=cfg.finetune_kd_temperature, ce_coef=cfg.ce_coef,
                          label_smoothing=cfg.label_smoothing, device=cfg.device, amp=cfg.amp, seed=cfg.seed,
-                         resume=resume, progress=True, ckpt_every=cfg.finetune_ckpt_every)
+                         resume=resume, progress=True, ckpt_every=cfg.finetune_ckpt_every, grad_clip=cfg.grad_clip)
     net = unwrap(student).cpu().eval()
     save_dense(net, run_dir / "model")
     if t_model is not None:  # export finds the unpruned model beside the fine-tuned one

@@ -309,6 +309,16 @@ def from_timm(model: nn.Module, mean: Sequence[float] | None = None, std: Sequen
     if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "cls_token")):
         raise ConfigError(f"{name} is not a timm VisionTransformer (no patch_embed / blocks / cls_token); tenfold's "
                           "NViT prunes ViT / DeiT models with a class token")
+    # the layout read below: one attention and one MLP per block, and a single conv patch stem (parallel-block
+    # ViTs were an AttributeError; hybrid ones, with a CNN stem, were blamed on their normalisation)
+    if getattr(model.patch_embed, "backbone", None) is not None:
+        raise ConfigError(f"{name} is a hybrid ViT (a CNN backbone before the patch embedding); tenfold's NViT prunes "
+                          "ViT / DeiT models whose stem is one patch convolution")
+    odd_blocks = sorted({type(b).__name__ for b in model.blocks
+                         if not all(hasattr(b, a) for a in ("attn", "mlp", "norm1", "norm2"))})
+    if odd_blocks:
+        raise ConfigError(f"{name}: unsupported timm ViT variant (blocks of type {', '.join(odd_blocks)}); tenfold's "
+                          "NViT prunes blocks of one attention and one MLP (timm's Block)")
     sd = model.state_dict()
     if "dist_token" in sd or "head_dist.weight" in sd:
         raise ConfigError(f"{name} has a distillation token (DeiT distilled); tenfold's NViT supports "
