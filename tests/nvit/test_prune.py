@@ -213,6 +213,8 @@ def test_a_run_capped_short_of_its_target_warns_and_the_loop_checks_its_target(t
                                             "iterations: the model stands at 0"):
         _, res = _prune_run(tmp_path / "a", max_iters=4)
     assert not res["reached"] and not res["unreachable"] and res["iterations"] == 4
+    with pytest.warns(TenfoldWarning, match="not reached within max_prune_iters=4"):  # the cap came first
+        _prune_run(tmp_path / "c", max_iters=4, stop_after=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TenfoldWarning)
         _, res = _prune_run(tmp_path / "b", stop_after=3)  # stopped as if killed: no verdict on the target
