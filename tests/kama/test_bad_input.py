@@ -316,3 +316,34 @@ def test_a_scaled_skeleton_fits_with_a_warning_of_its_shape(model32, two_bodies)
     half = (two_bodies - two_bodies[:, :1]) * 0.5 + two_bodies[:, :1]
     with pytest.warns(TenfoldWarning, match=r"2 of 2 bodies fit with shape coefficients beyond \+-8 prior"):
         fit(model32, half)
+
+
+def test_keypoint_files_upper_case_bom_and_messages_in_the_files_shapes(tmp_path, two_bodies):
+    """KEYS.NPY was refused as not .npy; a JSON with a byte-order mark was "not valid JSON"; a (26,) confidence for
+    two bodies read "got (1, 26)", a shape the user never wrote."""
+    X = two_bodies.numpy()
+    np.save(tmp_path / "k.npy", X)
+    (tmp_path / "k.npy").rename(tmp_path / "KEYS.NPY")
+    got, _ = read_keypoints(str(tmp_path / "KEYS.NPY"))
+    np.testing.assert_array_equal(got.numpy(), X)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"keypoints": X.tolist()}).encode())
+    np.testing.assert_array_equal(read_keypoints(str(tmp_path / "bom.json"))[0].numpy(), X)
+    (tmp_path / "c.json").write_text(json.dumps({"keypoints": X.tolist(), "confidence": [1.0] * 26}))
+    with pytest.raises(InputError, match=r"like the keypoints \(\(2, 26\) here\), got \(26,\)"):
+        read_keypoints(str(tmp_path / "c.json"))
+    np.save(tmp_path / "t.npy", X[0].T)
+    with pytest.raises(InputError, match=r"got \(3, 26\)$"):
+        read_keypoints(str(tmp_path / "t.npy"))
+
+
+def test_a_bvh_with_an_infinite_frame_time_is_refused(tmp_path):
+    """'Frame Time: 1e400' reads as inf: the fit ran with an fps of 0."""
+    from tenfold.core.data import load_bvh
+
+    text = ("HIERARCHY\nROOT Hips\n{\n  OFFSET 0 0 0\n  CHANNELS 3 Xposition Yposition Zposition\n"
+            "  End Site\n  {\n    OFFSET 0 1 0\n  }\n}\nMOTION\nFrames: 1\nFrame Time: 1e400\n0 0 0\n")
+    (tmp_path / "inf.bvh").write_text(text)
+    with pytest.raises(DataError, match="non-positive or infinite frame time"):
+        load_bvh(tmp_path / "inf.bvh")
+    (tmp_path / "ok.bvh").write_text(text.replace("1e400", "0.04"))
+    assert load_bvh(tmp_path / "ok.bvh").fps == pytest.approx(25.0)

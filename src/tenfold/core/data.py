@@ -872,8 +872,8 @@ def load_bvh(path: str | os.PathLike, *, include_end_sites: bool = False) -> Mot
     if values.size != n_frames * n_ch:
         raise DataError(f"BVH {p} declares {n_frames} frames x {n_ch} channels = {n_frames * n_ch} values "
                         f"but holds {values.size} (truncated?)")
-    if frame_time <= 0 or not np.isfinite(values).all():
-        raise DataError(f"BVH {p} has a non-positive frame time or NaN/Inf motion values")
+    if not (0 < frame_time < np.inf) or not np.isfinite(values).all():  # 1e400 reads as inf: an fps of 0
+        raise DataError(f"BVH {p} has a non-positive or infinite frame time, or NaN/Inf motion values")
     motion = values.reshape(n_frames, n_ch)
 
     mot = Motion(names, parents, np.array(offsets, dtype=np.float64), channels, frame_time, motion, end, str(p))

@@ -62,7 +62,8 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     p = require_file(path, "keypoint file")
     conf = None
     try:
-        if p.suffix == ".npy":
+        suffix = p.suffix.lower()  # KEYS.NPY was refused as "must be .npy or .json"
+        if suffix == ".npy":
             try:
                 arr = np.load(p, allow_pickle=False)
             except (ValueError, EOFError, OSError) as e:  # an empty file is an EOFError
@@ -76,9 +77,9 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
                                 "array with numpy.save")
             if arr.dtype.kind not in "iuf":
                 raise DataError(f"keypoint file {p} holds {arr.dtype} values; expected numbers (metres)")
-        elif p.suffix == ".json":
+        elif suffix == ".json":
             try:
-                data = json.loads(p.read_text())
+                data = json.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark was "not valid JSON"
             except ValueError as e:
                 raise DataError(f"{p} is not valid JSON: {e}") from None
             if isinstance(data, dict):
@@ -94,12 +95,13 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     except (ValueError, TypeError) as e:  # strings ("confidence": "high") or ragged lists
         raise DataError(f"keypoint file {p} does not hold numeric arrays of (B, 26, 3) keypoints and (B, 26) "
                         f"confidence: {str(e).splitlines()[0]}") from None
+    given = arr.shape, None if conf is None else conf.shape  # the shapes as in the file, for the messages
     if arr.ndim == 2:
         arr = arr[None]
     if conf is not None and conf.ndim == 1:
         conf = conf[None]
     if arr.ndim != 3 or arr.shape[1] != NUM_KEYPOINTS or arr.shape[2] not in (3, 4):
-        raise InputError(f"{p}: keypoints must be (26, 3), (B, 26, 3) or (B, 26, 4), got {arr.shape}")
+        raise InputError(f"{p}: keypoints must be (26, 3), (B, 26, 3) or (B, 26, 4), got {given[0]}")
     if arr.shape[0] == 0:
         raise InputError(f"{p} holds no bodies (shape {arr.shape})")
     if arr.shape[2] == 4:
@@ -110,7 +112,8 @@ def read_keypoints(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     X = torch.as_tensor(arr, dtype=torch.float32)
     c = torch.as_tensor(conf, dtype=torch.float32) if conf is not None else torch.ones(X.shape[:2])
     if c.shape != X.shape[:2]:
-        raise InputError(f"{p}: confidence must be (B, 26) like the keypoints, got {tuple(c.shape)}")
+        raise InputError(f"{p}: confidence must be (B, 26) like the keypoints ({tuple(X.shape[:2])} here), got "
+                         f"{given[1]}")
     return X, c  # NaN stays NaN: the fit refuses it unless its confidence is 0 (check_keypoints)
 
 

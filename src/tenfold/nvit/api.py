@@ -766,7 +766,10 @@ def finetune(cfg: Config, run_dir: Path, *, model: str = "", teacher: str = "", 
     # a resume reloads the teacher: a teacher.json replaced in between mixed two teachers without a word
     check_inputs(run_dir, input_files({"--model": model, "teacher": tpath, "data": cfg.data,
                                        "eval data": cfg.eval_data}, data=("data", "eval data")), resume=resume)
-    t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
+    try:
+        t_model = load_model(cfg, str(tpath)) if teacher or tpath.exists() else None
+    except CheckpointError as e:  # "NViT model file not found" did not say it was the teacher
+        raise CheckpointError(f"teacher: {e}") from None
     if t_model is not None:
         check_teacher_fits(t_model, student, str(tpath))
     elif cfg.kd_coef > 0 and not resume:  # documented, but a model copied away from its run lost its teacher silently
