@@ -381,3 +381,24 @@ def test_sigterm_a_huge_or_nested_input_and_a_failed_run_s_empty_files_are_handl
     fake_method.VERBS["emptyfail"] = empty_then_fail
     code, _, _ = _run(capsys, "nvit", "emptyfail", "--out", str(tmp_path / "e"))
     assert code == 2 and not (tmp_path / "e").exists()
+
+
+def test_resume_takes_relative_paths_from_the_runs_folder_and_leaves_built_in_names(tmp_path, monkeypatch):
+    """--resume from another folder: options saved as typed are read against the folder the run started in, but a
+    built-in name stays one even where a folder of that name exists there (a review found `vit` turned into a path)."""
+    from tenfold.cli import _from_cwd
+
+    old = tmp_path / "old"
+    for d in ("vit", "default", "cifar10-test", "mine", "runs/prune"):
+        (old / d).mkdir(parents=True)
+    (old / "w.safetensors").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    for name in ("vit", "default", "cifar10-test", "timm:vit", "", "none"):
+        assert _from_cwd(name, str(old)) == name
+    assert _from_cwd("w.safetensors", str(old)) == str(old / "w.safetensors")
+    assert _from_cwd("runs/prune", str(old)) == str(old / "runs/prune")
+    assert _from_cwd("folder:mine", str(old)) == f"folder:{old / 'mine'}"
+    assert _from_cwd("nothere.pth", str(old)) == "nothere.pth"  # not there either: left for the verb to refuse
+    assert _from_cwd(str(old / "w.safetensors"), str(tmp_path)) == str(old / "w.safetensors")
+    monkeypatch.chdir(old)
+    assert _from_cwd("w.safetensors", str(old)) == "w.safetensors"  # the same folder: as typed

@@ -1683,8 +1683,8 @@ MUTANTS: list[M] = [
       "or int(faces.min()) < 0 or int(faces.max()) >= V):",
       "or int(faces.min()) < 0 or int(faces.max()) > V):",
       KAMA_VERBS, k="faces_out"),
-    M("r17-K2", "src/tenfold/kama/keypoints.py",
-      "    same = same & ~torch.eye(NUM_KEYPOINTS, dtype=torch.bool, device=same.device)",
+    M("r17-K2", "src/tenfold/kama/articulate.py",
+      "    same = same & ~torch.eye(NUM_KEYPOINTS, dtype=torch.bool, device=\"cpu\")",
       "    same = same",
       KAMA_VERBS, k="name_the_body"),
     M("r17-K3", "src/tenfold/kama/articulate.py",
@@ -1712,8 +1712,8 @@ MUTANTS: list[M] = [
       "    if False:",
       CORE_IO, k="check_device"),
     M("r17-C2", "src/tenfold/core/io.py",
-      '    if not base.name:  # ".", "" or "/"',
-      '    if False:  # ".", "" or "/"',
+      '    if base.name in ("", ".", ".."):',
+      '    if False:',
       CORE_IO, k="new_run_dir"),
 ]
 

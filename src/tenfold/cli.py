@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 from tenfold import __version__
-from tenfold.core.io import RUN_MARKER, ConfigError, TenfoldError, to_jsonable
+from tenfold.core.io import RUN_MARKER, ConfigError, TenfoldError, names_builtin, to_jsonable
 from tenfold.registry import METHODS, load_method
 
 EXIT_USER_ERROR = 2
@@ -317,12 +317,18 @@ def _saved_options(path: Path, defaults: dict[str, Any], given: Sequence[str], v
 
 def _from_cwd(value: str, cwd: str | None) -> str:
     """An option saved as typed, for a --resume from another folder: a relative path (or the PATH of a NAME:PATH
-    spec) that names nothing here but something in the folder the run started from (``cwd``) is taken from
-    there (a run started with --weights w.safetensors could only be resumed from its own folder)."""
-    if not cwd or not value or Path(cwd) == Path.cwd():
+    spec) that exists in the folder the run started from (``cwd``) is taken from there, as the run took it (a run
+    started with --weights w.safetensors could only be resumed from its own folder). Built-in names (``vit``,
+    ``default``, ``cifar10-test``, ``timm:NAME``; ``core.io.names_builtin``) stay as they are, whatever folders
+    exist."""
+    if not cwd or not value or Path(cwd) == Path.cwd() or value.startswith("timm:"):
         return value
-    head, sep, tail = value.rpartition(":") if ":" in value else ("", "", value)
-    if not tail or Path(tail).expanduser().is_absolute() or Path(tail).exists() or not (Path(cwd) / tail).exists():
+    head, sep, tail = value.partition(":")  # NAME:PATH (folder:mine, mnist:DIR): PATH is a path, bare or not
+    if not sep:
+        head, tail = "", value
+        if names_builtin(value):
+            return value
+    if not tail or Path(tail).expanduser().is_absolute() or not (Path(cwd) / tail).exists():
         return value
     return f"{head}{sep}{Path(cwd) / tail}"
 

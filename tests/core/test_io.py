@@ -127,6 +127,8 @@ def test_new_run_dir_never_overwrites(tmp_path, monkeypatch):
     (work / "notes.txt").write_text("x")
     monkeypatch.chdir(work)
     assert new_run_dir(".") == tmp_path / "work-1" and new_run_dir("") == tmp_path / "work-2"
+    (work / "sub").mkdir()
+    assert new_run_dir("sub/..") == tmp_path / "work-3"  # the folder itself, resolved: not a marker inside it
     with pytest.raises(ConfigError, match="give a folder name"):
         new_run_dir("/")
 

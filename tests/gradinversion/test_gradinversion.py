@@ -1006,6 +1006,26 @@ def test_audit_warns_once_and_a_resume_with_nothing_to_resume_prints_no_threat_m
         f"error: nothing to resume: no attack checkpoint in {run}/checkpoints"]
 
 
+def test_each_warning_once_gives_new_warnings_even_when_the_attack_fails():
+    """audit's de-duplication: a repeated message is dropped, a new one given, and one raised before a failure is
+    still given (a review found it lost when the attack raised)."""
+    import warnings
+
+    from tenfold.core.io import TenfoldWarning
+    from tenfold.gradinversion.verbs import _each_warning_once
+
+    said: set[str] = set()
+    with warnings.catch_warnings(record=True) as out:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="attack failed"), _each_warning_once(said):
+            warnings.warn("w1", TenfoldWarning, stacklevel=1)
+            raise RuntimeError("attack failed")
+        with _each_warning_once(said):
+            warnings.warn("w1", TenfoldWarning, stacklevel=1)
+            warnings.warn("w2", TenfoldWarning, stacklevel=1)
+    assert [str(w.message) for w in out] == ["w1", "w2"] and said == {"w1", "w2"}
+
+
 def test_cli_resume_from_another_folder_finds_relative_paths(tmp_path, capsys, monkeypatch):
     """Options are saved as typed: a run started with --data folder:mine (relative) could only be resumed from the
     folder it started in ("not found" elsewhere). The saved cwd now resolves them."""

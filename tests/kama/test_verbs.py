@@ -182,8 +182,10 @@ def test_bvh_takes_a_scale_and_a_mapping(shared_data: Path, tmp_path: Path) -> N
     a = bvh(cfg, tmp_path / "a", max_frames=3)
     b = bvh(cfg, tmp_path / "b", file=str(tmp_path / "renamed.bvh"), max_frames=3, mapping=str(tmp_path / "map.json"))
     assert b["keypoint_error_mm"] == pytest.approx(a["keypoint_error_mm"], rel=1e-6)
-    with pytest.raises(InputError, match=r"span .* pass --scale 0.01 or 0.0254"):
+    with pytest.raises(InputError, match=r"span .* pass --scale 0.01, 0.001 or 0.0254"):
         bvh(cfg, tmp_path / "c", max_frames=3, scale=100.0)  # metres read as centimetres
+    with pytest.raises(InputError, match=r"look collapsed or in the wrong units \(KAMA takes metres\)$"):
+        bvh(cfg, tmp_path / "d", max_frames=3, scale=1e-3)  # collapsed: no --scale advice to shrink it further
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="scale must be finite and > 0"):
             bvh_keypoints(shared_data / CMU_BVH, 30.0, 3, scale=bad)

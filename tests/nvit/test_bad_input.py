@@ -265,7 +265,7 @@ def test_session27_walkthrough_weights_timm_variants_round_to_grad_clip_and_no_t
     from tenfold.nvit.model import from_timm
 
     save_dense(_vit(), tmp_path / "prune" / "pruned")
-    with pytest.raises(ConfigError, match="--weights applies to --model vit or timm:NAME"):
+    with pytest.raises(ConfigError, match="--weights applies to --model vit or timm:NAME, not to .*prune"):
         api.load_model(_cfg(), str(tmp_path / "prune"), str(tmp_path / "w.safetensors"))
     assert spec_of(api.load_model(_cfg(), str(tmp_path / "prune"))) == spec_of(_vit())
     with pytest.raises(ConfigError, match="blocks of type ParallelThingsBlock"):

@@ -218,8 +218,10 @@ def test_a_run_capped_short_of_its_target_warns_and_the_loop_checks_its_target(t
     with warnings.catch_warnings():
         warnings.simplefilter("error", TenfoldWarning)
         _, res = _prune_run(tmp_path / "b", stop_after=3)  # stopped as if killed: no verdict on the target
-    for bad in (float("nan"), 0.0, -1.0, 1.0, 2.0):
-        with pytest.raises(ConfigError, match=r"target_fraction must lie in \(0, 1\)"):
+    _, res = _prune_run(tmp_path / "one", target=1.0, max_iters=4)  # the unpruned baseline: a valid target
+    assert res["reached"]
+    for bad in (float("nan"), 0.0, -1.0, 1.0001, 2.0):
+        with pytest.raises(ConfigError, match=r"latency target \(target_fraction\) must lie in \(0, 1\]"):
             _prune_run(tmp_path / f"t{bad}", target=bad)
 
 

@@ -223,6 +223,12 @@ RUN_DIR_INPUTS = ("pruned.json", "pruned.safetensors", "model.json", "model.safe
 INPUTS_FILE = "inputs.json"
 
 
+def names_builtin(text: str) -> bool:
+    """Whether an option value names something built in rather than a path: a bare word (``vit``, ``default``,
+    ``cifar10-resnet20``: no separator, no suffix) or ``timm:NAME``, even where a folder of that name exists."""
+    return text.startswith("timm:") or ("/" not in text and os.sep not in text and not Path(text).suffix)
+
+
 def input_files(specs: Mapping[str, str | os.PathLike | None], data: Sequence[str] = ("data",)
                 ) -> dict[str, str]:
     """The local files behind a run's inputs, by name, as ``input_digest`` specs.
@@ -244,7 +250,7 @@ def input_files(specs: Mapping[str, str | os.PathLike | None], data: Sequence[st
             if path.exists():
                 out[name] = f"{'images' if head.strip().lower() == 'folder' else 'tree'}:{path.resolve()}"
             continue
-        if text.startswith("timm:") or ("/" not in text and os.sep not in text and not Path(text).suffix):
+        if names_builtin(text):
             continue
         path = Path(text).expanduser()
         if path.is_dir():
@@ -345,7 +351,7 @@ def new_run_dir(out: str | os.PathLike) -> Path:
     ``out-1``, ``out-2``, ... so that a run never overwrites earlier results. The directory is claimed by an empty
     ``.tenfold-run`` marker made atomically, so runs started together never share one."""
     base = Path(out).expanduser()
-    if not base.name:  # ".", "" or "/": with_name() below was a raw ValueError once the folder held files
+    if base.name in ("", ".", ".."):  # ".", "", "/" or "..": with_name() below was a raw ValueError (or made "..-1")
         base = base.resolve()
         if not base.name:
             raise ConfigError(f"cannot make a run directory at {out!r}: give a folder name (e.g. --out runs/x)")

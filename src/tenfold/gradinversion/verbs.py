@@ -490,13 +490,16 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
 def _each_warning_once(said: set[str]) -> Iterator[None]:
     """Warnings raised inside are given again only if their message is not in ``said`` (then added to it): audit
     runs one attack per row with the same settings, and the CLI shows every warning."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if str(w.message) not in said:
-            said.add(str(w.message))
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # given also when the attack fails or is interrupted: a warning may be what explains it
+        for w in caught:
+            if str(w.message) not in said:
+                said.add(str(w.message))
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _objectives(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,

@@ -23,6 +23,7 @@ import torch
 from tenfold.core.geometry import axis_angle_to_matrix, kabsch, matrix_to_axis_angle, swing_rotation, two_vector_align
 from tenfold.core.io import ConfigError, InputError, TenfoldWarning, check_tensor
 from tenfold.kama.keypoints import (
+    KEYPOINT_NAMES,
     NUM_KEYPOINTS,
     KeypointRegressor,
     assemble,
@@ -738,8 +739,9 @@ DOUBTFUL_MM = 100.0
 def warn_doubtful(X: torch.Tensor, c: torch.Tensor, residual: torch.Tensor) -> None:
     """Warn (:class:`TenfoldWarning`) of fits that are no answer: a mean error over the seen keypoints above
     ``DOUBTFUL_MM`` (keypoints in another order, or not a body), and keypoints facing backwards (left and right
-    swapped, or a mirrored frame), which fit with a small error while the body is turned around. Both used to
-    pass without a word; until session 23 only the CLI's ``fit`` warned, and :func:`fit` itself did not."""
+    swapped, or a mirrored frame), which fit with a small error while the body is turned around; and (since
+    session 27) two seen keypoints at the very same point. All used to pass without a word; until session 23 only
+    the CLI's ``fit`` warned, and :func:`fit` itself did not."""
     seen = (c > 0).cpu()
     per_body = (residual.detach().cpu() * seen).sum(-1) / seen.sum(-1).clamp(min=1) * 1e3  # mm
     bad = per_body > DOUBTFUL_MM
@@ -747,6 +749,17 @@ def warn_doubtful(X: torch.Tensor, c: torch.Tensor, residual: torch.Tensor) -> N
         warnings.warn(f"{int(bad.sum())} of {len(bad)} bodies fit with a mean keypoint error above {DOUBTFUL_MM:g} mm "
                       f"(worst: body {int(per_body.argmax())}, {float(per_body.max()):.0f} mm): check that "
                       "the keypoints follow KEYPOINT_NAMES' order and are in metres", TenfoldWarning, stacklevel=3)
+    # two seen keypoints at the very same point: a missing one written as zeros next to a pelvis at the origin
+    # (pelvis-centred data) fitted an arm bent to the pelvis without a word
+    Xc, pair = X.detach().cpu(), seen[:, :, None] & seen[:, None, :]
+    same = (Xc[:, :, None] == Xc[:, None]).all(-1) & pair
+    same = same & ~torch.eye(NUM_KEYPOINTS, dtype=torch.bool, device="cpu")
+    if bool(same.any()):
+        b, k1, k2 = (int(i) for i in same.nonzero()[0])
+        n = int(same.any(-1).any(-1).sum())
+        warnings.warn(f"{n} of {len(same)} bodies have two seen keypoints at the very same point (first: body {b}, "
+                      f"{KEYPOINT_NAMES[k1]} and {KEYPOINT_NAMES[k2]}): a missing point written as zeros? give it "
+                      "confidence 0", TenfoldWarning, stacklevel=3)
     back = facing_backwards(X.detach().cpu(), c.cpu())
     if bool(back.any()):
         warnings.warn(f"{int(back.sum())} of {len(back)} bodies have the nose behind the neck in the frame of their "

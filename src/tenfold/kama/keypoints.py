@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tenfold.core.io import DataError, InputError, TenfoldWarning, check_tensor
+from tenfold.core.io import DataError, InputError, check_tensor
 
 __all__ = ["JOINT_OF_KEYPOINT", "KEYPOINT_NAMES", "LANDMARK_NAMES", "NUM_KEYPOINTS", "facing_backwards",
            "landmark_ids", "load_landmark_override", "regress_keypoints", "select_landmarks"]
@@ -200,15 +199,6 @@ def check_keypoints(keypoints: torch.Tensor, confidence: torch.Tensor | None) ->
         i = int(small.nonzero()[0])
         raise InputError(f"the seen keypoints of body {i} lie within {float(dist[i]) * 100:.2g} cm of each other "
                          f"(a body spans about 1.7 m); they look collapsed or in the wrong units (KAMA takes metres)")
-    # two seen keypoints at the very same point: a missing one written as zeros next to a pelvis at the origin
-    # (pelvis-centred data) fitted an arm bent to the pelvis without a word
-    same = (keypoints[:, :, None] == keypoints[:, None]).all(-1) & pair
-    same = same & ~torch.eye(NUM_KEYPOINTS, dtype=torch.bool, device=same.device)
-    if same.any():
-        b, k1, k2 = (int(i) for i in same.nonzero()[0])
-        warnings.warn(f"{int(same.any(-1).any(-1).sum())} bodies have seen keypoints at the very same point "
-                      f"(first: body {b}, {KEYPOINT_NAMES[k1]} and {KEYPOINT_NAMES[k2]}); a missing point written "
-                      "as zeros? give it confidence 0", TenfoldWarning, stacklevel=3)
     return keypoints, confidence
 
 

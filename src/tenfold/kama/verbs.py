@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -174,7 +175,9 @@ def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0)
     n = bodies or cfg.demo_bodies
     if n < 1 or not (math.isfinite(noise_mm) and noise_mm >= 0):  # NaN / Inf wrote all-NaN / Inf keypoints
         raise InputError(f"bodies must be >= 1 and noise_mm finite and >= 0, got {n}, {noise_mm}")
-    model = build(cfg).to("cpu")  # --set body_model=FILE was ignored: the bodies were always procedural ones
+    # --set body_model=FILE was ignored (the bodies were always procedural ones); drawn on the CPU whatever the
+    # config's device (the paper preset's cuda need not be there to write keypoints)
+    model = build(dataclasses.replace(cfg, device="cpu"))
     run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     s = _synthetic_bodies(model, n, cfg.seed + 1, noise_mm)
     np.save(run_dir / "keypoints.npy", s["keypoints"].numpy())
@@ -247,7 +250,7 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
     mp = None
     if mapping:
         try:
-            mp = json.loads(require_file(mapping, "BVH mapping file").read_text())
+            mp = json.loads(require_file(mapping, "BVH mapping file").read_text(encoding="utf-8-sig"))
         except ValueError as e:
             raise DataError(f"{mapping} is not valid JSON: {e}") from None
         if not isinstance(mp, dict) or not mp:
@@ -256,9 +259,10 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
     try:
         check_keypoints(X, c)
     except InputError as e:  # the fit's advice on units ("divide centimetres by 100") is --scale here
-        if "KAMA takes metres" not in str(e):
+        if "KAMA takes metres" not in str(e) or " span " not in str(e):  # (not for collapsed keypoints)
             raise
-        raise InputError(f"{path}: {e}; for a BVH in centimetres or inches pass --scale 0.01 or 0.0254") from None
+        raise InputError(f"{path}: {e}; for a BVH in centimetres, millimetres or inches pass --scale 0.01, 0.001 or "
+                         "0.0254") from None
     model = build(cfg, body_model)
     run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
     t0 = time.process_time()

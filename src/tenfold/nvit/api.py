@@ -120,8 +120,8 @@ def load_model(cfg: Config, model: str = "vit", weights: str = "") -> VisionTran
             check_finite_weights(net, str(weights))
         return from_timm(net)
     if weights:  # an NViT model carries its own weights: a --weights file was ignored without a word
-        raise ConfigError(f"--weights applies to --model vit or timm:NAME; {model} is an NViT model with its own "
-                          "weights (drop --weights)")
+        raise ConfigError(f"--weights applies to --model vit or timm:NAME, not to {model} (an NViT model .json or run "
+                          "directory carries its own weights; a timm model is written timm:NAME)")
     p = Path(model)
     if p.is_dir():
         p = p / "pruned.json" if (p / "pruned.json").is_file() else p / "model.json"
@@ -138,6 +138,8 @@ def load_data(spec: str, limit: int, cfg: Config, seed: int = 0, num_classes: in
         raise ConfigError(f"the model takes {model.img_size}x{model.img_size} images but img_size is {cfg.img_size}; "
                           f"--set img_size={model.img_size} (and data of that size)")
     if spec == "synthetic":
+        if model is not None and model.in_chans != 3:  # the generator draws colour images
+            raise DataError(f"synthetic data has 3-channel images but the model takes {model.in_chans}")
         return synthetic_classification(limit or 512, num_classes or cfg.num_classes, cfg.img_size, seed=seed)
     ds = load_dataset(spec, limit=limit or None)
     if model is not None and ds.images.shape[1] != model.in_chans:
@@ -391,9 +393,9 @@ def prune_model(gated: GatedViT, teacher: nn.Module, dataset: ImageDataset, late
         raise ConfigError(f"prune lr schedule must be 'cosine' or 'constant', got '{lr_schedule}'")
     if max_iters < 1:
         raise ConfigError(f"max_prune_iters must be >= 1, got {max_iters}")
-    if not 0 < target_fraction < 1:  # the verb checked it, this public loop did not: NaN / 0 pruned to the minimums,
-        # 2.0 "reached" after one step
-        raise ConfigError(f"target_fraction must lie in (0, 1), got {target_fraction}")
+    if not 0 < target_fraction <= 1:  # the verb checked it, this public loop did not: NaN / 0 pruned to the
+        # minimums, 2.0 "reached" after one step (1: the unpruned baseline)
+        raise ConfigError(f"the latency target (target_fraction) must lie in (0, 1], got {target_fraction}")
     gated.to(dev).train()
     teacher.to(dev).eval()
     masks = masks_of(gated)
