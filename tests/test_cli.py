@@ -402,3 +402,20 @@ def test_resume_takes_relative_paths_from_the_runs_folder_and_leaves_built_in_na
     assert _from_cwd(str(old / "w.safetensors"), str(tmp_path)) == str(old / "w.safetensors")
     monkeypatch.chdir(old)
     assert _from_cwd("w.safetensors", str(old)) == "w.safetensors"  # the same folder: as typed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nvit", "prune", "--latency-target", "5"], "--latency-target must be in (0, 1]"),
+    (["gradinversion", "attack", "--iterations", "-3"], "--iterations must be >= 0"),
+    (["gradinversion", "attack", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["gradinversion", "audit", "--batch-sizes", "4", "4"], "--batch-sizes lists 4 more than once"),
+    (["kama", "synth", "--bodies", "-2"], "bodies must be >= 1"),
+])
+def test_dry_run_checks_the_verbs_options(argv, message, capsys):
+    """--dry-run printed a config for verb options the run then refused (--latency-target 5 among them): a verb's
+    check_options now runs first, for --dry-run and a real run alike."""
+    from tenfold import cli
+
+    assert cli.main([*argv, "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"error: {message}" in err

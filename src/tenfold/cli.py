@@ -13,7 +13,8 @@ become flags (parsed by tyro from the type hints), the config is the method's fr
 preset with ``--set`` overrides. A user mistake prints ``error: ...`` and exits 2. Under torchrun
 the verbs a method lists in ``DISTRIBUTED_VERBS`` run on every rank (DDP); any other verb runs on
 rank 0 alone. Verbs listed in ``CHECKPOINT_VERBS`` run with the config saved in a checkpoint, so
-``--preset`` and ``--set`` are refused for them.
+``--preset`` and ``--set`` are refused for them. A verb's ``check_options(cfg, **options)`` attribute, when it
+has one, runs before ``--dry-run`` prints and before a run starts.
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
         options["resume"] = True
     else:
         cfg = apply_overrides(get_preset(mod.PRESETS, ns.preset), ns.overrides)
+    check = getattr(fn, "check_options", None)  # a verb's own option checks, so --dry-run refuses what a run would
+    if check is not None:
+        check(cfg, **{k: v for k, v in options.items() if k != "resume"})
     if ns.dry_run:
         shown: Any = config_dict(cfg)
         preset: str | None = ns.preset

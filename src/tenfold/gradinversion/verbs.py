@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +379,13 @@ def _check_iterations(iterations: int) -> None:
         raise ConfigError(f"--iterations must be >= 0 (0: the preset's), got {iterations}")
 
 
+def _check_attack_options(cfg: Config, *, iterations: int = 0, batch_size: int = 1, **_: Any) -> None:
+    """attack's option checks that need no model or data (the CLI runs them before ``--dry-run`` prints too)."""
+    _check_iterations(iterations)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+
+
 def run_attack(cfg: Config, net: nn.Module, g: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                mean: list[float], std: list[float], user_bn: list[tuple[torch.Tensor, torch.Tensor]] | None,
                iterations: int = 0, **run_kw: Any) -> AttackResult:
@@ -414,7 +421,7 @@ def attack(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weigh
     from tenfold.core.engine import Checkpointer, MetricsLogger
 
     run_dir = Path(run_dir)
-    _check_iterations(iterations)
+    _check_attack_options(cfg, iterations=iterations, batch_size=batch_size)
     # a resume reloads the model, the leak and the data from their paths: a file changed in between was attacked
     # with the first run's images and state without a word (checked first; a fresh run records them once its
     # inputs have passed their checks, so a refused one leaves nothing behind)
@@ -558,6 +565,35 @@ def _loss_plot(path: Path, history: list[dict[str, float]]) -> None:
     plt.close(fig)
 
 
+def _check_audit_options(cfg: Config, *, batch_sizes: Sequence[int] = (1, 4), noise_sigmas: Sequence[float] = (),
+                         prune_ratios: Sequence[float] = (), iterations: int = 0, **_: Any
+                         ) -> list[tuple[str, float, float]]:
+    """audit's rows (name, noise sigma, prune ratio), every setting checked before the first attack (the CLI runs
+    this before ``--dry-run`` prints too)."""
+    defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
+               [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
+    if cfg.noise_sigma or cfg.prune_ratio:  # each row sets its own; the run recorded the ignored values
+        raise ConfigError("audit sets the defences row by row (--noise-sigmas, --prune-ratios); drop --set "
+                          f"noise_sigma={cfg.noise_sigma:g} / prune_ratio={cfg.prune_ratio:g}, which it would ignore")
+    for _, sigma, ratio in defences:  # every row's settings checked before the first attack, not at its row
+        apply_defences([torch.zeros(1)], sigma, ratio)
+    _check_iterations(iterations)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError(f"--batch-sizes needs one or more sizes >= 1, got {list(batch_sizes)}")
+    for flag, vals in (("--batch-sizes", batch_sizes), ("--noise-sigmas", noise_sigmas),
+                       ("--prune-ratios", prune_ratios)):  # a repeated size failed in the plot, after every attack
+        repeated = sorted({v for v in vals if list(vals).count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{flag} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each "
+                              f"value once")
+    names = [d[0] for d in defences]
+    if len(set(names)) != len(names):  # 0.1 and 0.1000001 made two rows both named "noise 0.1" (one key on resume)
+        alike = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
+                          "first 6 significant digits")
+    return defences
+
+
 @_shared_args
 def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weights: str = "default",
           data: str = "cifar10-test", batch_sizes: tuple[int, ...] = (1, 4),
@@ -586,27 +622,8 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    defences = [("none", 0.0, 0.0)] + [(f"noise {s:g}", s, 0.0) for s in noise_sigmas] + \
-               [(f"prune {p:g}", 0.0, p) for p in prune_ratios]
-    if cfg.noise_sigma or cfg.prune_ratio:  # each row sets its own; the run recorded the ignored values
-        raise ConfigError("audit sets the defences row by row (--noise-sigmas, --prune-ratios); drop --set "
-                          f"noise_sigma={cfg.noise_sigma:g} / prune_ratio={cfg.prune_ratio:g}, which it would ignore")
-    for _, sigma, ratio in defences:  # every row's settings checked before the first attack, not at its row
-        apply_defences([torch.zeros(1)], sigma, ratio)
-    _check_iterations(iterations)
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ConfigError(f"--batch-sizes needs one or more sizes >= 1, got {list(batch_sizes)}")
-    for flag, vals in (("--batch-sizes", batch_sizes), ("--noise-sigmas", noise_sigmas),
-                       ("--prune-ratios", prune_ratios)):  # a repeated size failed in the plot, after every attack
-        repeated = sorted({v for v in vals if list(vals).count(v) > 1})
-        if repeated:
-            raise ConfigError(f"{flag} lists {', '.join(f'{v:g}' for v in repeated)} more than once; give each "
-                              f"value once")
-    names = [d[0] for d in defences]
-    if len(set(names)) != len(names):  # 0.1 and 0.1000001 made two rows both named "noise 0.1" (one key on resume)
-        alike = sorted({n for n in names if names.count(n) > 1})
-        raise ConfigError(f"defence values that print alike: {', '.join(alike)}; give values that differ in their "
-                          "first 6 significant digits")
+    defences = _check_audit_options(cfg, batch_sizes=batch_sizes, noise_sigmas=noise_sigmas,
+                                    prune_ratios=prune_ratios, iterations=iterations)
     inputs = input_files({"--weights": weights, "--data": data}, data=("--data",))
     if resume:  # before loading; a fresh run records them once they have passed their checks
         check_inputs(run_dir, inputs, resume=True)
@@ -694,3 +711,6 @@ def audit(cfg: Config, run_dir: Path, *, model: str = "cifar10-resnet20", weight
 
 
 audit.resume_files = ("audit_rows.jsonl",)  # the CLI reads it: an interrupted audit goes on from its finished rows
+
+attack.check_options = _check_attack_options  # the CLI runs them before --dry-run prints
+audit.check_options = _check_audit_options

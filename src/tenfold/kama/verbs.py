@@ -164,6 +164,14 @@ def _synthetic_bodies(model: BodyModel, n: int, seed: int, noise_mm: float = 0.0
     return {"pose": pose, "betas": betas, "transl": transl, "keypoints": noisy, "clean": kp}
 
 
+def _check_synth_options(cfg: Config, *, bodies: int = 0, noise_mm: float = 0.0, **_: Any) -> int:
+    """The number of bodies synth draws, its options checked (also by ``--dry-run``)."""
+    n = bodies or cfg.demo_bodies
+    if n < 1 or not (math.isfinite(noise_mm) and noise_mm >= 0):  # NaN / Inf wrote all-NaN / Inf keypoints
+        raise InputError(f"bodies must be >= 1 and noise_mm finite and >= 0, got {n}, {noise_mm}")
+    return n
+
+
 def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0) -> dict[str, Any]:
     """SYNTHETIC keypoints of random bodies of the config's body model (the seeded procedural one by default):
     writes keypoints.npy (B, 26, 3) and truth.npz (pose, betas, transl, and the body model and seed they belong to).
@@ -172,9 +180,7 @@ def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0)
         bodies: bodies to draw; 0: the config's ``demo_bodies``.
         noise_mm: standard deviation of the Gaussian noise added to each keypoint coordinate, in millimetres.
     """
-    n = bodies or cfg.demo_bodies
-    if n < 1 or not (math.isfinite(noise_mm) and noise_mm >= 0):  # NaN / Inf wrote all-NaN / Inf keypoints
-        raise InputError(f"bodies must be >= 1 and noise_mm finite and >= 0, got {n}, {noise_mm}")
+    n = _check_synth_options(cfg, bodies=bodies, noise_mm=noise_mm)
     # --set body_model=FILE was ignored (the bodies were always procedural ones); drawn on the CPU whatever the
     # config's device (the paper preset's cuda need not be there to write keypoints)
     model = build(dataclasses.replace(cfg, device="cpu"))
@@ -228,6 +234,7 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
 
 
 MAX_MESHES = 8  # OBJ files written by fit: a 1,000-body batch would write 0.5 GB of meshes
+synth.check_options = _check_synth_options  # the CLI runs it before --dry-run prints
 
 
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,

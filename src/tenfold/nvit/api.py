@@ -662,6 +662,14 @@ def lut(cfg: Config, run_dir: Path, *, device: str = "") -> dict[str, Any]:
             "lut": str(Path(run_dir) / "lut.json")}
 
 
+def _check_prune_options(cfg: Config, *, latency_target: float = 0.0, **_: Any) -> float:
+    """The latency target prune runs to (the option, else the config's), checked (also by ``--dry-run``)."""
+    frac = latency_target or cfg.latency_target
+    if not 0 < frac <= 1:  # NaN fails too
+        raise ConfigError(f"--latency-target must be in (0, 1] (a fraction of the dense latency), got {frac}")
+    return frac
+
+
 def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", lut: str = "",
           latency_target: float = 0.0, resume: bool = False) -> dict[str, Any]:
     """Prune ``model`` globally to ``latency_target`` (default: the config's) of its LUT latency.
@@ -679,9 +687,7 @@ def prune(cfg: Config, run_dir: Path, *, model: str = "vit", weights: str = "", 
         resume: continue the pruning loop from the run's last checkpoint (the CLI's ``--resume --out RUN``).
     """
     b = build(cfg)
-    frac = latency_target or cfg.latency_target
-    if not 0 < frac <= 1:  # NaN fails too
-        raise ConfigError(f"--latency-target must be in (0, 1] (a fraction of the dense latency), got {frac}")
+    frac = _check_prune_options(cfg, latency_target=latency_target)
     run_dir = Path(run_dir)
     if resume and not Checkpointer(run_dir, method="nvit-prune").steps():
         raise CheckpointError(f"nothing to resume: no pruning checkpoint in {run_dir / 'checkpoints'}")
@@ -857,3 +863,6 @@ def export(cfg: Config, run_dir: Path, *, model: str = "", lut: str = "", onnx: 
     return {"macs": rep["macs"], "params": rep["params"], "latency_b1": rep["latency_b1"],
             **{k: v for k, v in out.items() if k.endswith("_ratio") or k.startswith("onnx")},
             "report": str(run_dir / "report.json")}
+
+
+prune.check_options = _check_prune_options  # the CLI runs it before --dry-run prints
