@@ -627,3 +627,23 @@ def test_an_image_over_pillows_pixel_limit_is_one_line(tmp_path: Path, monkeypat
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 pixels: twice the limit, a "bomb" to Pillow
     with pytest.raises(DataError, match=r"corrupt or unreadable image .*a\.png: DecompressionBombError"):
         D.load_dataset(f"folder:{tmp_path / 'big'}")
+
+
+def test_subset_takes_masks_and_refuses_fractional_or_outside_indices_and_limit_takes_numpy_ints():
+    """A boolean mask was cast to long and picked image 1 once per True; 0.5 was truncated to image 0; an index
+    past the end was a raw IndexError; limit=np.int64(2) was refused as not an integer."""
+    ds = D.synthetic_classification(7, num_classes=3, size=4, seed=0)
+    mask = torch.tensor([True, False, True, False, False, True, False])
+    sub = ds.subset(mask)
+    assert torch.equal(sub.images, ds.images[[0, 2, 5]]) and torch.equal(sub.labels, ds.labels[[0, 2, 5]])
+    assert torch.equal(ds.subset(torch.tensor([2.0, 4.0])).images, ds.images[[2, 4]])
+    with pytest.raises(InputError, match="one entry per image \\(7\\)"):
+        ds.subset(torch.tensor([True, False]))
+    with pytest.raises(InputError, match="fractional indices"):
+        ds.subset([0.5])
+    with pytest.raises(InputError, match=r"must lie in \[0, 7\), got 0 to 100"):
+        ds.subset([0, 100])
+    assert len(D.load_dataset("digits", limit=np.int64(5))) == 5
+    for bad in (True, 2.5, 0):
+        with pytest.raises(DataError, match="limit must be a positive integer"):
+            D.load_dataset("digits", limit=bad)

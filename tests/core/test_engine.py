@@ -646,3 +646,38 @@ def test_resuming_a_finished_run_returns_its_last_logged_figures(tmp_path: Path)
     done = run(tmp_path, TOTAL)[1]
     again = run(tmp_path, TOTAL, resume=True)[1]
     assert again["steps"] == TOTAL and again["loss"] == done["loss"] and again["lr"] == done["lr"]
+
+
+def test_session27_walkthrough_clipping_ema_schedule_and_resume_are_checked(tmp_path: Path) -> None:
+    """A negative grad_clip reversed every gradient (training climbed), 0 zeroed them; EMA weights filled a model of
+    another shape by broadcasting; min_ratio -1 drove the learning rate negative; a resume into another
+    architecture was a raw RuntimeError."""
+    from tenfold.core.io import CheckpointError, ConfigError
+
+    p = nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([3.0, 4.0, 0.0])
+    for bad in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ConfigError, match="grad_clip .* must be a finite number > 0"):
+            clip_gradients([p], bad)
+        with pytest.raises(ConfigError, match="grad_clip must be a finite number > 0"):
+            run(tmp_path / "never", 4, grad_clip=bad)
+    assert not (tmp_path / "never").exists()
+    assert float(clip_gradients([p], 1.0)) == 5.0 and torch.allclose(p.grad, torch.tensor([0.6, 0.8, 0.0]))
+    ema = EMA(nn.Linear(1, 1))
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        ema.copy_to(nn.Linear(2, 2))
+    other = EMA(nn.Linear(2, 2)).state_dict()
+    with pytest.raises(CheckpointError, match="have other shapes"):
+        ema.load_state_dict(other)
+    with pytest.raises(CheckpointError, match="no 'shadow' entry"):
+        ema.load_state_dict({"decay": 0.9})
+    opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
+    for bad in (-1.0, 2.0, float("nan")):
+        with pytest.raises(ConfigError, match=r"min_ratio must lie in \[0, 1\]"):
+            warmup_cosine(opt, 0, 10, min_ratio=bad)
+    run(tmp_path / "r", 4, ckpt_every=None)
+    with pytest.raises(CheckpointError, match="does not fit this model or optimizer"):
+        fit(nn.Linear(8, 3), lambda m, b: {"loss": m(b[0]).pow(2).mean()}, Regression(), run_dir=tmp_path / "r",
+            steps=8, batch_size=8, ema=0.9, progress=False, tensorboard=False, seed=7, resume=True,
+            optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=3e-3),
+            scheduler=lambda o: warmup_cosine(o, 5, TOTAL), grad_clip=0.5)

@@ -416,3 +416,14 @@ def test_swing_rotation_hits_b_just_outside_the_half_turn_branch(dtype):
         b = torch.nn.functional.normalize(-a + k * eps * perp, dim=-1)
         R = G.swing_rotation(a, b)
         assert float(((R @ a[..., None])[..., 0] - b).norm(dim=-1).max()) < 50 * eps, k
+
+
+def test_forward_kinematics_with_integer_rotations_keeps_fractional_rest_positions():
+    """Integer local rotations (identity as ints) cast the rest pose to int64: positions silently truncated."""
+    rest = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.25, 0.75, 0.0]])
+    R = torch.eye(3, dtype=torch.long).expand(3, 3, 3)
+    _, pos = G.forward_kinematics(R, rest, [-1, 0, 1])
+    _, ref = G.forward_kinematics(R.float(), rest, [-1, 0, 1])
+    assert pos.is_floating_point()
+    torch.testing.assert_close(pos, ref)
+    torch.testing.assert_close(pos, rest)  # identity rotations: the rest pose itself

@@ -334,3 +334,18 @@ def test_a_resume_refuses_inputs_changed_since_the_run_started(tmp_path, monkeyp
         check_inputs(run, files, resume=True)
     check_inputs(run, {"data": f"images:{folder}"}, resume=True, record=run / INPUTS_FILE, what="evaluate",
                  since="the model was trained")  # another run's record, read only
+
+
+def test_checkpoint_keys_that_would_not_come_back_are_refused(tmp_path):
+    """{1: a, "1": b} came back as {1: b}; {"": a, "_": b} as both b; tuple / float / None keys as strings; a bool
+    key or the format's own markers saved without a word and then read as a corrupt file."""
+    a, b = torch.ones(2), torch.zeros(2)
+    for state, match in (({1: a, "1": b}, r"keys '1' \(str\) and 1 \(int\)"),
+                         ({"x": {"": a, "_": b}}, "non-empty str or int .* got '' at 'x'"),
+                         ({(1, 2): a}, r"got \(1, 2\) at '\(top\)'"), ({1.5: a}, "got 1.5"), ({None: a}, "got None"),
+                         ({True: a}, "got True"), ({"m": {"__tensor__": "w"}}, "got '__tensor__' at 'm'")):
+        with pytest.raises(CheckpointError, match=match):
+            save_checkpoint(tmp_path / "c", state, method="t")
+    save_checkpoint(tmp_path / "ok", {1: a, "two": b, "nested": {3: a}}, method="t")
+    back, _ = load_checkpoint(tmp_path / "ok")
+    assert set(back) == {1, "two", "nested"} and torch.equal(back[1], a) and set(back["nested"]) == {3}

@@ -330,3 +330,19 @@ def test_empty_inputs_raise_and_mixed_precision_is_promoted():
     p, q = torch.randn(2, 5, 3, dtype=D64), torch.randn(2, 5, 3, dtype=D64)
     torch.testing.assert_close(M.pa_mpjpe(p.float(), q), M.pa_mpjpe(p, q), atol=1e-5, rtol=0)
     torch.testing.assert_close(M.angular_error(p.float(), q), M.angular_error(p, q), atol=1e-3, rtol=0)
+
+
+def test_half_precision_metrics_are_computed_in_float32_and_data_range_must_be_finite():
+    """In float16 a PSNR above 48 dB overflowed to inf and the angle between 300-long vectors read 0; a NaN
+    data_range returned NaN dB."""
+    x = torch.full((1, 1, 4, 4), 0.5)
+    y = x + 0.002
+    assert float(M.psnr(x.half(), y.half())) == pytest.approx(float(M.psnr(x.half().float(), y.half().float())))
+    assert math.isfinite(float(M.psnr(x.half(), y.half())))
+    a, b = torch.tensor([300.0, 0.0, 0.0]), torch.tensor([300.0, 1.0, 0.0])
+    assert float(M.angular_error(a.half(), b.half())) == pytest.approx(math.degrees(math.atan2(1, 300)), rel=1e-3)
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(InputError, match="data_range must be a finite number > 0"):
+            M.psnr(x, y, data_range=bad)
+        with pytest.raises(InputError, match="data_range and sigma must be finite numbers > 0"):
+            M.ssim(torch.full((1, 1, 16, 16), 0.5), torch.full((1, 1, 16, 16), 0.6), data_range=bad)

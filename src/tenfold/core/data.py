@@ -144,6 +144,16 @@ def list_data() -> list[dict[str, Any]]:
     return out
 
 
+def _whole(v: object) -> bool:
+    """An integer of any kind (int, numpy or 0-d torch integer), for counts given through the API."""
+    import operator
+
+    try:
+        operator.index(v)
+    except TypeError:
+        return False
+    return True
+
 # --------------------------------------------------------------------------------------------
 # ImageDataset
 # --------------------------------------------------------------------------------------------
@@ -191,7 +201,16 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageDataset:
         """A new dataset holding the images at ``indices`` (same classes, name and source)."""
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        raw = torch.as_tensor(indices)
+        if raw.dtype == torch.bool:  # a mask: cast to long it picked image 1 once per True (and 0 per False)
+            if raw.shape != (len(self),):
+                raise InputError(f"a boolean mask must have one entry per image ({len(self)}), got {tuple(raw.shape)}")
+            raw = raw.nonzero().flatten()
+        elif raw.is_floating_point() and not bool((raw == raw.round()).all()):  # 0.5 was truncated to image 0
+            raise InputError("subset takes whole image indices or a boolean mask, got fractional indices")
+        idx = raw.to(torch.long).reshape(-1)
+        if idx.numel() and not (-len(self) <= int(idx.min()) and int(idx.max()) < len(self)):
+            raise InputError(f"subset indices must lie in [0, {len(self)}), got {int(idx.min())} to {int(idx.max())}")
         ids = [self.ids[i] for i in idx.tolist()] if self.ids is not None else None
         return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.source, ids)
 
@@ -593,7 +612,7 @@ def load_dataset(spec: str, *, limit: int | None = None) -> ImageDataset:
     name = name.strip().lower()
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or not _whole(limit) or limit < 1):  # np.int64 is whole too
         raise DataError(f"limit must be a positive integer, got {limit!r}")
     p = Path(path.strip()).expanduser() if path.strip() else None
     return DATASETS[name][1](name, p, limit)
@@ -614,7 +633,7 @@ def load_pfwillow(root: str | os.PathLike | None = None, *, categories: Iterable
     from PIL import Image
     from scipy.io.matlab import MatReadError
 
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or not _whole(limit) or limit < 1):  # np.int64 is whole too
         raise DataError(f"limit must be a positive integer, got {limit!r}")
     base = Path(root).expanduser() if root is not None else data_root() / "pfwillow"
     if not base.is_dir():

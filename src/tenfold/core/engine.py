@@ -329,7 +329,12 @@ class EMA:
     def copy_to(self, model: nn.Module) -> None:
         """Overwrite the model's parameters and buffers with the averaged ones."""
         m = unwrap(model)
-        for n, t in itertools.chain(m.named_parameters(), m.named_buffers()):
+        named = list(itertools.chain(m.named_parameters(), m.named_buffers()))
+        odd = [n for n, t in named if n not in self.shadow or self.shadow[n].shape != t.shape]
+        if odd or len(named) != len(self.shadow):  # a model of another shape was filled by broadcasting
+            raise CheckpointError(f"the EMA weights do not fit this model: {odd[:3] or 'another set of tensors'} "
+                                  "differ in name or shape")
+        for n, t in named:
             t.copy_(self.shadow[n].to(t.dtype))
 
     @contextlib.contextmanager
@@ -352,6 +357,8 @@ class EMA:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; raises :class:`CheckpointError` when the names differ."""
+        if not isinstance(state, Mapping) or "shadow" not in state:
+            raise CheckpointError("EMA state has no 'shadow' entry (not an EMA.state_dict())")
         shadow = state["shadow"]
         if set(shadow) != set(self.shadow):
             missing, unexpected = sorted(set(self.shadow) - set(shadow)), sorted(set(shadow) - set(self.shadow))
@@ -360,6 +367,9 @@ class EMA:
         self.decay = float(state["decay"])
         self.warmup = bool(state.get("warmup", False))
         self.num_updates = int(state["num_updates"])
+        wrong = [k for k, v in shadow.items() if tuple(v.shape) != tuple(self.shadow[k].shape)]
+        if wrong:
+            raise CheckpointError(f"EMA state does not match the model: {wrong[:3]} have other shapes")
         with torch.no_grad():
             for k, v in shadow.items():
                 self.shadow[k].copy_(v)
@@ -372,6 +382,9 @@ def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float | None = 
     Returns a 0-d tensor on the gradients' device (no host sync). Parameters without a gradient
     are skipped; with none at all the norm is 0.
     """
+    if max_norm is not None and not (math.isfinite(max_norm) and max_norm > 0):  # -1 reversed every gradient
+        # (gradient ascent), 0 zeroed them: both without a word
+        raise ConfigError(f"grad_clip (max_norm) must be a finite number > 0, or None for no clipping; got {max_norm}")
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return torch.zeros(())
@@ -393,6 +406,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int,
     if warmup < 0 or total < 1 or warmup > total:
         raise ConfigError(f"warmup_cosine needs 0 <= warmup <= total and total >= 1, got warmup={warmup}, "
                           f"total={total}")
+    if not 0 <= min_ratio <= 1:  # -1 drove the learning rate negative (ascent), NaN made it NaN
+        raise ConfigError(f"warmup_cosine's min_ratio must lie in [0, 1], got {min_ratio}")
 
     def factor(s: int) -> float:
         if s < warmup:
@@ -763,6 +778,8 @@ def fit(
                          ("log_every", log_every, 1), ("ckpt_every", ckpt_every or 1, 1)):
         if not isinstance(v, int) or v < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):  # before any work, not at step 1
+        raise ConfigError(f"grad_clip must be a finite number > 0, or None for no clipping; got {grad_clip}")
     info, dev, started = setup_distributed(device)
     try:
         world, rank = info.world_size, info.rank
@@ -819,8 +836,12 @@ def fit(
             if (data.get("seed", seed), data.get("shuffle", shuffle)) != (seed, shuffle):
                 raise CheckpointError(f"{src} was written with seed={data.get('seed')}, shuffle={data.get('shuffle')}; "
                                       f"resume with the same (now seed={seed}, shuffle={shuffle})")
-            raw.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            try:  # another architecture was a raw RuntimeError listing every key
+                raw.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{src} does not fit this model or optimizer ({str(e).splitlines()[0]}); "
+                                      "resume with the model and settings the run started with") from None
             for name, obj, st in (("scheduler", sched, state["scheduler"]), ("ema", ema_obj, state["ema"]),
                                   ("scaler", scaler, state["scaler"])):
                 if (obj is None) != (st is None):

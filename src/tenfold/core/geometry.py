@@ -502,6 +502,8 @@ def forward_kinematics(local_rot: torch.Tensor, rest: torch.Tensor, parents: Seq
     J = local_rot.shape[-3]
     check_tensor(rest, "rest", ("...", J, 3))
     par = _check_parents(parents, J)
+    if not local_rot.is_floating_point():  # integer rotations cast rest to int64: positions silently truncated
+        local_rot = local_rot.to(torch.promote_types(rest.dtype, torch.get_default_dtype()))
     rest = rest.to(local_rot.dtype)
     if offsets:
         off = rest

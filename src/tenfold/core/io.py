@@ -412,6 +412,19 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
         return _flatten(torch.from_numpy(np.ascontiguousarray(obj)), prefix, tensors, seen)
     if isinstance(obj, Mapping):
         keys = list(obj.keys())
+        where = prefix or "(top)"
+        # a key stored as its string and read back as such: anything but str / int came back another type, two
+        # keys with one string form ({1: a, "1": b}) or an empty one (beside "_") overwrote each other, and the
+        # format's own markers as keys made the file unreadable
+        odd = [k for k in keys if isinstance(k, bool) or not isinstance(k, (str, int))
+               or k in ("", _TENSOR, _TUPLE, _INTKEYS, _FLOAT)]
+        if odd:
+            raise CheckpointError(f"checkpoint keys must be non-empty str or int (not the format's markers); got "
+                                  f"{odd[0]!r} at '{where}'")
+        if len({str(k) for k in keys}) != len(keys):
+            dup = sorted({str(k) for k in keys if sum(str(j) == str(k) for j in keys) > 1})
+            raise CheckpointError(f"checkpoint keys {dup[0]!r} (str) and {int(dup[0])} (int) at '{where}' would be "
+                                  "stored as one; rename one")
         slash = [str(k) for k in keys if "/" in str(k)]
         if slash:  # "/" joins nested keys: {"a/b": x, "a": {"b": y}} stored both at "a/b" and lost x
             raise CheckpointError(f"checkpoint keys cannot contain '/': {slash[0]!r} at '{prefix or '(top)'}'")
