@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -205,6 +206,12 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=10, help="bodies per alternation chunk")
     p.add_argument("--mocap-opt-frames", type=int, default=40, help="CMU frames fitted by the (slow) optimiser")
     args = p.parse_args()
+    for flag, v in (("--bodies", args.bodies), ("--chunk", args.chunk), ("--mocap-opt-frames", args.mocap_opt_frames)):
+        if v < 1:  # 0 was a raw RuntimeError (no bodies) or a range() ValueError (chunk 0)
+            p.error(f"{flag} must be >= 1, got {v}")
+    path = args.data if args.data.startswith("/") else str(data_root() / args.data)
+    if not Path(path).is_file():  # it was read after the synthetic runs, minutes in
+        p.error(f"--data {args.data}: no BVH file at {path}")
     torch.set_num_threads(1)
     started = clock()
     cfg = Config(device=args.device)
@@ -228,7 +235,6 @@ def main() -> None:
         figures["synthetic"][f"noise_{int(noise)}mm"] = r
         print(f"noise {noise} mm: " + "; ".join(f"{m}: MPJPE {r[m]['mpjpe']} mm, {r[m]['cpu_ms_per_body']} ms"
                                                 for m in METHODS), flush=True)
-    path = args.data if args.data.startswith("/") else str(data_root() / args.data)
     figures["mocap"] = mocap(model, cfg, path, args.mocap_opt_frames)
     figures["mocap"]["source"] = path
     print("mocap:", figures["mocap"], flush=True)

@@ -34,7 +34,7 @@ from benchmarks.common import clock, goal, parser, write_result
 from tenfold.core.data import load_dataset
 from tenfold.core.engine import fit, warmup_cosine
 from tenfold.core.evaluate import evaluate_classifier
-from tenfold.core.io import load_checkpoint, save_checkpoint
+from tenfold.core.io import TenfoldError, load_checkpoint, save_checkpoint
 from tenfold.core.latency import compare
 from tenfold.core.models import VisionTransformer, vit_tiny_cifar
 from tenfold.nvit import PRESETS
@@ -299,6 +299,12 @@ def main() -> None:
     p.add_argument("--tune", action="store_true",
                    help="NViT only, scored on 5,000 held-out training images (choose --eta-rho); no test split")
     args = p.parse_args()
+    if not 0 < args.target < 1:  # never range-checked; checked with --data before minutes of teacher training
+        p.error(f"--target must lie in (0, 1) (a fraction of the dense latency), got {args.target}")
+    try:
+        load_dataset(args.data, limit=1)
+    except TenfoldError as e:
+        p.error(f"--data {args.data}: {e}")
     torch.set_num_threads(1)
     started = clock()
     dev = args.device

@@ -235,6 +235,12 @@ def test_resume_keeps_the_verb_options_the_run_started_with(fake_method, capsys,
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["hant", "train"], "not implemented yet"),
     (["bench", "kama", "--bad-flag"], "unrecognized arguments: --bad-flag"),  # was argparse's 4-line usage block
+    (["bench", "./nvit"], "no benchmark './nvit'; choose one of: core, gradinversion, kama"),  # was an ImportError
+    (["bench", "common"], "no benchmark 'common'"),  # a helper module: it ran, did nothing and exited 0
+    (["bench", "kama", "--bodies", "0"], "--bodies must be >= 1, got 0"),  # a RuntimeError after the imports
+    (["bench", "kama", "--chunk", "0"], "--chunk must be >= 1, got 0"),
+    (["bench", "nvit", "--target", "0"], "--target must lie in (0, 1)"),  # checked after minutes of training
+    (["bench", "nvit", "--data", "nosuch"], "--data nosuch: unknown dataset 'nosuch'"),
 ])
 def test_user_mistakes_are_one_line_exit_2(fake_method, capsys, argv, pattern):
     code, out, err = _run(capsys, *argv)
@@ -410,6 +416,9 @@ def test_resume_takes_relative_paths_from_the_runs_folder_and_leaves_built_in_na
     (["gradinversion", "attack", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["gradinversion", "audit", "--batch-sizes", "4", "4"], "--batch-sizes lists 4 more than once"),
     (["kama", "synth", "--bodies", "-2"], "bodies must be >= 1"),
+    (["kama", "fit"], "pass --keypoints FILE"),
+    (["lsgm", "sample"], "sample needs --checkpoint RUN_DIR"),
+    (["lsgm", "evaluate", "--checkpoint", "x", "--fd-samples", "1"], "fd_samples must be 0 (no FD) or >= 2"),
 ])
 def test_dry_run_checks_the_verbs_options(argv, message, capsys):
     """--dry-run printed a config for verb options the run then refused (--latency-target 5 among them): a verb's
@@ -419,3 +428,28 @@ def test_dry_run_checks_the_verbs_options(argv, message, capsys):
     assert cli.main([*argv, "--dry-run"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and f"error: {message}" in err
+
+
+def test_demo_names_a_skipped_section_on_stderr(capsys, tmp_path, monkeypatch):
+    """A section skipped for a missing dependency (nvit's export without onnx) exited 0 with `failed: []` and said
+    why only inside report.html."""
+    from tenfold import demo
+    from tenfold.core.io import DependencyError
+
+    def needs_onnx(run_dir):
+        raise DependencyError("ONNX export needs the 'onnx' package (pip install onnx)")
+
+    monkeypatch.setitem(demo.CORE_SECTIONS, "engine", needs_onnx)
+    code, _, err = _run(capsys, "demo", "--only", "engine", "--out", str(tmp_path / "d"))
+    assert code == 0
+    assert "warning: demo section engine skipped: ONNX export needs the 'onnx' package (pip install onnx)" in err
+
+
+def test_help_of_an_unimplemented_method_and_a_missing_data_root(capsys, tmp_path, monkeypatch):
+    """`tenfold hant --help` was an error (exit 2); `tenfold data` with TENFOLD_DATA at a folder that is not there
+    listed every item as MISSING without saying why."""
+    code, out, _ = _run(capsys, "hant", "--help")
+    assert code == 0 and "method 'hant' (HANT: hardware-aware network transformation) is not implemented yet" in out
+    monkeypatch.setenv("TENFOLD_DATA", str(tmp_path / "nope"))
+    code, out, err = _run(capsys, "data")
+    assert code == 0 and f"warning: the data root {tmp_path / 'nope'} is not there; set TENFOLD_DATA" in err

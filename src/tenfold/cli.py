@@ -3,7 +3,7 @@
     tenfold --help
     tenfold demo [--out DIR] [--json]
     tenfold data [--json]
-    tenfold eval --model NAME --weights FILE --data SPEC [--json]
+    tenfold eval --model NAME [--weights FILE] --data SPEC [--json]
     tenfold bench METHOD [benchmark args...]
     tenfold METHOD VERB [--preset NAME] [--set key=value ...] [--dry-run] [--json] [--out DIR]
                         [--resume] [verb options...]
@@ -164,8 +164,12 @@ def cmd_method(method: str, argv: Sequence[str]) -> int:
 
     mod = load_method(method)
     if mod is None:
-        raise ConfigError(f"method '{method}' is not implemented yet; implemented: "
-                          f"{', '.join(m for m in METHODS if load_method(m)) or 'none'}")
+        said = (f"method '{method}' ({METHODS[method]}) is not implemented yet; implemented: "
+                f"{', '.join(m for m in METHODS if load_method(m)) or 'none'}")
+        if list(argv[:1]) in (["-h"], ["--help"]):  # asking for help is no mistake: the answer, exit 0
+            print(said)
+            return 0
+        raise ConfigError(said)
     verbs: dict[str, Callable[..., dict]] = mod.VERBS
     p = _Parser(prog=f"tenfold {method}", description=METHODS[method], add_help=False)
     p.add_argument("verb", choices=list(verbs), help="what to do")
@@ -414,8 +418,12 @@ def cmd_data(argv: Sequence[str]) -> int:
     items = list_data()
     found = [d for d in items if d["exists"]]
     missing = [d for d in items if not d["exists"]]
+    root = data_root()
+    if not root.is_dir():  # every item read MISSING, with no word on why
+        print(f"warning: the data root {root} is {'not a folder' if root.exists() else 'not there'}; set "
+              "TENFOLD_DATA to the folder holding the shared data (the bundled assets still work)", file=sys.stderr)
     if not ns.json:
-        print(f"data root: {data_root()} (set TENFOLD_DATA to change)")
+        print(f"data root: {root} (set TENFOLD_DATA to change)")
         for d in items:
             size = f"{d['size_bytes'] / 1e6:9.2f} MB" if d["exists"] else "  MISSING   "
             print(f"  {size}  {d['name']:<28} {d['path']}")
@@ -438,6 +446,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
     with _stdout_to_stderr(ns.json):
         metrics = run_demo(ns.out, only=ns.only, progress=not ns.json)
     _print_result(metrics, ns.json, title=f"tenfold demo: report at {metrics['report']}")
+    for name, why in metrics.get("skipped", {}).items():
+        print(f"warning: demo section {name} skipped: {why}", file=sys.stderr)
     if metrics["failed"]:
         print(f"error: demo sections failed: {', '.join(metrics['failed'])} (see error.txt in their folders)",
               file=sys.stderr)
@@ -449,11 +459,20 @@ def cmd_bench(argv: Sequence[str]) -> int:
     """``tenfold bench METHOD [args]``: run ``benchmarks/METHOD.py`` from a repository checkout."""
     import runpy
 
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    # a benchmark is a script with a main guard; common.py and __init__.py are its helpers (they ran, did nothing,
+    # and exited 0)
+    found = sorted({f.stem for root in candidates if root.is_dir() for f in root.glob("*.py")
+                    if not f.stem.startswith("_") and f.stem != "common" and "__main__" in f.read_text()})
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: tenfold bench METHOD [benchmark args...]   (runs benchmarks/METHOD.py)")
+        print("benchmarks: " + (", ".join(found) or "none here (they ship with the repository)"))
         return 0
     method, rest = argv[0], list(argv[1:])
-    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    if method not in found:  # "./nvit" or "../x" passed the file check and failed as a module name (a traceback)
+        raise ConfigError(f"no benchmark '{method}'; choose one of: {', '.join(found)}" if found else
+                          f"no benchmark '{method}': benchmarks/{method}.py not found (benchmarks ship with the "
+                          "repository, not the installed package)")
     for root in candidates:
         script = root / f"{method}.py"
         if script.is_file():
@@ -484,7 +503,7 @@ def _top_help() -> str:
              "usage:",
              "  tenfold demo [--out DIR]                 smoke demo of every implemented method -> report.html",
              "  tenfold data                             list the real data and weights found",
-             "  tenfold eval --model M --weights F --data SPEC [--json]   classification accuracy",
+             "  tenfold eval --model M [--weights F] --data SPEC [--json] classification accuracy",
              "  tenfold bench METHOD [args]              run benchmarks/METHOD.py",
              "  tenfold METHOD VERB [--preset P] [--set k=v ...] [--dry-run] [--json] [--out DIR] [opts]",
              "", "methods:"]

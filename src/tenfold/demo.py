@@ -151,4 +151,6 @@ def run_demo(out: str | Path, *, only: list[str] | None = None, progress: bool =
                           header={"tenfold": __version__, "run directory": str(run_dir)})
     write_json(run_dir / "metrics.json", metrics)
     failed = [s.title for s in sections if s.status == "failed"]
-    return {"report": str(report), "failed": failed, "sections": metrics}
+    # a skipped section (e.g. nvit's export without the onnx package) said so only inside report.html
+    skipped = {s.title: s.summary.removeprefix("skipped: ") for s in sections if s.status == "skipped"}
+    return {"report": str(report), "failed": failed, "skipped": skipped, "sections": metrics}

@@ -388,3 +388,26 @@ def test_full_accuracy_on_cifar10_test_even_half(shared_data, depth, top1):
         assert abs(res["top1"] - top1) < 0.0015, res["top1"]
     else:
         assert res["top1"] > 0.80, res["top1"]
+
+
+def test_a_weights_file_whose_content_no_longer_hashes_to_its_name_is_refused(tmp_path, shared_data):
+    """The shared CIFAR ResNets are named NAME-<SHA-256 prefix>.th; 2,000 flipped bytes inside the tensor data
+    loaded and scored 9 % top-1 without a word. An all-digit suffix (a date) is no hash and is not checked."""
+    import shutil
+
+    from tenfold.core.models import CifarResNet, default_weights, load_weights
+
+    src = default_weights("cifar10-resnet20")
+    good = tmp_path / src.name
+    shutil.copy(src, good)
+    load_weights(CifarResNet(20), good)  # intact: loads
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "damaged" / src.name
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{src.name} fails its hash check: its name says SHA-256 "):
+        load_weights(CifarResNet(20), bad)
+    dated = tmp_path / "resnet20-20240101.th"
+    shutil.copy(src, dated)
+    load_weights(CifarResNet(20), dated)

@@ -357,6 +357,26 @@ def vit_tiny_cifar(**kw: object) -> VisionTransformer:
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wrappers
 
 
+def _check_name_hash(p: Path) -> None:
+    """torchvision's naming habit, ``NAME-<first 8 hex digits of the file's SHA-256>.th/.pth`` (the shared CIFAR
+    ResNets follow it): a file whose content no longer hashes to its name is damaged (a flipped byte inside the
+    tensor data loaded and scored 9 % top-1 without a word)."""
+    import hashlib
+    import re
+
+    m = re.search(r"-([0-9a-f]{8,64})$", p.stem)
+    if m is None or m.group(1).isdigit():  # all digits: a date or a step count (weights-20240101.pth), not a hash
+        return
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if not h.hexdigest().startswith(m.group(1)):
+        raise CheckpointError(f"weights file {p} fails its hash check: its name says SHA-256 {m.group(1)}..., its "
+                              f"content hashes to {h.hexdigest()[:len(m.group(1))]}...; the file is damaged (or "
+                              "renamed): fetch it again")
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict from ``.safetensors``, a tenfold checkpoint (``.json``) or a ``.th``/``.pth`` file.
 
@@ -380,6 +400,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj, _ = load_checkpoint(p)
     else:
         obj = load_torch_file(p, "weights file")
+        _check_name_hash(p)
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), Mapping):

@@ -196,6 +196,12 @@ def synth(cfg: Config, run_dir: Path, *, bodies: int = 0, noise_mm: float = 0.0)
             "fit_with": f"tenfold kama fit --keypoints {kp} {same}"}
 
 
+def _check_fit_options(cfg: Config, *, keypoints: str = "", **_: Any) -> None:
+    """fit needs its keypoints (checked by ``--dry-run`` too)."""
+    if not keypoints:
+        raise InputError("pass --keypoints FILE (.npy or .json, (B, 26, 3) metres)")
+
+
 def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = "",
         landmarks: str = "") -> dict[str, Any]:
     """Fit the body model to keypoints (.npy/.json, metres): writes params.npz (every body), mesh_NNN.obj (the first
@@ -209,8 +215,7 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
         landmarks: a ``.json`` such as ``{"nose": 331}`` naming the vertex of any of the 11 surface landmarks,
             in place of the ones the body model's rules pick.
     """
-    if not keypoints:
-        raise InputError("pass --keypoints FILE (.npy or .json, (B, 26, 3) metres)")
+    _check_fit_options(cfg, keypoints=keypoints)
     X, c = read_keypoints(keypoints)
     model = build(cfg, body_model, landmarks)
     run_dir = output_dir(run_dir)  # the Python API may pass a str or a folder not made yet
@@ -235,6 +240,7 @@ def fit(cfg: Config, run_dir: Path, *, keypoints: str = "", body_model: str = ""
 
 MAX_MESHES = 8  # OBJ files written by fit: a 1,000-body batch would write 0.5 GB of meshes
 synth.check_options = _check_synth_options  # the CLI runs it before --dry-run prints
+fit.check_options = _check_fit_options
 
 
 def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional] = "", fps: float = 30.0,

@@ -514,6 +514,24 @@ def _load_on_device(checkpoint: str, device: str) -> Trained:
     return model.to(_device(dataclasses.replace(model.cfg, device=dev)))
 
 
+def _check_sample_options(cfg: Config, *, checkpoint: str = "", tol: float = 0.0, **_: Any) -> None:
+    """sample's checks before its model is read (the CLI runs them before ``--dry-run`` prints too)."""
+    if not checkpoint:
+        raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
+    _check_tol(tol, "the checkpoint config's ode_tol")  # a model without a score prior never reaches the solver
+
+
+def _check_evaluate_options(cfg: Config, *, checkpoint: str = "", limit: int = 0, fd_samples: int = 500,
+                            **_: Any) -> None:
+    """evaluate's checks before its model is read (the CLI runs them before ``--dry-run`` prints too)."""
+    if not checkpoint:
+        raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
+    if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
+        raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
+    if fd_samples == 1:  # checked before the NELBO, which it used to follow by minutes
+        raise ConfigError("fd_samples must be 0 (no FD) or >= 2 (a Frechet distance needs a covariance)")
+
+
 def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int = 64, tol: float = 0.0,
            sampler: str = "", seed: int = 0, device: str = "") -> dict[str, Any]:
     """Draw samples from a trained model; writes ``samples.png`` (decoder means) and ``samples.safetensors``
@@ -528,9 +546,7 @@ def sample(cfg: Config, run_dir: Path, *, checkpoint: str = "", num_samples: int
         device: ``cpu``, ``cuda``, ``cuda:1``; empty: the checkpoint config's.
     """
     n = num_samples
-    if not checkpoint:
-        raise ConfigError("sample needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    _check_tol(tol, "the checkpoint config's ode_tol")  # a model without a score prior never reaches the solver
+    _check_sample_options(cfg, checkpoint=checkpoint, tol=tol)
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     gen = generate(model, n, tol=tol or model.cfg.ode_tol, sampler=sampler or model.cfg.sampler,
@@ -562,12 +578,7 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
             held-out split.
         device: ``cpu``, ``cuda``, ``cuda:1``; empty: the checkpoint config's.
     """
-    if not checkpoint:
-        raise ConfigError("evaluate needs --checkpoint RUN_DIR (a directory written by `tenfold lsgm train`)")
-    if limit < 0 or fd_samples < 0:  # a negative limit used to drop images from the end of the held-out set
-        raise ConfigError(f"limit and fd_samples must be >= 0 (0: all images / no FD), got {limit}, {fd_samples}")
-    if fd_samples == 1:  # checked before the NELBO, which it used to follow by minutes
-        raise ConfigError("fd_samples must be 0 (no FD) or >= 2 (a Frechet distance needs a covariance)")
+    _check_evaluate_options(cfg, checkpoint=checkpoint, limit=limit, fd_samples=fd_samples)
     model = _load_on_device(checkpoint, device)
     _record_config(run_dir, model.cfg, config_from=str(checkpoint), preset=None, overrides=[])
     c = model.cfg
@@ -637,3 +648,7 @@ def evaluate(cfg: Config, run_dir: Path, *, checkpoint: str = "", limit: int = 0
         out["sample_nfe"] = gen["nfe"]
         save_grid(gen["mean"], Path(run_dir) / "samples.png")
     return out
+
+
+sample.check_options = _check_sample_options  # the CLI runs them before --dry-run prints
+evaluate.check_options = _check_evaluate_options
