@@ -463,7 +463,7 @@ def cmd_bench(argv: Sequence[str]) -> int:
     # a benchmark is a script with a main guard; common.py and __init__.py are its helpers (they ran, did nothing,
     # and exited 0)
     found = sorted({f.stem for root in candidates if root.is_dir() for f in root.glob("*.py")
-                    if not f.stem.startswith("_") and f.stem != "common" and "__main__" in f.read_text()})
+                    if not f.stem.startswith("_") and f.stem != "common" and b"__main__" in _read_or_empty(f)})
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: tenfold bench METHOD [benchmark args...]   (runs benchmarks/METHOD.py)")
         print("benchmarks: " + (", ".join(found) or "none here (they ship with the repository)"))
@@ -496,6 +496,14 @@ def cmd_bench(argv: Sequence[str]) -> int:
             return 0
     raise ConfigError(f"no benchmark '{method}': benchmarks/{method}.py not found "
                       "(benchmarks ship with the repository, not the installed package)")
+
+
+def _read_or_empty(path: Path) -> bytes:
+    """A file's bytes, or none where it cannot be read (a folder named x.py, no permission)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def _top_help() -> str:

@@ -641,7 +641,7 @@ def test_subset_takes_masks_and_refuses_fractional_or_outside_indices_and_limit_
         ds.subset(torch.tensor([True, False]))
     with pytest.raises(InputError, match="fractional indices"):
         ds.subset([0.5])
-    with pytest.raises(InputError, match=r"must lie in \[0, 7\), got 0 to 100"):
+    with pytest.raises(InputError, match=r"must lie in \[-7, 7\), got 0 to 100"):
         ds.subset([0, 100])
     assert len(D.load_dataset("digits", limit=np.int64(5))) == 5
     for bad in (True, 2.5, 0):

@@ -341,7 +341,7 @@ def test_checkpoint_keys_that_would_not_come_back_are_refused(tmp_path):
     key or the format's own markers saved without a word and then read as a corrupt file."""
     a, b = torch.ones(2), torch.zeros(2)
     for state, match in (({1: a, "1": b}, r"keys '1' \(str\) and 1 \(int\)"),
-                         ({"x": {"": a, "_": b}}, "non-empty str or int .* got '' at 'x'"),
+                         ({"x": {"": a, "_": b}}, "non-empty str or Python int .* got '' at 'x'"),
                          ({(1, 2): a}, r"got \(1, 2\) at '\(top\)'"), ({1.5: a}, "got 1.5"), ({None: a}, "got None"),
                          ({True: a}, "got True"), ({"m": {"__tensor__": "w"}}, "got '__tensor__' at 'm'")):
         with pytest.raises(CheckpointError, match=match):

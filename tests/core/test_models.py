@@ -392,7 +392,8 @@ def test_full_accuracy_on_cifar10_test_even_half(shared_data, depth, top1):
 
 def test_a_weights_file_whose_content_no_longer_hashes_to_its_name_is_refused(tmp_path, shared_data):
     """The shared CIFAR ResNets are named NAME-<SHA-256 prefix>.th; 2,000 flipped bytes inside the tensor data
-    loaded and scored 9 % top-1 without a word. An all-digit suffix (a date) is no hash and is not checked."""
+    loaded and scored 9 % top-1 without a word: now a warning (not an error: a hex suffix may be a git commit). An
+    all-digit suffix (a date) is no hash and is not checked."""
     import shutil
 
     from tenfold.core.models import CifarResNet, default_weights, load_weights
@@ -406,8 +407,14 @@ def test_a_weights_file_whose_content_no_longer_hashes_to_its_name_is_refused(tm
     bad = tmp_path / "damaged" / src.name
     bad.parent.mkdir()
     bad.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=f"{src.name} fails its hash check: its name says SHA-256 "):
-        load_weights(CifarResNet(20), bad)
-    dated = tmp_path / "resnet20-20240101.th"
-    shutil.copy(src, dated)
-    load_weights(CifarResNet(20), dated)
+    from tenfold.core.io import TenfoldWarning
+
+    with pytest.warns(TenfoldWarning, match=f"{src.name} fails its hash check: its name says SHA-256 "):
+        load_weights(CifarResNet(20), bad)  # a byte inside the tensor data: the file still loads
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TenfoldWarning)
+        for name in ("resnet20-20240101.th", "resnet20-3f2a9c1d.pt"):  # a date; a .pt is not checked
+            shutil.copy(src, tmp_path / name)
+            load_weights(CifarResNet(20), tmp_path / name)

@@ -202,6 +202,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         Config(ode_tol=0.0)
     with pytest.raises(ConfigError, match="ode_tol must be < 1"):
         Config(ode_tol=1.0)
+    # the floor of each VAE cosine schedule: above its lr it failed in the engine, mid-run; lr 0 divided by zero
+    with pytest.raises(ConfigError, match="lr_vae1 must be > 0 and lr_vae1_min at most lr_vae1"):
+        Config(lr_vae1_min=0.02)
+    with pytest.raises(ConfigError, match="lr_vae2 must be > 0 and lr_vae2_min at most lr_vae2"):
+        Config(lr_vae2=0.0)
     for kw, msg in (({"groups": 0}, "groups must be >= 1"), ({"latent_ch": 0}, "latent_ch"),  # were torch errors
                     ({"sde_steps": 0}, "sde_steps"), ({"num_levels": 1}, "num_levels must be >= 2"),
                     ({"score_mult": ()}, "score_mult")):

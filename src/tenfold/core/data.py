@@ -210,7 +210,8 @@ class ImageDataset(torch.utils.data.Dataset):
             raise InputError("subset takes whole image indices or a boolean mask, got fractional indices")
         idx = raw.to(torch.long).reshape(-1)
         if idx.numel() and not (-len(self) <= int(idx.min()) and int(idx.max()) < len(self)):
-            raise InputError(f"subset indices must lie in [0, {len(self)}), got {int(idx.min())} to {int(idx.max())}")
+            raise InputError(f"subset indices must lie in [-{len(self)}, {len(self)}), got {int(idx.min())} to "
+                             f"{int(idx.max())}")
         ids = [self.ids[i] for i in idx.tolist()] if self.ids is not None else None
         return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.source, ids)
 

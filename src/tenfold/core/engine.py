@@ -836,12 +836,17 @@ def fit(
             if (data.get("seed", seed), data.get("shuffle", shuffle)) != (seed, shuffle):
                 raise CheckpointError(f"{src} was written with seed={data.get('seed')}, shuffle={data.get('shuffle')}; "
                                       f"resume with the same (now seed={seed}, shuffle={shuffle})")
+            if not ("model" in state and "optimizer" in state):
+                raise CheckpointError(f"{src} holds no model or optimizer state (not a checkpoint of fit)")
             try:  # another architecture was a raw RuntimeError listing every key
                 raw.load_state_dict(state["model"])
                 opt.load_state_dict(state["optimizer"])
+            except torch.OutOfMemoryError:  # the device's, not the checkpoint's
+                raise
             except (RuntimeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{src} does not fit this model or optimizer ({str(e).splitlines()[0]}); "
-                                      "resume with the model and settings the run started with") from None
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                raise CheckpointError(f"{src} does not fit this model or optimizer ({why}); resume with the model "
+                                      "and settings the run started with") from None
             for name, obj, st in (("scheduler", sched, state["scheduler"]), ("ema", ema_obj, state["ema"]),
                                   ("scaler", scaler, state["scaler"])):
                 if (obj is None) != (st is None):

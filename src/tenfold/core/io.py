@@ -419,8 +419,8 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
         odd = [k for k in keys if isinstance(k, bool) or not isinstance(k, (str, int))
                or k in ("", _TENSOR, _TUPLE, _INTKEYS, _FLOAT)]
         if odd:
-            raise CheckpointError(f"checkpoint keys must be non-empty str or int (not the format's markers); got "
-                                  f"{odd[0]!r} at '{where}'")
+            raise CheckpointError(f"checkpoint keys must be non-empty str or Python int (not the format's markers; "
+                                  f"cast numpy integers with int()); got {odd[0]!r} at '{where}'")
         if len({str(k) for k in keys}) != len(keys):
             dup = sorted({str(k) for k in keys if sum(str(j) == str(k) for j in keys) > 1})
             raise CheckpointError(f"checkpoint keys {dup[0]!r} (str) and {int(dup[0])} (int) at '{where}' would be "

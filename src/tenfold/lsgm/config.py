@@ -120,6 +120,10 @@ class Config:
             raise ConfigError(f"num_levels must be >= 2 (the discretised decoder's bins), got {self.num_levels}")
         if not self.score_mult or min(self.score_mult) < 1:
             raise ConfigError(f"score_mult must be one or more multipliers >= 1, got {self.score_mult}")
+        for lr, low in (("lr_vae1", "lr_vae1_min"), ("lr_vae2", "lr_vae2_min")):  # their ratio is a cosine floor
+            if not (getattr(self, lr) > 0 and getattr(self, low) <= getattr(self, lr)):  # (0: a ZeroDivisionError)
+                raise ConfigError(f"{lr} must be > 0 and {low} at most {lr} (the cosine schedule ends there), got "
+                                  f"{getattr(self, lr)} and {getattr(self, low)}")
         if not self.ode_tol < 1:  # rtol = atol of 1 or more accepts any step: one solver step, not a solve
             raise ConfigError(f"ode_tol must be < 1 (it is the solver's rtol = atol), got {self.ode_tol}")
         if not (self.dropout < 1 and self.ema < 1):
