@@ -255,7 +255,8 @@ def bvh(cfg: Config, run_dir: Path, *, file: Annotated[str, tyro.conf.Positional
         max_frames: fit at most this many frames; 0: all.
         shared_shape: one shape (betas) for the whole sequence, the median of a first per-frame fit.
         body_model: ``procedural`` or an SMPL-layout ``.npz`` / ``.pkl`` file; empty: the config's.
-        scale: metres per unit of the file: 1 for metres, 0.01 for centimetres, 0.0254 for inches.
+        scale: metres per unit of the file: 1 for metres, 0.01 for centimetres, 0.001 for millimetres, 0.0254 for
+            inches.
         mapping: a ``.json`` of ``{keypoint name: BVH joint name}`` for a skeleton without CMU's joint names; empty:
             CMU's (``tenfold.kama.mocap.CMU_MAP``).
     """
