@@ -1748,6 +1748,18 @@ MUTANTS: list[M] = [
       "        local_rot = local_rot.to(torch.promote_types(rest.dtype, torch.get_default_dtype()))",
       "        pass",
       CORE_GEOMETRY, k="integer_rotations"),
+    M("r17-C11", "src/tenfold/core/engine.py",
+      "            if start_step > steps:",
+      "            if False:",
+      CORE_ENGINE, k="past_the_asked"),
+    M("r17-C12", "src/tenfold/core/latency.py",
+      "    dev = check_device(device) if device is not None else",
+      "    dev = torch.device(device) if device is not None else",
+      CORE_LATENCY, k="lacks_is_one"),
+    M("r17-C13", "src/tenfold/core/io.py",
+      "    if jpath.is_file() and not tpath.is_file():",
+      "    if False:",
+      CORE_IO, k="a_json_that"),
 ]
 
 

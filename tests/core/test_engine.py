@@ -681,3 +681,13 @@ def test_session27_walkthrough_clipping_ema_schedule_and_resume_are_checked(tmp_
             steps=8, batch_size=8, ema=0.9, progress=False, tensorboard=False, seed=7, resume=True,
             optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=3e-3),
             scheduler=lambda o: warmup_cosine(o, 5, TOTAL), grad_clip=0.5)
+
+
+def test_resuming_a_run_past_the_asked_steps_warns(tmp_path: Path) -> None:
+    """fit(resume=True, steps=5) on a run at step 12 returned the run as it stood, with no loss and no word."""
+    from tenfold.core.io import TenfoldWarning
+
+    run(tmp_path, 12)
+    with pytest.warns(TenfoldWarning, match=r"is at step 12, past steps=5: nothing to train"):
+        _, out = run(tmp_path, 5, resume=True)
+    assert out["steps"] == 12

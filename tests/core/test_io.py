@@ -349,3 +349,15 @@ def test_checkpoint_keys_that_would_not_come_back_are_refused(tmp_path):
     save_checkpoint(tmp_path / "ok", {1: a, "two": b, "nested": {3: a}}, method="t")
     back, _ = load_checkpoint(tmp_path / "ok")
     assert set(back) == {1, "two", "nested"} and torch.equal(back[1], a) and set(back["nested"]) == {3}
+
+
+def test_a_json_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    """`tenfold eval --weights metrics.json` said "checkpoint file not found: metrics.safetensors", a file the user
+    never named."""
+    (tmp_path / "metrics.json").write_text('{"top1": 0.8}')
+    with pytest.raises(CheckpointError, match=r"metrics.json is not a tenfold checkpoint \(no 'tenfold_checkpoint'"):
+        load_checkpoint(tmp_path / "metrics.json")
+    save_checkpoint(tmp_path / "ck", {"w": torch.ones(1)}, method="t")
+    (tmp_path / "ck.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"checkpoint file not found: .*ck.safetensors"):
+        load_checkpoint(tmp_path / "ck.json")

@@ -323,3 +323,16 @@ def test_latency_review_of_session21():
     finally:
         torch.set_num_threads(old)
     assert torch.equal(state, torch.get_rng_state()) and t.metadata["threads"] == 1
+
+
+def test_timing_on_a_device_name_this_machine_lacks_is_one_config_error() -> None:
+    """measure_latency / measure_ratio took any device string and failed inside torch."""
+    from tenfold.core.io import ConfigError
+    from tenfold.core.latency import measure_latency, measure_ratio
+
+    fn = torch.nn.Linear(2, 2)
+    x = torch.zeros(1, 2)
+    with pytest.raises(ConfigError, match="bad device 'bogus'"):
+        measure_latency(fn, (x,), device="bogus", warmup=0, repeats=1)
+    with pytest.raises(ConfigError, match="bad device 'bogus'"):
+        measure_ratio(fn, fn, (x,), device="bogus")

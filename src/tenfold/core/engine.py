@@ -868,6 +868,9 @@ def fit(
                               stacklevel=2)
                 seed_everything(seed + rank + 1_000_003 * state["step"])
             start_step, seconds_before, resumed_from = int(state["step"]), float(state["seconds"]), int(state["step"])
+            if start_step > steps:  # it returned the run's state at its own step, with no loss and no word
+                warnings.warn(f"{src} is at step {start_step}, past steps={steps}: nothing to train; the run is "
+                              f"returned as it stands", TenfoldWarning, stacklevel=2)
             saved = state["log"]["sums"]  # a list per rank (a dict of rank 0's before session 14)
             saved = saved if isinstance(saved, dict) else saved[rank if len(saved) == world else 0]
             sums = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in saved.items()}

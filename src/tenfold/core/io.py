@@ -502,6 +502,14 @@ def load_checkpoint(path: str | os.PathLike, *, method: str | None = None,
         raise CheckpointError(f"{base} is not a tenfold checkpoint: one is a pair NAME.json + NAME.safetensors "
                               "(give either file, or the run directory)")
     base, jpath, tpath = paired_paths(base)
+    if jpath.is_file() and not tpath.is_file():  # a JSON that is no checkpoint (metrics.json) was reported as a
+        # missing .safetensors the user never named
+        try:
+            head = json.loads(jpath.read_text())
+        except (ValueError, UnicodeDecodeError):
+            head = None
+        if not (isinstance(head, dict) and "tenfold_checkpoint" in head):
+            raise CheckpointError(f"{jpath} is not a tenfold checkpoint (no 'tenfold_checkpoint' header)")
     for p in (jpath, tpath):
         if not p.is_file():
             raise CheckpointError(f"checkpoint file not found: {p}")

@@ -99,7 +99,8 @@ def _call_spec(inputs: Any, device: str | torch.device | None
                ) -> tuple[torch.device, tuple, dict[str, Any]]:
     """(device, positional args, keyword args) of a timed call: ``inputs`` a tuple (positional), a dict
     (keyword) or one object (one argument); the device defaults to that of the first tensor, else CPU."""
-    dev = torch.device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
+    # a bad name or a device this machine lacks: one ConfigError (check_device), not a raw torch error mid-timing
+    dev = check_device(device) if device is not None else (_first_tensor_device(inputs) or torch.device("cpu"))
     if isinstance(inputs, tuple):
         return dev, inputs, {}
     if isinstance(inputs, Mapping):
