@@ -713,8 +713,8 @@ def fit(model, keypoints: torch.Tensor, confidence: torch.Tensor | None = None, 
 
 
 # a fitted shape coefficient beyond this is no human body (betas are in prior standard deviations): real-size
-# keypoints fit within +-2 clean and +-5.1 at 25 mm noise (30 bodies); scaled by 0.5 or 2 about the pelvis they
-# fit "well" (1-2 mm) with betas of 8.7 and 18, silently until session 27 (a scratch run, not a committed result)
+# keypoints fit within +-1.1 clean and +-5.1 at 25 mm noise (30 bodies); scaled by 0.5 or 2 about the pelvis they
+# fit "well" (1-2 mm) with betas up to 8.7 and 18.3, silently until session 27 (tools/kama_shape_range.py)
 EXTREME_BETA = 8.0
 
 
