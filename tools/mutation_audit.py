@@ -1737,7 +1737,7 @@ MUTANTS: list[M] = [
       "    return x",
       CORE_METRICS, k="half_precision"),
     M("r17-C8", "src/tenfold/core/models.py",
-      "    if not h.hexdigest().startswith(m.group(1)):",
+      "    if not digest.startswith(m.group(1)):",
       "    if False:",
       CORE_MODELS, k="hashes_to_its_name"),
     M("r17-C9", "src/tenfold/cli.py",

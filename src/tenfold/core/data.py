@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tenfold.core.io import IMAGE_SUFFIXES, DataError, InputError, require_file, walk_files
+from tenfold.core.io import IMAGE_SUFFIXES, DataError, InputError, is_whole_number, require_file, walk_files
 
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "ImageDataset", "Motion", "asset_path", "data_root", "list_data",
@@ -143,16 +143,6 @@ def list_data() -> list[dict[str, Any]]:
         out.append({"name": name, "path": str(p), "kind": kind, "exists": p.exists(), "size_bytes": size})
     return out
 
-
-def _whole(v: object) -> bool:
-    """An integer of any kind (int, numpy or 0-d torch integer), for counts given through the API."""
-    import operator
-
-    try:
-        operator.index(v)
-    except TypeError:
-        return False
-    return True
 
 # --------------------------------------------------------------------------------------------
 # ImageDataset
@@ -613,7 +603,7 @@ def load_dataset(spec: str, *, limit: int | None = None) -> ImageDataset:
     name = name.strip().lower()
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    if limit is not None and (isinstance(limit, bool) or not _whole(limit) or limit < 1):  # np.int64 is whole too
+    if limit is not None and (not is_whole_number(limit) or limit < 1):  # np.int64 is whole too
         raise DataError(f"limit must be a positive integer, got {limit!r}")
     p = Path(path.strip()).expanduser() if path.strip() else None
     return DATASETS[name][1](name, p, limit)
@@ -634,7 +624,7 @@ def load_pfwillow(root: str | os.PathLike | None = None, *, categories: Iterable
     from PIL import Image
     from scipy.io.matlab import MatReadError
 
-    if limit is not None and (isinstance(limit, bool) or not _whole(limit) or limit < 1):  # np.int64 is whole too
+    if limit is not None and (not is_whole_number(limit) or limit < 1):  # np.int64 is whole too
         raise DataError(f"limit must be a positive integer, got {limit!r}")
     base = Path(root).expanduser() if root is not None else data_root() / "pfwillow"
     if not base.is_dir():

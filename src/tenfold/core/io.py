@@ -110,6 +110,18 @@ def check_tensor(
     return x
 
 
+def is_whole_number(v: Any) -> bool:
+    """An integer of any kind (int, numpy or torch integer scalar), not a bool or a float: counts given through
+    the Python API (np.int64(5) is one, 4.5 and True are not)."""
+    import operator
+
+    try:
+        operator.index(v)
+    except TypeError:
+        return False
+    return not isinstance(v, bool)
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """Parse ``device``; ConfigError (one line) for a malformed name or an accelerator this machine lacks."""
     try:

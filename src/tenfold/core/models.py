@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.core.io import CheckpointError, ConfigError, TenfoldWarning, check_tensor, load_torch_file, require_file
+from tenfold.core.io import (
+    CheckpointError,
+    ConfigError,
+    TenfoldWarning,
+    check_tensor,
+    input_digest,
+    load_torch_file,
+    require_file,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -360,24 +368,19 @@ _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP and torch.compile wr
 def _check_name_hash(p: Path) -> None:
     """torchvision's naming habit, ``NAME-<first 8 hex digits of the file's SHA-256>.th/.pth`` (the shared CIFAR
     ResNets follow it): a file whose content no longer hashes to its name is damaged or renamed, so it is warned of
-    (a flipped byte inside the tensor data loaded and scored 9 % top-1 without a word); a warning, not an error,
-    since a hex suffix may be something else (a git commit) and some published files never matched their names."""
-    import hashlib
+    (a flipped byte inside the tensor data loaded without a word); a warning, not an error, since a hex suffix may
+    be something else (a git commit) and some published files never matched their names."""
     import re
+    import warnings
 
     m = re.search(r"-([0-9a-f]{8,64})$", p.stem)
     if m is None or m.group(1).isdigit():  # all digits: a date or a step count (weights-20240101.pth), not a hash
         return
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if not h.hexdigest().startswith(m.group(1)):
-        import warnings
-
+    digest = input_digest(p).removeprefix("sha256:")
+    if not digest.startswith(m.group(1)):
         warnings.warn(f"weights file {p} fails its hash check: its name says SHA-256 {m.group(1)}..., its content "
-                      f"hashes to {h.hexdigest()[:len(m.group(1))]}...; if the name is such a hash the file is "
-                      "damaged: fetch it again", TenfoldWarning, stacklevel=3)
+                      f"hashes to {digest[:len(m.group(1))]}...; if the name is such a hash the file is damaged: "
+                      "fetch it again", TenfoldWarning, stacklevel=3)
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import operator
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ from tenfold.core.io import (
     check_device,
     check_inputs,
     input_files,
+    is_whole_number,
     load_checkpoint,
     save_checkpoint,
     write_json,
@@ -303,15 +303,6 @@ def _check_tol(tol: float | None, default: str) -> None:
         raise ConfigError(f"tol must be a finite number >= 0 and < 1 (0: {default}), got {tol}")
 
 
-def _whole(v: Any) -> bool:
-    """An integer of any kind (int, numpy or torch integer scalar), not a bool or a float."""
-    try:
-        operator.index(v)
-    except TypeError:
-        return False
-    return not isinstance(v, bool)
-
-
 def load_model(checkpoint: str | Path, cfg: Config | None = None) -> Trained:
     """Load ``run_dir/model`` (or a path to it) written by ``train``."""
     p = Path(checkpoint)
@@ -356,7 +347,7 @@ def generate(model: Trained, n: int, *, tol: float | None = None, sampler: str =
     """n images from the prior (N(0, I) for the VAE, the probability-flow ODE or ancestral SDE for LSGM) decoded
     to the decoder mean and a decoder draw; ``tol`` None or 0: the model config's ``ode_tol`` (as ``nelbo``).
     Returns images, NFE per batch, wall and CPU seconds."""
-    if not (_whole(n) and _whole(batch)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
+    if not (is_whole_number(n) and is_whole_number(batch)) or n < 1 or batch < 1:  # 4.5 was a raw TypeError
         raise ConfigError(f"the number of samples and the batch must be whole numbers >= 1, got n={n}, batch={batch}")
     _check_tol(tol, "the model config's ode_tol")  # 0 reached the solver, which refused it where nelbo falls back
     tol = tol or model.cfg.ode_tol
@@ -400,7 +391,7 @@ def nelbo(model: Trained, x: torch.Tensor, *, ode: bool = True, tol: float | Non
     c = model.cfg
     check_images(x, "the images to score", channels=model.vae.image_channels, size=model.vae.image_size,
                  binary=c.binarize, levels=None if c.binarize else c.num_levels)
-    if not (_whole(batch) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
+    if not (is_whole_number(batch) and batch >= 1):  # 0 was a raw range() error, -1 an empty result
         raise ConfigError(f"batch must be a whole number >= 1, got {batch}")
     _check_tol(tol, "the model config's ode_tol")
     x = x.float()  # float64 images met float32 weights as a raw dtype error (the checks above hold in either)
